@@ -1,0 +1,338 @@
+//! The operator's config file: named endpoints per outside system.
+//! Secrets are never inline; each is read from a file (a mounted Secret) or an
+//! environment variable, and every type holding one redacts itself.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+/// The environment variable that may name the config file.
+pub const CONFIG_ENV: &str = "HOMELAB_OPERATOR_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config file {path}: {key}: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+    #[error("{key}: {message}")]
+    Secret { key: String, message: String },
+}
+
+/// A secret value. `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself; call only where it goes on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString(<redacted>)")
+    }
+}
+
+impl fmt::Display for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Where a secret comes from: a file or an environment variable, never the config itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+impl SecretSource {
+    fn from_pair(key: &str, file: Option<PathBuf>, env: Option<String>) -> Result<Self, String> {
+        match (file, env) {
+            (Some(f), None) => Ok(SecretSource::File(f)),
+            (None, Some(e)) => Ok(SecretSource::Env(e)),
+            (Some(_), Some(_)) => Err(format!("set only one of {key}File and {key}Env")),
+            (None, None) => Err(format!(
+                "missing {key}File or {key}Env (secrets are never inline)"
+            )),
+        }
+    }
+
+    /// Read the secret now (files are re-read so rotated Secrets take effect).
+    pub fn load(&self, key: &str) -> Result<SecretString, ConfigError> {
+        let raw = match self {
+            SecretSource::File(p) => {
+                std::fs::read_to_string(p).map_err(|e| ConfigError::Secret {
+                    key: key.to_string(),
+                    message: format!("cannot read {}: {e}", p.display()),
+                })?
+            }
+            SecretSource::Env(v) => std::env::var(v).map_err(|_| ConfigError::Secret {
+                key: key.to_string(),
+                message: format!("environment variable {v} is not set"),
+            })?,
+        };
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(ConfigError::Secret {
+                key: key.to_string(),
+                message: "secret is empty".into(),
+            });
+        }
+        Ok(SecretString::new(trimmed))
+    }
+}
+
+/// How the client checks a server's TLS certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsTrust {
+    /// The system's web PKI roots.
+    System,
+    /// A PEM CA bundle.
+    CaFile(PathBuf),
+    /// SHA-256 fingerprint of the server's leaf certificate (self-signed Proxmox).
+    Fingerprint(String),
+    /// No verification at all; only when the config says `insecureSkipTlsVerify: true`.
+    InsecureSkipVerify,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxmoxEndpoint {
+    pub name: String,
+    pub url: url::Url,
+    pub token_id: String,
+    pub token_secret: SecretSource,
+    pub tls: TlsTrust,
+    /// Per-call timeout.
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub path: String,
+    pub proxmox: BTreeMap<String, ProxmoxEndpoint>,
+    /// Sections later kinds use; parsed as YAML so typos in them do not go unnoticed
+    /// once their kinds land, kept raw until then.
+    pub pbs: BTreeMap<String, serde_yaml_ng::Value>,
+    pub dns: BTreeMap<String, serde_yaml_ng::Value>,
+    pub proxy: BTreeMap<String, serde_yaml_ng::Value>,
+    pub notifications: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    proxmox: BTreeMap<String, RawProxmox>,
+    #[serde(default)]
+    pbs: BTreeMap<String, serde_yaml_ng::Value>,
+    #[serde(default)]
+    dns: BTreeMap<String, serde_yaml_ng::Value>,
+    #[serde(default)]
+    proxy: BTreeMap<String, serde_yaml_ng::Value>,
+    #[serde(default)]
+    notifications: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawProxmox {
+    url: String,
+    token_id: String,
+    token_secret_file: Option<PathBuf>,
+    token_secret_env: Option<String>,
+    fingerprint: Option<String>,
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    insecure_skip_tls_verify: bool,
+    timeout_seconds: Option<u64>,
+}
+
+impl Config {
+    /// Load and validate the config file; every error names the file and the key.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        Self::parse(&p, &text)
+    }
+
+    pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_string(),
+            key,
+            message,
+        };
+        let mut proxmox = BTreeMap::new();
+        for (name, r) in raw.proxmox {
+            let key = format!("proxmox.{name}");
+            let url = url::Url::parse(&r.url)
+                .map_err(|e| invalid(format!("{key}.url"), format!("{e}: {:?}", r.url)))?;
+            if !matches!(url.scheme(), "https" | "http") {
+                return Err(invalid(
+                    format!("{key}.url"),
+                    "scheme must be https (or http)".into(),
+                ));
+            }
+            if !r.token_id.contains('!') || !r.token_id.contains('@') {
+                return Err(invalid(
+                    format!("{key}.tokenId"),
+                    format!("expected USER@REALM!TOKENNAME, got {:?}", r.token_id),
+                ));
+            }
+            let token_secret =
+                SecretSource::from_pair("tokenSecret", r.token_secret_file, r.token_secret_env)
+                    .map_err(|m| invalid(key.clone(), m))?;
+            let tls = match (r.fingerprint, r.ca_file, r.insecure_skip_tls_verify) {
+                (Some(fp), None, false) => TlsTrust::Fingerprint(
+                    normalize_fingerprint(&fp)
+                        .map_err(|m| invalid(format!("{key}.fingerprint"), m))?,
+                ),
+                (None, Some(ca), false) => TlsTrust::CaFile(ca),
+                (None, None, true) => TlsTrust::InsecureSkipVerify,
+                (None, None, false) => TlsTrust::System,
+                _ => {
+                    return Err(invalid(
+                        key.clone(),
+                        "set at most one of fingerprint, caFile, insecureSkipTlsVerify".into(),
+                    ));
+                }
+            };
+            let timeout = std::time::Duration::from_secs(r.timeout_seconds.unwrap_or(30).max(1));
+            proxmox.insert(
+                name.clone(),
+                ProxmoxEndpoint {
+                    name,
+                    url,
+                    token_id: r.token_id,
+                    token_secret,
+                    tls,
+                    timeout,
+                },
+            );
+        }
+        Ok(Config {
+            path: path.to_string(),
+            proxmox,
+            pbs: raw.pbs,
+            dns: raw.dns,
+            proxy: raw.proxy,
+            notifications: raw.notifications,
+        })
+    }
+
+    pub fn proxmox(&self, name: &str) -> Option<&ProxmoxEndpoint> {
+        self.proxmox.get(name)
+    }
+}
+
+/// Accept `AA:BB:…` or plain hex in either case; store as lower-case hex without colons.
+pub fn normalize_fingerprint(fp: &str) -> Result<String, String> {
+    let hex: String = fp
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("expected a SHA-256 fingerprint (32 hex bytes, colons optional)".into());
+    }
+    Ok(hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FP: &str = "AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99";
+
+    #[test]
+    fn parses_endpoint_with_fingerprint() {
+        let c = Config::parse(
+            "c.yaml",
+            &format!(
+                "proxmox:\n  default:\n    url: https://pve.lan:8006\n    tokenId: operator@pve!homelab\n    tokenSecretEnv: PVE_TOKEN\n    fingerprint: \"{FP}\"\n"
+            ),
+        )
+        .unwrap();
+        let ep = c.proxmox("default").unwrap();
+        assert_eq!(ep.token_secret, SecretSource::Env("PVE_TOKEN".into()));
+        assert!(matches!(&ep.tls, TlsTrust::Fingerprint(f) if f.starts_with("aabbcc")));
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let e = Config::parse("c.yaml", "proxmox:\n  default:\n    url: https://x:8006\n    tokenId: nope\n    tokenSecretEnv: X\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "config file c.yaml: proxmox.default.tokenId: expected USER@REALM!TOKENNAME, got \"nope\""
+        );
+        let e = Config::parse(
+            "c.yaml",
+            "proxmox:\n  default:\n    url: https://x:8006\n    tokenId: a@pve!b\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("proxmox.default: missing tokenSecretFile or tokenSecretEnv"),
+            "{e}"
+        );
+        let e = Config::parse("c.yaml", "proxmox:\n  default:\n    url: https://x:8006\n    tokenId: a@pve!b\n    tokenSecret: inline\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config file c.yaml: ") && e.contains("tokenSecret"),
+            "{e}"
+        );
+        let e = Config::load(Path::new("/nonexistent/homelab.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config file /nonexistent/homelab.yaml: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secrets_redact() {
+        let s = SecretString::new("hunter2");
+        assert!(!format!("{s:?} {s}").contains("hunter2"));
+    }
+
+    #[test]
+    fn later_sections_parse() {
+        let c = Config::parse(
+            "c.yaml",
+            "dns:\n  default: {type: technitium, url: http://dns:5380, tokenFile: /x}\n",
+        )
+        .unwrap();
+        assert_eq!(c.dns.len(), 1);
+    }
+}

@@ -1,0 +1,10 @@
+//! homelab-operator: run a Proxmox homelab from declared state.
+//!
+//! Data flows one way: `api` (CRD types) → `reconcile` (pure plans + apply
+//! through provider traits) → `providers` (HTTP clients). `controller` is the
+//! only module that talks to the Kubernetes API; `sim` serves fake outside
+//! systems for the demo, tests and benchmarks.
+pub mod api;
+pub mod config;
+pub mod metrics;
+pub mod providers;

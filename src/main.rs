@@ -1,0 +1,5 @@
+fn main() {
+    for crd in homelab_operator::api::all_crds() {
+        print!("{}", homelab_operator::api::crd_yaml(&crd));
+    }
+}

@@ -1,0 +1,3 @@
+//! One module per outside system, each behind a small trait so reconcilers never see HTTP.
+pub mod http;
+pub mod pve;

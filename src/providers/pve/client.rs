@@ -1,0 +1,553 @@
+//! Typed Proxmox VE API client over reqwest.
+
+use std::{sync::Arc, time::Duration};
+
+use backon::Retryable;
+use serde::de::DeserializeOwned;
+
+use super::{
+    Error, GuestKind, Params, PveApi,
+    codec::{Upid, lenient_u64},
+    types::*,
+};
+use crate::{
+    config::{ProxmoxEndpoint, SecretSource},
+    metrics::Metrics,
+    providers::http,
+};
+
+/// One Proxmox VE cluster endpoint.
+#[derive(Clone)]
+pub struct PveClient {
+    http: reqwest::Client,
+    base: String,
+    token_id: String,
+    secret: SecretSource,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl std::fmt::Debug for PveClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PveClient")
+            .field("base", &self.base)
+            .field("token_id", &self.token_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+    /// GET and PUT of whole state may be repeated; POST creates and DELETE by
+    /// position (firewall rules) shifts what the next call addresses.
+    fn idempotent(self) -> bool {
+        matches!(self, Method::Get | Method::Put)
+    }
+}
+
+impl PveClient {
+    pub fn new(
+        ep: &ProxmoxEndpoint,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, http::BuildError> {
+        Ok(Self {
+            http: http::client(&ep.tls, ep.timeout)?,
+            base: format!("{}/api2/json", ep.url.as_str().trim_end_matches('/')),
+            token_id: ep.token_id.clone(),
+            secret: ep.token_secret.clone(),
+            metrics,
+        })
+    }
+
+    /// One call, with retries for idempotent methods on transient errors.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        op: &'static str,
+        path: &str,
+        params: &Params,
+    ) -> Result<T, Error> {
+        let once = || self.call_once::<T>(method, op, path, params);
+        if method.idempotent() {
+            once.retry(http::retry_policy())
+                .when(|e: &Error| e.is_transient())
+                .notify(|e, d| tracing::debug!(error = %e, delay = ?d, "retrying PVE call"))
+                .await
+        } else {
+            once().await
+        }
+    }
+
+    async fn call_once<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        op: &'static str,
+        path: &str,
+        params: &Params,
+    ) -> Result<T, Error> {
+        let m = method.as_str();
+        let secret = self
+            .secret
+            .load("tokenSecret")
+            .map_err(|e| Error::Credentials(e.to_string()))?;
+        let url = format!("{}{}", self.base, path);
+        let req = match method {
+            Method::Get => self.http.get(&url).query(params),
+            Method::Delete => self.http.delete(&url).query(params),
+            Method::Post => self.http.post(&url).form(params),
+            Method::Put => self.http.put(&url).form(params),
+        }
+        .header(
+            "Authorization",
+            format!("PVEAPIToken={}={}", self.token_id, secret.expose()),
+        );
+        let result = self.send::<T>(m, path, req).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.outside_call("pve", op, outcome_label(&result));
+        }
+        result
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        m: &'static str,
+        path: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, Error> {
+        // reqwest errors carry the URL; drop it (paths are ours, never secrets,
+        // but the policy is to print only what we chose to print).
+        let resp = req.send().await.map_err(|e| {
+            if e.is_timeout() {
+                Error::Timeout {
+                    method: m,
+                    path: path.to_string(),
+                }
+            } else {
+                Error::Transport {
+                    method: m,
+                    path: path.to_string(),
+                    message: describe(&e.without_url()),
+                }
+            }
+        })?;
+        let status = resp.status();
+        let reason = status.canonical_reason().unwrap_or("").to_string();
+        let body = resp.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                Error::Timeout {
+                    method: m,
+                    path: path.to_string(),
+                }
+            } else {
+                Error::Transport {
+                    method: m,
+                    path: path.to_string(),
+                    message: describe(&e.without_url()),
+                }
+            }
+        })?;
+        if !status.is_success() {
+            let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+            let message = parsed
+                .as_ref()
+                .and_then(|v| v.get("message"))
+                .and_then(|m| m.as_str())
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .unwrap_or(reason);
+            let errors: Vec<(String, String)> = parsed
+                .as_ref()
+                .and_then(|v| v.get("errors"))
+                .and_then(|e| e.as_object())
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").trim().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let message = describe_api(&message, &errors);
+            return Err(Error::Api {
+                method: m,
+                path: path.to_string(),
+                status: status.as_u16(),
+                message,
+                errors,
+            });
+        }
+        #[derive(serde::Deserialize)]
+        struct Envelope<T> {
+            data: T,
+        }
+        let de = &mut serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize::<_, Envelope<T>>(de)
+            .map(|e| e.data)
+            .map_err(|e| Error::Decode {
+                method: m,
+                path: path.to_string(),
+                at: e.path().to_string(),
+                message: e.inner().to_string(),
+            })
+    }
+
+    fn guest_path(node: &str, kind: GuestKind, vmid: u32) -> String {
+        format!("/nodes/{node}/{}/{vmid}", kind.as_str())
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// "Parameter verification failed." alone says nothing; add which parameter and why.
+fn describe_api(message: &str, errors: &[(String, String)]) -> String {
+    if errors.is_empty() {
+        return message.to_string();
+    }
+    let details: Vec<String> = errors.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    format!("{message} ({})", details.join("; "))
+}
+
+fn outcome_label<T>(r: &Result<T, Error>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(e) if e.is_transient() => "transient_error",
+        Err(_) => "error",
+    }
+}
+
+fn upid(s: String, m: &'static str, path: &str) -> Result<Upid, Error> {
+    Upid::parse(&s).ok_or_else(|| Error::Decode {
+        method: m,
+        path: path.to_string(),
+        at: "data".into(),
+        message: format!("not a UPID: {s:?}"),
+    })
+}
+
+fn p(pairs: &[(&str, String)]) -> Params {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+impl PveApi for PveClient {
+    async fn cluster_resources(&self) -> Result<Vec<ClusterResource>, Error> {
+        self.call(
+            Method::Get,
+            "cluster_resources",
+            "/cluster/resources",
+            &p(&[("type", "vm".into())]),
+        )
+        .await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, Error> {
+        self.call(Method::Get, "nodes", "/nodes", &vec![]).await
+    }
+
+    async fn next_id(&self) -> Result<u32, Error> {
+        let v: serde_json::Value = self
+            .call(Method::Get, "next_id", "/cluster/nextid", &vec![])
+            .await?;
+        lenient_u64(&v)
+            .map(|n| n as u32)
+            .ok_or_else(|| Error::Decode {
+                method: "GET",
+                path: "/cluster/nextid".into(),
+                at: "data".into(),
+                message: format!("not an integer: {v}"),
+            })
+    }
+
+    async fn pending(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+    ) -> Result<Vec<PendingEntry>, Error> {
+        let path = format!("{}/pending", Self::guest_path(node, kind, vmid));
+        self.call(Method::Get, "pending", &path, &vec![]).await
+    }
+
+    async fn create(&self, node: &str, kind: GuestKind, params: Params) -> Result<Upid, Error> {
+        let path = format!("/nodes/{node}/{}", kind.as_str());
+        let s: String = self.call(Method::Post, "create", &path, &params).await?;
+        upid(s, "POST", &path)
+    }
+
+    async fn clone_guest(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        template: u32,
+        params: Params,
+    ) -> Result<Upid, Error> {
+        let path = format!("{}/clone", Self::guest_path(node, kind, template));
+        let s: String = self.call(Method::Post, "clone", &path, &params).await?;
+        upid(s, "POST", &path)
+    }
+
+    async fn update_config(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        params: Params,
+    ) -> Result<Option<Upid>, Error> {
+        let path = format!("{}/config", Self::guest_path(node, kind, vmid));
+        match kind {
+            // QEMU's POST may start a task (e.g. disk allocation); PUT is the synchronous form LXC has.
+            GuestKind::Qemu => {
+                let v: Option<String> = self
+                    .call(Method::Post, "update_config", &path, &params)
+                    .await?;
+                v.map(|s| upid(s, "POST", &path)).transpose()
+            }
+            GuestKind::Lxc => {
+                let _: serde_json::Value = self
+                    .call(Method::Put, "update_config", &path, &params)
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn resize(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        disk: &str,
+        size: &str,
+    ) -> Result<Option<Upid>, Error> {
+        let path = format!("{}/resize", Self::guest_path(node, kind, vmid));
+        // Absolute sizes only (never "+NG"), so a retried PUT cannot grow a disk twice.
+        let v: Option<String> = self
+            .call(
+                Method::Put,
+                "resize",
+                &path,
+                &p(&[("disk", disk.into()), ("size", size.into())]),
+            )
+            .await?;
+        v.map(|s| upid(s, "PUT", &path)).transpose()
+    }
+
+    async fn power(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        action: &str,
+    ) -> Result<Upid, Error> {
+        let path = format!("{}/status/{action}", Self::guest_path(node, kind, vmid));
+        let s: String = self.call(Method::Post, "power", &path, &vec![]).await?;
+        upid(s, "POST", &path)
+    }
+
+    async fn delete_guest(&self, node: &str, kind: GuestKind, vmid: u32) -> Result<Upid, Error> {
+        let path = Self::guest_path(node, kind, vmid);
+        let params = p(&[
+            ("purge", "1".into()),
+            ("destroy-unreferenced-disks", "1".into()),
+        ]);
+        let s: String = self.call(Method::Delete, "delete", &path, &params).await?;
+        upid(s, "DELETE", &path)
+    }
+
+    async fn snapshot(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        name: &str,
+    ) -> Result<Upid, Error> {
+        let path = format!("{}/snapshot", Self::guest_path(node, kind, vmid));
+        let params = p(&[
+            ("snapname", name.into()),
+            (
+                "description",
+                "taken by homelab-operator before a risky change".into(),
+            ),
+        ]);
+        let s: String = self.call(Method::Post, "snapshot", &path, &params).await?;
+        upid(s, "POST", &path)
+    }
+
+    async fn rollback(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        name: &str,
+    ) -> Result<Upid, Error> {
+        let path = format!(
+            "{}/snapshot/{name}/rollback",
+            Self::guest_path(node, kind, vmid)
+        );
+        let s: String = self.call(Method::Post, "rollback", &path, &vec![]).await?;
+        upid(s, "POST", &path)
+    }
+
+    async fn task_status(&self, upid: &Upid) -> Result<TaskStatus, Error> {
+        let path = format!(
+            "/nodes/{}/tasks/{}/status",
+            upid.node,
+            urlencode_path(&upid.raw)
+        );
+        self.call(Method::Get, "task_status", &path, &vec![]).await
+    }
+
+    async fn firewall_options(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+    ) -> Result<FirewallOptions, Error> {
+        let path = format!("{}/firewall/options", Self::guest_path(node, kind, vmid));
+        self.call(Method::Get, "firewall_options", &path, &vec![])
+            .await
+    }
+
+    async fn set_firewall_options(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        params: Params,
+    ) -> Result<(), Error> {
+        let path = format!("{}/firewall/options", Self::guest_path(node, kind, vmid));
+        let _: serde_json::Value = self
+            .call(Method::Put, "set_firewall_options", &path, &params)
+            .await?;
+        Ok(())
+    }
+
+    async fn firewall_rules(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+    ) -> Result<Vec<FirewallRuleEntry>, Error> {
+        let path = format!("{}/firewall/rules", Self::guest_path(node, kind, vmid));
+        self.call(Method::Get, "firewall_rules", &path, &vec![])
+            .await
+    }
+
+    async fn create_firewall_rule(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        params: Params,
+    ) -> Result<(), Error> {
+        let path = format!("{}/firewall/rules", Self::guest_path(node, kind, vmid));
+        let _: serde_json::Value = self
+            .call(Method::Post, "create_firewall_rule", &path, &params)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_firewall_rule(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        pos: u64,
+    ) -> Result<(), Error> {
+        let path = format!(
+            "{}/firewall/rules/{pos}",
+            Self::guest_path(node, kind, vmid)
+        );
+        let _: serde_json::Value = self
+            .call(Method::Delete, "delete_firewall_rule", &path, &vec![])
+            .await?;
+        Ok(())
+    }
+
+    async fn guest_ips(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+    ) -> Result<Vec<String>, Error> {
+        let mut ips: Vec<String> = match kind {
+            GuestKind::Qemu => {
+                let path = format!(
+                    "{}/agent/network-get-interfaces",
+                    Self::guest_path(node, kind, vmid)
+                );
+                let a: AgentInterfaces =
+                    self.call(Method::Get, "guest_ips", &path, &vec![]).await?;
+                a.result
+                    .into_iter()
+                    .flat_map(|i| i.ip_addresses.into_iter().map(|a| a.ip_address))
+                    .collect()
+            }
+            GuestKind::Lxc => {
+                let path = format!("{}/interfaces", Self::guest_path(node, kind, vmid));
+                let list: Vec<LxcInterface> =
+                    self.call(Method::Get, "guest_ips", &path, &vec![]).await?;
+                list.into_iter()
+                    .flat_map(|i| [i.inet, i.inet6])
+                    .flatten()
+                    .map(|cidr| cidr.split('/').next().unwrap_or_default().to_string())
+                    .collect()
+            }
+        };
+        ips.retain(|ip| usable_ip(ip));
+        ips.dedup();
+        Ok(ips)
+    }
+}
+
+fn urlencode_path(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// Wait helper for tests and one-shot commands: poll a task until it stops.
+pub async fn wait_task<P: PveApi>(
+    api: &P,
+    upid: &Upid,
+    poll: Duration,
+    max: Duration,
+) -> Result<TaskStatus, Error> {
+    let deadline = tokio::time::Instant::now() + max;
+    loop {
+        let st = api.task_status(upid).await?;
+        if !st.is_running() {
+            return Ok(st);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                method: "GET",
+                path: format!("task {}", upid.raw),
+            });
+        }
+        tokio::time::sleep(poll).await;
+    }
+}

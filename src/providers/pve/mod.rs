@@ -1,0 +1,147 @@
+//! Proxmox VE: the trait the reconcilers see and its HTTP implementation.
+
+pub mod client;
+pub mod codec;
+pub mod error;
+pub mod types;
+
+use std::future::Future;
+
+pub use client::PveClient;
+pub use codec::Upid;
+pub use error::{Error, ErrorClass};
+pub use types::*;
+
+/// Form parameters in the order they are sent.
+pub type Params = Vec<(String, String)>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GuestKind {
+    Qemu,
+    Lxc,
+}
+
+impl GuestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuestKind::Qemu => "qemu",
+            GuestKind::Lxc => "lxc",
+        }
+    }
+    pub fn from_resource_type(s: &str) -> Option<Self> {
+        match s {
+            "qemu" => Some(GuestKind::Qemu),
+            "lxc" => Some(GuestKind::Lxc),
+            _ => None,
+        }
+    }
+}
+
+/// The Proxmox VE operations the guest reconciler uses. Method names follow the API.
+pub trait PveApi: Send + Sync {
+    fn cluster_resources(&self)
+    -> impl Future<Output = Result<Vec<ClusterResource>, Error>> + Send;
+    fn nodes(&self) -> impl Future<Output = Result<Vec<NodeInfo>, Error>> + Send;
+    fn next_id(&self) -> impl Future<Output = Result<u32, Error>> + Send;
+    fn pending(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+    ) -> impl Future<Output = Result<Vec<PendingEntry>, Error>> + Send;
+    fn create(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        params: Params,
+    ) -> impl Future<Output = Result<Upid, Error>> + Send;
+    fn clone_guest(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        template: u32,
+        params: Params,
+    ) -> impl Future<Output = Result<Upid, Error>> + Send;
+    fn update_config(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        params: Params,
+    ) -> impl Future<Output = Result<Option<Upid>, Error>> + Send;
+    fn resize(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        disk: &str,
+        size: &str,
+    ) -> impl Future<Output = Result<Option<Upid>, Error>> + Send;
+    fn power(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        action: &str,
+    ) -> impl Future<Output = Result<Upid, Error>> + Send;
+    fn delete_guest(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+    ) -> impl Future<Output = Result<Upid, Error>> + Send;
+    fn snapshot(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        name: &str,
+    ) -> impl Future<Output = Result<Upid, Error>> + Send;
+    fn rollback(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        name: &str,
+    ) -> impl Future<Output = Result<Upid, Error>> + Send;
+    fn task_status(&self, upid: &Upid) -> impl Future<Output = Result<TaskStatus, Error>> + Send;
+    fn firewall_options(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+    ) -> impl Future<Output = Result<FirewallOptions, Error>> + Send;
+    fn set_firewall_options(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        params: Params,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    fn firewall_rules(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+    ) -> impl Future<Output = Result<Vec<FirewallRuleEntry>, Error>> + Send;
+    fn create_firewall_rule(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        params: Params,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    fn delete_firewall_rule(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+        pos: u64,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+    fn guest_ips(
+        &self,
+        node: &str,
+        kind: GuestKind,
+        vmid: u32,
+    ) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
+}

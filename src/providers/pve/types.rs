@@ -1,0 +1,178 @@
+//! Typed answers of the PVE calls we use. Numbers are read leniently because
+//! PVE sends some integers as strings.
+
+use serde::Deserialize;
+
+use super::codec::de;
+
+/// One entry of `GET /cluster/resources?type=vm`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct ClusterResource {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(deserialize_with = "de::u64_lenient")]
+    pub vmid: u64,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub node: String,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default, deserialize_with = "de::bool_lenient")]
+    pub template: bool,
+    #[serde(default)]
+    pub tags: Option<String>,
+    #[serde(default)]
+    pub lock: Option<String>,
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+impl ClusterResource {
+    /// Tags split on PVE's separators.
+    pub fn tag_list(&self) -> Vec<String> {
+        split_tags(self.tags.as_deref().unwrap_or(""))
+    }
+}
+
+pub fn split_tags(s: &str) -> Vec<String> {
+    s.split([';', ',', ' '])
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// One entry of `GET /nodes`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct NodeInfo {
+    pub node: String,
+    pub status: String,
+    #[serde(default, deserialize_with = "de::opt_u64_lenient")]
+    pub mem: Option<u64>,
+    #[serde(default, deserialize_with = "de::opt_u64_lenient")]
+    pub maxmem: Option<u64>,
+}
+
+impl NodeInfo {
+    pub fn free_memory(&self) -> u64 {
+        self.maxmem
+            .unwrap_or(0)
+            .saturating_sub(self.mem.unwrap_or(0))
+    }
+}
+
+/// `GET /nodes/{node}/tasks/{upid}/status`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct TaskStatus {
+    pub upid: String,
+    pub status: String,
+    #[serde(default)]
+    pub exitstatus: Option<String>,
+    #[serde(rename = "type")]
+    pub task_type: String,
+}
+
+impl TaskStatus {
+    pub fn is_running(&self) -> bool {
+        self.status == "running"
+    }
+    /// `OK` and `WARNINGS: n` are success; anything else is the error text.
+    pub fn failure(&self) -> Option<&str> {
+        match self.exitstatus.as_deref() {
+            _ if self.is_running() => None,
+            Some("OK") => None,
+            Some(s) if s.starts_with("WARNINGS") => None,
+            Some(s) => Some(s),
+            None => Some("task stopped without exit status"),
+        }
+    }
+}
+
+/// One entry of `GET .../pending`: the current value and any pending change.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct PendingEntry {
+    pub key: String,
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
+    #[serde(default)]
+    pub pending: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "de::bool_lenient")]
+    pub delete: bool,
+}
+
+/// `GET .../firewall/options` (the keys we manage).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct FirewallOptions {
+    #[serde(default, deserialize_with = "de::bool_lenient")]
+    pub enable: bool,
+    #[serde(default)]
+    pub policy_in: Option<String>,
+    #[serde(default)]
+    pub policy_out: Option<String>,
+}
+
+/// One entry of `GET .../firewall/rules`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct FirewallRuleEntry {
+    #[serde(deserialize_with = "de::u64_lenient")]
+    pub pos: u64,
+    #[serde(rename = "type")]
+    pub direction: String,
+    pub action: String,
+    #[serde(default)]
+    pub proto: Option<String>,
+    #[serde(default)]
+    pub dport: Option<String>,
+    #[serde(default)]
+    pub sport: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub dest: Option<String>,
+    #[serde(default)]
+    pub comment: Option<String>,
+    #[serde(default, deserialize_with = "de::bool_lenient")]
+    pub enable: bool,
+}
+
+/// QEMU guest agent `network-get-interfaces` answer.
+#[derive(Clone, Debug, Deserialize)]
+pub struct AgentInterfaces {
+    pub result: Vec<AgentInterface>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct AgentInterface {
+    pub name: String,
+    #[serde(rename = "ip-addresses", default)]
+    pub ip_addresses: Vec<AgentIp>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct AgentIp {
+    #[serde(rename = "ip-address")]
+    pub ip_address: String,
+}
+
+/// LXC `GET .../interfaces` entry (old and new field names both accepted).
+#[derive(Clone, Debug, Deserialize)]
+pub struct LxcInterface {
+    pub name: String,
+    #[serde(default)]
+    pub inet: Option<String>,
+    #[serde(default)]
+    pub inet6: Option<String>,
+}
+
+/// Addresses worth reporting: no loopback, no link-local.
+pub fn usable_ip(ip: &str) -> bool {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => {
+            !a.is_loopback() && !a.is_link_local() && !a.is_unspecified()
+        }
+        Ok(std::net::IpAddr::V6(a)) => {
+            !a.is_loopback() && (a.segments()[0] & 0xffc0) != 0xfe80 && !a.is_unspecified()
+        }
+        Err(_) => false,
+    }
+}
