@@ -8,3 +8,4 @@ pub mod api;
 pub mod config;
 pub mod metrics;
 pub mod providers;
+pub mod sim;

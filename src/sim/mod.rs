@@ -1,0 +1,10 @@
+//! In-process simulators of the outside systems, served over real HTTP(S) on
+//! loopback, for `demo`, the tests and the benchmark. They do not reuse the
+//! providers' types: both sides sharing a type would agree on the same bug.
+
+pub mod faults;
+pub mod pve;
+pub mod server;
+
+pub use faults::{FaultKind, Faults, ScriptedFault};
+pub use server::SimServer;

@@ -1,0 +1,374 @@
+//! Proxmox VE simulator: nodes, storages, templates, QEMU and LXC guests,
+//! async tasks with locks, pending changes, snapshots, firewall, agent answers.
+//! Requests are checked against the published schema; answers keep PVE's
+//! shapes and quirks (0/1 booleans, `nextid` as a string, UPIDs, reason phrases).
+
+pub mod schema;
+mod state;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+
+pub use schema::PveSchema;
+use state::State;
+pub use state::{SimGuest, SimNode};
+
+use super::{
+    faults::{FaultKind, Faults},
+    server::{SimHandler, SimRequest, SimResponse, SimServer, json_response},
+};
+
+/// What the simulated cluster starts with.
+#[derive(Clone, Debug)]
+pub struct PveSimConfig {
+    pub nodes: Vec<SimNode>,
+    pub storages: Vec<String>,
+    pub bridges: Vec<String>,
+    /// Volumes that exist on every node (`local:vztmpl/…`, `local:iso/…`).
+    pub volumes: Vec<String>,
+    pub token_id: String,
+    pub token_secret: String,
+    pub task_duration: Duration,
+    pub tls: bool,
+}
+
+impl Default for PveSimConfig {
+    fn default() -> Self {
+        Self {
+            nodes: vec![
+                SimNode {
+                    name: "pve1".into(),
+                    maxmem: 32 << 30,
+                    basemem: 6 << 30,
+                    online: true,
+                },
+                SimNode {
+                    name: "pve2".into(),
+                    maxmem: 64 << 30,
+                    basemem: 8 << 30,
+                    online: true,
+                },
+                SimNode {
+                    name: "pve3".into(),
+                    maxmem: 32 << 30,
+                    basemem: 4 << 30,
+                    online: true,
+                },
+            ],
+            storages: vec!["local".into(), "local-lvm".into(), "tank".into()],
+            bridges: vec!["vmbr0".into(), "vmbr1".into()],
+            volumes: vec![
+                "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
+                "local:vztmpl/alpine-3.22-default_20250617_amd64.tar.xz".into(),
+                "local:iso/debian-13.1.0-amd64-netinst.iso".into(),
+            ],
+            token_id: "operator@pve!homelab".into(),
+            token_secret: "5e1f0c1a-sim0-4b8e-9c1d-000000000000".into(),
+            task_duration: Duration::from_millis(300),
+            tls: true,
+        }
+    }
+}
+
+/// The simulator; clone the `Arc` to inspect or change its state from tests.
+pub struct PveSim {
+    schema: Arc<PveSchema>,
+    state: Mutex<State>,
+    pub faults: Mutex<Faults>,
+    calls: Mutex<BTreeMap<String, u64>>,
+}
+
+impl PveSim {
+    pub fn new(config: PveSimConfig, schema: Arc<PveSchema>) -> Arc<Self> {
+        Arc::new(Self {
+            schema,
+            state: Mutex::new(State::new(config)),
+            faults: Mutex::new(Faults::default()),
+            calls: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// A simulator with the default cluster and one cloud-init QEMU template
+    /// (9000 `debian-13-cloud` on pve1), checked against the repository's schema.
+    pub fn with_defaults(config: PveSimConfig) -> Result<Arc<Self>, String> {
+        let schema = PveSchema::from_repository()?;
+        let sim = Self::new(config, Arc::new(schema));
+        sim.add_qemu_template(9000, "debian-13-cloud", "pve1");
+        Ok(sim)
+    }
+
+    pub async fn serve(self: &Arc<Self>) -> std::io::Result<SimServer> {
+        let tls = self.state.lock().unwrap().config.tls;
+        SimServer::start(self.clone(), tls).await
+    }
+
+    pub fn token(&self) -> (String, String) {
+        let s = self.state.lock().unwrap();
+        (s.config.token_id.clone(), s.config.token_secret.clone())
+    }
+
+    pub fn add_qemu_template(&self, vmid: u32, name: &str, node: &str) {
+        let mut s = self.state.lock().unwrap();
+        let mut config = BTreeMap::new();
+        config.insert("name".into(), json!(name));
+        config.insert("cores".into(), json!(2));
+        config.insert("memory".into(), json!("2048"));
+        config.insert("scsihw".into(), json!("virtio-scsi-single"));
+        config.insert(
+            "scsi0".into(),
+            json!(format!("local-lvm:base-{vmid}-disk-0,size=4G")),
+        );
+        config.insert(
+            "ide2".into(),
+            json!(format!("local-lvm:vm-{vmid}-cloudinit,media=cdrom")),
+        );
+        config.insert(
+            "net0".into(),
+            json!("virtio=BC:24:11:00:90:00,bridge=vmbr0"),
+        );
+        config.insert("agent".into(), json!("1"));
+        config.insert("ostype".into(), json!("l26"));
+        config.insert("tags".into(), json!("template"));
+        config.insert("template".into(), json!(1));
+        s.insert_guest(SimGuest::new(vmid, "qemu", node, config, true));
+    }
+
+    /// Insert a guest as if someone made it in the Proxmox UI.
+    pub fn add_guest(&self, guest: SimGuest) {
+        self.state.lock().unwrap().insert_guest(guest);
+    }
+
+    /// Change a guest's config behind the operator's back (drift).
+    pub fn edit_config(&self, vmid: u32, key: &str, value: Value) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(g) = s.guests.get_mut(&vmid) {
+            g.config.insert(key.to_string(), value);
+        }
+    }
+
+    pub fn set_power(&self, vmid: u32, running: bool) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(g) = s.guests.get_mut(&vmid) {
+            g.running = running;
+        }
+    }
+
+    /// A copy of a guest's state.
+    pub fn guest(&self, vmid: u32) -> Option<SimGuest> {
+        let mut s = self.state.lock().unwrap();
+        s.advance();
+        s.guests.get(&vmid).cloned()
+    }
+
+    /// Guests (not templates), after finishing due tasks.
+    pub fn guests(&self) -> Vec<SimGuest> {
+        let mut s = self.state.lock().unwrap();
+        s.advance();
+        s.guests.values().filter(|g| !g.template).cloned().collect()
+    }
+
+    pub fn set_task_duration(&self, d: Duration) {
+        self.state.lock().unwrap().config.task_duration = d;
+    }
+
+    /// Calls by `METHOD /path/{template}`.
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn total_calls(&self) -> u64 {
+        self.calls.lock().unwrap().values().sum()
+    }
+
+    pub fn reset_calls(&self) {
+        self.calls.lock().unwrap().clear();
+    }
+
+    async fn respond(&self, req: SimRequest) -> Option<SimResponse> {
+        let Some(path) = req.path.strip_prefix("/api2/json") else {
+            return Some(error(404, "Not Found"));
+        };
+        let path = path.trim_end_matches('/').to_string();
+        let is_write = req.method != "GET";
+        let (fault, latency) = {
+            let mut f = self.faults.lock().unwrap();
+            (f.pick(&req.method, &path, is_write), f.latency)
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        match &fault {
+            Some(FaultKind::Drop) => return None,
+            Some(FaultKind::Timeout) => {
+                tokio::time::sleep(Duration::from_secs(600)).await;
+                return None;
+            }
+            Some(FaultKind::Status(code, msg)) => {
+                // 595/596 come from the cluster proxy with no JSON body.
+                return Some(if *code >= 595 {
+                    json_response(*code, Some(msg), &Value::Null)
+                } else {
+                    error(*code, msg)
+                });
+            }
+            _ => {}
+        }
+        if !self.authenticated(&req.headers) {
+            return Some(error(401, "authentication failure"));
+        }
+        let route = match self.schema.route(&req.method, &path) {
+            Ok(m) => m,
+            Err(_) => {
+                return Some(error(
+                    501,
+                    &format!("Method '{} {}' not implemented", req.method, path),
+                ));
+            }
+        };
+        let template = route.endpoint.template.clone();
+        let path_params = route.path_params.clone();
+        *self
+            .calls
+            .lock()
+            .unwrap()
+            .entry(format!("{} {}", req.method, template))
+            .or_default() += 1;
+        let mut params = match parse_params(&req) {
+            Ok(p) => p,
+            Err(e) => return Some(error(400, &e)),
+        };
+        let mut all = params.clone();
+        all.extend(path_params.clone());
+        let errors = schema::check_params(&route.endpoint.parameters, &all);
+        if !errors.is_empty() {
+            return Some(param_error(errors));
+        }
+        params.extend(path_params.clone());
+        let mut state = self.state.lock().unwrap();
+        state.advance();
+        if matches!(fault, Some(FaultKind::Locked)) && path_params.contains_key("vmid") {
+            let what = if template.contains("/lxc/") {
+                "CT"
+            } else {
+                "VM"
+            };
+            return Some(error(500, &format!("{what} is locked (backup)")));
+        }
+        let fail_task = match fault {
+            Some(FaultKind::FailTask(m)) => Some(m),
+            _ => None,
+        };
+        let result = state.dispatch(&req.method, &template, &params, fail_task);
+        Some(match result {
+            Ok(data) => {
+                debug_assert!(
+                    !route.endpoint.returns_task || data.is_string(),
+                    "{template} must answer a UPID"
+                );
+                json_response(200, None, &json!({ "data": data }))
+            }
+            Err(state::SimError::Status(code, msg)) => error(code, &msg),
+            Err(state::SimError::Params(errors)) => param_error(errors),
+        })
+    }
+
+    fn authenticated(&self, headers: &http::HeaderMap) -> bool {
+        let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let Some(rest) = value
+            .strip_prefix("PVEAPIToken=")
+            .or_else(|| value.strip_prefix("PVEAPIToken "))
+        else {
+            return false;
+        };
+        let s = self.state.lock().unwrap();
+        rest == format!("{}={}", s.config.token_id, s.config.token_secret)
+    }
+}
+
+impl SimHandler for PveSim {
+    fn handle(&self, req: SimRequest) -> BoxFuture<'_, Option<SimResponse>> {
+        Box::pin(self.respond(req))
+    }
+}
+
+fn parse_params(req: &SimRequest) -> Result<BTreeMap<String, String>, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    let is_json = req
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.contains("json"));
+    if !req.body.is_empty() {
+        if is_json {
+            let v: Value =
+                serde_json::from_slice(&req.body).map_err(|e| format!("JSON body: {e}"))?;
+            for (k, v) in v.as_object().cloned().unwrap_or_default() {
+                let s = match v {
+                    Value::Bool(b) => if b { "1" } else { "0" }.to_string(),
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                out.insert(k, s);
+            }
+        } else {
+            for (k, v) in url::form_urlencoded::parse(&req.body) {
+                out.insert(k.into_owned(), v.into_owned());
+            }
+        }
+    }
+    // Query parameters are merged in and override body keys.
+    for (k, v) in url::form_urlencoded::parse(req.query.as_bytes()) {
+        out.insert(k.into_owned(), v.into_owned());
+    }
+    Ok(out)
+}
+
+fn error(status: u16, message: &str) -> SimResponse {
+    json_response(
+        status,
+        Some(message),
+        &json!({ "data": null, "message": format!("{message}\n") }),
+    )
+}
+
+fn param_error(errors: BTreeMap<String, String>) -> SimResponse {
+    json_response(
+        400,
+        Some("Parameter verification failed."),
+        &json!({ "data": null, "message": "Parameter verification failed.\n", "errors": errors }),
+    )
+}
+
+/// A config endpoint pointing at a running simulator, with the token secret
+/// written to `dir/pve-token` as a mounted Secret would be, and the
+/// certificate pinned by fingerprint.
+pub fn endpoint_for(
+    name: &str,
+    sim: &PveSim,
+    server: &SimServer,
+    dir: &std::path::Path,
+) -> std::io::Result<crate::config::ProxmoxEndpoint> {
+    use crate::config::{ProxmoxEndpoint, SecretSource, TlsTrust};
+    let (token_id, secret) = sim.token();
+    let path = dir.join(format!("pve-token-{name}"));
+    std::fs::write(&path, format!("{secret}\n"))?;
+    Ok(ProxmoxEndpoint {
+        name: name.to_string(),
+        url: url::Url::parse(&server.url).map_err(std::io::Error::other)?,
+        token_id,
+        token_secret: SecretSource::File(path),
+        tls: server
+            .fingerprint
+            .clone()
+            .map_or(TlsTrust::System, TlsTrust::Fingerprint),
+        timeout: Duration::from_secs(5),
+    })
+}
