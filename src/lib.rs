@@ -5,7 +5,10 @@
 //! only module that talks to the Kubernetes API; `sim` serves fake outside
 //! systems for the demo, tests and benchmarks.
 pub mod api;
+pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod metrics;
 pub mod providers;
+pub mod reconcile;
 pub mod sim;

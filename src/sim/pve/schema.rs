@@ -249,9 +249,20 @@ fn check_property_string(fmt: &serde_json::Map<String, Value>, value: &str) -> R
                 "invalid format - property {key}: property is not defined in schema and the schema does not allow additional properties"
             ));
         };
-        // `virtio=MAC` style: the key itself names an enum value of another key.
+        // `virtio=MAC`: the key is a value of `keyAlias` (model) and the value goes to `alias` (macaddr).
         let (key, def) = match (def["keyAlias"].as_str(), def["alias"].as_str()) {
-            (Some(_), Some(alias)) => (alias.to_string(), fmt.get(alias).unwrap_or(def)),
+            (Some(key_alias), Some(alias)) => {
+                if let Some(kdef) = fmt.get(key_alias) {
+                    check_value(kdef, &key)
+                        .map_err(|e| format!("invalid format - property {key_alias}: {e}"))?;
+                }
+                if seen.insert(key_alias.to_string(), ()).is_some() {
+                    return Err(format!(
+                        "invalid format - property {key_alias}: duplicate key in comma-separated list property"
+                    ));
+                }
+                (alias.to_string(), fmt.get(alias).unwrap_or(def))
+            }
             (None, Some(alias)) => (alias.to_string(), fmt.get(alias).unwrap_or(def)),
             _ => (key, def),
         };

@@ -1,0 +1,276 @@
+//! Reconcile resources without a cluster: the engine of `plan`, `apply` and `demo`.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+
+use crate::{
+    api::{self, ProxmoxGuest, ProxmoxGuestStatus},
+    config::Config,
+    metrics::Metrics,
+    providers::pve::PveClient,
+    reconcile::{
+        ReconcileError, StatusSink,
+        cache::{ClusterCache, DriftClock},
+        proxmox_guest::{self, GuestCtx, GuestIdentity, GuestObject, Plan},
+    },
+};
+
+/// Status kept in memory (a one-shot run has no apiserver).
+#[derive(Default)]
+pub struct MemoryStatus(pub Mutex<ProxmoxGuestStatus>);
+
+impl StatusSink<ProxmoxGuestStatus> for MemoryStatus {
+    async fn save(&self, status: &ProxmoxGuestStatus) -> Result<(), String> {
+        *self.0.lock().unwrap() = status.clone();
+        Ok(())
+    }
+}
+
+pub struct Engine {
+    pub clients: BTreeMap<String, PveClient>,
+    pub cache: ClusterCache,
+    pub drift: DriftClock,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Engine {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let mut clients = BTreeMap::new();
+        for (name, ep) in &config.proxmox {
+            clients.insert(
+                name.clone(),
+                PveClient::new(ep, Some(metrics.clone()))
+                    .map_err(|e| anyhow::anyhow!("proxmox.{name}: {e}"))?,
+            );
+        }
+        Ok(Self {
+            clients,
+            cache: ClusterCache::new(Duration::from_secs(2)),
+            drift: DriftClock::new(Duration::from_secs(600)),
+            metrics,
+        })
+    }
+
+    fn ctx<'a>(
+        &'a self,
+        cluster: &'a str,
+        dry_run: bool,
+    ) -> Result<GuestCtx<'a, PveClient>, ReconcileError> {
+        let api = self.clients.get(cluster).ok_or_else(|| {
+            ReconcileError::Config(format!(
+                "spec.cluster {cluster:?} is not in the config's proxmox: section"
+            ))
+        })?;
+        Ok(GuestCtx {
+            api,
+            cache: &self.cache,
+            drift: &self.drift,
+            cluster,
+            dry_run,
+        })
+    }
+}
+
+pub fn identity(g: &ProxmoxGuest) -> GuestIdentity {
+    GuestIdentity::new(
+        g.metadata.namespace.as_deref().unwrap_or("default"),
+        g.metadata.name.as_deref().unwrap_or(""),
+        g.metadata.uid.as_deref(),
+    )
+}
+
+pub fn display_name(g: &ProxmoxGuest) -> String {
+    format!(
+        "{}/{}",
+        g.metadata.namespace.as_deref().unwrap_or("default"),
+        g.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// Check a guest as the apiserver would (CEL rules) before touching anything.
+pub fn admit(g: &ProxmoxGuest) -> Result<(), String> {
+    g.validate_cel().map_err(|e| e.to_string())
+}
+
+/// What `plan` reports for one guest.
+pub async fn plan_one(engine: &Engine, g: &ProxmoxGuest) -> Result<Plan, ReconcileError> {
+    admit(g).map_err(ReconcileError::Config)?;
+    let ctx = engine.ctx(&g.spec.cluster, true)?;
+    let id = identity(g);
+    let sink = MemoryStatus::default();
+    let obj = GuestObject {
+        id: &id,
+        spec: &g.spec,
+        status: g.status.clone().unwrap_or_default(),
+        generation: Some(1),
+        ci_password: None,
+    };
+    proxmox_guest::reconcile(&ctx, obj, &sink)
+        .await
+        .map(|o| o.plan)
+}
+
+/// The final word on one guest after `apply`.
+pub struct Applied {
+    pub name: String,
+    pub status: ProxmoxGuestStatus,
+    pub error: Option<String>,
+}
+
+/// Reconcile one guest until it is Ready, Stalled, fails, or `deadline` passes.
+pub async fn apply_one(
+    engine: &Engine,
+    g: &ProxmoxGuest,
+    deadline: Duration,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Applied {
+    let name = display_name(g);
+    if let Err(e) = admit(g) {
+        return Applied {
+            name,
+            status: ProxmoxGuestStatus::default(),
+            error: Some(format!("invalid spec: {e}")),
+        };
+    }
+    let ctx = match engine.ctx(&g.spec.cluster, false) {
+        Ok(c) => c,
+        Err(e) => {
+            return Applied {
+                name,
+                status: ProxmoxGuestStatus::default(),
+                error: Some(e.to_string()),
+            };
+        }
+    };
+    let id = identity(g);
+    let sink = MemoryStatus::default();
+    *sink.0.lock().unwrap() = g.status.clone().unwrap_or_default();
+    let started = Instant::now();
+    let mut failures = 0u32;
+    loop {
+        let status = sink.0.lock().unwrap().clone();
+        let obj = GuestObject {
+            id: &id,
+            spec: &g.spec,
+            status,
+            generation: Some(1),
+            ci_password: None,
+        };
+        match proxmox_guest::reconcile(&ctx, obj, &sink).await {
+            Ok(out) => {
+                failures = 0;
+                for e in &out.events {
+                    progress(&format!(
+                        "{name}: {}{}",
+                        if e.warning { "warning: " } else { "" },
+                        e.note
+                    ));
+                }
+                let ready = api::find_condition(&out.status.conditions, api::CONDITION_READY)
+                    .is_some_and(|c| c.status == "True");
+                let stalled = api::find_condition(&out.status.conditions, api::CONDITION_STALLED)
+                    .is_some_and(|c| c.status == "True");
+                let settled = out.plan.actions.is_empty()
+                    && out.status.current_task.is_none()
+                    && out.requeue > Duration::from_secs(5);
+                *sink.0.lock().unwrap() = out.status.clone();
+                if ready || stalled || settled {
+                    return Applied {
+                        name,
+                        status: out.status,
+                        error: None,
+                    };
+                }
+                tokio::time::sleep(out.requeue.min(Duration::from_millis(250))).await;
+            }
+            Err(e) if e.is_transient() && failures < 5 => {
+                failures += 1;
+                progress(&format!("{name}: retrying after: {e}"));
+                tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(failures))).await;
+            }
+            Err(e) => {
+                return Applied {
+                    name,
+                    status: sink.0.lock().unwrap().clone(),
+                    error: Some(e.to_string()),
+                };
+            }
+        }
+        if started.elapsed() > deadline {
+            return Applied {
+                name,
+                status: sink.0.lock().unwrap().clone(),
+                error: Some(format!("not settled after {deadline:?}")),
+            };
+        }
+    }
+}
+
+/// Apply many guests concurrently (bounded), in input order for the report.
+pub async fn apply_all(
+    engine: &Engine,
+    guests: &[ProxmoxGuest],
+    concurrency: usize,
+    deadline: Duration,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Vec<Applied> {
+    futures::stream::iter(
+        guests
+            .iter()
+            .map(|g| apply_one(engine, g, deadline, progress)),
+    )
+    .buffered(concurrency.max(1))
+    .collect()
+    .await
+}
+
+/// A fixed-width table of results, as `kubectl get` would show them.
+pub fn status_table(results: &[Applied]) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "VMID".into(),
+        "NODE".into(),
+        "STATE".into(),
+        "IP".into(),
+        "READY".into(),
+        "MESSAGE".into(),
+    ]];
+    for r in results {
+        let ready = api::find_condition(&r.status.conditions, api::CONDITION_READY);
+        rows.push([
+            r.name.clone(),
+            r.status.vmid.map_or("-".into(), |v| v.to_string()),
+            r.status.node.clone().unwrap_or_else(|| "-".into()),
+            r.status.state.clone().unwrap_or_else(|| "-".into()),
+            r.status.ips.first().cloned().unwrap_or_else(|| "-".into()),
+            ready.map_or("Unknown".into(), |c| c.status.clone()),
+            r.error
+                .clone()
+                .unwrap_or_else(|| ready.map_or(String::new(), |c| c.message.clone())),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i == 6 {
+                        c.clone()
+                    } else {
+                        format!("{c:<w$}", w = widths[i])
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("  ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

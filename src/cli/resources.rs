@@ -1,0 +1,91 @@
+//! Reading resources from YAML files and directories.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::api::ProxmoxGuest;
+
+/// Every resource file under the given paths (directories are read recursively, sorted).
+pub fn files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = vec![];
+    for p in paths {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading directory {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            entries.sort();
+            for e in entries {
+                if e.is_dir() {
+                    out.extend(files(&[e])?);
+                } else if matches!(e.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")) {
+                    out.push(e);
+                }
+            }
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            bail!("{}: no such file or directory", p.display());
+        }
+    }
+    Ok(out)
+}
+
+/// All ProxmoxGuests in the files. Other kinds are listed in `skipped`.
+pub struct Loaded {
+    pub guests: Vec<ProxmoxGuest>,
+    pub skipped: Vec<String>,
+}
+
+pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
+    let mut guests = vec![];
+    let mut skipped = vec![];
+    for file in files(paths)? {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+            let value = serde_yaml_ng::Value::deserialize(doc)
+                .with_context(|| format!("{}: document {}", file.display(), i + 1))?;
+            if value.is_null() {
+                continue;
+            }
+            let kind = value
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or("")
+                .to_string();
+            let api_version = value
+                .get("apiVersion")
+                .and_then(|k| k.as_str())
+                .unwrap_or("")
+                .to_string();
+            match (api_version.as_str(), kind.as_str()) {
+                ("homelab.dev/v1alpha1", "ProxmoxGuest") => {
+                    let mut g: ProxmoxGuest = parse(&file, i, value)?;
+                    g.metadata.namespace.get_or_insert_with(|| "default".into());
+                    guests.push(g);
+                }
+                _ => skipped.push(format!("{}: {api_version} {kind}", file.display())),
+            }
+        }
+    }
+    Ok(Loaded { guests, skipped })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    i: usize,
+    value: serde_yaml_ng::Value,
+) -> anyhow::Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: document {}: {} at {}",
+            file.display(),
+            i + 1,
+            e.inner(),
+            e.path()
+        )
+    })
+}

@@ -1,0 +1,108 @@
+//! Shared observation: one `/cluster/resources` call per cluster serves every
+//! guest's node, power state, lock and tags for a short TTL; and a drift clock
+//! that spreads full config reads over time.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use crate::providers::pve::{self, ClusterResource, PveApi};
+
+type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Arc<Vec<ClusterResource>>)>>>;
+
+pub struct ClusterCache {
+    ttl: Duration,
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+impl ClusterCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn slot(&self, cluster: &str) -> Slot {
+        self.slots
+            .lock()
+            .expect("cache lock")
+            .entry(cluster.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// The cluster's guests, fetched at most once per TTL however many reconciles ask
+    /// (concurrent callers wait for the one fetch in flight).
+    pub async fn resources<P: PveApi>(
+        &self,
+        cluster: &str,
+        api: &P,
+    ) -> Result<Arc<Vec<ClusterResource>>, pve::Error> {
+        let slot = self.slot(cluster);
+        let mut guard = slot.lock().await;
+        if let Some((at, data)) = guard.as_ref()
+            && at.elapsed() < self.ttl
+        {
+            return Ok(data.clone());
+        }
+        let data = Arc::new(api.cluster_resources().await?);
+        *guard = Some((Instant::now(), data.clone()));
+        Ok(data)
+    }
+
+    /// After a write, the next reader fetches fresh data.
+    pub async fn invalidate(&self, cluster: &str) {
+        *self.slot(cluster).lock().await = None;
+    }
+}
+
+/// When each guest's full config was last read; reads are due after `period`
+/// plus a per-guest offset so a thousand guests do not all read at once.
+pub struct DriftClock {
+    period: Duration,
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl DriftClock {
+    pub fn new(period: Duration) -> Self {
+        Self {
+            period,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn due(&self, uid: &str) -> bool {
+        let last = self.last.lock().expect("drift lock");
+        match last.get(uid) {
+            None => true,
+            Some(at) => at.elapsed() >= self.period + self.offset(uid),
+        }
+    }
+
+    pub fn mark_read(&self, uid: &str) {
+        self.last
+            .lock()
+            .expect("drift lock")
+            .insert(uid.to_string(), Instant::now());
+    }
+
+    /// Force the next reconcile to read (after a write, to verify it).
+    pub fn expire(&self, uid: &str) {
+        self.last.lock().expect("drift lock").remove(uid);
+    }
+
+    pub fn forget(&self, uid: &str) {
+        self.expire(uid);
+    }
+
+    fn offset(&self, uid: &str) -> Duration {
+        let h = uid
+            .bytes()
+            .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
+        let spread = self.period.as_millis().max(1) as u64 / 2;
+        Duration::from_millis(h % spread.max(1))
+    }
+}

@@ -1,0 +1,101 @@
+//! Reconcilers: for each kind, observe → plan (pure) → apply → status.
+//! Nothing here talks to Kubernetes; the controller and the CLI supply status
+//! persistence through [`StatusSink`].
+
+pub mod cache;
+pub mod proxmox_guest;
+
+use std::{future::Future, time::Duration};
+
+use crate::providers::pve;
+
+/// Where a reconcile stores status mid-way (VMID before create, UPID after a
+/// task starts), so a restart at any instant finds its work again.
+pub trait StatusSink<S>: Send + Sync {
+    fn save(&self, status: &S) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// An event the caller publishes (Kubernetes Event, or a line on the console).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventNote {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+impl EventNote {
+    pub fn normal(reason: &'static str, note: impl Into<String>) -> Self {
+        Self {
+            warning: false,
+            reason,
+            note: note.into(),
+        }
+    }
+    pub fn warning(reason: &'static str, note: impl Into<String>) -> Self {
+        Self {
+            warning: true,
+            reason,
+            note: note.into(),
+        }
+    }
+}
+
+/// Failure of one reconcile, with enough to decide between backoff and `Stalled`.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("{step}: {source}")]
+    Pve {
+        step: String,
+        #[source]
+        source: pve::Error,
+    },
+    #[error("{op} task failed: {message}")]
+    TaskFailed { op: String, message: String },
+    #[error("saving status: {0}")]
+    Status(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ReconcileError {
+    pub fn pve(step: impl Into<String>, source: pve::Error) -> Self {
+        ReconcileError::Pve {
+            step: step.into(),
+            source,
+        }
+    }
+
+    /// Transient errors are retried with backoff; the rest need a person.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReconcileError::Pve { source, .. } => source.is_transient(),
+            ReconcileError::TaskFailed { .. } | ReconcileError::Status(_) => true,
+            ReconcileError::Config(_) => false,
+        }
+    }
+
+    /// Stable PascalCase category for conditions, events and metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ReconcileError::Pve { source, .. } => match source.class() {
+                pve::ErrorClass::Transient if source.is_locked() => "GuestLocked",
+                pve::ErrorClass::Transient => "ProxmoxUnavailable",
+                pve::ErrorClass::NotFound => "NotFound",
+                pve::ErrorClass::Permission => "PermissionDenied",
+                pve::ErrorClass::Invalid => "RefusedByProxmox",
+                pve::ErrorClass::Conflict => "Conflict",
+            },
+            ReconcileError::TaskFailed { .. } => "TaskFailed",
+            ReconcileError::Status(_) => "StatusWriteFailed",
+            ReconcileError::Config(_) => "ConfigError",
+        }
+    }
+}
+
+/// How soon to look again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Requeue(pub Duration);
+
+pub const POLL_TASK: Duration = Duration::from_secs(2);
+pub const VERIFY_SOON: Duration = Duration::from_secs(1);
+pub const RESYNC: Duration = Duration::from_secs(300);

@@ -1,0 +1,549 @@
+//! The PVE config a spec asks for, key by key, with how a change to each key
+//! takes effect. Pure: no I/O.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    api::{ChangeClass, Disk, GuestType, HostPci, Mount, Nic, ProxmoxGuestSpec},
+    providers::pve::codec::{PropertyString, pve_urlencode},
+};
+
+use super::identity::GuestIdentity;
+
+/// How a desired property string is compared with what the guest has.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Compare {
+    /// Plain value (trailing whitespace ignored).
+    Exact,
+    /// `;`/`,`-separated tag sets.
+    TagSet,
+    /// Property string: compare only these keys; keep all others (and the MAC) on rewrite.
+    Props {
+        default_key: &'static str,
+        keys: Vec<&'static str>,
+    },
+    /// A boolean where a missing key means this default.
+    Bool { default: bool },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredKey {
+    pub key: String,
+    pub value: String,
+    pub class: ChangeClass,
+    pub compare: Compare,
+}
+
+/// A disk the spec asks for: slot, storage and size (handled apart from the
+/// config because size changes go through `resize`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredDisk {
+    pub slot: String,
+    pub storage: String,
+    pub size_gib: u32,
+    /// Options written in the disk's property string.
+    pub options: Vec<(&'static str, String)>,
+    /// Keys of `options` compared with the guest.
+    pub managed: Vec<&'static str>,
+}
+
+pub struct Desired {
+    pub keys: Vec<DesiredKey>,
+    pub disks: Vec<DesiredDisk>,
+    /// Keys of whole families the spec manages (`net`, `ipconfig`, `hostpci`):
+    /// a slot on the guest that the spec does not list gets deleted.
+    pub managed_families: Vec<&'static str>,
+}
+
+fn key(
+    k: impl Into<String>,
+    v: impl Into<String>,
+    class: ChangeClass,
+    compare: Compare,
+) -> DesiredKey {
+    DesiredKey {
+        key: k.into(),
+        value: v.into(),
+        class,
+        compare,
+    }
+}
+
+fn b(v: bool) -> String {
+    if v { "1" } else { "0" }.to_string()
+}
+
+/// The description the guest carries: the user's text plus our ownership line.
+pub fn description(spec: &ProxmoxGuestSpec, id: &GuestIdentity) -> String {
+    match spec
+        .description
+        .as_deref()
+        .map(str::trim_end)
+        .filter(|d| !d.is_empty())
+    {
+        Some(d) => format!("{d}\n{}", id.mark_line()),
+        None => id.mark_line(),
+    }
+}
+
+pub fn tags(spec: &ProxmoxGuestSpec, id: &GuestIdentity) -> String {
+    let mut t: Vec<String> = spec.tags.clone();
+    t.push(id.mark_tag());
+    t.sort();
+    t.dedup();
+    t.join(";")
+}
+
+pub fn desired(spec: &ProxmoxGuestSpec, id: &GuestIdentity) -> Desired {
+    use ChangeClass::*;
+    let mut keys = vec![
+        key("description", description(spec, id), Hot, Compare::Exact),
+        key("tags", tags(spec, id), Hot, Compare::TagSet),
+        key(
+            "onboot",
+            b(spec.start_on_boot),
+            Hot,
+            Compare::Bool { default: false },
+        ),
+        key(
+            "protection",
+            b(spec.protection),
+            Hot,
+            Compare::Bool { default: false },
+        ),
+    ];
+    if let Some(s) = &spec.startup {
+        let mut p = PropertyString::default();
+        if let Some(o) = s.order {
+            p.set("order", o.to_string());
+        }
+        if let Some(u) = s.up {
+            p.set("up", u.to_string());
+        }
+        if let Some(d) = s.down {
+            p.set("down", d.to_string());
+        }
+        keys.push(key(
+            "startup",
+            p.encode(None),
+            Hot,
+            Compare::Props {
+                default_key: "order",
+                keys: vec!["order", "up", "down"],
+            },
+        ));
+    }
+    let mut managed_families = vec![];
+    if !spec.network.is_empty() {
+        managed_families.push("net");
+    }
+    match spec.guest_type {
+        GuestType::Qemu => {
+            keys.push(key("name", &spec.name, Hot, Compare::Exact));
+            keys.push(key(
+                "cores",
+                spec.cpu.cores.to_string(),
+                NeedsReboot,
+                Compare::Exact,
+            ));
+            keys.push(key(
+                "sockets",
+                spec.cpu.sockets.to_string(),
+                NeedsReboot,
+                Compare::Exact,
+            ));
+            if let Some(t) = &spec.cpu.cpu_type {
+                keys.push(key(
+                    "cpu",
+                    t,
+                    NeedsReboot,
+                    Compare::Props {
+                        default_key: "cputype",
+                        keys: vec!["cputype"],
+                    },
+                ));
+            }
+            keys.push(key(
+                "memory",
+                spec.memory_mib.to_string(),
+                NeedsReboot,
+                Compare::Props {
+                    default_key: "current",
+                    keys: vec!["current"],
+                },
+            ));
+            if let Some(bl) = spec.balloon_mib {
+                keys.push(key("balloon", bl.to_string(), Hot, Compare::Exact));
+            }
+            // The guest agent is how status.ips is learned.
+            keys.push(key(
+                "agent",
+                "1",
+                NeedsReboot,
+                Compare::Props {
+                    default_key: "enabled",
+                    keys: vec!["enabled"],
+                },
+            ));
+            for nic in &spec.network {
+                keys.push(key(
+                    &nic.slot,
+                    qemu_nic(nic),
+                    Hot,
+                    nic_compare(GuestType::Qemu),
+                ));
+            }
+            if let Some(ci) = &spec.cloud_init {
+                managed_families.push("ipconfig");
+                for nic in &spec.network {
+                    let ipc = ipconfig(nic);
+                    if !ipc.is_empty() {
+                        let slot = format!("ipconfig{}", nic.slot.trim_start_matches("net"));
+                        keys.push(key(
+                            slot,
+                            ipc,
+                            NeedsReboot,
+                            Compare::Props {
+                                default_key: "ip",
+                                keys: vec!["ip", "gw", "ip6", "gw6"],
+                            },
+                        ));
+                    }
+                }
+                if let Some(u) = &ci.user {
+                    keys.push(key("ciuser", u, NeedsReboot, Compare::Exact));
+                }
+                if !ci.ssh_keys.is_empty() {
+                    let joined: String = ci
+                        .ssh_keys
+                        .iter()
+                        .map(|k| format!("{}\n", k.trim()))
+                        .collect();
+                    keys.push(key(
+                        "sshkeys",
+                        pve_urlencode(&joined),
+                        NeedsReboot,
+                        Compare::Exact,
+                    ));
+                }
+                if let Some(n) = &ci.nameserver {
+                    keys.push(key("nameserver", n, NeedsReboot, Compare::Exact));
+                }
+                if let Some(s) = &ci.search_domain {
+                    keys.push(key("searchdomain", s, NeedsReboot, Compare::Exact));
+                }
+            }
+            if !spec.host_pci.is_empty() {
+                managed_families.push("hostpci");
+            }
+            for dev in &spec.host_pci {
+                keys.push(key(
+                    &dev.slot,
+                    hostpci(dev),
+                    NeedsReboot,
+                    Compare::Props {
+                        default_key: "host",
+                        keys: vec!["host", "mapping", "pcie", "x-vga"],
+                    },
+                ));
+            }
+        }
+        GuestType::Lxc => {
+            keys.push(key("hostname", &spec.name, NeedsReboot, Compare::Exact));
+            keys.push(key(
+                "cores",
+                spec.cpu.cores.to_string(),
+                Hot,
+                Compare::Exact,
+            ));
+            keys.push(key(
+                "memory",
+                spec.memory_mib.to_string(),
+                Hot,
+                Compare::Exact,
+            ));
+            keys.push(key(
+                "swap",
+                spec.swap_mib.unwrap_or(512).to_string(),
+                Hot,
+                Compare::Exact,
+            ));
+            if let Some(f) = &spec.features {
+                let mut p = PropertyString::default();
+                if f.nesting {
+                    p.set("nesting", "1");
+                }
+                if f.keyctl {
+                    p.set("keyctl", "1");
+                }
+                if f.fuse {
+                    p.set("fuse", "1");
+                }
+                keys.push(key(
+                    "features",
+                    p.encode(None),
+                    NeedsReboot,
+                    Compare::Props {
+                        default_key: "",
+                        keys: vec!["nesting", "keyctl", "fuse"],
+                    },
+                ));
+            }
+            for nic in &spec.network {
+                keys.push(key(
+                    &nic.slot,
+                    lxc_nic(nic),
+                    Hot,
+                    nic_compare(GuestType::Lxc),
+                ));
+            }
+            for m in spec.mounts.iter().filter(|m| m.host_path.is_some()) {
+                keys.push(key(
+                    &m.slot,
+                    bind_mount(m),
+                    NeedsReboot,
+                    Compare::Props {
+                        default_key: "volume",
+                        keys: vec!["volume", "mp", "ro"],
+                    },
+                ));
+            }
+        }
+    }
+    let mut disks: Vec<DesiredDisk> = spec
+        .disks
+        .iter()
+        .map(|d| desired_disk(spec.guest_type, d))
+        .collect();
+    disks.extend(
+        spec.mounts
+            .iter()
+            .filter(|m| m.host_path.is_none())
+            .map(volume_mount),
+    );
+    Desired {
+        keys,
+        disks,
+        managed_families,
+    }
+}
+
+fn nic_compare(t: GuestType) -> Compare {
+    match t {
+        GuestType::Qemu => Compare::Props {
+            default_key: "model",
+            keys: vec!["model", "macaddr", "bridge", "tag", "mtu", "firewall"],
+        },
+        GuestType::Lxc => Compare::Props {
+            default_key: "name",
+            keys: vec![
+                "name", "hwaddr", "bridge", "tag", "mtu", "firewall", "ip", "gw", "ip6", "gw6",
+            ],
+        },
+    }
+}
+
+/// `virtio,bridge=vmbr0,...`; the model goes in as `model` and the MAC (if
+/// fixed) as `macaddr`: both are folded into PVE's `virtio=MAC` on encode.
+fn qemu_nic(n: &Nic) -> String {
+    let mut p = PropertyString::default();
+    p.set("model", n.model.map_or("virtio", |m| m.as_str()));
+    if let Some(mac) = &n.mac {
+        p.set("macaddr", mac.to_uppercase());
+    }
+    p.set("bridge", &n.bridge);
+    if let Some(t) = n.vlan {
+        p.set("tag", t.to_string());
+    }
+    if let Some(m) = n.mtu {
+        p.set("mtu", m.to_string());
+    }
+    if n.firewall {
+        p.set("firewall", "1");
+    }
+    p.encode(None)
+}
+
+fn lxc_nic(n: &Nic) -> String {
+    let mut p = PropertyString::default();
+    p.set(
+        "name",
+        n.name
+            .clone()
+            .unwrap_or_else(|| format!("eth{}", n.slot.trim_start_matches("net"))),
+    );
+    p.set("bridge", &n.bridge);
+    if let Some(mac) = &n.mac {
+        p.set("hwaddr", mac.to_uppercase());
+    }
+    if let Some(ip) = &n.ipv4 {
+        p.set("ip", ip);
+    }
+    if let Some(gw) = &n.gateway4 {
+        p.set("gw", gw);
+    }
+    if let Some(ip) = &n.ipv6 {
+        p.set("ip6", ip);
+    }
+    if let Some(gw) = &n.gateway6 {
+        p.set("gw6", gw);
+    }
+    if let Some(t) = n.vlan {
+        p.set("tag", t.to_string());
+    }
+    if let Some(m) = n.mtu {
+        p.set("mtu", m.to_string());
+    }
+    if n.firewall {
+        p.set("firewall", "1");
+    }
+    p.encode(None)
+}
+
+fn ipconfig(n: &Nic) -> String {
+    let mut p = PropertyString::default();
+    if let Some(ip) = &n.ipv4 {
+        p.set("ip", ip);
+    }
+    if let Some(gw) = &n.gateway4 {
+        p.set("gw", gw);
+    }
+    if let Some(ip) = &n.ipv6 {
+        p.set("ip6", ip);
+    }
+    if let Some(gw) = &n.gateway6 {
+        p.set("gw6", gw);
+    }
+    p.encode(None)
+}
+
+fn hostpci(d: &HostPci) -> String {
+    let mut p = PropertyString::default();
+    match d.device.strip_prefix("mapping=") {
+        Some(m) => p.set("mapping", m),
+        None => p.set("host", &d.device),
+    }
+    if d.pcie {
+        p.set("pcie", "1");
+    }
+    if d.x_vga {
+        p.set("x-vga", "1");
+    }
+    p.encode(None)
+}
+
+fn bind_mount(m: &Mount) -> String {
+    let mut p = PropertyString::default();
+    p.set("volume", m.host_path.clone().unwrap_or_default());
+    p.set("mp", &m.path);
+    if m.read_only {
+        p.set("ro", "1");
+    }
+    p.encode(Some("volume"))
+}
+
+fn desired_disk(t: GuestType, d: &Disk) -> DesiredDisk {
+    let mut options = vec![];
+    let mut managed = vec![];
+    match t {
+        GuestType::Qemu => {
+            managed.extend(["ssd", "discard", "iothread", "backup"]);
+            if d.ssd {
+                options.push(("ssd", "1".to_string()));
+            }
+            if d.discard {
+                options.push(("discard", "on".to_string()));
+            }
+            if d.iothread {
+                options.push(("iothread", "1".to_string()));
+            }
+            if !d.backup {
+                options.push(("backup", "0".to_string()));
+            }
+        }
+        GuestType::Lxc => {}
+    }
+    DesiredDisk {
+        slot: d.slot.clone(),
+        storage: d.storage.clone(),
+        size_gib: d.size_gib,
+        options,
+        managed,
+    }
+}
+
+fn volume_mount(m: &Mount) -> DesiredDisk {
+    let mut options = vec![("mp", m.path.clone())];
+    if m.read_only {
+        options.push(("ro", "1".to_string()));
+    }
+    if m.backup {
+        options.push(("backup", "1".to_string()));
+    }
+    DesiredDisk {
+        slot: m.slot.clone(),
+        storage: m.storage.clone().unwrap_or_default(),
+        size_gib: m.size_gib.unwrap_or(1),
+        options,
+        managed: vec!["mp", "ro", "backup"],
+    }
+}
+
+/// The value of a managed property-string key, with PVE's spellings folded:
+/// `virtio=MAC` → model + macaddr, booleans absent = 0.
+pub fn normalized_props(value: &str, default_key: &str) -> BTreeMap<String, String> {
+    const MODELS: &[&str] = &["virtio", "e1000", "e1000e", "rtl8139", "vmxnet3"];
+    let p = PropertyString::parse(value, default_key);
+    let mut out = BTreeMap::new();
+    for (k, v) in &p.items {
+        if MODELS.contains(&k.as_str()) {
+            out.insert("model".to_string(), k.clone());
+            out.insert("macaddr".to_string(), v.to_uppercase());
+        } else if k == "hwaddr" || k == "macaddr" {
+            out.insert(k.clone(), v.to_uppercase());
+        } else {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// Render a NIC/property string for PVE, merging keys we do not manage (and the
+/// MAC Proxmox picked) from what the guest has, so a rewrite never renumbers a lease.
+pub fn merge_props(
+    desired: &str,
+    observed: Option<&str>,
+    default_key: &'static str,
+    managed: &[&'static str],
+) -> String {
+    let mut want = normalized_props(desired, default_key);
+    if let Some(obs) = observed {
+        for (k, v) in normalized_props(obs, default_key) {
+            let keep_mac = (k == "macaddr" || k == "hwaddr") && !want.contains_key(&k);
+            if keep_mac || !managed.contains(&k.as_str()) {
+                want.entry(k).or_insert(v);
+            }
+        }
+    }
+    // PVE spells the QEMU model as `virtio=MAC` (or bare `virtio` to get a new MAC).
+    let mut out: Vec<String> = vec![];
+    if let Some(model) = want.remove("model") {
+        match want.remove("macaddr") {
+            Some(mac) => out.push(format!("{model}={mac}")),
+            None => out.push(model),
+        }
+    }
+    if let Some(dv) = want
+        .remove(default_key)
+        .filter(|_| !default_key.is_empty() && default_key != "model")
+    {
+        out.insert(0, dv);
+        if default_key != "volume" && default_key != "file" {
+            // Default keys other than volumes are written explicitly for clarity.
+            let v = out.remove(0);
+            out.insert(0, format!("{default_key}={v}"));
+        }
+    }
+    out.extend(want.into_iter().map(|(k, v)| format!("{k}={v}")));
+    out.join(",")
+}
