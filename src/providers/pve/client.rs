@@ -529,6 +529,22 @@ fn urlencode_path(s: &str) -> String {
         .replace('+', "%20")
 }
 
+/// One client per `proxmox:` endpoint of the config.
+pub fn clients_from_config(
+    config: &crate::config::Config,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<std::collections::BTreeMap<String, PveClient>, String> {
+    config
+        .proxmox
+        .iter()
+        .map(|(name, ep)| {
+            PveClient::new(ep, metrics.clone())
+                .map(|c| (name.clone(), c))
+                .map_err(|e| format!("proxmox.{name}: {e}"))
+        })
+        .collect()
+}
+
 /// Wait helper for tests and one-shot commands: poll a task until it stops.
 pub async fn wait_task<P: PveApi>(
     api: &P,
