@@ -1138,3 +1138,6 @@ pub async fn cleanup<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
         }
     }
 }
+
+#[cfg(test)]
+mod plan_tests;

@@ -1,0 +1,168 @@
+//! What the apiserver refuses, checked locally with kube's CEL evaluator, plus
+//! generated-file freshness and the examples.
+
+use std::path::Path;
+
+use homelab_operator::api::{self, ProxmoxGuest};
+
+fn guest(yaml: &str) -> ProxmoxGuest {
+    serde_yaml_ng::from_str(&format!("apiVersion: homelab.dev/v1alpha1\nkind: ProxmoxGuest\nmetadata: {{name: g, namespace: default}}\nspec:\n{yaml}"))
+        .expect("parses")
+}
+
+const BASE_LXC: &str = r#"
+  type: lxc
+  name: dns01
+  source: {osTemplate: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"}
+  memoryMiB: 512
+  disks: [{slot: rootfs, storage: local-lvm, sizeGiB: 8}]
+"#;
+
+fn refused(yaml: &str, needle: &str) {
+    let err = guest(yaml)
+        .validate_cel()
+        .expect_err("should be refused")
+        .to_string();
+    assert!(err.contains(needle), "expected {needle:?} in {err:?}");
+}
+
+#[test]
+fn valid_guests_pass() {
+    guest(BASE_LXC).validate_cel().unwrap();
+}
+
+#[test]
+fn cross_field_rules_refuse_bad_combinations() {
+    refused(
+        &BASE_LXC
+            .replace("type: lxc", "type: qemu")
+            .replace("rootfs", "scsi0"),
+        "source.osTemplate is only valid with type: lxc",
+    );
+    refused(
+        &format!("{BASE_LXC}  cloudInit: {{user: debian}}\n"),
+        "cloudInit is only valid with type: qemu",
+    );
+    refused(
+        &format!("{BASE_LXC}  hostPci: [{{slot: hostpci0, device: \"01:00.0\"}}]\n"),
+        "hostPci is only valid with type: qemu",
+    );
+    refused(
+        &format!("{BASE_LXC}  node: pve1\n  allowedNodes: [pve2]\n"),
+        "set either node or allowedNodes",
+    );
+    refused(
+        &BASE_LXC.replace(
+            "source: {osTemplate: \"local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\"}",
+            "source: {osTemplate: \"local:vztmpl/x.tar.zst\", clone: {templateVmid: 9000}}",
+        ),
+        "source needs exactly one of clone, osTemplate, iso",
+    );
+    refused(
+        &BASE_LXC.replace("rootfs", "mp0"),
+        "an lxc guest needs a disk with slot: rootfs",
+    );
+    refused(
+        &format!(
+            "{BASE_LXC}  network: [{{slot: net0, bridge: vmbr0, ipv4: dhcp, gateway4: 10.0.0.1}}]\n"
+        ),
+        "gateway4 needs a static ipv4",
+    );
+    refused(
+        &format!(
+            "{BASE_LXC}  mounts: [{{slot: mp0, path: /data, hostPath: /srv, storage: tank, sizeGiB: 5}}]\n"
+        ),
+        "a mount needs exactly one of hostPath",
+    );
+    refused(
+        &format!(
+            "{BASE_LXC}  firewall: {{enabled: true, rules: [{{direction: in, action: ACCEPT, dport: \"22\"}}]}}\n"
+        ),
+        "ports need proto tcp or udp",
+    );
+}
+
+#[test]
+fn type_source_and_vmid_are_immutable() {
+    let old = guest(&format!("{BASE_LXC}  vmid: 120\n"));
+    let mut new = old.clone();
+    new.spec.vmid = Some(121);
+    assert!(
+        new.validate_cel_update(&old)
+            .unwrap_err()
+            .to_string()
+            .contains("vmid is immutable")
+    );
+    let mut new = old.clone();
+    new.spec.source.os_template = Some("local:vztmpl/alpine.tar.xz".into());
+    assert!(
+        new.validate_cel_update(&old)
+            .unwrap_err()
+            .to_string()
+            .contains("source is immutable")
+    );
+    let mut new = old.clone();
+    new.spec.memory_mib = 1024;
+    new.validate_cel_update(&old).unwrap();
+}
+
+#[test]
+fn schema_refuses_out_of_range_and_bad_patterns() {
+    let crd = serde_json::to_value(&api::all_crds()[0]).unwrap();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(spec["properties"]["vmid"]["minimum"], 100.0);
+    assert_eq!(
+        spec["properties"]["type"]["enum"],
+        serde_json::json!(["qemu", "lxc"])
+    );
+    assert!(spec["properties"]["name"]["pattern"].is_string());
+    assert!(spec["properties"]["tags"]["items"]["pattern"].is_string());
+    assert!(
+        spec["required"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("source"))
+    );
+    // `kubectl explain` shows a description for every spec field.
+    for (name, field) in spec["properties"].as_object().unwrap() {
+        assert!(
+            field["description"].as_str().is_some_and(|d| !d.is_empty()),
+            "spec.{name} has no description"
+        );
+    }
+    // No schemars-only formats reach the apiserver.
+    assert!(!crd.to_string().contains("\"uint32\""));
+}
+
+#[test]
+fn crds_directory_is_fresh() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let crds = api::all_crds();
+    for crd in &crds {
+        let file = dir.join(api::crd_file_name(crd));
+        let on_disk = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(
+            on_disk == api::crd_yaml(crd),
+            "{} is stale: run `cargo run -- crds --dir crds`",
+            file.display()
+        );
+    }
+    let k = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap_or_default();
+    assert_eq!(
+        k,
+        api::crd_kustomization(&crds),
+        "crds/kustomization.yaml is stale: run `cargo run -- crds --dir crds`"
+    );
+}
+
+#[test]
+fn every_example_parses_and_is_admitted() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples");
+    let loaded = homelab_operator::cli::resources::load(&[dir]).unwrap();
+    assert!(loaded.guests.len() >= 3);
+    assert!(loaded.skipped.is_empty(), "{:?}", loaded.skipped);
+    for g in &loaded.guests {
+        g.validate_cel()
+            .unwrap_or_else(|e| panic!("{:?}: {e}", g.metadata.name));
+    }
+}
