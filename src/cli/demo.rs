@@ -20,7 +20,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples")
         }
     });
-    let loaded = resources::load(&[examples.clone()])?;
+    let loaded = resources::load(std::slice::from_ref(&examples))?;
     anyhow::ensure!(
         !loaded.guests.is_empty(),
         "no ProxmoxGuest in {}",

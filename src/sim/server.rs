@@ -100,13 +100,12 @@ impl SimServer {
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     let serve = async {
                         match acceptor {
-                            Some(a) => match a.accept(stream).await {
-                                Ok(s) => {
+                            Some(a) => {
+                                if let Ok(s) = a.accept(stream).await {
                                     let _ =
                                         builder.serve_connection(TokioIo::new(s), service).await;
                                 }
-                                Err(_) => {}
-                            },
+                            }
                             None => {
                                 let _ = builder
                                     .serve_connection(TokioIo::new(stream), service)

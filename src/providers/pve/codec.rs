@@ -153,7 +153,7 @@ pub struct Upid {
 impl Upid {
     pub fn parse(s: &str) -> Option<Upid> {
         let parts: Vec<&str> = s.split(':').collect();
-        if parts.len() < 9 || parts[0] != "UPID" || parts[8] != "" || parts[1].is_empty() {
+        if parts.len() < 9 || parts[0] != "UPID" || !parts[8].is_empty() || parts[1].is_empty() {
             return None;
         }
         Some(Upid {

@@ -277,8 +277,7 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
             placement: placement.as_deref(),
             source: source.as_ref(),
             ci_password: ci_password.as_ref().map(|s| s.expose()),
-            // Snapshots protect a working guest; a guest still being built has nothing to lose.
-            snapshot_name: (!snapshot_taken && is_ready(&status)).then_some(snapshot_name.as_str()),
+            snapshot_name: (!snapshot_taken).then_some(snapshot_name.as_str()),
         }),
     };
 

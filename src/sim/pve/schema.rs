@@ -172,14 +172,14 @@ fn check_value(p: &Value, value: &str) -> Result<(), String> {
             }
         }
     }
-    if let Some(options) = p["enum"].as_array() {
-        if !options.iter().any(|o| o.as_str() == Some(value)) {
-            let list: Vec<&str> = options.iter().filter_map(|o| o.as_str()).collect();
-            return Err(format!(
-                "value '{value}' does not have a value in the enumeration '{}'",
-                list.join(", ")
-            ));
-        }
+    if let Some(options) = p["enum"].as_array()
+        && !options.iter().any(|o| o.as_str() == Some(value))
+    {
+        let list: Vec<&str> = options.iter().filter_map(|o| o.as_str()).collect();
+        return Err(format!(
+            "value '{value}' does not have a value in the enumeration '{}'",
+            list.join(", ")
+        ));
     }
     if let Some(pattern) = p["pattern"].as_str()
         && let Some(re) = perl_regex(pattern)

@@ -232,7 +232,7 @@ fn now_epoch() -> u64 {
 }
 
 fn size_string(bytes: u64) -> String {
-    if bytes % (1 << 30) == 0 {
+    if bytes.is_multiple_of(1 << 30) {
         format!("{}G", bytes >> 30)
     } else {
         format!("{}M", bytes >> 20)
@@ -736,7 +736,10 @@ impl State {
         let mut g = SimGuest::new(vmid, kind, node, BTreeMap::new(), false);
         g.lock = Some("create".into());
         self.guests.insert(vmid, g);
-        for (k, v) in params {
+        // PVE allocates the root disk first (disk-0), then the other volumes.
+        let mut ordered: Vec<(&String, &String)> = params.iter().collect();
+        ordered.sort_by_key(|(k, _)| (k.as_str() != "rootfs", k.as_str() != "scsi0"));
+        for (k, v) in ordered {
             if CREATE_ONLY.contains(&k.as_str()) {
                 continue;
             }

@@ -1,0 +1,682 @@
+//! ProxmoxGuest end to end through the reconciler, over HTTPS to the simulator.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use homelab_operator::{
+    api::{self, ProxmoxGuest, ProxmoxGuestStatus},
+    cli::{
+        oneshot::{self, Engine, MemoryStatus},
+        resources,
+    },
+    config::Config,
+    metrics::Metrics,
+    providers::pve::{self, GuestKind, Params, PveApi, PveClient, Upid},
+    reconcile::{
+        cache::{ClusterCache, DriftClock},
+        proxmox_guest::{self, CleanupOutcome, GuestCtx, GuestObject},
+    },
+    sim::{
+        SimServer,
+        pve::{PveSim, PveSimConfig, SimGuest, endpoint_for},
+    },
+};
+use serde_json::json;
+
+struct World {
+    sim: Arc<PveSim>,
+    engine: Engine,
+    metrics: Arc<Metrics>,
+    config: Config,
+    _server: SimServer,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let sim = PveSim::with_defaults(PveSimConfig {
+        task_duration: Duration::from_millis(30),
+        ..Default::default()
+    })
+    .unwrap();
+    let server = sim.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ep = endpoint_for("default", &sim, &server, dir.path()).unwrap();
+    let config = Config {
+        path: "test".into(),
+        proxmox: [("default".to_string(), ep)].into(),
+        ..Default::default()
+    };
+    let metrics = Arc::new(Metrics::default());
+    let mut engine = Engine::new(&config, metrics.clone()).unwrap();
+    // Tests want every reconcile to read the config (drift checks always due).
+    engine.drift = DriftClock::new(Duration::ZERO);
+    World {
+        sim,
+        engine,
+        metrics,
+        config,
+        _server: server,
+        _dir: dir,
+    }
+}
+
+fn examples() -> Vec<ProxmoxGuest> {
+    resources::load(&[std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples")])
+        .unwrap()
+        .guests
+}
+
+fn example(name: &str) -> ProxmoxGuest {
+    examples()
+        .into_iter()
+        .find(|g| g.metadata.name.as_deref() == Some(name))
+        .unwrap()
+}
+
+async fn apply(w: &World, g: &ProxmoxGuest) -> oneshot::Applied {
+    oneshot::apply_one(&w.engine, g, Duration::from_secs(30), &|_| {}).await
+}
+
+fn ready(s: &ProxmoxGuestStatus) -> bool {
+    api::find_condition(&s.conditions, api::CONDITION_READY).is_some_and(|c| c.status == "True")
+}
+
+fn cfg(g: &SimGuest, key: &str) -> String {
+    g.get(key).unwrap_or_default()
+}
+
+async fn delete(
+    w: &World,
+    g: &ProxmoxGuest,
+    status: ProxmoxGuestStatus,
+) -> Result<Vec<String>, String> {
+    let ctx = GuestCtx {
+        api: &w.engine.clients["default"],
+        cache: &w.engine.cache,
+        drift: &w.engine.drift,
+        cluster: "default",
+        dry_run: false,
+    };
+    let id = oneshot::identity(g);
+    let sink = MemoryStatus::default();
+    *sink.0.lock().unwrap() = status;
+    for _ in 0..100 {
+        let status = sink.0.lock().unwrap().clone();
+        let obj = GuestObject {
+            id: &id,
+            spec: &g.spec,
+            status,
+            generation: Some(1),
+            ci_password: None,
+        };
+        match proxmox_guest::cleanup(&ctx, obj, &sink)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            CleanupOutcome::Done(ev) => {
+                return Ok(ev.into_iter().map(|e| e.reason.to_string()).collect());
+            }
+            CleanupOutcome::Requeue { status, .. } => {
+                *sink.0.lock().unwrap() = status;
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            CleanupOutcome::Blocked { status, .. } => {
+                return Err(
+                    api::find_condition(&status.conditions, api::CONDITION_STALLED)
+                        .unwrap()
+                        .message
+                        .clone(),
+                );
+            }
+        }
+    }
+    Err("cleanup did not finish".into())
+}
+
+#[tokio::test]
+async fn examples_converge_with_every_field_visible_in_proxmox() {
+    let w = world().await;
+    let results =
+        oneshot::apply_all(&w.engine, &examples(), 4, Duration::from_secs(30), &|_| {}).await;
+    for r in &results {
+        assert!(
+            r.error.is_none() && ready(&r.status),
+            "{}: {:?} {:?}",
+            r.name,
+            r.error,
+            r.status.conditions
+        );
+    }
+    let web = results.iter().find(|r| r.name == "homelab/web01").unwrap();
+    let g = w.sim.guest(web.status.vmid.unwrap()).unwrap();
+    assert_eq!(g.node, "pve1");
+    assert!(g.running);
+    assert_eq!(cfg(&g, "cores"), "2");
+    assert_eq!(cfg(&g, "memory"), "current=4096");
+    assert_eq!(cfg(&g, "balloon"), "2048");
+    assert_eq!(cfg(&g, "cpu"), "cputype=x86-64-v2-AES");
+    assert!(
+        cfg(&g, "net0").starts_with("virtio=BC:24:11:")
+            && cfg(&g, "net0").contains("tag=10")
+            && cfg(&g, "net0").contains("firewall=1")
+    );
+    assert_eq!(cfg(&g, "ipconfig0"), "ip=10.5.0.21/24,gw=10.5.0.1");
+    assert_eq!(cfg(&g, "ciuser"), "debian");
+    assert!(cfg(&g, "sshkeys").starts_with("ssh-ed25519%20AAAA"));
+    assert!(
+        cfg(&g, "scsi0").contains("size=32G")
+            && cfg(&g, "scsi0").contains("discard=on")
+            && cfg(&g, "scsi0").contains("ssd=1")
+    );
+    assert_eq!(cfg(&g, "onboot"), "1");
+    assert_eq!(cfg(&g, "startup"), "order=2,up=30");
+    assert!(cfg(&g, "tags").contains("web") && cfg(&g, "tags").contains("hlo-"));
+    assert!(
+        cfg(&g, "description").starts_with(
+            "Reverse proxy and static sites\nmanaged-by: homelab-operator homelab/web01"
+        )
+    );
+    assert_eq!(g.fw_rules.len(), 2);
+    assert_eq!(g.fw_rules[0]["dport"], json!("22"));
+    assert_eq!(web.status.ips, vec!["10.5.0.21"]);
+
+    let ct = results
+        .iter()
+        .find(|r| r.name == "homelab/jellyfin")
+        .unwrap();
+    let c = w.sim.guest(ct.status.vmid.unwrap()).unwrap();
+    assert!(
+        c.node == "pve2" || c.node == "pve3",
+        "placed on an allowed node"
+    );
+    assert_eq!(c.kind, "lxc");
+    assert_eq!(
+        cfg(&c, "rootfs"),
+        format!("local-lvm:subvol-{}-disk-0,size=16G", c.vmid)
+    );
+    assert!(
+        cfg(&c, "mp0").starts_with("tank:subvol-")
+            && cfg(&c, "mp0").contains("mp=/var/lib/jellyfin")
+    );
+    assert_eq!(cfg(&c, "mp1"), "/srv/media,mp=/media,ro=1");
+    assert!(
+        cfg(&c, "net1").contains("bridge=vmbr1")
+            && cfg(&c, "net1").contains("ip=dhcp")
+            && cfg(&c, "net1").contains("name=storage0")
+    );
+    assert_eq!(cfg(&c, "features"), "nesting=1");
+    assert_eq!(cfg(&c, "swap"), "1024");
+    assert_eq!(c.fw_options["enable"], json!(1));
+}
+
+#[tokio::test]
+async fn second_apply_writes_nothing_and_steady_state_costs_one_call() {
+    let w = world().await;
+    let g = example("jellyfin");
+    let first = apply(&w, &g).await;
+    assert!(ready(&first.status));
+    w.sim.reset_calls();
+    let mut again = g.clone();
+    again.status = Some(first.status.clone());
+    let second = apply(&w, &again).await;
+    assert!(ready(&second.status));
+    assert!(
+        w.sim.calls().keys().all(|k| k.starts_with("GET ")),
+        "only reads: {:?}",
+        w.sim.calls()
+    );
+
+    // Steady state with the drift check not due: one bulk call, nothing per guest.
+    let engine = Engine::new(&w.config, w.metrics.clone()).unwrap();
+    engine.drift.mark_read(&oneshot::identity(&g).uid);
+    w.sim.reset_calls();
+    let mut settled = g.clone();
+    settled.status = Some(second.status);
+    let third = oneshot::apply_one(&engine, &settled, Duration::from_secs(10), &|_| {}).await;
+    assert!(ready(&third.status));
+    assert_eq!(
+        w.sim.calls(),
+        [("GET /cluster/resources".to_string(), 1)].into()
+    );
+}
+
+#[tokio::test]
+async fn spec_edits_converge_and_drift_is_corrected() {
+    let w = world().await;
+    let mut g = example("jellyfin");
+    let first = apply(&w, &g).await;
+    let vmid = first.status.vmid.unwrap();
+
+    // Hot change on a running container.
+    g.spec.memory_mib = 8192;
+    g.spec.disks[0].size_gib = 20;
+    g.status = Some(first.status);
+    let second = apply(&w, &g).await;
+    assert!(ready(&second.status), "{:?}", second.status.conditions);
+    let c = w.sim.guest(vmid).unwrap();
+    assert_eq!(cfg(&c, "memory"), "8192");
+    assert!(cfg(&c, "rootfs").ends_with("size=20G"));
+    let mac_before = cfg(&c, "net0");
+
+    // Someone edits the guest in the Proxmox UI.
+    w.sim.edit_config(vmid, "cores", json!(1));
+    w.sim.edit_config(
+        vmid,
+        "net0",
+        json!(mac_before.replace("bridge=vmbr0", "bridge=vmbr1")),
+    );
+    g.status = Some(second.status);
+    let lines = Arc::new(std::sync::Mutex::new(vec![]));
+    let l = lines.clone();
+    let third = oneshot::apply_one(&w.engine, &g, Duration::from_secs(10), &move |s| {
+        l.lock().unwrap().push(s.to_string())
+    })
+    .await;
+    assert!(ready(&third.status));
+    let c = w.sim.guest(vmid).unwrap();
+    assert_eq!(cfg(&c, "cores"), "4");
+    let props =
+        |s: &str| homelab_operator::reconcile::proxmox_guest::desired::normalized_props(s, "name");
+    assert_eq!(
+        props(&cfg(&c, "net0")),
+        props(&mac_before),
+        "NIC restored with the same MAC"
+    );
+    assert!(
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("changed outside the operator")),
+        "{:?}",
+        lines.lock().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn reboot_changes_wait_or_reboot_by_policy() {
+    let w = world().await;
+    let mut g = example("web01");
+    g.spec.update_policy = api::UpdatePolicy::Manual;
+    g.spec.safety = None;
+    let first = apply(&w, &g).await;
+    let vmid = first.status.vmid.unwrap();
+    g.spec.cpu.cores = 4;
+    g.status = Some(first.status);
+    let second = apply(&w, &g).await;
+    assert_eq!(second.status.pending_changes.len(), 1);
+    assert_eq!(second.status.pending_changes[0].field, "cores");
+    assert_eq!(
+        second.status.pending_changes[0].class,
+        api::ChangeClass::NeedsReboot
+    );
+    assert_eq!(
+        api::find_condition(&second.status.conditions, "Ready")
+            .unwrap()
+            .reason,
+        "PendingReboot"
+    );
+    assert_eq!(
+        cfg(&w.sim.guest(vmid).unwrap(), "cores"),
+        "2",
+        "not applied while running"
+    );
+
+    g.spec.update_policy = api::UpdatePolicy::RebootIfNeeded;
+    g.spec.safety = Some(api::Safety {
+        snapshot_before_change: true,
+    });
+    g.metadata.generation = Some(2);
+    g.status = Some(second.status);
+    let third = apply(&w, &g).await;
+    assert!(ready(&third.status), "{:?}", third.status.conditions);
+    let sim_guest = w.sim.guest(vmid).unwrap();
+    assert_eq!(cfg(&sim_guest, "cores"), "4", "applied by the reboot");
+    assert!(
+        third.status.last_snapshot.is_some() && !sim_guest.snapshots.is_empty(),
+        "snapshot taken before the reboot"
+    );
+}
+
+#[tokio::test]
+async fn deletion_honours_the_policy() {
+    let w = world().await;
+    let ct = example("jellyfin"); // Retain
+    let vm = example("web01"); // Delete
+    let a = apply(&w, &ct).await;
+    let b = apply(&w, &vm).await;
+    let ev = delete(&w, &ct, a.status.clone()).await.unwrap();
+    assert_eq!(ev, vec!["Retained"]);
+    let kept = w.sim.guest(a.status.vmid.unwrap()).expect("retained");
+    assert!(!cfg(&kept, "tags").contains("hlo-") && cfg(&kept, "tags").contains("media"));
+    assert_eq!(cfg(&kept, "description").trim(), "Media server");
+
+    delete(&w, &vm, b.status.clone()).await.unwrap();
+    assert!(
+        w.sim.guest(b.status.vmid.unwrap()).is_none(),
+        "deleted with its disks"
+    );
+
+    // Deleting again finds nothing of ours and does nothing.
+    assert_eq!(delete(&w, &vm, b.status).await.unwrap(), vec!["Released"]);
+}
+
+#[tokio::test]
+async fn protection_blocks_deletion_with_a_clear_message() {
+    let w = world().await;
+    let mut vm = example("web01");
+    vm.spec.protection = true;
+    let a = apply(&w, &vm).await;
+    let msg = delete(&w, &vm, a.status.clone()).await.unwrap_err();
+    assert!(msg.contains("set spec.protection: false"), "{msg}");
+    assert!(w.sim.guest(a.status.vmid.unwrap()).is_some());
+}
+
+#[tokio::test]
+async fn foreign_guests_are_untouched_unless_adopted() {
+    let w = world().await;
+    let mut config = std::collections::BTreeMap::new();
+    config.insert("hostname".into(), json!("dns01"));
+    config.insert("memory".into(), json!(256));
+    config.insert("tags".into(), json!("dns"));
+    config.insert(
+        "rootfs".into(),
+        json!("local-lvm:subvol-300-disk-0,size=8G"),
+    );
+    w.sim
+        .add_guest(SimGuest::new(300, "lxc", "pve2", config, false));
+    let mut g = example("jellyfin");
+    g.spec.vmid = Some(300);
+    g.spec.allowed_nodes.clear();
+    g.spec.node = Some("pve2".into());
+    let before = w.sim.guest(300).unwrap().config;
+    let r = apply(&w, &g).await;
+    let stalled = api::find_condition(&r.status.conditions, api::CONDITION_STALLED).unwrap();
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "ForeignGuest"),
+        "{stalled:?}"
+    );
+    assert_eq!(
+        w.sim.guest(300).unwrap().config,
+        before,
+        "not a single write"
+    );
+    assert_eq!(delete(&w, &g, r.status).await.unwrap(), vec!["Released"]);
+    assert!(w.sim.guest(300).is_some());
+
+    // A foreign guest with the same name is not a reason to touch it either.
+    let mut same_name = example("jellyfin");
+    same_name.metadata.name = Some("dns-new".into());
+    same_name.spec.name = "dns01".into();
+    let r = apply(&w, &same_name).await;
+    assert!(ready(&r.status));
+    assert_ne!(r.status.vmid, Some(300));
+    assert_eq!(w.sim.guest(300).unwrap().config, before);
+
+    g.spec.adopt = true;
+    let r = apply(&w, &g).await;
+    assert!(ready(&r.status), "{:?}", r.status.conditions);
+    assert!(
+        cfg(&w.sim.guest(300).unwrap(), "tags").contains("hlo-"),
+        "adopted and marked"
+    );
+}
+
+#[tokio::test]
+async fn permanent_errors_stall_with_a_message() {
+    let w = world().await;
+    let mut g = example("web01");
+    g.spec.source.clone.as_mut().unwrap().template_name = Some("no-such-template".into());
+    let r = apply(&w, &g).await;
+    let c = api::find_condition(&r.status.conditions, api::CONDITION_STALLED).unwrap();
+    assert_eq!(c.reason, "TemplateNotFound");
+    assert!(
+        c.message
+            .contains("no qemu template named \"no-such-template\""),
+        "{}",
+        c.message
+    );
+
+    let mut ct = example("jellyfin");
+    ct.spec.source.os_template = Some("local:vztmpl/missing.tar.zst".into());
+    let r = apply(&w, &ct).await;
+    let e = r.error.unwrap();
+    assert!(
+        e.contains("volume 'local:vztmpl/missing.tar.zst' does not exist"),
+        "{e}"
+    );
+}
+
+/// Crashes the process (from the reconciler's point of view) right after the
+/// N-th outside call has reached the server.
+struct KillAfter<'a> {
+    inner: &'a PveClient,
+    calls: AtomicUsize,
+    at: usize,
+}
+
+impl KillAfter<'_> {
+    fn check<T>(&self, r: Result<T, pve::Error>) -> Result<T, pve::Error> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
+            return Err(pve::Error::Credentials("killed".into()));
+        }
+        r
+    }
+}
+
+impl PveApi for KillAfter<'_> {
+    async fn cluster_resources(&self) -> Result<Vec<pve::ClusterResource>, pve::Error> {
+        self.check(self.inner.cluster_resources().await)
+    }
+    async fn nodes(&self) -> Result<Vec<pve::NodeInfo>, pve::Error> {
+        self.check(self.inner.nodes().await)
+    }
+    async fn next_id(&self) -> Result<u32, pve::Error> {
+        self.check(self.inner.next_id().await)
+    }
+    async fn pending(
+        &self,
+        n: &str,
+        k: GuestKind,
+        v: u32,
+    ) -> Result<Vec<pve::PendingEntry>, pve::Error> {
+        self.check(self.inner.pending(n, k, v).await)
+    }
+    async fn create(&self, n: &str, k: GuestKind, p: Params) -> Result<Upid, pve::Error> {
+        self.check(self.inner.create(n, k, p).await)
+    }
+    async fn clone_guest(
+        &self,
+        n: &str,
+        k: GuestKind,
+        t: u32,
+        p: Params,
+    ) -> Result<Upid, pve::Error> {
+        self.check(self.inner.clone_guest(n, k, t, p).await)
+    }
+    async fn update_config(
+        &self,
+        n: &str,
+        k: GuestKind,
+        v: u32,
+        p: Params,
+    ) -> Result<Option<Upid>, pve::Error> {
+        self.check(self.inner.update_config(n, k, v, p).await)
+    }
+    async fn resize(
+        &self,
+        n: &str,
+        k: GuestKind,
+        v: u32,
+        d: &str,
+        s: &str,
+    ) -> Result<Option<Upid>, pve::Error> {
+        self.check(self.inner.resize(n, k, v, d, s).await)
+    }
+    async fn power(&self, n: &str, k: GuestKind, v: u32, a: &str) -> Result<Upid, pve::Error> {
+        self.check(self.inner.power(n, k, v, a).await)
+    }
+    async fn delete_guest(&self, n: &str, k: GuestKind, v: u32) -> Result<Upid, pve::Error> {
+        self.check(self.inner.delete_guest(n, k, v).await)
+    }
+    async fn snapshot(&self, n: &str, k: GuestKind, v: u32, s: &str) -> Result<Upid, pve::Error> {
+        self.check(self.inner.snapshot(n, k, v, s).await)
+    }
+    async fn rollback(&self, n: &str, k: GuestKind, v: u32, s: &str) -> Result<Upid, pve::Error> {
+        self.check(self.inner.rollback(n, k, v, s).await)
+    }
+    async fn task_status(&self, u: &Upid) -> Result<pve::TaskStatus, pve::Error> {
+        self.check(self.inner.task_status(u).await)
+    }
+    async fn firewall_options(
+        &self,
+        n: &str,
+        k: GuestKind,
+        v: u32,
+    ) -> Result<pve::FirewallOptions, pve::Error> {
+        self.check(self.inner.firewall_options(n, k, v).await)
+    }
+    async fn set_firewall_options(
+        &self,
+        n: &str,
+        k: GuestKind,
+        v: u32,
+        p: Params,
+    ) -> Result<(), pve::Error> {
+        self.check(self.inner.set_firewall_options(n, k, v, p).await)
+    }
+    async fn firewall_rules(
+        &self,
+        n: &str,
+        k: GuestKind,
+        v: u32,
+    ) -> Result<Vec<pve::FirewallRuleEntry>, pve::Error> {
+        self.check(self.inner.firewall_rules(n, k, v).await)
+    }
+    async fn create_firewall_rule(
+        &self,
+        n: &str,
+        k: GuestKind,
+        v: u32,
+        p: Params,
+    ) -> Result<(), pve::Error> {
+        self.check(self.inner.create_firewall_rule(n, k, v, p).await)
+    }
+    async fn delete_firewall_rule(
+        &self,
+        n: &str,
+        k: GuestKind,
+        v: u32,
+        pos: u64,
+    ) -> Result<(), pve::Error> {
+        self.check(self.inner.delete_firewall_rule(n, k, v, pos).await)
+    }
+    async fn guest_ips(&self, n: &str, k: GuestKind, v: u32) -> Result<Vec<String>, pve::Error> {
+        self.check(self.inner.guest_ips(n, k, v).await)
+    }
+}
+
+/// Reconcile until Ready (or give up), as a restarted operator would.
+async fn run_until_ready<P: PveApi>(
+    api: &P,
+    g: &ProxmoxGuest,
+    sink: &MemoryStatus,
+) -> Result<(), String> {
+    let cache = ClusterCache::new(Duration::from_millis(0));
+    let drift = DriftClock::new(Duration::ZERO);
+    let ctx = GuestCtx {
+        api,
+        cache: &cache,
+        drift: &drift,
+        cluster: "default",
+        dry_run: false,
+    };
+    let id = oneshot::identity(g);
+    for _ in 0..200 {
+        let status = sink.0.lock().unwrap().clone();
+        let out = match proxmox_guest::reconcile(
+            &ctx,
+            GuestObject {
+                id: &id,
+                spec: &g.spec,
+                status,
+                generation: Some(1),
+                ci_password: None,
+            },
+            sink,
+        )
+        .await
+        {
+            Ok(out) => out,
+            // The controller retries transient errors with backoff; so does this loop.
+            Err(e) if e.is_transient() && !e.to_string().contains("killed") => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        *sink.0.lock().unwrap() = out.status.clone();
+        if ready(&out.status) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err("not ready".into())
+}
+
+#[tokio::test]
+async fn restart_at_every_step_of_creation_never_duplicates_a_guest() {
+    for name in ["web01", "jellyfin"] {
+        let g = example(name);
+        let mut at = 1;
+        loop {
+            let w = world().await;
+            let client = &w.engine.clients["default"];
+            // Status is what the apiserver would have kept across the crash.
+            let sink = MemoryStatus::default();
+            let killer = KillAfter {
+                inner: client,
+                calls: AtomicUsize::new(0),
+                at,
+            };
+            let first = run_until_ready(&killer, &g, &sink).await;
+            let killed = killer.calls.load(Ordering::SeqCst) >= at;
+            // Restart: fresh caches, same status.
+            run_until_ready(client, &g, &sink)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: after kill at call {at}: {e}"));
+            let ours: Vec<_> = w
+                .sim
+                .guests()
+                .into_iter()
+                .filter(|s| cfg(s, "tags").contains("hlo-"))
+                .collect();
+            assert_eq!(
+                ours.len(),
+                1,
+                "{name}: kill at call {at}: {:?}",
+                ours.iter().map(|g| g.vmid).collect::<Vec<_>>()
+            );
+            assert_eq!(
+                w.sim.guests().len(),
+                1,
+                "{name}: kill at call {at}: no half-made extra guest"
+            );
+            if !killed {
+                assert!(first.is_ok());
+                break;
+            }
+            at += 1;
+        }
+        assert!(
+            at > 5,
+            "{name}: the kill points covered the whole creation ({at} calls)"
+        );
+    }
+}
