@@ -24,11 +24,7 @@ pub enum ConfigError {
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("config file {path}: {key}: {message}")]
-    Invalid {
-        path: String,
-        key: String,
-        message: String,
-    },
+    Invalid { path: String, key: String, message: String },
     #[error("{key}: {message}")]
     Secret { key: String, message: String },
 }
@@ -72,21 +68,17 @@ impl SecretSource {
             (Some(f), None) => Ok(SecretSource::File(f)),
             (None, Some(e)) => Ok(SecretSource::Env(e)),
             (Some(_), Some(_)) => Err(format!("set only one of {key}File and {key}Env")),
-            (None, None) => Err(format!(
-                "missing {key}File or {key}Env (secrets are never inline)"
-            )),
+            (None, None) => Err(format!("missing {key}File or {key}Env (secrets are never inline)")),
         }
     }
 
     /// Read the secret now (files are re-read so rotated Secrets take effect).
     pub fn load(&self, key: &str) -> Result<SecretString, ConfigError> {
         let raw = match self {
-            SecretSource::File(p) => {
-                std::fs::read_to_string(p).map_err(|e| ConfigError::Secret {
-                    key: key.to_string(),
-                    message: format!("cannot read {}: {e}", p.display()),
-                })?
-            }
+            SecretSource::File(p) => std::fs::read_to_string(p).map_err(|e| ConfigError::Secret {
+                key: key.to_string(),
+                message: format!("cannot read {}: {e}", p.display()),
+            })?,
             SecretSource::Env(v) => std::env::var(v).map_err(|_| ConfigError::Secret {
                 key: key.to_string(),
                 message: format!("environment variable {v} is not set"),
@@ -172,10 +164,7 @@ impl Config {
     /// Load and validate the config file; every error names the file and the key.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: p.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
         Self::parse(&p, &text)
     }
 
@@ -192,13 +181,9 @@ impl Config {
         let mut proxmox = BTreeMap::new();
         for (name, r) in raw.proxmox {
             let key = format!("proxmox.{name}");
-            let url = url::Url::parse(&r.url)
-                .map_err(|e| invalid(format!("{key}.url"), format!("{e}: {:?}", r.url)))?;
+            let url = url::Url::parse(&r.url).map_err(|e| invalid(format!("{key}.url"), format!("{e}: {:?}", r.url)))?;
             if !matches!(url.scheme(), "https" | "http") {
-                return Err(invalid(
-                    format!("{key}.url"),
-                    "scheme must be https (or http)".into(),
-                ));
+                return Err(invalid(format!("{key}.url"), "scheme must be https (or http)".into()));
             }
             if !r.token_id.contains('!') || !r.token_id.contains('@') {
                 return Err(invalid(
@@ -207,13 +192,11 @@ impl Config {
                 ));
             }
             let token_secret =
-                SecretSource::from_pair("tokenSecret", r.token_secret_file, r.token_secret_env)
-                    .map_err(|m| invalid(key.clone(), m))?;
+                SecretSource::from_pair("tokenSecret", r.token_secret_file, r.token_secret_env).map_err(|m| invalid(key.clone(), m))?;
             let tls = match (r.fingerprint, r.ca_file, r.insecure_skip_tls_verify) {
-                (Some(fp), None, false) => TlsTrust::Fingerprint(
-                    normalize_fingerprint(&fp)
-                        .map_err(|m| invalid(format!("{key}.fingerprint"), m))?,
-                ),
+                (Some(fp), None, false) => {
+                    TlsTrust::Fingerprint(normalize_fingerprint(&fp).map_err(|m| invalid(format!("{key}.fingerprint"), m))?)
+                }
                 (None, Some(ca), false) => TlsTrust::CaFile(ca),
                 (None, None, true) => TlsTrust::InsecureSkipVerify,
                 (None, None, false) => TlsTrust::System,
@@ -254,11 +237,7 @@ impl Config {
 
 /// Accept `AA:BB:…` or plain hex in either case; store as lower-case hex without colons.
 pub fn normalize_fingerprint(fp: &str) -> Result<String, String> {
-    let hex: String = fp
-        .chars()
-        .filter(|c| *c != ':')
-        .collect::<String>()
-        .to_ascii_lowercase();
+    let hex: String = fp.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
     if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err("expected a SHA-256 fingerprint (32 hex bytes, colons optional)".into());
     }
@@ -287,37 +266,29 @@ mod tests {
 
     #[test]
     fn errors_name_file_and_key() {
-        let e = Config::parse("c.yaml", "proxmox:\n  default:\n    url: https://x:8006\n    tokenId: nope\n    tokenSecretEnv: X\n")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse(
+            "c.yaml",
+            "proxmox:\n  default:\n    url: https://x:8006\n    tokenId: nope\n    tokenSecretEnv: X\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             e,
             "config file c.yaml: proxmox.default.tokenId: expected USER@REALM!TOKENNAME, got \"nope\""
         );
+        let e = Config::parse("c.yaml", "proxmox:\n  default:\n    url: https://x:8006\n    tokenId: a@pve!b\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("proxmox.default: missing tokenSecretFile or tokenSecretEnv"), "{e}");
         let e = Config::parse(
             "c.yaml",
-            "proxmox:\n  default:\n    url: https://x:8006\n    tokenId: a@pve!b\n",
+            "proxmox:\n  default:\n    url: https://x:8006\n    tokenId: a@pve!b\n    tokenSecret: inline\n",
         )
         .unwrap_err()
         .to_string();
-        assert!(
-            e.contains("proxmox.default: missing tokenSecretFile or tokenSecretEnv"),
-            "{e}"
-        );
-        let e = Config::parse("c.yaml", "proxmox:\n  default:\n    url: https://x:8006\n    tokenId: a@pve!b\n    tokenSecret: inline\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("config file c.yaml: ") && e.contains("tokenSecret"),
-            "{e}"
-        );
-        let e = Config::load(Path::new("/nonexistent/homelab.yaml"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("config file /nonexistent/homelab.yaml: "),
-            "{e}"
-        );
+        assert!(e.starts_with("config file c.yaml: ") && e.contains("tokenSecret"), "{e}");
+        let e = Config::load(Path::new("/nonexistent/homelab.yaml")).unwrap_err().to_string();
+        assert!(e.starts_with("config file /nonexistent/homelab.yaml: "), "{e}");
     }
 
     #[test]

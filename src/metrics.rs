@@ -83,13 +83,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn outside_call(&self, system: &'static str, op: &'static str, outcome: &'static str) {
-        self.outside_calls
-            .get_or_create(&CallLabels {
-                system,
-                op,
-                outcome,
-            })
-            .inc();
+        self.outside_calls.get_or_create(&CallLabels { system, op, outcome }).inc();
     }
 
     /// Total outside calls to one system (benchmarks and tests read this).

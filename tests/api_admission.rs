@@ -6,8 +6,10 @@ use std::path::Path;
 use homelab_operator::api::{self, ProxmoxGuest};
 
 fn guest(yaml: &str) -> ProxmoxGuest {
-    serde_yaml_ng::from_str(&format!("apiVersion: homelab.dev/v1alpha1\nkind: ProxmoxGuest\nmetadata: {{name: g, namespace: default}}\nspec:\n{yaml}"))
-        .expect("parses")
+    serde_yaml_ng::from_str(&format!(
+        "apiVersion: homelab.dev/v1alpha1\nkind: ProxmoxGuest\nmetadata: {{name: g, namespace: default}}\nspec:\n{yaml}"
+    ))
+    .expect("parses")
 }
 
 const BASE_LXC: &str = r#"
@@ -19,10 +21,7 @@ const BASE_LXC: &str = r#"
 "#;
 
 fn refused(yaml: &str, needle: &str) {
-    let err = guest(yaml)
-        .validate_cel()
-        .expect_err("should be refused")
-        .to_string();
+    let err = guest(yaml).validate_cel().expect_err("should be refused").to_string();
     assert!(err.contains(needle), "expected {needle:?} in {err:?}");
 }
 
@@ -34,9 +33,7 @@ fn valid_guests_pass() {
 #[test]
 fn cross_field_rules_refuse_bad_combinations() {
     refused(
-        &BASE_LXC
-            .replace("type: lxc", "type: qemu")
-            .replace("rootfs", "scsi0"),
+        &BASE_LXC.replace("type: lxc", "type: qemu").replace("rootfs", "scsi0"),
         "source.osTemplate is only valid with type: lxc",
     );
     refused(
@@ -58,26 +55,17 @@ fn cross_field_rules_refuse_bad_combinations() {
         ),
         "source needs exactly one of clone, osTemplate, iso",
     );
+    refused(&BASE_LXC.replace("rootfs", "mp0"), "an lxc guest needs a disk with slot: rootfs");
     refused(
-        &BASE_LXC.replace("rootfs", "mp0"),
-        "an lxc guest needs a disk with slot: rootfs",
-    );
-    refused(
-        &format!(
-            "{BASE_LXC}  network: [{{slot: net0, bridge: vmbr0, ipv4: dhcp, gateway4: 10.0.0.1}}]\n"
-        ),
+        &format!("{BASE_LXC}  network: [{{slot: net0, bridge: vmbr0, ipv4: dhcp, gateway4: 10.0.0.1}}]\n"),
         "gateway4 needs a static ipv4",
     );
     refused(
-        &format!(
-            "{BASE_LXC}  mounts: [{{slot: mp0, path: /data, hostPath: /srv, storage: tank, sizeGiB: 5}}]\n"
-        ),
+        &format!("{BASE_LXC}  mounts: [{{slot: mp0, path: /data, hostPath: /srv, storage: tank, sizeGiB: 5}}]\n"),
         "a mount needs exactly one of hostPath",
     );
     refused(
-        &format!(
-            "{BASE_LXC}  firewall: {{enabled: true, rules: [{{direction: in, action: ACCEPT, dport: \"22\"}}]}}\n"
-        ),
+        &format!("{BASE_LXC}  firewall: {{enabled: true, rules: [{{direction: in, action: ACCEPT, dport: \"22\"}}]}}\n"),
         "ports need proto tcp or udp",
     );
 }
@@ -87,12 +75,7 @@ fn type_source_and_vmid_are_immutable() {
     let old = guest(&format!("{BASE_LXC}  vmid: 120\n"));
     let mut new = old.clone();
     new.spec.vmid = Some(121);
-    assert!(
-        new.validate_cel_update(&old)
-            .unwrap_err()
-            .to_string()
-            .contains("vmid is immutable")
-    );
+    assert!(new.validate_cel_update(&old).unwrap_err().to_string().contains("vmid is immutable"));
     let mut new = old.clone();
     new.spec.source.os_template = Some("local:vztmpl/alpine.tar.xz".into());
     assert!(
@@ -111,18 +94,10 @@ fn schema_refuses_out_of_range_and_bad_patterns() {
     let crd = serde_json::to_value(&api::all_crds()[0]).unwrap();
     let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
     assert_eq!(spec["properties"]["vmid"]["minimum"], 100.0);
-    assert_eq!(
-        spec["properties"]["type"]["enum"],
-        serde_json::json!(["qemu", "lxc"])
-    );
+    assert_eq!(spec["properties"]["type"]["enum"], serde_json::json!(["qemu", "lxc"]));
     assert!(spec["properties"]["name"]["pattern"].is_string());
     assert!(spec["properties"]["tags"]["items"]["pattern"].is_string());
-    assert!(
-        spec["required"]
-            .as_array()
-            .unwrap()
-            .contains(&serde_json::json!("source"))
-    );
+    assert!(spec["required"].as_array().unwrap().contains(&serde_json::json!("source")));
     // `kubectl explain` shows a description for every spec field.
     for (name, field) in spec["properties"].as_object().unwrap() {
         assert!(
@@ -162,7 +137,6 @@ fn every_example_parses_and_is_admitted() {
     assert!(loaded.guests.len() >= 3);
     assert!(loaded.skipped.is_empty(), "{:?}", loaded.skipped);
     for g in &loaded.guests {
-        g.validate_cel()
-            .unwrap_or_else(|e| panic!("{:?}: {e}", g.metadata.name));
+        g.validate_cel().unwrap_or_else(|e| panic!("{:?}: {e}", g.metadata.name));
     }
 }

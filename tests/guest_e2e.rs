@@ -72,10 +72,7 @@ fn examples() -> Vec<ProxmoxGuest> {
 }
 
 fn example(name: &str) -> ProxmoxGuest {
-    examples()
-        .into_iter()
-        .find(|g| g.metadata.name.as_deref() == Some(name))
-        .unwrap()
+    examples().into_iter().find(|g| g.metadata.name.as_deref() == Some(name)).unwrap()
 }
 
 async fn apply(w: &World, g: &ProxmoxGuest) -> oneshot::Applied {
@@ -90,11 +87,7 @@ fn cfg(g: &SimGuest, key: &str) -> String {
     g.get(key).unwrap_or_default()
 }
 
-async fn delete(
-    w: &World,
-    g: &ProxmoxGuest,
-    status: ProxmoxGuestStatus,
-) -> Result<Vec<String>, String> {
+async fn delete(w: &World, g: &ProxmoxGuest, status: ProxmoxGuestStatus) -> Result<Vec<String>, String> {
     let ctx = GuestCtx {
         api: &w.engine.clients["default"],
         cache: &w.engine.cache,
@@ -114,10 +107,7 @@ async fn delete(
             generation: Some(1),
             ci_password: None,
         };
-        match proxmox_guest::cleanup(&ctx, obj, &sink)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        match proxmox_guest::cleanup(&ctx, obj, &sink).await.map_err(|e| e.to_string())? {
             CleanupOutcome::Done(ev) => {
                 return Ok(ev.into_iter().map(|e| e.reason.to_string()).collect());
             }
@@ -126,12 +116,10 @@ async fn delete(
                 tokio::time::sleep(Duration::from_millis(40)).await;
             }
             CleanupOutcome::Blocked { status, .. } => {
-                return Err(
-                    api::find_condition(&status.conditions, api::CONDITION_STALLED)
-                        .unwrap()
-                        .message
-                        .clone(),
-                );
+                return Err(api::find_condition(&status.conditions, api::CONDITION_STALLED)
+                    .unwrap()
+                    .message
+                    .clone());
             }
         }
     }
@@ -141,8 +129,7 @@ async fn delete(
 #[tokio::test]
 async fn examples_converge_with_every_field_visible_in_proxmox() {
     let w = world().await;
-    let results =
-        oneshot::apply_all(&w.engine, &examples(), 4, Duration::from_secs(30), &|_| {}).await;
+    let results = oneshot::apply_all(&w.engine, &examples(), 4, Duration::from_secs(30), &|_| {}).await;
     for r in &results {
         assert!(
             r.error.is_none() && ready(&r.status),
@@ -161,54 +148,28 @@ async fn examples_converge_with_every_field_visible_in_proxmox() {
     assert_eq!(cfg(&g, "balloon"), "2048");
     assert_eq!(cfg(&g, "cpu"), "cputype=x86-64-v2-AES");
     assert!(
-        cfg(&g, "net0").starts_with("virtio=BC:24:11:")
-            && cfg(&g, "net0").contains("tag=10")
-            && cfg(&g, "net0").contains("firewall=1")
+        cfg(&g, "net0").starts_with("virtio=BC:24:11:") && cfg(&g, "net0").contains("tag=10") && cfg(&g, "net0").contains("firewall=1")
     );
     assert_eq!(cfg(&g, "ipconfig0"), "ip=10.5.0.21/24,gw=10.5.0.1");
     assert_eq!(cfg(&g, "ciuser"), "debian");
     assert!(cfg(&g, "sshkeys").starts_with("ssh-ed25519%20AAAA"));
-    assert!(
-        cfg(&g, "scsi0").contains("size=32G")
-            && cfg(&g, "scsi0").contains("discard=on")
-            && cfg(&g, "scsi0").contains("ssd=1")
-    );
+    assert!(cfg(&g, "scsi0").contains("size=32G") && cfg(&g, "scsi0").contains("discard=on") && cfg(&g, "scsi0").contains("ssd=1"));
     assert_eq!(cfg(&g, "onboot"), "1");
     assert_eq!(cfg(&g, "startup"), "order=2,up=30");
     assert!(cfg(&g, "tags").contains("web") && cfg(&g, "tags").contains("hlo-"));
-    assert!(
-        cfg(&g, "description").starts_with(
-            "Reverse proxy and static sites\nmanaged-by: homelab-operator homelab/web01"
-        )
-    );
+    assert!(cfg(&g, "description").starts_with("Reverse proxy and static sites\nmanaged-by: homelab-operator homelab/web01"));
     assert_eq!(g.fw_rules.len(), 2);
     assert_eq!(g.fw_rules[0]["dport"], json!("22"));
     assert_eq!(web.status.ips, vec!["10.5.0.21"]);
 
-    let ct = results
-        .iter()
-        .find(|r| r.name == "homelab/jellyfin")
-        .unwrap();
+    let ct = results.iter().find(|r| r.name == "homelab/jellyfin").unwrap();
     let c = w.sim.guest(ct.status.vmid.unwrap()).unwrap();
-    assert!(
-        c.node == "pve2" || c.node == "pve3",
-        "placed on an allowed node"
-    );
+    assert!(c.node == "pve2" || c.node == "pve3", "placed on an allowed node");
     assert_eq!(c.kind, "lxc");
-    assert_eq!(
-        cfg(&c, "rootfs"),
-        format!("local-lvm:subvol-{}-disk-0,size=16G", c.vmid)
-    );
-    assert!(
-        cfg(&c, "mp0").starts_with("tank:subvol-")
-            && cfg(&c, "mp0").contains("mp=/var/lib/jellyfin")
-    );
+    assert_eq!(cfg(&c, "rootfs"), format!("local-lvm:subvol-{}-disk-0,size=16G", c.vmid));
+    assert!(cfg(&c, "mp0").starts_with("tank:subvol-") && cfg(&c, "mp0").contains("mp=/var/lib/jellyfin"));
     assert_eq!(cfg(&c, "mp1"), "/srv/media,mp=/media,ro=1");
-    assert!(
-        cfg(&c, "net1").contains("bridge=vmbr1")
-            && cfg(&c, "net1").contains("ip=dhcp")
-            && cfg(&c, "net1").contains("name=storage0")
-    );
+    assert!(cfg(&c, "net1").contains("bridge=vmbr1") && cfg(&c, "net1").contains("ip=dhcp") && cfg(&c, "net1").contains("name=storage0"));
     assert_eq!(cfg(&c, "features"), "nesting=1");
     assert_eq!(cfg(&c, "swap"), "1024");
     assert_eq!(c.fw_options["enable"], json!(1));
@@ -239,10 +200,7 @@ async fn second_apply_writes_nothing_and_steady_state_costs_one_call() {
     settled.status = Some(second.status);
     let third = oneshot::apply_one(&engine, &settled, Duration::from_secs(10), &|_| {}).await;
     assert!(ready(&third.status));
-    assert_eq!(
-        w.sim.calls(),
-        [("GET /cluster/resources".to_string(), 1)].into()
-    );
+    assert_eq!(w.sim.calls(), [("GET /cluster/resources".to_string(), 1)].into());
 }
 
 #[tokio::test]
@@ -265,11 +223,8 @@ async fn spec_edits_converge_and_drift_is_corrected() {
 
     // Someone edits the guest in the Proxmox UI.
     w.sim.edit_config(vmid, "cores", json!(1));
-    w.sim.edit_config(
-        vmid,
-        "net0",
-        json!(mac_before.replace("bridge=vmbr0", "bridge=vmbr1")),
-    );
+    w.sim
+        .edit_config(vmid, "net0", json!(mac_before.replace("bridge=vmbr0", "bridge=vmbr1")));
     g.status = Some(second.status);
     let lines = Arc::new(std::sync::Mutex::new(vec![]));
     let l = lines.clone();
@@ -280,19 +235,10 @@ async fn spec_edits_converge_and_drift_is_corrected() {
     assert!(ready(&third.status));
     let c = w.sim.guest(vmid).unwrap();
     assert_eq!(cfg(&c, "cores"), "4");
-    let props =
-        |s: &str| homelab_operator::reconcile::proxmox_guest::desired::normalized_props(s, "name");
-    assert_eq!(
-        props(&cfg(&c, "net0")),
-        props(&mac_before),
-        "NIC restored with the same MAC"
-    );
+    let props = |s: &str| homelab_operator::reconcile::proxmox_guest::desired::normalized_props(s, "name");
+    assert_eq!(props(&cfg(&c, "net0")), props(&mac_before), "NIC restored with the same MAC");
     assert!(
-        lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("changed outside the operator")),
+        lines.lock().unwrap().iter().any(|l| l.contains("changed outside the operator")),
         "{:?}",
         lines.lock().unwrap()
     );
@@ -311,21 +257,12 @@ async fn reboot_changes_wait_or_reboot_by_policy() {
     let second = apply(&w, &g).await;
     assert_eq!(second.status.pending_changes.len(), 1);
     assert_eq!(second.status.pending_changes[0].field, "cores");
+    assert_eq!(second.status.pending_changes[0].class, api::ChangeClass::NeedsReboot);
     assert_eq!(
-        second.status.pending_changes[0].class,
-        api::ChangeClass::NeedsReboot
-    );
-    assert_eq!(
-        api::find_condition(&second.status.conditions, "Ready")
-            .unwrap()
-            .reason,
+        api::find_condition(&second.status.conditions, "Ready").unwrap().reason,
         "PendingReboot"
     );
-    assert_eq!(
-        cfg(&w.sim.guest(vmid).unwrap(), "cores"),
-        "2",
-        "not applied while running"
-    );
+    assert_eq!(cfg(&w.sim.guest(vmid).unwrap(), "cores"), "2", "not applied while running");
 
     g.spec.update_policy = api::UpdatePolicy::RebootIfNeeded;
     g.spec.safety = Some(api::Safety {
@@ -357,10 +294,7 @@ async fn deletion_honours_the_policy() {
     assert_eq!(cfg(&kept, "description").trim(), "Media server");
 
     delete(&w, &vm, b.status.clone()).await.unwrap();
-    assert!(
-        w.sim.guest(b.status.vmid.unwrap()).is_none(),
-        "deleted with its disks"
-    );
+    assert!(w.sim.guest(b.status.vmid.unwrap()).is_none(), "deleted with its disks");
 
     // Deleting again finds nothing of ours and does nothing.
     assert_eq!(delete(&w, &vm, b.status).await.unwrap(), vec!["Released"]);
@@ -384,12 +318,8 @@ async fn foreign_guests_are_untouched_unless_adopted() {
     config.insert("hostname".into(), json!("dns01"));
     config.insert("memory".into(), json!(256));
     config.insert("tags".into(), json!("dns"));
-    config.insert(
-        "rootfs".into(),
-        json!("local-lvm:subvol-300-disk-0,size=8G"),
-    );
-    w.sim
-        .add_guest(SimGuest::new(300, "lxc", "pve2", config, false));
+    config.insert("rootfs".into(), json!("local-lvm:subvol-300-disk-0,size=8G"));
+    w.sim.add_guest(SimGuest::new(300, "lxc", "pve2", config, false));
     let mut g = example("jellyfin");
     g.spec.vmid = Some(300);
     g.spec.allowed_nodes.clear();
@@ -402,11 +332,7 @@ async fn foreign_guests_are_untouched_unless_adopted() {
         ("True", "ForeignGuest"),
         "{stalled:?}"
     );
-    assert_eq!(
-        w.sim.guest(300).unwrap().config,
-        before,
-        "not a single write"
-    );
+    assert_eq!(w.sim.guest(300).unwrap().config, before, "not a single write");
     assert_eq!(delete(&w, &g, r.status).await.unwrap(), vec!["Released"]);
     assert!(w.sim.guest(300).is_some());
 
@@ -422,10 +348,7 @@ async fn foreign_guests_are_untouched_unless_adopted() {
     g.spec.adopt = true;
     let r = apply(&w, &g).await;
     assert!(ready(&r.status), "{:?}", r.status.conditions);
-    assert!(
-        cfg(&w.sim.guest(300).unwrap(), "tags").contains("hlo-"),
-        "adopted and marked"
-    );
+    assert!(cfg(&w.sim.guest(300).unwrap(), "tags").contains("hlo-"), "adopted and marked");
 }
 
 #[tokio::test]
@@ -436,21 +359,13 @@ async fn permanent_errors_stall_with_a_message() {
     let r = apply(&w, &g).await;
     let c = api::find_condition(&r.status.conditions, api::CONDITION_STALLED).unwrap();
     assert_eq!(c.reason, "TemplateNotFound");
-    assert!(
-        c.message
-            .contains("no qemu template named \"no-such-template\""),
-        "{}",
-        c.message
-    );
+    assert!(c.message.contains("no qemu template named \"no-such-template\""), "{}", c.message);
 
     let mut ct = example("jellyfin");
     ct.spec.source.os_template = Some("local:vztmpl/missing.tar.zst".into());
     let r = apply(&w, &ct).await;
     let e = r.error.unwrap();
-    assert!(
-        e.contains("volume 'local:vztmpl/missing.tar.zst' does not exist"),
-        "{e}"
-    );
+    assert!(e.contains("volume 'local:vztmpl/missing.tar.zst' does not exist"), "{e}");
 }
 
 /// Crashes the process (from the reconciler's point of view) right after the
@@ -480,43 +395,19 @@ impl PveApi for KillAfter<'_> {
     async fn next_id(&self) -> Result<u32, pve::Error> {
         self.check(self.inner.next_id().await)
     }
-    async fn pending(
-        &self,
-        n: &str,
-        k: GuestKind,
-        v: u32,
-    ) -> Result<Vec<pve::PendingEntry>, pve::Error> {
+    async fn pending(&self, n: &str, k: GuestKind, v: u32) -> Result<Vec<pve::PendingEntry>, pve::Error> {
         self.check(self.inner.pending(n, k, v).await)
     }
     async fn create(&self, n: &str, k: GuestKind, p: Params) -> Result<Upid, pve::Error> {
         self.check(self.inner.create(n, k, p).await)
     }
-    async fn clone_guest(
-        &self,
-        n: &str,
-        k: GuestKind,
-        t: u32,
-        p: Params,
-    ) -> Result<Upid, pve::Error> {
+    async fn clone_guest(&self, n: &str, k: GuestKind, t: u32, p: Params) -> Result<Upid, pve::Error> {
         self.check(self.inner.clone_guest(n, k, t, p).await)
     }
-    async fn update_config(
-        &self,
-        n: &str,
-        k: GuestKind,
-        v: u32,
-        p: Params,
-    ) -> Result<Option<Upid>, pve::Error> {
+    async fn update_config(&self, n: &str, k: GuestKind, v: u32, p: Params) -> Result<Option<Upid>, pve::Error> {
         self.check(self.inner.update_config(n, k, v, p).await)
     }
-    async fn resize(
-        &self,
-        n: &str,
-        k: GuestKind,
-        v: u32,
-        d: &str,
-        s: &str,
-    ) -> Result<Option<Upid>, pve::Error> {
+    async fn resize(&self, n: &str, k: GuestKind, v: u32, d: &str, s: &str) -> Result<Option<Upid>, pve::Error> {
         self.check(self.inner.resize(n, k, v, d, s).await)
     }
     async fn power(&self, n: &str, k: GuestKind, v: u32, a: &str) -> Result<Upid, pve::Error> {
@@ -534,47 +425,19 @@ impl PveApi for KillAfter<'_> {
     async fn task_status(&self, u: &Upid) -> Result<pve::TaskStatus, pve::Error> {
         self.check(self.inner.task_status(u).await)
     }
-    async fn firewall_options(
-        &self,
-        n: &str,
-        k: GuestKind,
-        v: u32,
-    ) -> Result<pve::FirewallOptions, pve::Error> {
+    async fn firewall_options(&self, n: &str, k: GuestKind, v: u32) -> Result<pve::FirewallOptions, pve::Error> {
         self.check(self.inner.firewall_options(n, k, v).await)
     }
-    async fn set_firewall_options(
-        &self,
-        n: &str,
-        k: GuestKind,
-        v: u32,
-        p: Params,
-    ) -> Result<(), pve::Error> {
+    async fn set_firewall_options(&self, n: &str, k: GuestKind, v: u32, p: Params) -> Result<(), pve::Error> {
         self.check(self.inner.set_firewall_options(n, k, v, p).await)
     }
-    async fn firewall_rules(
-        &self,
-        n: &str,
-        k: GuestKind,
-        v: u32,
-    ) -> Result<Vec<pve::FirewallRuleEntry>, pve::Error> {
+    async fn firewall_rules(&self, n: &str, k: GuestKind, v: u32) -> Result<Vec<pve::FirewallRuleEntry>, pve::Error> {
         self.check(self.inner.firewall_rules(n, k, v).await)
     }
-    async fn create_firewall_rule(
-        &self,
-        n: &str,
-        k: GuestKind,
-        v: u32,
-        p: Params,
-    ) -> Result<(), pve::Error> {
+    async fn create_firewall_rule(&self, n: &str, k: GuestKind, v: u32, p: Params) -> Result<(), pve::Error> {
         self.check(self.inner.create_firewall_rule(n, k, v, p).await)
     }
-    async fn delete_firewall_rule(
-        &self,
-        n: &str,
-        k: GuestKind,
-        v: u32,
-        pos: u64,
-    ) -> Result<(), pve::Error> {
+    async fn delete_firewall_rule(&self, n: &str, k: GuestKind, v: u32, pos: u64) -> Result<(), pve::Error> {
         self.check(self.inner.delete_firewall_rule(n, k, v, pos).await)
     }
     async fn guest_ips(&self, n: &str, k: GuestKind, v: u32) -> Result<Vec<String>, pve::Error> {
@@ -583,11 +446,7 @@ impl PveApi for KillAfter<'_> {
 }
 
 /// Reconcile until Ready (or give up), as a restarted operator would.
-async fn run_until_ready<P: PveApi>(
-    api: &P,
-    g: &ProxmoxGuest,
-    sink: &MemoryStatus,
-) -> Result<(), String> {
+async fn run_until_ready<P: PveApi>(api: &P, g: &ProxmoxGuest, sink: &MemoryStatus) -> Result<(), String> {
     let cache = ClusterCache::new(Duration::from_millis(0));
     let drift = DriftClock::new(Duration::ZERO);
     let ctx = GuestCtx {
@@ -651,32 +510,20 @@ async fn restart_at_every_step_of_creation_never_duplicates_a_guest() {
             run_until_ready(client, &g, &sink)
                 .await
                 .unwrap_or_else(|e| panic!("{name}: after kill at call {at}: {e}"));
-            let ours: Vec<_> = w
-                .sim
-                .guests()
-                .into_iter()
-                .filter(|s| cfg(s, "tags").contains("hlo-"))
-                .collect();
+            let ours: Vec<_> = w.sim.guests().into_iter().filter(|s| cfg(s, "tags").contains("hlo-")).collect();
             assert_eq!(
                 ours.len(),
                 1,
                 "{name}: kill at call {at}: {:?}",
                 ours.iter().map(|g| g.vmid).collect::<Vec<_>>()
             );
-            assert_eq!(
-                w.sim.guests().len(),
-                1,
-                "{name}: kill at call {at}: no half-made extra guest"
-            );
+            assert_eq!(w.sim.guests().len(), 1, "{name}: kill at call {at}: no half-made extra guest");
             if !killed {
                 assert!(first.is_ok());
                 break;
             }
             at += 1;
         }
-        assert!(
-            at > 5,
-            "{name}: the kill points covered the whole creation ({at} calls)"
-        );
+        assert!(at > 5, "{name}: the kill points covered the whole creation ({at} calls)");
     }
 }

@@ -9,9 +9,7 @@ use homelab_operator::providers::pve::{
 };
 
 fn fixture(name: &str) -> serde_json::Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/fixtures/pve")
-        .join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fixtures/pve").join(name);
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
 }
 
@@ -27,25 +25,18 @@ fn cluster_resources_decode_with_mixed_types() {
 
 #[test]
 fn nextid_is_a_string() {
-    assert_eq!(
-        lenient_u64(&fixture("cluster-nextid.json")["data"]),
-        Some(101)
-    );
+    assert_eq!(lenient_u64(&fixture("cluster-nextid.json")["data"]), Some(101));
 }
 
 #[test]
 fn task_states_decode() {
-    let ok: TaskStatus =
-        serde_json::from_value(fixture("task-status-ok.json")["data"].clone()).unwrap();
+    let ok: TaskStatus = serde_json::from_value(fixture("task-status-ok.json")["data"].clone()).unwrap();
     assert_eq!(ok.failure(), None);
-    let warn: TaskStatus =
-        serde_json::from_value(fixture("task-status-warnings.json")["data"].clone()).unwrap();
+    let warn: TaskStatus = serde_json::from_value(fixture("task-status-warnings.json")["data"].clone()).unwrap();
     assert_eq!(warn.failure(), None, "WARNINGS: n is success");
-    let err: TaskStatus =
-        serde_json::from_value(fixture("task-status-error.json")["data"].clone()).unwrap();
+    let err: TaskStatus = serde_json::from_value(fixture("task-status-error.json")["data"].clone()).unwrap();
     assert!(err.failure().is_some());
-    let running: TaskStatus =
-        serde_json::from_value(fixture("task-status-running.json")["data"].clone()).unwrap();
+    let running: TaskStatus = serde_json::from_value(fixture("task-status-running.json")["data"].clone()).unwrap();
     assert!(running.is_running());
     assert!(Upid::parse(fixture("task-started.json")["data"].as_str().unwrap()).is_some());
 }

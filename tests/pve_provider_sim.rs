@@ -42,10 +42,7 @@ async fn fixture() -> Fixture {
 }
 
 fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 #[tokio::test]
@@ -60,10 +57,7 @@ async fn creates_an_lxc_and_reads_it_back() {
             GuestKind::Lxc,
             p(&[
                 ("vmid", "100"),
-                (
-                    "ostemplate",
-                    "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst",
-                ),
+                ("ostemplate", "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"),
                 ("hostname", "dns01"),
                 ("memory", "512"),
                 ("rootfs", "local-lvm:8"),
@@ -80,21 +74,13 @@ async fn creates_an_lxc_and_reads_it_back() {
     let g = res.iter().find(|r| r.vmid == 100).unwrap();
     assert_eq!(g.lock.as_deref(), Some("create"));
     assert!(g.tag_list().contains(&"hlo-abc".to_string()));
-    let st = wait_task(
-        &f.client,
-        &upid,
-        Duration::from_millis(20),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let st = wait_task(&f.client, &upid, Duration::from_millis(20), Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(st.failure(), None);
     let pending = f.client.pending("pve2", GuestKind::Lxc, 100).await.unwrap();
     let rootfs = pending.iter().find(|e| e.key == "rootfs").unwrap();
-    assert_eq!(
-        rootfs.value.as_ref().unwrap(),
-        "local-lvm:subvol-100-disk-0,size=8G"
-    );
+    assert_eq!(rootfs.value.as_ref().unwrap(), "local-lvm:subvol-100-disk-0,size=8G");
     let net0 = pending
         .iter()
         .find(|e| e.key == "net0")
@@ -114,30 +100,18 @@ async fn refuses_what_the_real_server_refuses() {
     // `true` is not a PVE boolean.
     let e = f
         .client
-        .create(
-            "pve1",
-            GuestKind::Qemu,
-            p(&[("vmid", "150"), ("onboot", "true")]),
-        )
+        .create("pve1", GuestKind::Qemu, p(&[("vmid", "150"), ("onboot", "true")]))
         .await
         .unwrap_err();
     assert_eq!(e.class(), ErrorClass::Invalid);
-    assert!(
-        e.to_string()
-            .contains("onboot: type check ('boolean') failed - got 'true'"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("onboot: type check ('boolean') failed - got 'true'"), "{e}");
     // Unknown parameters are refused.
     let e = f
         .client
         .create("pve1", GuestKind::Qemu, p(&[("vmid", "150"), ("foo", "1")]))
         .await
         .unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("foo: property is not defined in schema"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("foo: property is not defined in schema"), "{e}");
     // Property strings are checked key by key.
     let e = f
         .client
@@ -148,17 +122,9 @@ async fn refuses_what_the_real_server_refuses() {
         )
         .await
         .unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("net0: invalid format - property vlan"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("net0: invalid format - property vlan"), "{e}");
     // Missing guest: the real text and a NotFound class.
-    let e = f
-        .client
-        .pending("pve1", GuestKind::Qemu, 999)
-        .await
-        .unwrap_err();
+    let e = f.client.pending("pve1", GuestKind::Qemu, 999).await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::NotFound);
     assert!(
         e.to_string()
@@ -170,17 +136,12 @@ async fn refuses_what_the_real_server_refuses() {
 #[tokio::test]
 async fn retries_idempotent_calls_only() {
     let f = fixture().await;
-    f.sim
-        .faults
-        .lock()
-        .unwrap()
-        .scripted
-        .push_back(ScriptedFault::new(
-            "GET",
-            "/cluster/resources",
-            FaultKind::Status(500, "proxy error".into()),
-            2,
-        ));
+    f.sim.faults.lock().unwrap().scripted.push_back(ScriptedFault::new(
+        "GET",
+        "/cluster/resources",
+        FaultKind::Status(500, "proxy error".into()),
+        2,
+    ));
     f.sim.reset_calls();
     let res = f.client.cluster_resources().await.unwrap();
     assert!(res.iter().any(|r| r.vmid == 9000 && r.template));
@@ -189,24 +150,15 @@ async fn retries_idempotent_calls_only() {
         1,
         "failed calls are answered before routing counts them"
     );
-    assert_eq!(
-        f.metrics.outside_call_total("pve"),
-        3,
-        "two failures then success"
-    );
+    assert_eq!(f.metrics.outside_call_total("pve"), 3, "two failures then success");
 
     // A creating POST is never repeated, even on a transient error.
-    f.sim
-        .faults
-        .lock()
-        .unwrap()
-        .scripted
-        .push_back(ScriptedFault::new(
-            "POST",
-            "/qemu/9000/clone",
-            FaultKind::Status(500, "proxy error".into()),
-            1,
-        ));
+    f.sim.faults.lock().unwrap().scripted.push_back(ScriptedFault::new(
+        "POST",
+        "/qemu/9000/clone",
+        FaultKind::Status(500, "proxy error".into()),
+        1,
+    ));
     let before = f.metrics.outside_call_total("pve");
     let e = f
         .client
@@ -222,12 +174,7 @@ async fn classifies_locks_timeouts_and_dropped_connections() {
     let f = fixture().await;
     let upid = f
         .client
-        .clone_guest(
-            "pve1",
-            GuestKind::Qemu,
-            9000,
-            p(&[("newid", "120"), ("name", "web01")]),
-        )
+        .clone_guest("pve1", GuestKind::Qemu, 9000, p(&[("newid", "120"), ("name", "web01")]))
         .await
         .unwrap();
     // The clone holds a lock until its task ends.
@@ -237,75 +184,38 @@ async fn classifies_locks_timeouts_and_dropped_connections() {
         .await
         .unwrap_err();
     assert!(e.is_locked() && e.is_transient(), "{e}");
-    wait_task(
-        &f.client,
-        &upid,
-        Duration::from_millis(20),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
-
-    f.sim
-        .faults
-        .lock()
-        .unwrap()
-        .scripted
-        .push_back(ScriptedFault::new(
-            "POST",
-            "/status/start",
-            FaultKind::Drop,
-            1,
-        ));
-    let e = f
-        .client
-        .power("pve1", GuestKind::Qemu, 120, "start")
-        .await
-        .unwrap_err();
-    assert_eq!(e.class(), ErrorClass::Transient, "{e}");
-
-    f.sim
-        .faults
-        .lock()
-        .unwrap()
-        .scripted
-        .push_back(ScriptedFault::new(
-            "POST",
-            "/status/start",
-            FaultKind::Status(595, "No route to host".into()),
-            1,
-        ));
-    let e = f
-        .client
-        .power("pve1", GuestKind::Qemu, 120, "start")
-        .await
-        .unwrap_err();
-    assert!(e.is_transient() && e.to_string().contains("595"), "{e}");
-
-    f.sim
-        .faults
-        .lock()
-        .unwrap()
-        .scripted
-        .push_back(ScriptedFault::new(
-            "POST",
-            "/status/start",
-            FaultKind::FailTask("start failed: QEMU exited with code 1".into()),
-            1,
-        ));
-    let upid = f
-        .client
-        .power("pve1", GuestKind::Qemu, 120, "start")
+    wait_task(&f.client, &upid, Duration::from_millis(20), Duration::from_secs(5))
         .await
         .unwrap();
-    let st = wait_task(
-        &f.client,
-        &upid,
-        Duration::from_millis(20),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+
+    f.sim
+        .faults
+        .lock()
+        .unwrap()
+        .scripted
+        .push_back(ScriptedFault::new("POST", "/status/start", FaultKind::Drop, 1));
+    let e = f.client.power("pve1", GuestKind::Qemu, 120, "start").await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Transient, "{e}");
+
+    f.sim.faults.lock().unwrap().scripted.push_back(ScriptedFault::new(
+        "POST",
+        "/status/start",
+        FaultKind::Status(595, "No route to host".into()),
+        1,
+    ));
+    let e = f.client.power("pve1", GuestKind::Qemu, 120, "start").await.unwrap_err();
+    assert!(e.is_transient() && e.to_string().contains("595"), "{e}");
+
+    f.sim.faults.lock().unwrap().scripted.push_back(ScriptedFault::new(
+        "POST",
+        "/status/start",
+        FaultKind::FailTask("start failed: QEMU exited with code 1".into()),
+        1,
+    ));
+    let upid = f.client.power("pve1", GuestKind::Qemu, 120, "start").await.unwrap();
+    let st = wait_task(&f.client, &upid, Duration::from_millis(20), Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(st.failure(), Some("start failed: QEMU exited with code 1"));
 }
 
@@ -338,48 +248,20 @@ async fn tls_is_verified_by_fingerprint_or_ca_and_refused_otherwise() {
     let mut ep = endpoint_for("t", &f.sim, &server, dir.path()).unwrap();
 
     ep.tls = TlsTrust::Fingerprint("00".repeat(32));
-    let e = PveClient::new(&ep, None)
-        .unwrap()
-        .nodes()
-        .await
-        .unwrap_err();
+    let e = PveClient::new(&ep, None).unwrap().nodes().await.unwrap_err();
     assert!(e.to_string().contains("fingerprint"), "{e}");
 
     ep.tls = TlsTrust::System;
-    let e = PveClient::new(&ep, None)
-        .unwrap()
-        .nodes()
-        .await
-        .unwrap_err();
-    assert_eq!(
-        e.class(),
-        ErrorClass::Transient,
-        "self-signed certificate refused by default: {e}"
-    );
+    let e = PveClient::new(&ep, None).unwrap().nodes().await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Transient, "self-signed certificate refused by default: {e}");
 
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, server.cert_pem.as_ref().unwrap()).unwrap();
     ep.tls = TlsTrust::CaFile(ca);
-    assert_eq!(
-        PveClient::new(&ep, None)
-            .unwrap()
-            .nodes()
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(PveClient::new(&ep, None).unwrap().nodes().await.unwrap().len(), 3);
 
     ep.tls = TlsTrust::InsecureSkipVerify;
-    assert_eq!(
-        PveClient::new(&ep, None)
-            .unwrap()
-            .nodes()
-            .await
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(PveClient::new(&ep, None).unwrap().nodes().await.unwrap().len(), 3);
 }
 
 #[tokio::test]
@@ -391,18 +273,11 @@ async fn bad_token_is_a_permission_error() {
     if let homelab_operator::config::SecretSource::File(p) = &ep.token_secret {
         std::fs::write(p, "wrong").unwrap();
     }
-    let e = PveClient::new(&ep, None)
-        .unwrap()
-        .nodes()
-        .await
-        .unwrap_err();
+    let e = PveClient::new(&ep, None).unwrap().nodes().await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permission);
     assert!(
         e.to_string().contains("401") && e.to_string().contains("authentication failure"),
         "{e}"
     );
-    assert!(
-        !e.to_string().contains("wrong"),
-        "the secret never appears in an error"
-    );
+    assert!(!e.to_string().contains("wrong"), "the secret never appears in an error");
 }

@@ -52,12 +52,7 @@ pub struct ConditionState {
 }
 
 impl ConditionState {
-    pub fn new(
-        type_: &'static str,
-        status: bool,
-        reason: &str,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(type_: &'static str, status: bool, reason: &str, message: impl Into<String>) -> Self {
         Self {
             type_,
             status,
@@ -70,12 +65,7 @@ impl ConditionState {
 /// Build the new condition list from the wanted states, keeping
 /// `lastTransitionTime` of every condition whose status did not flip, so that
 /// writing the same state twice yields an identical list (no status patch).
-pub fn merge_conditions(
-    old: &[Condition],
-    wanted: &[ConditionState],
-    generation: Option<i64>,
-    now: Time,
-) -> Vec<Condition> {
+pub fn merge_conditions(old: &[Condition], wanted: &[ConditionState], generation: Option<i64>, now: Time) -> Vec<Condition> {
     wanted
         .iter()
         .map(|w| {

@@ -18,10 +18,7 @@ pub const GUEST_FINALIZER: &str = "proxmoxguests.homelab.dev/cleanup";
 
 /// Every CRD the operator serves, in the order `crds/` lists them.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![ProxmoxGuest::crd()]
-        .into_iter()
-        .map(clean_crd)
-        .collect()
+    vec![ProxmoxGuest::crd()].into_iter().map(clean_crd).collect()
 }
 
 /// schemars emits `format: uint32` and friends, which Kubernetes does not know;
@@ -30,8 +27,7 @@ fn clean_crd(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     fn walk(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(map) => {
-                if matches!(map.get("format").and_then(|f| f.as_str()), Some(f) if f.starts_with("uint") || f == "uint")
-                {
+                if matches!(map.get("format").and_then(|f| f.as_str()), Some(f) if f.starts_with("uint") || f == "uint") {
                     map.remove("format");
                 }
                 map.values_mut().for_each(walk);

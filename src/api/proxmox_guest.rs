@@ -74,10 +74,7 @@ pub struct ProxmoxGuestSpec {
     pub description: Option<String>,
     /// Proxmox tags (lower case; letters, digits, `_ - + .`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(
-        length(max = 32),
-        inner(regex(pattern = r"^[a-z0-9_][a-z0-9_+.-]*$"), length(max = 64))
-    )]
+    #[schemars(length(max = 32), inner(regex(pattern = r"^[a-z0-9_][a-z0-9_+.-]*$"), length(max = 64)))]
     pub tags: Vec<String>,
     /// Resource pool the guest belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,11 +89,7 @@ pub struct ProxmoxGuestSpec {
     #[schemars(range(min = 16, max = 8_388_608))]
     pub memory_mib: u32,
     /// QEMU balloon minimum in MiB (0 disables the balloon device).
-    #[serde(
-        rename = "balloonMiB",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "balloonMiB", default, skip_serializing_if = "Option::is_none")]
     pub balloon_mib: Option<u32>,
     /// LXC swap in MiB.
     #[serde(rename = "swapMiB", default, skip_serializing_if = "Option::is_none")]
@@ -255,9 +248,7 @@ fn one() -> u32 {
 #[serde(rename_all = "camelCase")]
 pub struct Disk {
     /// `scsiN`, `virtioN`, `sataN`, `ideN` (QEMU) or `rootfs` (LXC).
-    #[schemars(regex(
-        pattern = r"^(scsi([0-9]|[12][0-9]|30)|virtio([0-9]|1[0-5])|sata[0-5]|ide[0-3]|rootfs)$"
-    ))]
+    #[schemars(regex(pattern = r"^(scsi([0-9]|[12][0-9]|30)|virtio([0-9]|1[0-5])|sata[0-5]|ide[0-3]|rootfs)$"))]
     pub slot: String,
     /// Storage id, e.g. `local-lvm`.
     #[schemars(regex(pattern = r"^[a-zA-Z][a-zA-Z0-9_.-]*[a-zA-Z0-9]$"))]
@@ -351,9 +342,7 @@ pub struct Nic {
     pub ipv4: Option<String>,
     /// IPv4 gateway (only with a static `ipv4`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(
-        pattern = r"^((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])$"
-    ))]
+    #[schemars(regex(pattern = r"^((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])$"))]
     pub gateway4: Option<String>,
     /// `dhcp`, `auto` (SLAAC) or an IPv6 address in CIDR form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -501,9 +490,7 @@ pub struct HostPci {
     #[schemars(regex(pattern = r"^hostpci([0-9]|1[0-5])$"))]
     pub slot: String,
     /// Host PCI id (`0000:01:00.0` or `01:00`) or a resource mapping id prefixed with `mapping=`.
-    #[schemars(regex(
-        pattern = r"^(mapping=[a-zA-Z][a-zA-Z0-9_-]*|([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}(\.[0-7])?)$"
-    ))]
+    #[schemars(regex(pattern = r"^(mapping=[a-zA-Z][a-zA-Z0-9_-]*|([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}(\.[0-7])?)$"))]
     pub device: String,
     /// Present as PCIe (needs machine q35).
     #[serde(default, skip_serializing_if = "is_false")]
@@ -527,18 +514,14 @@ pub struct Startup {
     pub down: Option<u32>,
 }
 
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum PowerState {
     #[default]
     Running,
     Stopped,
 }
 
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 pub enum UpdatePolicy {
     /// Report changes that need a reboot; apply them on the next reboot someone else does.
     #[default]
@@ -611,9 +594,7 @@ pub struct PendingChange {
     pub class: ChangeClass,
 }
 
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema)]
 pub enum ChangeClass {
     /// Applied to the running guest.
     Hot,

@@ -21,15 +21,16 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         }
     });
     let loaded = resources::load(std::slice::from_ref(&examples))?;
-    anyhow::ensure!(
-        !loaded.guests.is_empty(),
-        "no ProxmoxGuest in {}",
-        examples.display()
-    );
+    anyhow::ensure!(!loaded.guests.is_empty(), "no ProxmoxGuest in {}", examples.display());
 
     println!("== starting the Proxmox VE simulator (HTTPS on loopback, self-signed certificate)");
-    let sim = PveSim::with_defaults(PveSimConfig { task_duration: Duration::from_millis(a.task_ms), ..Default::default() })
-        .map_err(|e| anyhow::anyhow!("{e}\nthe simulator checks requests against tests/data/pve-api-subset.json; run the demo from a source checkout"))?;
+    let sim = PveSim::with_defaults(PveSimConfig {
+        task_duration: Duration::from_millis(a.task_ms),
+        ..Default::default()
+    })
+    .map_err(|e| {
+        anyhow::anyhow!("{e}\nthe simulator checks requests against tests/data/pve-api-subset.json; run the demo from a source checkout")
+    })?;
     let server = sim.serve().await.context("starting the simulator")?;
     let dir = tempfile::Builder::new().prefix("homelab-demo").tempdir()?;
     let ep = endpoint_for("default", &sim, &server, dir.path())?;
@@ -46,20 +47,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     let metrics = Arc::new(Metrics::default());
     let engine = oneshot::Engine::new(&config, metrics.clone())?;
 
-    println!(
-        "== applying {} resources from {}",
-        loaded.guests.len(),
-        examples.display()
-    );
+    println!("== applying {} resources from {}", loaded.guests.len(), examples.display());
     let progress = |line: &str| println!("   {line}");
-    let results = oneshot::apply_all(
-        &engine,
-        &loaded.guests,
-        4,
-        Duration::from_secs(120),
-        &progress,
-    )
-    .await;
+    let results = oneshot::apply_all(&engine, &loaded.guests, 4, Duration::from_secs(120), &progress).await;
     println!("\n{}\n", oneshot::status_table(&results));
     let calls = metrics.outside_call_total("pve");
 
@@ -78,10 +68,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         );
         clean &= p.is_noop();
     }
-    println!(
-        "\n{calls} Proxmox API calls to converge; simulator guests: {}",
-        sim.guests().len()
-    );
+    println!("\n{calls} Proxmox API calls to converge; simulator guests: {}", sim.guests().len());
     let ok = results.iter().all(|r| r.error.is_none()) && clean;
     Ok(if ok { 0 } else { 1 })
 }

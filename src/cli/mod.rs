@@ -96,8 +96,7 @@ pub struct DemoArgs {
 }
 
 pub fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -132,10 +131,7 @@ fn crds(a: CrdsArgs) -> anyhow::Result<()> {
             for crd in &crds {
                 std::fs::write(dir.join(api::crd_file_name(crd)), api::crd_yaml(crd))?;
             }
-            std::fs::write(
-                dir.join("kustomization.yaml"),
-                api::crd_kustomization(&crds),
-            )?;
+            std::fs::write(dir.join("kustomization.yaml"), api::crd_kustomization(&crds))?;
         }
     }
     Ok(())
@@ -165,9 +161,7 @@ async fn plan(a: FilesArgs) -> anyhow::Result<i32> {
                         "  ? {} ({:?}){}",
                         c.field,
                         c.class,
-                        c.desired
-                            .as_ref()
-                            .map_or(String::new(), |d| format!(" → {d}"))
+                        c.desired.as_ref().map_or(String::new(), |d| format!(" → {d}"))
                     );
                 }
             }
@@ -194,18 +188,7 @@ async fn apply(a: FilesArgs) -> anyhow::Result<i32> {
     let loaded = resources::load(&a.files)?;
     let engine = oneshot::Engine::new(&config, Arc::new(Metrics::default()))?;
     let progress = |line: &str| println!("{line}");
-    let results = oneshot::apply_all(
-        &engine,
-        &loaded.guests,
-        8,
-        Duration::from_secs(a.timeout),
-        &progress,
-    )
-    .await;
+    let results = oneshot::apply_all(&engine, &loaded.guests, 8, Duration::from_secs(a.timeout), &progress).await;
     println!("\n{}", oneshot::status_table(&results));
-    Ok(if results.iter().any(|r| r.error.is_some()) {
-        1
-    } else {
-        0
-    })
+    Ok(if results.iter().any(|r| r.error.is_some()) { 1 } else { 0 })
 }

@@ -44,8 +44,7 @@ impl Engine {
         for (name, ep) in &config.proxmox {
             clients.insert(
                 name.clone(),
-                PveClient::new(ep, Some(metrics.clone()))
-                    .map_err(|e| anyhow::anyhow!("proxmox.{name}: {e}"))?,
+                PveClient::new(ep, Some(metrics.clone())).map_err(|e| anyhow::anyhow!("proxmox.{name}: {e}"))?,
             );
         }
         Ok(Self {
@@ -56,16 +55,11 @@ impl Engine {
         })
     }
 
-    fn ctx<'a>(
-        &'a self,
-        cluster: &'a str,
-        dry_run: bool,
-    ) -> Result<GuestCtx<'a, PveClient>, ReconcileError> {
-        let api = self.clients.get(cluster).ok_or_else(|| {
-            ReconcileError::Config(format!(
-                "spec.cluster {cluster:?} is not in the config's proxmox: section"
-            ))
-        })?;
+    fn ctx<'a>(&'a self, cluster: &'a str, dry_run: bool) -> Result<GuestCtx<'a, PveClient>, ReconcileError> {
+        let api = self
+            .clients
+            .get(cluster)
+            .ok_or_else(|| ReconcileError::Config(format!("spec.cluster {cluster:?} is not in the config's proxmox: section")))?;
         Ok(GuestCtx {
             api,
             cache: &self.cache,
@@ -110,9 +104,7 @@ pub async fn plan_one(engine: &Engine, g: &ProxmoxGuest) -> Result<Plan, Reconci
         generation: Some(1),
         ci_password: None,
     };
-    proxmox_guest::reconcile(&ctx, obj, &sink)
-        .await
-        .map(|o| o.plan)
+    proxmox_guest::reconcile(&ctx, obj, &sink).await.map(|o| o.plan)
 }
 
 /// The final word on one guest after `apply`.
@@ -123,12 +115,7 @@ pub struct Applied {
 }
 
 /// Reconcile one guest until it is Ready, Stalled, fails, or `deadline` passes.
-pub async fn apply_one(
-    engine: &Engine,
-    g: &ProxmoxGuest,
-    deadline: Duration,
-    progress: &(dyn Fn(&str) + Sync),
-) -> Applied {
+pub async fn apply_one(engine: &Engine, g: &ProxmoxGuest, deadline: Duration, progress: &(dyn Fn(&str) + Sync)) -> Applied {
     let name = display_name(g);
     if let Err(e) = admit(g) {
         return Applied {
@@ -165,19 +152,11 @@ pub async fn apply_one(
             Ok(out) => {
                 failures = 0;
                 for e in &out.events {
-                    progress(&format!(
-                        "{name}: {}{}",
-                        if e.warning { "warning: " } else { "" },
-                        e.note
-                    ));
+                    progress(&format!("{name}: {}{}", if e.warning { "warning: " } else { "" }, e.note));
                 }
-                let ready = api::find_condition(&out.status.conditions, api::CONDITION_READY)
-                    .is_some_and(|c| c.status == "True");
-                let stalled = api::find_condition(&out.status.conditions, api::CONDITION_STALLED)
-                    .is_some_and(|c| c.status == "True");
-                let settled = out.plan.actions.is_empty()
-                    && out.status.current_task.is_none()
-                    && out.requeue > Duration::from_secs(5);
+                let ready = api::find_condition(&out.status.conditions, api::CONDITION_READY).is_some_and(|c| c.status == "True");
+                let stalled = api::find_condition(&out.status.conditions, api::CONDITION_STALLED).is_some_and(|c| c.status == "True");
+                let settled = out.plan.actions.is_empty() && out.status.current_task.is_none() && out.requeue > Duration::from_secs(5);
                 *sink.0.lock().unwrap() = out.status.clone();
                 if ready || stalled || settled {
                     return Applied {
@@ -219,14 +198,10 @@ pub async fn apply_all(
     deadline: Duration,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Vec<Applied> {
-    futures::stream::iter(
-        guests
-            .iter()
-            .map(|g| apply_one(engine, g, deadline, progress)),
-    )
-    .buffered(concurrency.max(1))
-    .collect()
-    .await
+    futures::stream::iter(guests.iter().map(|g| apply_one(engine, g, deadline, progress)))
+        .buffered(concurrency.max(1))
+        .collect()
+        .await
 }
 
 /// A fixed-width table of results, as `kubectl get` would show them.
@@ -254,20 +229,12 @@ pub fn status_table(results: &[Applied]) -> String {
                 .unwrap_or_else(|| ready.map_or(String::new(), |c| c.message.clone())),
         ]);
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
+    let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
     rows.iter()
         .map(|r| {
             r.iter()
                 .enumerate()
-                .map(|(i, c)| {
-                    if i == 6 {
-                        c.clone()
-                    } else {
-                        format!("{c:<w$}", w = widths[i])
-                    }
-                })
+                .map(|(i, c)| if i == 6 { c.clone() } else { format!("{c:<w$}", w = widths[i]) })
                 .collect::<Vec<_>>()
                 .join("  ")
         })

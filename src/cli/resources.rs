@@ -43,24 +43,14 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
     let mut guests = vec![];
     let mut skipped = vec![];
     for file in files(paths)? {
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("reading {}", file.display()))?;
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
         for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
-            let value = serde_yaml_ng::Value::deserialize(doc)
-                .with_context(|| format!("{}: document {}", file.display(), i + 1))?;
+            let value = serde_yaml_ng::Value::deserialize(doc).with_context(|| format!("{}: document {}", file.display(), i + 1))?;
             if value.is_null() {
                 continue;
             }
-            let kind = value
-                .get("kind")
-                .and_then(|k| k.as_str())
-                .unwrap_or("")
-                .to_string();
-            let api_version = value
-                .get("apiVersion")
-                .and_then(|k| k.as_str())
-                .unwrap_or("")
-                .to_string();
+            let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("").to_string();
+            let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("").to_string();
             match (api_version.as_str(), kind.as_str()) {
                 ("homelab.dev/v1alpha1", "ProxmoxGuest") => {
                     let mut g: ProxmoxGuest = parse(&file, i, value)?;
@@ -74,18 +64,7 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
     Ok(Loaded { guests, skipped })
 }
 
-fn parse<T: serde::de::DeserializeOwned>(
-    file: &Path,
-    i: usize,
-    value: serde_yaml_ng::Value,
-) -> anyhow::Result<T> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: document {}: {} at {}",
-            file.display(),
-            i + 1,
-            e.inner(),
-            e.path()
-        )
-    })
+fn parse<T: serde::de::DeserializeOwned>(file: &Path, i: usize, value: serde_yaml_ng::Value) -> anyhow::Result<T> {
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| anyhow::anyhow!("{}: document {}: {} at {}", file.display(), i + 1, e.inner(), e.path()))
 }

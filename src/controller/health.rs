@@ -44,11 +44,7 @@ pub fn router(state: HealthState) -> Router {
         .with_state(state)
 }
 
-pub async fn serve(
-    addr: String,
-    state: HealthState,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn serve(addr: String, state: HealthState, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;

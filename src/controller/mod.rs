@@ -39,32 +39,22 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         ready: ready.clone(),
     };
-    let health = tokio::spawn(health::serve(
-        args.metrics_addr.clone(),
-        health_state,
-        shutdown.clone(),
-    ));
+    let health = tokio::spawn(health::serve(args.metrics_addr.clone(), health_state, shutdown.clone()));
     spawn_signal_handler(shutdown.clone());
 
     // Fail fast with a clear message when the CRDs are missing.
     Api::<ProxmoxGuest>::all(client.clone())
         .list(&kube::api::ListParams::default().limit(1))
         .await
-        .context(
-            "listing ProxmoxGuests (are the CRDs installed? kubectl apply --server-side -f crds/)",
-        )?;
+        .context("listing ProxmoxGuests (are the CRDs installed? kubectl apply --server-side -f crds/)")?;
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
 
     let leadership = if args.no_leader_election {
         tracing::warn!("leader election off: make sure only one replica runs");
         None
     } else {
-        let ns = args
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let identity = std::env::var("POD_NAME")
-            .unwrap_or_else(|_| format!("homelab-operator-{}", std::process::id()));
+        let ns = args.lease_namespace.clone().unwrap_or_else(|| "default".into());
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("homelab-operator-{}", std::process::id()));
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
             .with_namespace(ns.clone())
             .with_identity(identity.clone())
@@ -129,8 +119,7 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
 
 fn spawn_signal_handler(token: CancellationToken) {
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),

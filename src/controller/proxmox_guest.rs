@@ -52,8 +52,7 @@ impl Error {
             Error::Reconcile(e) => e.category(),
             Error::Kube(_) => "KubernetesApi",
             Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
                 _ => "Finalizer",
             },
             Error::InvalidObject(_) => "InvalidObject",
@@ -65,9 +64,7 @@ impl Error {
         match self {
             Error::CleanupInProgress(d) => Some(*d),
             Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::CleanupFailed(Error::CleanupInProgress(d)) => {
-                    Some(*d)
-                }
+                kube::runtime::finalizer::Error::CleanupFailed(Error::CleanupInProgress(d)) => Some(*d),
                 _ => None,
             },
             _ => None,
@@ -79,8 +76,7 @@ impl Error {
             Error::Reconcile(e) => e.is_transient(),
             Error::Kube(_) => true,
             Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_transient(),
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_transient(),
                 _ => true,
             },
             Error::InvalidObject(_) => false,
@@ -115,11 +111,7 @@ impl KubeStatus {
             "status": status,
         });
         self.api
-            .patch_status(
-                &self.name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
+            .patch_status(&self.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await?;
         *self.last.lock().expect("status lock") = Some(status.clone());
         Ok(())
@@ -134,11 +126,7 @@ impl StatusSink<ProxmoxGuestStatus> for KubeStatus {
 
 async fn publish(ctx: &Context, reference: &ObjectReference, note: &EventNote, action: &str) {
     let ev = Event {
-        type_: if note.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
+        type_: if note.warning { EventType::Warning } else { EventType::Normal },
         reason: note.reason.to_string(),
         note: Some(note.note.chars().take(1000).collect()),
         action: action.to_string(),
@@ -150,16 +138,8 @@ async fn publish(ctx: &Context, reference: &ObjectReference, note: &EventNote, a
 }
 
 /// The cloud-init password, read only while the guest may still be created.
-async fn ci_password(
-    ctx: &Context,
-    guest: &ProxmoxGuest,
-) -> Result<Option<SecretString>, ReconcileError> {
-    let Some(r) = guest
-        .spec
-        .cloud_init
-        .as_ref()
-        .and_then(|c| c.password_secret_ref.as_ref())
-    else {
+async fn ci_password(ctx: &Context, guest: &ProxmoxGuest) -> Result<Option<SecretString>, ReconcileError> {
+    let Some(r) = guest.spec.cloud_init.as_ref().and_then(|c| c.password_secret_ref.as_ref()) else {
         return Ok(None);
     };
     let creating = guest
@@ -174,12 +154,7 @@ async fn ci_password(
         .get_opt(&r.name)
         .await
         .map_err(|e| ReconcileError::Config(format!("reading Secret {ns}/{}: {e}", r.name)))?
-        .ok_or_else(|| {
-            ReconcileError::Config(format!(
-                "cloudInit.passwordSecretRef: Secret {ns}/{} not found",
-                r.name
-            ))
-        })?;
+        .ok_or_else(|| ReconcileError::Config(format!("cloudInit.passwordSecretRef: Secret {ns}/{} not found", r.name)))?;
     let value = secret
         .data
         .as_ref()
@@ -194,10 +169,7 @@ async fn ci_password(
     Ok(Some(SecretString::new(value)))
 }
 
-pub async fn reconcile(
-    obj: Arc<DeserializeGuard<ProxmoxGuest>>,
-    ctx: Arc<Context>,
-) -> Result<Action, Error> {
+pub async fn reconcile(obj: Arc<DeserializeGuard<ProxmoxGuest>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let guest = match &obj.0 {
         Ok(g) => g.clone(),
         Err(invalid) => {
@@ -209,32 +181,21 @@ pub async fn reconcile(
                 uid: invalid.metadata.uid.clone(),
                 ..Default::default()
             };
-            let note = EventNote::warning(
-                "InvalidObject",
-                format!("cannot read the resource: {}", invalid.error),
-            );
+            let note = EventNote::warning("InvalidObject", format!("cannot read the resource: {}", invalid.error));
             publish(&ctx, &reference, &note, "Reconcile").await;
             return Err(Error::InvalidObject(invalid.error.clone()));
         }
     };
     let started = Instant::now();
-    ctx.metrics
-        .reconciles
-        .get_or_create(&KindLabels { kind: KIND })
-        .inc();
+    ctx.metrics.reconciles.get_or_create(&KindLabels { kind: KIND }).inc();
     let ns = guest.namespace().unwrap_or_else(|| "default".into());
     let api: Api<ProxmoxGuest> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(
-        &api,
-        GUEST_FINALIZER,
-        Arc::new(guest.clone()),
-        |event| async {
-            match event {
-                FinalizerEvent::Apply(g) => apply(&g, &ctx, &api).await,
-                FinalizerEvent::Cleanup(g) => cleanup(&g, &ctx, &api).await,
-            }
-        },
-    )
+    let result = finalizer(&api, GUEST_FINALIZER, Arc::new(guest.clone()), |event| async {
+        match event {
+            FinalizerEvent::Apply(g) => apply(&g, &ctx, &api).await,
+            FinalizerEvent::Cleanup(g) => cleanup(&g, &ctx, &api).await,
+        }
+    })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
     ctx.metrics
@@ -259,18 +220,11 @@ pub async fn reconcile(
 }
 
 fn object_parts(g: &ProxmoxGuest) -> (GuestIdentity, String) {
-    let id = GuestIdentity::new(
-        &g.namespace().unwrap_or_default(),
-        &g.name_any(),
-        g.uid().as_deref(),
-    );
+    let id = GuestIdentity::new(&g.namespace().unwrap_or_default(), &g.name_any(), g.uid().as_deref());
     (id, g.spec.cluster.clone())
 }
 
-fn guest_ctx<'a>(
-    ctx: &'a Context,
-    cluster: &'a str,
-) -> Result<GuestCtx<'a, crate::providers::pve::PveClient>, ReconcileError> {
+fn guest_ctx<'a>(ctx: &'a Context, cluster: &'a str) -> Result<GuestCtx<'a, crate::providers::pve::PveClient>, ReconcileError> {
     let api = ctx.pve.get(cluster).ok_or_else(|| {
         ReconcileError::Config(format!(
             "spec.cluster {cluster:?} names no endpoint in the config's proxmox: section"
@@ -305,11 +259,7 @@ async fn apply(g: &ProxmoxGuest, ctx: &Context, api: &Api<ProxmoxGuest>) -> Resu
     Ok(Action::requeue(out.requeue))
 }
 
-async fn cleanup(
-    g: &ProxmoxGuest,
-    ctx: &Context,
-    api: &Api<ProxmoxGuest>,
-) -> Result<Action, Error> {
+async fn cleanup(g: &ProxmoxGuest, ctx: &Context, api: &Api<ProxmoxGuest>) -> Result<Action, Error> {
     let (id, cluster) = object_parts(g);
     let gctx = guest_ctx(ctx, &cluster)?;
     let sink = KubeStatus::new(api.clone(), g.name_any(), g.status.clone());
@@ -328,11 +278,7 @@ async fn cleanup(
             }
             Ok(Action::await_change())
         }
-        CleanupOutcome::Requeue {
-            status,
-            events,
-            after,
-        } => {
+        CleanupOutcome::Requeue { status, events, after } => {
             for e in &events {
                 publish(ctx, &reference, e, "Delete").await;
             }
@@ -345,9 +291,7 @@ async fn cleanup(
                 publish(ctx, &reference, e, "Delete").await;
             }
             sink.apply(&status).await.map_err(Error::Kube)?;
-            Err(Error::Reconcile(ReconcileError::Config(status_message(
-                &status,
-            ))))
+            Err(Error::Reconcile(ReconcileError::Config(status_message(&status))))
         }
     }
 }
@@ -363,42 +307,26 @@ async fn report_error(g: &ProxmoxGuest, ctx: &Context, api: &Api<ProxmoxGuest>, 
     let transient = e.is_transient();
     let message = e.to_string();
     let mut status = g.status.clone().unwrap_or_default();
-    let (degraded, stalled) = if transient {
-        (true, false)
-    } else {
-        (false, true)
-    };
+    let (degraded, stalled) = if transient { (true, false) } else { (false, true) };
     let wanted = [
         ConditionState::new(api::CONDITION_READY, false, e.category(), message.clone()),
         ConditionState::new(
             api::CONDITION_RECONCILING,
             transient,
             e.category(),
-            if transient {
-                "retrying with backoff"
-            } else {
-                ""
-            },
+            if transient { "retrying with backoff" } else { "" },
         ),
         ConditionState::new(
             api::CONDITION_DEGRADED,
             degraded,
             e.category(),
-            if degraded {
-                message.clone()
-            } else {
-                String::new()
-            },
+            if degraded { message.clone() } else { String::new() },
         ),
         ConditionState::new(
             api::CONDITION_STALLED,
             stalled,
             e.category(),
-            if stalled {
-                message.clone()
-            } else {
-                String::new()
-            },
+            if stalled { message.clone() } else { String::new() },
         ),
     ];
     status.conditions = api::merge_conditions(
@@ -411,20 +339,10 @@ async fn report_error(g: &ProxmoxGuest, ctx: &Context, api: &Api<ProxmoxGuest>, 
     if let Err(err) = sink.apply(&status).await {
         tracing::warn!(error = %err, "writing error status");
     }
-    publish(
-        ctx,
-        &g.object_ref(&()),
-        &EventNote::warning(e.category(), message),
-        "Reconcile",
-    )
-    .await;
+    publish(ctx, &g.object_ref(&()), &EventNote::warning(e.category(), message), "Reconcile").await;
 }
 
-pub fn error_policy(
-    obj: Arc<DeserializeGuard<ProxmoxGuest>>,
-    err: &Error,
-    ctx: Arc<Context>,
-) -> Action {
+pub fn error_policy(obj: Arc<DeserializeGuard<ProxmoxGuest>>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = match &obj.0 {
         Ok(g) => g.uid().unwrap_or_default(),
         Err(_) => return Action::await_change(),

@@ -36,20 +36,17 @@ pub fn client(tls: &TlsTrust, timeout: Duration) -> Result<reqwest::Client, Buil
                 path: path.display().to_string(),
                 message: e.to_string(),
             })?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| BuildError::CaFile {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| BuildError::CaFile {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
             if certs.is_empty() {
                 return Err(BuildError::CaFile {
                     path: path.display().to_string(),
                     message: "no certificate in file".into(),
                 });
             }
-            certs
-                .into_iter()
-                .fold(builder.tls_certs_only([]), |b, c| b.add_root_certificate(c))
+            certs.into_iter().fold(builder.tls_certs_only([]), |b, c| b.add_root_certificate(c))
         }
         TlsTrust::Fingerprint(hex) => {
             let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -66,9 +63,7 @@ pub fn client(tls: &TlsTrust, timeout: Duration) -> Result<reqwest::Client, Buil
         }
         TlsTrust::InsecureSkipVerify => builder.tls_danger_accept_invalid_certs(true),
     };
-    builder
-        .build()
-        .map_err(|e| BuildError::Client(e.to_string()))
+    builder.build().map_err(|e| BuildError::Client(e.to_string()))
 }
 
 /// SHA-256 fingerprint of a DER certificate, lower-case hex without colons.
@@ -109,12 +104,7 @@ impl ServerCertVerifier for FingerprintVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -123,18 +113,11 @@ impl ServerCertVerifier for FingerprintVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 

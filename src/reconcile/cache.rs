@@ -36,11 +36,7 @@ impl ClusterCache {
 
     /// The cluster's guests, fetched at most once per TTL however many reconciles ask
     /// (concurrent callers wait for the one fetch in flight).
-    pub async fn resources<P: PveApi>(
-        &self,
-        cluster: &str,
-        api: &P,
-    ) -> Result<Arc<Vec<ClusterResource>>, pve::Error> {
+    pub async fn resources<P: PveApi>(&self, cluster: &str, api: &P) -> Result<Arc<Vec<ClusterResource>>, pve::Error> {
         let slot = self.slot(cluster);
         let mut guard = slot.lock().await;
         if let Some((at, data)) = guard.as_ref()
@@ -83,10 +79,7 @@ impl DriftClock {
     }
 
     pub fn mark_read(&self, uid: &str) {
-        self.last
-            .lock()
-            .expect("drift lock")
-            .insert(uid.to_string(), Instant::now());
+        self.last.lock().expect("drift lock").insert(uid.to_string(), Instant::now());
     }
 
     /// Force the next reconcile to read (after a write, to verify it).
@@ -99,9 +92,7 @@ impl DriftClock {
     }
 
     fn offset(&self, uid: &str) -> Duration {
-        let h = uid
-            .bytes()
-            .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
+        let h = uid.bytes().fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
         let spread = self.period.as_millis().max(1) as u64 / 2;
         Duration::from_millis(h % spread.max(1))
     }

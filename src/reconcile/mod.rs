@@ -59,10 +59,7 @@ pub enum ReconcileError {
 
 impl ReconcileError {
     pub fn pve(step: impl Into<String>, source: pve::Error) -> Self {
-        ReconcileError::Pve {
-            step: step.into(),
-            source,
-        }
+        ReconcileError::Pve { step: step.into(), source }
     }
 
     /// Transient errors are retried with backoff; the rest need a person.

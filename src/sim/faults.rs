@@ -70,9 +70,11 @@ impl Default for Faults {
 impl Faults {
     /// The fault (if any) for this request; scripted faults first.
     pub fn pick(&mut self, method: &str, path: &str, is_write: bool) -> Option<FaultKind> {
-        if let Some(i) = self.scripted.iter().position(|f| {
-            f.method.as_deref().is_none_or(|m| m == method) && path.contains(&f.path_contains)
-        }) {
+        if let Some(i) = self
+            .scripted
+            .iter()
+            .position(|f| f.method.as_deref().is_none_or(|m| m == method) && path.contains(&f.path_contains))
+        {
             let f = &mut self.scripted[i];
             let kind = f.kind.clone();
             f.times -= 1;

@@ -48,11 +48,7 @@ impl SimServer {
         Self::start_on("127.0.0.1:0", handler, tls).await
     }
 
-    pub async fn start_on<H: SimHandler>(
-        bind: &str,
-        handler: Arc<H>,
-        tls: bool,
-    ) -> std::io::Result<SimServer> {
+    pub async fn start_on<H: SimHandler>(bind: &str, handler: Arc<H>, tls: bool) -> std::io::Result<SimServer> {
         let listener = TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
@@ -79,11 +75,7 @@ impl SimServer {
                         let handler = handler.clone();
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                             let req = SimRequest {
                                 method: parts.method.to_string(),
                                 path: parts.uri.path().to_string(),
@@ -91,25 +83,22 @@ impl SimServer {
                                 headers: parts.headers,
                                 body,
                             };
-                            handler.handle(req).await.ok_or_else(|| {
-                                std::io::Error::other("connection dropped by fault injection")
-                            })
+                            handler
+                                .handle(req)
+                                .await
+                                .ok_or_else(|| std::io::Error::other("connection dropped by fault injection"))
                         }
                     });
-                    let builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     let serve = async {
                         match acceptor {
                             Some(a) => {
                                 if let Ok(s) = a.accept(stream).await {
-                                    let _ =
-                                        builder.serve_connection(TokioIo::new(s), service).await;
+                                    let _ = builder.serve_connection(TokioIo::new(s), service).await;
                                 }
                             }
                             None => {
-                                let _ = builder
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .await;
+                                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                             }
                         }
                     };
@@ -128,9 +117,7 @@ impl SimServer {
 }
 
 fn tls_acceptor() -> Result<(tokio_rustls::TlsAcceptor, String, String), String> {
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .map_err(|e| e.to_string())?;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).map_err(|e| e.to_string())?;
     let der = cert.cert.der().clone();
     let fingerprint = crate::providers::http::fingerprint_sha256(der.as_ref());
     let pem = cert.cert.pem();
@@ -142,11 +129,7 @@ fn tls_acceptor() -> Result<(tokio_rustls::TlsAcceptor, String, String), String>
         .with_no_client_auth()
         .with_single_cert(vec![der], key)
         .map_err(|e| e.to_string())?;
-    Ok((
-        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-        fingerprint,
-        pem,
-    ))
+    Ok((tokio_rustls::TlsAcceptor::from(Arc::new(config)), fingerprint, pem))
 }
 
 /// A JSON response with a reason phrase of our choosing (PVE puts its error text there).
@@ -158,10 +141,7 @@ pub fn json_response(status: u16, reason: Option<&str>, body: &serde_json::Value
         .expect("valid response");
     if let Some(r) = reason {
         // Reason phrases must be visible ASCII; PVE texts are.
-        let clean: String = r
-            .chars()
-            .filter(|c| c.is_ascii() && !c.is_ascii_control())
-            .collect();
+        let clean: String = r.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).collect();
         if let Ok(rp) = hyper::ext::ReasonPhrase::try_from(clean.into_bytes()) {
             resp.extensions_mut().insert(rp);
         }

@@ -60,10 +60,7 @@ impl Method {
 }
 
 impl PveClient {
-    pub fn new(
-        ep: &ProxmoxEndpoint,
-        metrics: Option<Arc<Metrics>>,
-    ) -> Result<Self, http::BuildError> {
+    pub fn new(ep: &ProxmoxEndpoint, metrics: Option<Arc<Metrics>>) -> Result<Self, http::BuildError> {
         Ok(Self {
             http: http::client(&ep.tls, ep.timeout)?,
             base: format!("{}/api2/json", ep.url.as_str().trim_end_matches('/')),
@@ -74,13 +71,7 @@ impl PveClient {
     }
 
     /// One call, with retries for idempotent methods on transient errors.
-    async fn call<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        op: &'static str,
-        path: &str,
-        params: &Params,
-    ) -> Result<T, Error> {
+    async fn call<T: DeserializeOwned>(&self, method: Method, op: &'static str, path: &str, params: &Params) -> Result<T, Error> {
         let once = || self.call_once::<T>(method, op, path, params);
         if method.idempotent() {
             once.retry(http::retry_policy())
@@ -92,18 +83,9 @@ impl PveClient {
         }
     }
 
-    async fn call_once<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        op: &'static str,
-        path: &str,
-        params: &Params,
-    ) -> Result<T, Error> {
+    async fn call_once<T: DeserializeOwned>(&self, method: Method, op: &'static str, path: &str, params: &Params) -> Result<T, Error> {
         let m = method.as_str();
-        let secret = self
-            .secret
-            .load("tokenSecret")
-            .map_err(|e| Error::Credentials(e.to_string()))?;
+        let secret = self.secret.load("tokenSecret").map_err(|e| Error::Credentials(e.to_string()))?;
         let url = format!("{}{}", self.base, path);
         let req = match method {
             Method::Get => self.http.get(&url).query(params),
@@ -111,10 +93,7 @@ impl PveClient {
             Method::Post => self.http.post(&url).form(params),
             Method::Put => self.http.put(&url).form(params),
         }
-        .header(
-            "Authorization",
-            format!("PVEAPIToken={}={}", self.token_id, secret.expose()),
-        );
+        .header("Authorization", format!("PVEAPIToken={}={}", self.token_id, secret.expose()));
         let result = self.send::<T>(m, path, req).await;
         if let Some(metrics) = &self.metrics {
             metrics.outside_call("pve", op, outcome_label(&result));
@@ -122,12 +101,7 @@ impl PveClient {
         result
     }
 
-    async fn send<T: DeserializeOwned>(
-        &self,
-        m: &'static str,
-        path: &str,
-        req: reqwest::RequestBuilder,
-    ) -> Result<T, Error> {
+    async fn send<T: DeserializeOwned>(&self, m: &'static str, path: &str, req: reqwest::RequestBuilder) -> Result<T, Error> {
         // reqwest errors carry the URL; drop it (paths are ours, never secrets,
         // but the policy is to print only what we chose to print).
         let resp = req.send().await.map_err(|e| {
@@ -246,21 +220,13 @@ fn upid(s: String, m: &'static str, path: &str) -> Result<Upid, Error> {
 }
 
 fn p(pairs: &[(&str, String)]) -> Params {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
 impl PveApi for PveClient {
     async fn cluster_resources(&self) -> Result<Vec<ClusterResource>, Error> {
-        self.call(
-            Method::Get,
-            "cluster_resources",
-            "/cluster/resources",
-            &p(&[("type", "vm".into())]),
-        )
-        .await
+        self.call(Method::Get, "cluster_resources", "/cluster/resources", &p(&[("type", "vm".into())]))
+            .await
     }
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>, Error> {
@@ -268,25 +234,16 @@ impl PveApi for PveClient {
     }
 
     async fn next_id(&self) -> Result<u32, Error> {
-        let v: serde_json::Value = self
-            .call(Method::Get, "next_id", "/cluster/nextid", &vec![])
-            .await?;
-        lenient_u64(&v)
-            .map(|n| n as u32)
-            .ok_or_else(|| Error::Decode {
-                method: "GET",
-                path: "/cluster/nextid".into(),
-                at: "data".into(),
-                message: format!("not an integer: {v}"),
-            })
+        let v: serde_json::Value = self.call(Method::Get, "next_id", "/cluster/nextid", &vec![]).await?;
+        lenient_u64(&v).map(|n| n as u32).ok_or_else(|| Error::Decode {
+            method: "GET",
+            path: "/cluster/nextid".into(),
+            at: "data".into(),
+            message: format!("not an integer: {v}"),
+        })
     }
 
-    async fn pending(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-    ) -> Result<Vec<PendingEntry>, Error> {
+    async fn pending(&self, node: &str, kind: GuestKind, vmid: u32) -> Result<Vec<PendingEntry>, Error> {
         let path = format!("{}/pending", Self::guest_path(node, kind, vmid));
         self.call(Method::Get, "pending", &path, &vec![]).await
     }
@@ -297,71 +254,37 @@ impl PveApi for PveClient {
         upid(s, "POST", &path)
     }
 
-    async fn clone_guest(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        template: u32,
-        params: Params,
-    ) -> Result<Upid, Error> {
+    async fn clone_guest(&self, node: &str, kind: GuestKind, template: u32, params: Params) -> Result<Upid, Error> {
         let path = format!("{}/clone", Self::guest_path(node, kind, template));
         let s: String = self.call(Method::Post, "clone", &path, &params).await?;
         upid(s, "POST", &path)
     }
 
-    async fn update_config(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-        params: Params,
-    ) -> Result<Option<Upid>, Error> {
+    async fn update_config(&self, node: &str, kind: GuestKind, vmid: u32, params: Params) -> Result<Option<Upid>, Error> {
         let path = format!("{}/config", Self::guest_path(node, kind, vmid));
         match kind {
             // QEMU's POST may start a task (e.g. disk allocation); PUT is the synchronous form LXC has.
             GuestKind::Qemu => {
-                let v: Option<String> = self
-                    .call(Method::Post, "update_config", &path, &params)
-                    .await?;
+                let v: Option<String> = self.call(Method::Post, "update_config", &path, &params).await?;
                 v.map(|s| upid(s, "POST", &path)).transpose()
             }
             GuestKind::Lxc => {
-                let _: serde_json::Value = self
-                    .call(Method::Put, "update_config", &path, &params)
-                    .await?;
+                let _: serde_json::Value = self.call(Method::Put, "update_config", &path, &params).await?;
                 Ok(None)
             }
         }
     }
 
-    async fn resize(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-        disk: &str,
-        size: &str,
-    ) -> Result<Option<Upid>, Error> {
+    async fn resize(&self, node: &str, kind: GuestKind, vmid: u32, disk: &str, size: &str) -> Result<Option<Upid>, Error> {
         let path = format!("{}/resize", Self::guest_path(node, kind, vmid));
         // Absolute sizes only (never "+NG"), so a retried PUT cannot grow a disk twice.
         let v: Option<String> = self
-            .call(
-                Method::Put,
-                "resize",
-                &path,
-                &p(&[("disk", disk.into()), ("size", size.into())]),
-            )
+            .call(Method::Put, "resize", &path, &p(&[("disk", disk.into()), ("size", size.into())]))
             .await?;
         v.map(|s| upid(s, "PUT", &path)).transpose()
     }
 
-    async fn power(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-        action: &str,
-    ) -> Result<Upid, Error> {
+    async fn power(&self, node: &str, kind: GuestKind, vmid: u32, action: &str) -> Result<Upid, Error> {
         let path = format!("{}/status/{action}", Self::guest_path(node, kind, vmid));
         let s: String = self.call(Method::Post, "power", &path, &vec![]).await?;
         upid(s, "POST", &path)
@@ -369,138 +292,65 @@ impl PveApi for PveClient {
 
     async fn delete_guest(&self, node: &str, kind: GuestKind, vmid: u32) -> Result<Upid, Error> {
         let path = Self::guest_path(node, kind, vmid);
-        let params = p(&[
-            ("purge", "1".into()),
-            ("destroy-unreferenced-disks", "1".into()),
-        ]);
+        let params = p(&[("purge", "1".into()), ("destroy-unreferenced-disks", "1".into())]);
         let s: String = self.call(Method::Delete, "delete", &path, &params).await?;
         upid(s, "DELETE", &path)
     }
 
-    async fn snapshot(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-        name: &str,
-    ) -> Result<Upid, Error> {
+    async fn snapshot(&self, node: &str, kind: GuestKind, vmid: u32, name: &str) -> Result<Upid, Error> {
         let path = format!("{}/snapshot", Self::guest_path(node, kind, vmid));
         let params = p(&[
             ("snapname", name.into()),
-            (
-                "description",
-                "taken by homelab-operator before a risky change".into(),
-            ),
+            ("description", "taken by homelab-operator before a risky change".into()),
         ]);
         let s: String = self.call(Method::Post, "snapshot", &path, &params).await?;
         upid(s, "POST", &path)
     }
 
-    async fn rollback(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-        name: &str,
-    ) -> Result<Upid, Error> {
-        let path = format!(
-            "{}/snapshot/{name}/rollback",
-            Self::guest_path(node, kind, vmid)
-        );
+    async fn rollback(&self, node: &str, kind: GuestKind, vmid: u32, name: &str) -> Result<Upid, Error> {
+        let path = format!("{}/snapshot/{name}/rollback", Self::guest_path(node, kind, vmid));
         let s: String = self.call(Method::Post, "rollback", &path, &vec![]).await?;
         upid(s, "POST", &path)
     }
 
     async fn task_status(&self, upid: &Upid) -> Result<TaskStatus, Error> {
-        let path = format!(
-            "/nodes/{}/tasks/{}/status",
-            upid.node,
-            urlencode_path(&upid.raw)
-        );
+        let path = format!("/nodes/{}/tasks/{}/status", upid.node, urlencode_path(&upid.raw));
         self.call(Method::Get, "task_status", &path, &vec![]).await
     }
 
-    async fn firewall_options(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-    ) -> Result<FirewallOptions, Error> {
+    async fn firewall_options(&self, node: &str, kind: GuestKind, vmid: u32) -> Result<FirewallOptions, Error> {
         let path = format!("{}/firewall/options", Self::guest_path(node, kind, vmid));
-        self.call(Method::Get, "firewall_options", &path, &vec![])
-            .await
+        self.call(Method::Get, "firewall_options", &path, &vec![]).await
     }
 
-    async fn set_firewall_options(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-        params: Params,
-    ) -> Result<(), Error> {
+    async fn set_firewall_options(&self, node: &str, kind: GuestKind, vmid: u32, params: Params) -> Result<(), Error> {
         let path = format!("{}/firewall/options", Self::guest_path(node, kind, vmid));
-        let _: serde_json::Value = self
-            .call(Method::Put, "set_firewall_options", &path, &params)
-            .await?;
+        let _: serde_json::Value = self.call(Method::Put, "set_firewall_options", &path, &params).await?;
         Ok(())
     }
 
-    async fn firewall_rules(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-    ) -> Result<Vec<FirewallRuleEntry>, Error> {
+    async fn firewall_rules(&self, node: &str, kind: GuestKind, vmid: u32) -> Result<Vec<FirewallRuleEntry>, Error> {
         let path = format!("{}/firewall/rules", Self::guest_path(node, kind, vmid));
-        self.call(Method::Get, "firewall_rules", &path, &vec![])
-            .await
+        self.call(Method::Get, "firewall_rules", &path, &vec![]).await
     }
 
-    async fn create_firewall_rule(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-        params: Params,
-    ) -> Result<(), Error> {
+    async fn create_firewall_rule(&self, node: &str, kind: GuestKind, vmid: u32, params: Params) -> Result<(), Error> {
         let path = format!("{}/firewall/rules", Self::guest_path(node, kind, vmid));
-        let _: serde_json::Value = self
-            .call(Method::Post, "create_firewall_rule", &path, &params)
-            .await?;
+        let _: serde_json::Value = self.call(Method::Post, "create_firewall_rule", &path, &params).await?;
         Ok(())
     }
 
-    async fn delete_firewall_rule(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-        pos: u64,
-    ) -> Result<(), Error> {
-        let path = format!(
-            "{}/firewall/rules/{pos}",
-            Self::guest_path(node, kind, vmid)
-        );
-        let _: serde_json::Value = self
-            .call(Method::Delete, "delete_firewall_rule", &path, &vec![])
-            .await?;
+    async fn delete_firewall_rule(&self, node: &str, kind: GuestKind, vmid: u32, pos: u64) -> Result<(), Error> {
+        let path = format!("{}/firewall/rules/{pos}", Self::guest_path(node, kind, vmid));
+        let _: serde_json::Value = self.call(Method::Delete, "delete_firewall_rule", &path, &vec![]).await?;
         Ok(())
     }
 
-    async fn guest_ips(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-    ) -> Result<Vec<String>, Error> {
+    async fn guest_ips(&self, node: &str, kind: GuestKind, vmid: u32) -> Result<Vec<String>, Error> {
         let mut ips: Vec<String> = match kind {
             GuestKind::Qemu => {
-                let path = format!(
-                    "{}/agent/network-get-interfaces",
-                    Self::guest_path(node, kind, vmid)
-                );
-                let a: AgentInterfaces =
-                    self.call(Method::Get, "guest_ips", &path, &vec![]).await?;
+                let path = format!("{}/agent/network-get-interfaces", Self::guest_path(node, kind, vmid));
+                let a: AgentInterfaces = self.call(Method::Get, "guest_ips", &path, &vec![]).await?;
                 a.result
                     .into_iter()
                     .flat_map(|i| i.ip_addresses.into_iter().map(|a| a.ip_address))
@@ -508,8 +358,7 @@ impl PveApi for PveClient {
             }
             GuestKind::Lxc => {
                 let path = format!("{}/interfaces", Self::guest_path(node, kind, vmid));
-                let list: Vec<LxcInterface> =
-                    self.call(Method::Get, "guest_ips", &path, &vec![]).await?;
+                let list: Vec<LxcInterface> = self.call(Method::Get, "guest_ips", &path, &vec![]).await?;
                 list.into_iter()
                     .flat_map(|i| [i.inet, i.inet6])
                     .flatten()
@@ -546,12 +395,7 @@ pub fn clients_from_config(
 }
 
 /// Wait helper for tests and one-shot commands: poll a task until it stops.
-pub async fn wait_task<P: PveApi>(
-    api: &P,
-    upid: &Upid,
-    poll: Duration,
-    max: Duration,
-) -> Result<TaskStatus, Error> {
+pub async fn wait_task<P: PveApi>(api: &P, upid: &Upid, poll: Duration, max: Duration) -> Result<TaskStatus, Error> {
     let deadline = tokio::time::Instant::now() + max;
     loop {
         let st = api.task_status(upid).await?;

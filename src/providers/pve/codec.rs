@@ -24,10 +24,7 @@ impl PropertyString {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.items
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.items.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     pub fn set(&mut self, key: &str, value: impl Into<String>) {
@@ -39,10 +36,7 @@ impl PropertyString {
     }
 
     pub fn to_map(&self) -> BTreeMap<&str, &str> {
-        self.items
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect()
+        self.items.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
     }
 
     /// Encode; the item under `default_key` (if any) goes first, bare.
@@ -106,8 +100,7 @@ pub mod de {
 
     pub fn u64_lenient<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         let v = serde_json::Value::deserialize(d)?;
-        super::lenient_u64(&v)
-            .ok_or_else(|| serde::de::Error::custom(format!("expected an integer, got {v}")))
+        super::lenient_u64(&v).ok_or_else(|| serde::de::Error::custom(format!("expected an integer, got {v}")))
     }
 
     pub fn opt_u64_lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -171,9 +164,7 @@ pub fn pve_urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -187,10 +178,7 @@ pub fn pve_urldecode(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'%'
             && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(
-                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
-                16,
-            )
+            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
         {
             out.push(b);
             i += 3;
@@ -208,18 +196,12 @@ mod tests {
 
     #[test]
     fn property_string_round_trip_with_default_key() {
-        let p = PropertyString::parse(
-            "virtio=BC:24:11:5E:7A:01,bridge=vmbr0,tag=10,firewall=1",
-            "model",
-        );
+        let p = PropertyString::parse("virtio=BC:24:11:5E:7A:01,bridge=vmbr0,tag=10,firewall=1", "model");
         assert_eq!(p.get("virtio"), Some("BC:24:11:5E:7A:01"));
         assert_eq!(p.get("bridge"), Some("vmbr0"));
         let disk = PropertyString::parse("local-lvm:vm-100-disk-0,discard=on,size=32G", "file");
         assert_eq!(disk.get("file"), Some("local-lvm:vm-100-disk-0"));
-        assert_eq!(
-            disk.encode(Some("file")),
-            "local-lvm:vm-100-disk-0,discard=on,size=32G"
-        );
+        assert_eq!(disk.encode(Some("file")), "local-lvm:vm-100-disk-0,discard=on,size=32G");
     }
 
     #[test]
@@ -233,13 +215,8 @@ mod tests {
 
     #[test]
     fn upid_decodes() {
-        let u =
-            Upid::parse("UPID:pve1:0003F2A1:01B3C4D5:6650F1A2:qmstart:101:operator@pve!homelab:")
-                .unwrap();
-        assert_eq!(
-            (u.node.as_str(), u.task_type.as_str(), u.id.as_str()),
-            ("pve1", "qmstart", "101")
-        );
+        let u = Upid::parse("UPID:pve1:0003F2A1:01B3C4D5:6650F1A2:qmstart:101:operator@pve!homelab:").unwrap();
+        assert_eq!((u.node.as_str(), u.task_type.as_str(), u.id.as_str()), ("pve1", "qmstart", "101"));
         assert_eq!(u.starttime, 0x6650F1A2);
         assert!(Upid::parse("UPID:bad").is_none());
     }

@@ -61,13 +61,9 @@ impl Error {
                 }
             }
             Error::Api {
-                status,
-                message,
-                errors,
-                ..
+                status, message, errors, ..
             } => {
-                let exists = errors.iter().any(|(_, m)| m.contains("already exists"))
-                    || message.contains("already exists");
+                let exists = errors.iter().any(|(_, m)| m.contains("already exists")) || message.contains("already exists");
                 match *status {
                     401 | 403 => ErrorClass::Permission,
                     400 if exists => ErrorClass::Conflict,

@@ -39,29 +39,12 @@ impl GuestKind {
 
 /// The Proxmox VE operations the guest reconciler uses. Method names follow the API.
 pub trait PveApi: Send + Sync {
-    fn cluster_resources(&self)
-    -> impl Future<Output = Result<Vec<ClusterResource>, Error>> + Send;
+    fn cluster_resources(&self) -> impl Future<Output = Result<Vec<ClusterResource>, Error>> + Send;
     fn nodes(&self) -> impl Future<Output = Result<Vec<NodeInfo>, Error>> + Send;
     fn next_id(&self) -> impl Future<Output = Result<u32, Error>> + Send;
-    fn pending(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-    ) -> impl Future<Output = Result<Vec<PendingEntry>, Error>> + Send;
-    fn create(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        params: Params,
-    ) -> impl Future<Output = Result<Upid, Error>> + Send;
-    fn clone_guest(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        template: u32,
-        params: Params,
-    ) -> impl Future<Output = Result<Upid, Error>> + Send;
+    fn pending(&self, node: &str, kind: GuestKind, vmid: u32) -> impl Future<Output = Result<Vec<PendingEntry>, Error>> + Send;
+    fn create(&self, node: &str, kind: GuestKind, params: Params) -> impl Future<Output = Result<Upid, Error>> + Send;
+    fn clone_guest(&self, node: &str, kind: GuestKind, template: u32, params: Params) -> impl Future<Output = Result<Upid, Error>> + Send;
     fn update_config(
         &self,
         node: &str,
@@ -77,40 +60,12 @@ pub trait PveApi: Send + Sync {
         disk: &str,
         size: &str,
     ) -> impl Future<Output = Result<Option<Upid>, Error>> + Send;
-    fn power(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-        action: &str,
-    ) -> impl Future<Output = Result<Upid, Error>> + Send;
-    fn delete_guest(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-    ) -> impl Future<Output = Result<Upid, Error>> + Send;
-    fn snapshot(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-        name: &str,
-    ) -> impl Future<Output = Result<Upid, Error>> + Send;
-    fn rollback(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-        name: &str,
-    ) -> impl Future<Output = Result<Upid, Error>> + Send;
+    fn power(&self, node: &str, kind: GuestKind, vmid: u32, action: &str) -> impl Future<Output = Result<Upid, Error>> + Send;
+    fn delete_guest(&self, node: &str, kind: GuestKind, vmid: u32) -> impl Future<Output = Result<Upid, Error>> + Send;
+    fn snapshot(&self, node: &str, kind: GuestKind, vmid: u32, name: &str) -> impl Future<Output = Result<Upid, Error>> + Send;
+    fn rollback(&self, node: &str, kind: GuestKind, vmid: u32, name: &str) -> impl Future<Output = Result<Upid, Error>> + Send;
     fn task_status(&self, upid: &Upid) -> impl Future<Output = Result<TaskStatus, Error>> + Send;
-    fn firewall_options(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-    ) -> impl Future<Output = Result<FirewallOptions, Error>> + Send;
+    fn firewall_options(&self, node: &str, kind: GuestKind, vmid: u32) -> impl Future<Output = Result<FirewallOptions, Error>> + Send;
     fn set_firewall_options(
         &self,
         node: &str,
@@ -118,12 +73,7 @@ pub trait PveApi: Send + Sync {
         vmid: u32,
         params: Params,
     ) -> impl Future<Output = Result<(), Error>> + Send;
-    fn firewall_rules(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-    ) -> impl Future<Output = Result<Vec<FirewallRuleEntry>, Error>> + Send;
+    fn firewall_rules(&self, node: &str, kind: GuestKind, vmid: u32) -> impl Future<Output = Result<Vec<FirewallRuleEntry>, Error>> + Send;
     fn create_firewall_rule(
         &self,
         node: &str,
@@ -131,17 +81,6 @@ pub trait PveApi: Send + Sync {
         vmid: u32,
         params: Params,
     ) -> impl Future<Output = Result<(), Error>> + Send;
-    fn delete_firewall_rule(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-        pos: u64,
-    ) -> impl Future<Output = Result<(), Error>> + Send;
-    fn guest_ips(
-        &self,
-        node: &str,
-        kind: GuestKind,
-        vmid: u32,
-    ) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
+    fn delete_firewall_rule(&self, node: &str, kind: GuestKind, vmid: u32, pos: u64) -> impl Future<Output = Result<(), Error>> + Send;
+    fn guest_ips(&self, node: &str, kind: GuestKind, vmid: u32) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
 }

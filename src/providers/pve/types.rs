@@ -36,10 +36,7 @@ impl ClusterResource {
 }
 
 pub fn split_tags(s: &str) -> Vec<String> {
-    s.split([';', ',', ' '])
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .collect()
+    s.split([';', ',', ' ']).filter(|t| !t.is_empty()).map(str::to_string).collect()
 }
 
 /// One entry of `GET /nodes`.
@@ -55,9 +52,7 @@ pub struct NodeInfo {
 
 impl NodeInfo {
     pub fn free_memory(&self) -> u64 {
-        self.maxmem
-            .unwrap_or(0)
-            .saturating_sub(self.mem.unwrap_or(0))
+        self.maxmem.unwrap_or(0).saturating_sub(self.mem.unwrap_or(0))
     }
 }
 
@@ -167,12 +162,8 @@ pub struct LxcInterface {
 /// Addresses worth reporting: no loopback, no link-local.
 pub fn usable_ip(ip: &str) -> bool {
     match ip.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(a)) => {
-            !a.is_loopback() && !a.is_link_local() && !a.is_unspecified()
-        }
-        Ok(std::net::IpAddr::V6(a)) => {
-            !a.is_loopback() && (a.segments()[0] & 0xffc0) != 0xfe80 && !a.is_unspecified()
-        }
+        Ok(std::net::IpAddr::V4(a)) => !a.is_loopback() && !a.is_link_local() && !a.is_unspecified(),
+        Ok(std::net::IpAddr::V6(a)) => !a.is_loopback() && (a.segments()[0] & 0xffc0) != 0xfe80 && !a.is_unspecified(),
         Err(_) => false,
     }
 }

@@ -55,12 +55,7 @@ pub struct Desired {
     pub managed_families: Vec<&'static str>,
 }
 
-fn key(
-    k: impl Into<String>,
-    v: impl Into<String>,
-    class: ChangeClass,
-    compare: Compare,
-) -> DesiredKey {
+fn key(k: impl Into<String>, v: impl Into<String>, class: ChangeClass, compare: Compare) -> DesiredKey {
     DesiredKey {
         key: k.into(),
         value: v.into(),
@@ -75,12 +70,7 @@ fn b(v: bool) -> String {
 
 /// The description the guest carries: the user's text plus our ownership line.
 pub fn description(spec: &ProxmoxGuestSpec, id: &GuestIdentity) -> String {
-    match spec
-        .description
-        .as_deref()
-        .map(str::trim_end)
-        .filter(|d| !d.is_empty())
-    {
+    match spec.description.as_deref().map(str::trim_end).filter(|d| !d.is_empty()) {
         Some(d) => format!("{d}\n{}", id.mark_line()),
         None => id.mark_line(),
     }
@@ -99,18 +89,8 @@ pub fn desired(spec: &ProxmoxGuestSpec, id: &GuestIdentity) -> Desired {
     let mut keys = vec![
         key("description", description(spec, id), Hot, Compare::Exact),
         key("tags", tags(spec, id), Hot, Compare::TagSet),
-        key(
-            "onboot",
-            b(spec.start_on_boot),
-            Hot,
-            Compare::Bool { default: false },
-        ),
-        key(
-            "protection",
-            b(spec.protection),
-            Hot,
-            Compare::Bool { default: false },
-        ),
+        key("onboot", b(spec.start_on_boot), Hot, Compare::Bool { default: false }),
+        key("protection", b(spec.protection), Hot, Compare::Bool { default: false }),
     ];
     if let Some(s) = &spec.startup {
         let mut p = PropertyString::default();
@@ -140,18 +120,8 @@ pub fn desired(spec: &ProxmoxGuestSpec, id: &GuestIdentity) -> Desired {
     match spec.guest_type {
         GuestType::Qemu => {
             keys.push(key("name", &spec.name, Hot, Compare::Exact));
-            keys.push(key(
-                "cores",
-                spec.cpu.cores.to_string(),
-                NeedsReboot,
-                Compare::Exact,
-            ));
-            keys.push(key(
-                "sockets",
-                spec.cpu.sockets.to_string(),
-                NeedsReboot,
-                Compare::Exact,
-            ));
+            keys.push(key("cores", spec.cpu.cores.to_string(), NeedsReboot, Compare::Exact));
+            keys.push(key("sockets", spec.cpu.sockets.to_string(), NeedsReboot, Compare::Exact));
             if let Some(t) = &spec.cpu.cpu_type {
                 keys.push(key(
                     "cpu",
@@ -186,12 +156,7 @@ pub fn desired(spec: &ProxmoxGuestSpec, id: &GuestIdentity) -> Desired {
                 },
             ));
             for nic in &spec.network {
-                keys.push(key(
-                    &nic.slot,
-                    qemu_nic(nic),
-                    Hot,
-                    nic_compare(GuestType::Qemu),
-                ));
+                keys.push(key(&nic.slot, qemu_nic(nic), Hot, nic_compare(GuestType::Qemu)));
             }
             if let Some(ci) = &spec.cloud_init {
                 managed_families.push("ipconfig");
@@ -214,17 +179,8 @@ pub fn desired(spec: &ProxmoxGuestSpec, id: &GuestIdentity) -> Desired {
                     keys.push(key("ciuser", u, NeedsReboot, Compare::Exact));
                 }
                 if !ci.ssh_keys.is_empty() {
-                    let joined: String = ci
-                        .ssh_keys
-                        .iter()
-                        .map(|k| format!("{}\n", k.trim()))
-                        .collect();
-                    keys.push(key(
-                        "sshkeys",
-                        pve_urlencode(&joined),
-                        NeedsReboot,
-                        Compare::Exact,
-                    ));
+                    let joined: String = ci.ssh_keys.iter().map(|k| format!("{}\n", k.trim())).collect();
+                    keys.push(key("sshkeys", pve_urlencode(&joined), NeedsReboot, Compare::Exact));
                 }
                 if let Some(n) = &ci.nameserver {
                     keys.push(key("nameserver", n, NeedsReboot, Compare::Exact));
@@ -250,24 +206,9 @@ pub fn desired(spec: &ProxmoxGuestSpec, id: &GuestIdentity) -> Desired {
         }
         GuestType::Lxc => {
             keys.push(key("hostname", &spec.name, NeedsReboot, Compare::Exact));
-            keys.push(key(
-                "cores",
-                spec.cpu.cores.to_string(),
-                Hot,
-                Compare::Exact,
-            ));
-            keys.push(key(
-                "memory",
-                spec.memory_mib.to_string(),
-                Hot,
-                Compare::Exact,
-            ));
-            keys.push(key(
-                "swap",
-                spec.swap_mib.unwrap_or(512).to_string(),
-                Hot,
-                Compare::Exact,
-            ));
+            keys.push(key("cores", spec.cpu.cores.to_string(), Hot, Compare::Exact));
+            keys.push(key("memory", spec.memory_mib.to_string(), Hot, Compare::Exact));
+            keys.push(key("swap", spec.swap_mib.unwrap_or(512).to_string(), Hot, Compare::Exact));
             if let Some(f) = &spec.features {
                 let mut p = PropertyString::default();
                 if f.nesting {
@@ -290,12 +231,7 @@ pub fn desired(spec: &ProxmoxGuestSpec, id: &GuestIdentity) -> Desired {
                 ));
             }
             for nic in &spec.network {
-                keys.push(key(
-                    &nic.slot,
-                    lxc_nic(nic),
-                    Hot,
-                    nic_compare(GuestType::Lxc),
-                ));
+                keys.push(key(&nic.slot, lxc_nic(nic), Hot, nic_compare(GuestType::Lxc)));
             }
             for m in spec.mounts.iter().filter(|m| m.host_path.is_some()) {
                 keys.push(key(
@@ -310,17 +246,8 @@ pub fn desired(spec: &ProxmoxGuestSpec, id: &GuestIdentity) -> Desired {
             }
         }
     }
-    let mut disks: Vec<DesiredDisk> = spec
-        .disks
-        .iter()
-        .map(|d| desired_disk(spec.guest_type, d))
-        .collect();
-    disks.extend(
-        spec.mounts
-            .iter()
-            .filter(|m| m.host_path.is_none())
-            .map(volume_mount),
-    );
+    let mut disks: Vec<DesiredDisk> = spec.disks.iter().map(|d| desired_disk(spec.guest_type, d)).collect();
+    disks.extend(spec.mounts.iter().filter(|m| m.host_path.is_none()).map(volume_mount));
     Desired {
         keys,
         disks,
@@ -336,9 +263,7 @@ fn nic_compare(t: GuestType) -> Compare {
         },
         GuestType::Lxc => Compare::Props {
             default_key: "name",
-            keys: vec![
-                "name", "hwaddr", "bridge", "tag", "mtu", "firewall", "ip", "gw", "ip6", "gw6",
-            ],
+            keys: vec!["name", "hwaddr", "bridge", "tag", "mtu", "firewall", "ip", "gw", "ip6", "gw6"],
         },
     }
 }
@@ -368,9 +293,7 @@ fn lxc_nic(n: &Nic) -> String {
     let mut p = PropertyString::default();
     p.set(
         "name",
-        n.name
-            .clone()
-            .unwrap_or_else(|| format!("eth{}", n.slot.trim_start_matches("net"))),
+        n.name.clone().unwrap_or_else(|| format!("eth{}", n.slot.trim_start_matches("net"))),
     );
     p.set("bridge", &n.bridge);
     if let Some(mac) = &n.mac {
@@ -510,12 +433,7 @@ pub fn normalized_props(value: &str, default_key: &str) -> BTreeMap<String, Stri
 
 /// Render a NIC/property string for PVE, merging keys we do not manage (and the
 /// MAC Proxmox picked) from what the guest has, so a rewrite never renumbers a lease.
-pub fn merge_props(
-    desired: &str,
-    observed: Option<&str>,
-    default_key: &'static str,
-    managed: &[&'static str],
-) -> String {
+pub fn merge_props(desired: &str, observed: Option<&str>, default_key: &'static str, managed: &[&'static str]) -> String {
     let mut want = normalized_props(desired, default_key);
     if let Some(obs) = observed {
         for (k, v) in normalized_props(obs, default_key) {

@@ -21,14 +21,7 @@ impl GuestIdentity {
             _ => {
                 use sha2::{Digest, Sha256};
                 let h = hex::encode(Sha256::digest(format!("{namespace}/{name}").as_bytes()));
-                format!(
-                    "{}-{}-{}-{}-{}",
-                    &h[0..8],
-                    &h[8..12],
-                    &h[12..16],
-                    &h[16..20],
-                    &h[20..32]
-                )
+                format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
             }
         };
         Self {
@@ -44,15 +37,11 @@ impl GuestIdentity {
     }
 
     pub fn mark_line(&self) -> String {
-        format!(
-            "{LINE_PREFIX} {}/{} uid={}",
-            self.namespace, self.name, self.uid
-        )
+        format!("{LINE_PREFIX} {}/{} uid={}", self.namespace, self.name, self.uid)
     }
 
     pub fn has_tag(&self, tags: &[String]) -> bool {
-        tags.iter()
-            .any(|t| t.eq_ignore_ascii_case(&self.mark_tag()))
+        tags.iter().any(|t| t.eq_ignore_ascii_case(&self.mark_tag()))
     }
 
     pub fn in_description(&self, description: &str) -> bool {
@@ -71,11 +60,7 @@ pub fn is_mark_line(line: &str) -> bool {
 
 /// The description with every operator line removed (for `Retain`).
 pub fn strip_mark_lines(description: &str) -> String {
-    description
-        .lines()
-        .filter(|l| !is_mark_line(l))
-        .collect::<Vec<_>>()
-        .join("\n")
+    description.lines().filter(|l| !is_mark_line(l)).collect::<Vec<_>>().join("\n")
 }
 
 #[cfg(test)]

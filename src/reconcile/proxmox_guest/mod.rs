@@ -9,10 +9,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::{
-    api::{
-        self, ChangeClass, ConditionState, GuestType, ManagementMode, PowerState, ProxmoxGuestSpec,
-        ProxmoxGuestStatus, TaskRef,
-    },
+    api::{self, ChangeClass, ConditionState, GuestType, ManagementMode, PowerState, ProxmoxGuestSpec, ProxmoxGuestStatus, TaskRef},
     providers::pve::{self, ClusterResource, GuestKind, PveApi, Upid},
 };
 
@@ -63,11 +60,7 @@ fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
-fn set_conditions(
-    status: &mut ProxmoxGuestStatus,
-    generation: Option<i64>,
-    wanted: &[ConditionState],
-) {
+fn set_conditions(status: &mut ProxmoxGuestStatus, generation: Option<i64>, wanted: &[ConditionState]) {
     status.conditions = api::merge_conditions(&status.conditions, wanted, generation, now());
 }
 
@@ -103,25 +96,7 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
             match ctx.api.task_status(&upid).await {
                 Ok(st) if st.is_running() => {
                     status.observed_generation = generation;
-                    set_conditions(
-                        &mut status,
-                        generation,
-                        &[
-                            ConditionState::new(
-                                api::CONDITION_READY,
-                                false,
-                                "TaskRunning",
-                                format!("waiting for {} ({})", task.operation, task.upid),
-                            ),
-                            ConditionState::new(
-                                api::CONDITION_RECONCILING,
-                                true,
-                                "TaskRunning",
-                                format!("{} in progress", task.operation),
-                            ),
-                            ConditionState::new(api::CONDITION_STALLED, false, "AsExpected", ""),
-                        ],
-                    );
+                    set_conditions(&mut status, generation, &task_conditions(&task));
                     return Ok(Outcome {
                         status,
                         plan: Plan::default(),
@@ -135,20 +110,8 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
                     force_read = true;
                     if let Some(failure) = st.failure() {
                         let failure = failure.to_string();
-                        if let Some(out) = rollback_after_failure(
-                            ctx,
-                            spec,
-                            &mut status,
-                            generation,
-                            &task,
-                            &failure,
-                            &upid,
-                        )
-                        .await?
-                        {
-                            sink.save(&out.status)
-                                .await
-                                .map_err(ReconcileError::Status)?;
+                        if let Some(out) = rollback_after_failure(ctx, spec, &mut status, generation, &task, &failure, &upid).await? {
+                            sink.save(&out.status).await.map_err(ReconcileError::Status)?;
                             return Ok(out);
                         }
                         if !ctx.dry_run {
@@ -159,10 +122,7 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
                             message: failure,
                         });
                     }
-                    events.push(EventNote::normal(
-                        "TaskFinished",
-                        format!("{} finished", task.operation),
-                    ));
+                    events.push(EventNote::normal("TaskFinished", format!("{} finished", task.operation)));
                 }
                 Err(e) if e.is_transient() => return Err(ReconcileError::pve("polling task", e)),
                 // The node forgot the task (restart): look at the guest instead.
@@ -187,10 +147,7 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
         // Someone took the VMID we had allocated before we created anything: allocate again.
         events.push(EventNote::warning(
             "VmidCollision",
-            format!(
-                "VMID {} was taken by another guest; allocating a new one",
-                f.vmid
-            ),
+            format!("VMID {} was taken by another guest; allocating a new one", f.vmid),
         ));
         status.vmid = None;
         found = Identified::None;
@@ -217,11 +174,7 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
     let mut source = None;
     let mut placement = None;
     let mut blocked = None;
-    if guest.is_none()
-        && foreign.is_none()
-        && spec.mode == ManagementMode::Reconcile
-        && !(spec.adopt && spec.vmid.is_some())
-    {
+    if guest.is_none() && foreign.is_none() && spec.mode == ManagementMode::Reconcile && !(spec.adopt && spec.vmid.is_some()) {
         match resolve_source(spec, &resources) {
             Ok(s) => source = Some(s),
             Err(b) => blocked = Some(b),
@@ -233,11 +186,7 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
             }
         }
         if blocked.is_none() && status.vmid.is_none() && spec.vmid.is_none() && !ctx.dry_run {
-            let vmid = ctx
-                .api
-                .next_id()
-                .await
-                .map_err(|e| ReconcileError::pve("allocating a VMID", e))?;
+            let vmid = ctx.api.next_id().await.map_err(|e| ReconcileError::pve("allocating a VMID", e))?;
             status.vmid = Some(vmid);
             // Recorded before the create call: a restart finds the guest by this VMID.
             sink.save(&status).await.map_err(ReconcileError::Status)?;
@@ -246,14 +195,8 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
     let vmid = spec.vmid.or(status.vmid);
     // One safety snapshot per spec generation: the name carries the generation.
     let snap_prefix = format!("hlo-g{}-", generation.unwrap_or(0));
-    let snapshot_name = format!(
-        "{snap_prefix}{}",
-        jiff::Timestamp::now().strftime("%Y%m%d%H%M%S")
-    );
-    let snapshot_taken = status
-        .last_snapshot
-        .as_deref()
-        .is_some_and(|s| s.starts_with(&snap_prefix));
+    let snapshot_name = format!("{snap_prefix}{}", jiff::Timestamp::now().strftime("%Y%m%d%H%M%S"));
+    let snapshot_taken = status.last_snapshot.as_deref().is_some_and(|s| s.starts_with(&snap_prefix));
     if rolled_back(&status, generation) {
         // A change of this generation failed and was rolled back: wait for a new spec.
         return Ok(Outcome {
@@ -317,11 +260,7 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
         });
     }
     if ctx.dry_run || plan.actions.is_empty() {
-        set_conditions(
-            &mut status,
-            generation,
-            &settled_conditions(spec, guest.as_ref(), &plan),
-        );
+        set_conditions(&mut status, generation, &settled_conditions(spec, guest.as_ref(), &plan));
         let requeue = if guest.is_none() && plan.actions.is_empty() {
             VERIFY_SOON
         } else {
@@ -340,11 +279,7 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
     for action in &plan.actions {
         let g = guest.as_ref();
         let task = run_action(ctx, spec, g, action).await.map_err(|e| {
-            if let (
-                pve::ErrorClass::Conflict,
-                Action::CreateGuest { .. } | Action::CloneGuest { .. },
-            ) = (e.class(), action)
-            {
+            if let (pve::ErrorClass::Conflict, Action::CreateGuest { .. } | Action::CloneGuest { .. }) = (e.class(), action) {
                 ReconcileError::pve("creating guest (VMID taken)", e)
             } else {
                 ReconcileError::pve(action.to_string(), e)
@@ -352,17 +287,12 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
         });
         let task = match task {
             Err(ReconcileError::Pve { source, .. })
-                if source.class() == pve::ErrorClass::Conflict
-                    && spec.vmid.is_none()
-                    && status.vmid.is_some() =>
+                if source.class() == pve::ErrorClass::Conflict && spec.vmid.is_none() && status.vmid.is_some() =>
             {
                 // Lost a race for an allocated VMID: forget it and allocate again next time.
                 events.push(EventNote::warning(
                     "VmidCollision",
-                    format!(
-                        "VMID {} was taken; allocating another",
-                        status.vmid.unwrap_or_default()
-                    ),
+                    format!("VMID {} was taken; allocating another", status.vmid.unwrap_or_default()),
                 ));
                 status.vmid = None;
                 sink.save(&status).await.map_err(ReconcileError::Status)?;
@@ -378,9 +308,7 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
         let drift = was_settled
             && matches!(
                 action,
-                Action::UpdateConfig { .. }
-                    | Action::ReplaceFirewallRules { .. }
-                    | Action::SetFirewallOptions { .. }
+                Action::UpdateConfig { .. } | Action::ReplaceFirewallRules { .. } | Action::SetFirewallOptions { .. }
             );
         events.push(event_for(action, g.map(|g| g.vmid).or(vmid), drift));
         if let Action::Snapshot { name } = action {
@@ -388,36 +316,16 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
         }
         ctx.drift.expire(&id.uid);
         if let Some(upid) = task {
-            status.current_task = Some(TaskRef {
+            let task = TaskRef {
                 upid: upid.raw.clone(),
                 operation: operation_name(action).into(),
                 started: jiff::Timestamp::now().to_string(),
-            });
-            if matches!(
-                action,
-                Action::CreateGuest { .. } | Action::CloneGuest { .. }
-            ) {
+            };
+            if matches!(action, Action::CreateGuest { .. } | Action::CloneGuest { .. }) {
                 status.state = Some("creating".into());
             }
-            set_conditions(
-                &mut status,
-                generation,
-                &[
-                    ConditionState::new(
-                        api::CONDITION_READY,
-                        false,
-                        "TaskRunning",
-                        format!("waiting for {}", operation_name(action)),
-                    ),
-                    ConditionState::new(
-                        api::CONDITION_RECONCILING,
-                        true,
-                        "TaskRunning",
-                        action.to_string(),
-                    ),
-                    ConditionState::new(api::CONDITION_STALLED, false, "AsExpected", ""),
-                ],
-            );
+            set_conditions(&mut status, generation, &task_conditions(&task));
+            status.current_task = Some(task);
             ctx.cache.invalidate(ctx.cluster).await;
             sink.save(&status).await.map_err(ReconcileError::Status)?;
             return Ok(Outcome {
@@ -433,21 +341,12 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
         &mut status,
         generation,
         &[
-            ConditionState::new(
-                api::CONDITION_READY,
-                false,
-                "Applying",
-                "changes written; verifying",
-            ),
+            ConditionState::new(api::CONDITION_READY, false, "Applying", "changes written; verifying"),
             ConditionState::new(
                 api::CONDITION_RECONCILING,
                 true,
                 "Applying",
-                plan.actions
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; "),
+                plan.actions.iter().map(|a| a.to_string()).collect::<Vec<_>>().join("; "),
             ),
             ConditionState::new(api::CONDITION_STALLED, false, "AsExpected", ""),
         ],
@@ -498,14 +397,8 @@ async fn identify<P: PveApi>(
     let candidate = match hint {
         Some(v) => resources.iter().find(|r| r.vmid == v as u64),
         None if spec.adopt => {
-            let named: Vec<_> = guests()
-                .filter(|r| r.name.as_deref() == Some(spec.name.as_str()))
-                .collect();
-            if named.len() == 1 {
-                Some(named[0])
-            } else {
-                None
-            }
+            let named: Vec<_> = guests().filter(|r| r.name.as_deref() == Some(spec.name.as_str())).collect();
+            if named.len() == 1 { Some(named[0]) } else { None }
         }
         None => None,
     };
@@ -516,10 +409,7 @@ async fn identify<P: PveApi>(
     if r.template {
         return Ok(Identified::Foreign(g));
     }
-    if r.lock
-        .as_deref()
-        .is_some_and(|l| l == "clone" || l == "create")
-    {
+    if r.lock.as_deref().is_some_and(|l| l == "clone" || l == "create") {
         // Being created right now: only we record a VMID before creating with it.
         if status.vmid == Some(g.vmid) {
             return Ok(Identified::Ours(g));
@@ -527,9 +417,7 @@ async fn identify<P: PveApi>(
     }
     // A clone carries our description line before its first config write adds the tag.
     let cfg = read_config(ctx.api, &g).await?;
-    let ours = cfg
-        .effective("description")
-        .is_some_and(|d| id.in_description(d));
+    let ours = cfg.effective("description").is_some_and(|d| id.in_description(d));
     g.config = Some(cfg);
     if ours || spec.adopt {
         Ok(Identified::Ours(g))
@@ -538,10 +426,7 @@ async fn identify<P: PveApi>(
     }
 }
 
-async fn read_config<P: PveApi>(
-    api: &P,
-    g: &ObservedGuest,
-) -> Result<ObservedConfig, ReconcileError> {
+async fn read_config<P: PveApi>(api: &P, g: &ObservedGuest) -> Result<ObservedConfig, ReconcileError> {
     let entries = api
         .pending(&g.node, kind_of(g.guest_type), g.vmid)
         .await
@@ -549,12 +434,10 @@ async fn read_config<P: PveApi>(
     let mut cfg = ObservedConfig::default();
     for e in entries {
         if let Some(v) = &e.value {
-            cfg.current
-                .insert(e.key.clone(), pve::codec::value_to_string(v));
+            cfg.current.insert(e.key.clone(), pve::codec::value_to_string(v));
         }
         if let Some(p) = &e.pending {
-            cfg.pending
-                .insert(e.key.clone(), pve::codec::value_to_string(p));
+            cfg.pending.insert(e.key.clone(), pve::codec::value_to_string(p));
         }
         if e.delete {
             cfg.pending_delete.insert(e.key.clone());
@@ -563,10 +446,7 @@ async fn read_config<P: PveApi>(
     Ok(cfg)
 }
 
-async fn read_firewall<P: PveApi>(
-    api: &P,
-    g: &ObservedGuest,
-) -> Result<ObservedFirewall, ReconcileError> {
+async fn read_firewall<P: PveApi>(api: &P, g: &ObservedGuest) -> Result<ObservedFirewall, ReconcileError> {
     let k = kind_of(g.guest_type);
     let options = api
         .firewall_options(&g.node, k, g.vmid)
@@ -580,10 +460,7 @@ async fn read_firewall<P: PveApi>(
     Ok(ObservedFirewall { options, rules })
 }
 
-fn resolve_source(
-    spec: &ProxmoxGuestSpec,
-    resources: &[ClusterResource],
-) -> Result<ResolvedSource, Blocked> {
+fn resolve_source(spec: &ProxmoxGuestSpec, resources: &[ClusterResource]) -> Result<ResolvedSource, Blocked> {
     if let Some(c) = &spec.source.clone {
         let templates: Vec<&ClusterResource> = resources
             .iter()
@@ -605,10 +482,7 @@ fn resolve_source(
             }),
             [] => Err(Blocked {
                 reason: "TemplateNotFound",
-                message: format!(
-                    "no {} template {what} in the cluster; check source.clone",
-                    spec.guest_type.as_str()
-                ),
+                message: format!("no {} template {what} in the cluster; check source.clone", spec.guest_type.as_str()),
             }),
             _ => Err(Blocked {
                 reason: "TemplateAmbiguous",
@@ -637,10 +511,7 @@ async fn choose_node<P: PveApi>(
     if let Some(n) = &spec.node {
         return Ok(Ok(n.clone()));
     }
-    let nodes = api
-        .nodes()
-        .await
-        .map_err(|e| ReconcileError::pve("listing nodes", e))?;
+    let nodes = api.nodes().await.map_err(|e| ReconcileError::pve("listing nodes", e))?;
     let best = nodes
         .iter()
         .filter(|n| n.status == "online")
@@ -666,49 +537,34 @@ async fn run_action<P: PveApi>(
 ) -> Result<Option<Upid>, pve::Error> {
     let kind = kind_of(spec.guest_type);
     let api = ctx.api;
-    let target = || {
-        g.map(|g| (g.node.as_str(), g.vmid))
-            .expect("plan only targets an existing guest")
-    };
+    let target = || g.map(|g| (g.node.as_str(), g.vmid)).expect("plan only targets an existing guest");
     match action {
-        Action::CreateGuest { node, params, .. } => {
-            api.create(node, kind, params.clone()).await.map(Some)
-        }
+        Action::CreateGuest { node, params, .. } => api.create(node, kind, params.clone()).await.map(Some),
         Action::CloneGuest {
             template_node,
             template_vmid,
             params,
             ..
-        } => api
-            .clone_guest(template_node, kind, *template_vmid, params.clone())
-            .await
-            .map(Some),
+        } => api.clone_guest(template_node, kind, *template_vmid, params.clone()).await.map(Some),
         Action::UpdateConfig { params, .. } => {
             let (node, vmid) = target();
             api.update_config(node, kind, vmid, params.clone()).await
         }
         Action::ResizeDisk { disk, size_gib } => {
             let (node, vmid) = target();
-            api.resize(node, kind, vmid, disk, &format!("{size_gib}G"))
-                .await
+            api.resize(node, kind, vmid, disk, &format!("{size_gib}G")).await
         }
         Action::SetFirewallOptions { params } => {
             let (node, vmid) = target();
-            api.set_firewall_options(node, kind, vmid, params.clone())
-                .await
-                .map(|_| None)
+            api.set_firewall_options(node, kind, vmid, params.clone()).await.map(|_| None)
         }
-        Action::ReplaceFirewallRules {
-            delete_positions,
-            create,
-        } => {
+        Action::ReplaceFirewallRules { delete_positions, create } => {
             let (node, vmid) = target();
             for pos in delete_positions {
                 api.delete_firewall_rule(node, kind, vmid, *pos).await?;
             }
             for rule in create {
-                api.create_firewall_rule(node, kind, vmid, rule.clone())
-                    .await?;
+                api.create_firewall_rule(node, kind, vmid, rule.clone()).await?;
             }
             Ok(None)
         }
@@ -748,9 +604,7 @@ fn event_for(a: &Action, vmid: Option<u32>, drift: bool) -> EventNote {
         Action::CloneGuest { .. } => "Cloning",
         Action::UpdateConfig { .. } => "ConfigUpdated",
         Action::ResizeDisk { .. } => "DiskResized",
-        Action::SetFirewallOptions { .. } | Action::ReplaceFirewallRules { .. } => {
-            "FirewallUpdated"
-        }
+        Action::SetFirewallOptions { .. } | Action::ReplaceFirewallRules { .. } => "FirewallUpdated",
         Action::Snapshot { .. } => "SnapshotTaken",
         Action::Power(_) => "PowerChanged",
         Action::DeleteGuest => "Deleting",
@@ -766,9 +620,8 @@ fn event_for(a: &Action, vmid: Option<u32>, drift: bool) -> EventNote {
 const REASON_ROLLED_BACK: &str = "RolledBack";
 
 fn rolled_back(status: &ProxmoxGuestStatus, generation: Option<i64>) -> bool {
-    api::find_condition(&status.conditions, api::CONDITION_STALLED).is_some_and(|c| {
-        c.status == "True" && c.reason == REASON_ROLLED_BACK && c.observed_generation == generation
-    })
+    api::find_condition(&status.conditions, api::CONDITION_STALLED)
+        .is_some_and(|c| c.status == "True" && c.reason == REASON_ROLLED_BACK && c.observed_generation == generation)
 }
 
 /// A risky change failed after a safety snapshot: roll back to it and stall
@@ -788,10 +641,7 @@ async fn rollback_after_failure<P: PveApi>(
     };
     if ctx.dry_run
         || !risky
-        || !spec
-            .safety
-            .as_ref()
-            .is_some_and(|s| s.snapshot_before_change)
+        || !spec.safety.as_ref().is_some_and(|s| s.snapshot_before_change)
         || !snap.starts_with(&format!("hlo-g{}-", generation.unwrap_or(0)))
     {
         return Ok(None);
@@ -829,9 +679,27 @@ async fn rollback_after_failure<P: PveApi>(
     }))
 }
 
+/// The same conditions when a task starts and while it is polled, so polling writes nothing.
+fn task_conditions(task: &TaskRef) -> [ConditionState; 3] {
+    [
+        ConditionState::new(
+            api::CONDITION_READY,
+            false,
+            "TaskRunning",
+            format!("waiting for {} ({})", task.operation, task.upid),
+        ),
+        ConditionState::new(
+            api::CONDITION_RECONCILING,
+            true,
+            "TaskRunning",
+            format!("{} in progress", task.operation),
+        ),
+        ConditionState::new(api::CONDITION_STALLED, false, "AsExpected", ""),
+    ]
+}
+
 fn is_ready(status: &ProxmoxGuestStatus) -> bool {
-    api::find_condition(&status.conditions, api::CONDITION_READY)
-        .is_some_and(|c| c.status == "True")
+    api::find_condition(&status.conditions, api::CONDITION_READY).is_some_and(|c| c.status == "True")
 }
 
 fn paused_conditions(status: &ProxmoxGuestStatus) -> Vec<ConditionState> {
@@ -857,41 +725,23 @@ fn stalled_conditions(b: &Blocked) -> Vec<ConditionState> {
 }
 
 /// Conditions when there is nothing to write now.
-fn settled_conditions(
-    spec: &ProxmoxGuestSpec,
-    guest: Option<&ObservedGuest>,
-    plan: &Plan,
-) -> Vec<ConditionState> {
+fn settled_conditions(spec: &ProxmoxGuestSpec, guest: Option<&ObservedGuest>, plan: &Plan) -> Vec<ConditionState> {
     let stalled_ok = ConditionState::new(api::CONDITION_STALLED, false, "AsExpected", "");
     let (ready, reason, message) = match guest {
-        None if spec.mode == ManagementMode::ObserveOnly => (
-            false,
-            "GuestAbsent",
-            "mode: ObserveOnly and the guest does not exist".to_string(),
-        ),
+        None if spec.mode == ManagementMode::ObserveOnly => {
+            (false, "GuestAbsent", "mode: ObserveOnly and the guest does not exist".to_string())
+        }
         None => (false, "Creating", "guest not created yet".to_string()),
         Some(_) if plan.is_noop() => {
-            let power = if spec.power == PowerState::Running {
-                "running"
-            } else {
-                "stopped"
-            };
-            (
-                true,
-                "Reconciled",
-                format!("guest matches the spec ({power})"),
-            )
+            let power = if spec.power == PowerState::Running { "running" } else { "stopped" };
+            (true, "Reconciled", format!("guest matches the spec ({power})"))
         }
         Some(_) if spec.mode == ManagementMode::ObserveOnly => (
             false,
             "DriftDetected",
             format!(
                 "mode: ObserveOnly; differences: {}",
-                plan.pending
-                    .iter()
-                    .map(|p| p.field.clone())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                plan.pending.iter().map(|p| p.field.clone()).collect::<Vec<_>>().join(", ")
             ),
         ),
         Some(_) => {
@@ -911,19 +761,13 @@ fn settled_conditions(
                 (
                     false,
                     "NeedsRecreate",
-                    format!(
-                        "{} cannot change on an existing guest; re-create it to apply",
-                        recreate.join(", ")
-                    ),
+                    format!("{} cannot change on an existing guest; re-create it to apply", recreate.join(", ")),
                 )
             } else if !reboot.is_empty() {
                 (
                     false,
                     "PendingReboot",
-                    format!(
-                        "{} take effect after a reboot (updatePolicy: Manual)",
-                        reboot.join(", ")
-                    ),
+                    format!("{} take effect after a reboot (updatePolicy: Manual)", reboot.join(", ")),
                 )
             } else {
                 (
@@ -940,12 +784,7 @@ fn settled_conditions(
     };
     vec![
         ConditionState::new(api::CONDITION_READY, ready, reason, message),
-        ConditionState::new(
-            api::CONDITION_RECONCILING,
-            false,
-            if ready { "Reconciled" } else { reason },
-            "",
-        ),
+        ConditionState::new(api::CONDITION_RECONCILING, false, if ready { "Reconciled" } else { reason }, ""),
         stalled_ok,
     ]
 }
@@ -1072,21 +911,13 @@ pub async fn cleanup<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
                 if !spec.protection
                     && ctx
                         .api
-                        .update_config(
-                            &guest.node,
-                            kind,
-                            guest.vmid,
-                            vec![("protection".into(), "0".into())],
-                        )
+                        .update_config(&guest.node, kind, guest.vmid, vec![("protection".into(), "0".into())])
                         .await
                         .is_ok()
                 {
                     return Ok(CleanupOutcome::Requeue {
                         status,
-                        events: vec![EventNote::normal(
-                            "ConfigUpdated",
-                            "protection turned off for deletion",
-                        )],
+                        events: vec![EventNote::normal("ConfigUpdated", "protection turned off for deletion")],
                         after: VERIFY_SOON,
                     });
                 }
@@ -1118,14 +949,7 @@ pub async fn cleanup<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
                     operation: op.into(),
                     started: jiff::Timestamp::now().to_string(),
                 });
-                status.state = Some(
-                    if op == "delete" {
-                        "deleting"
-                    } else {
-                        "stopping"
-                    }
-                    .into(),
-                );
+                status.state = Some(if op == "delete" { "deleting" } else { "stopping" }.into());
                 sink.save(&status).await.map_err(ReconcileError::Status)?;
             }
             ctx.cache.invalidate(ctx.cluster).await;

@@ -4,13 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
-    api::{
-        ChangeClass, GuestType, ManagementMode, PendingChange, PowerState, ProxmoxGuestSpec,
-        UpdatePolicy,
-    },
-    providers::pve::{
-        FirewallOptions, FirewallRuleEntry, Params, codec::PropertyString, split_tags,
-    },
+    api::{ChangeClass, GuestType, ManagementMode, PendingChange, PowerState, ProxmoxGuestSpec, UpdatePolicy},
+    providers::pve::{FirewallOptions, FirewallRuleEntry, Params, codec::PropertyString, split_tags},
 };
 
 use super::{
@@ -32,18 +27,11 @@ impl ObservedConfig {
         if self.pending_delete.contains(key) {
             return None;
         }
-        self.pending
-            .get(key)
-            .or_else(|| self.current.get(key))
-            .map(String::as_str)
+        self.pending.get(key).or_else(|| self.current.get(key)).map(String::as_str)
     }
 
     pub fn keys(&self) -> BTreeSet<&str> {
-        self.current
-            .keys()
-            .chain(self.pending.keys())
-            .map(String::as_str)
-            .collect()
+        self.current.keys().chain(self.pending.keys()).map(String::as_str).collect()
     }
 }
 
@@ -70,10 +58,7 @@ pub struct ObservedGuest {
 /// Where a new guest comes from, resolved against the cluster.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ResolvedSource {
-    Clone {
-        template_node: String,
-        template_vmid: u32,
-    },
+    Clone { template_node: String, template_vmid: u32 },
     OsTemplate(String),
     Iso(String),
 }
@@ -138,11 +123,7 @@ impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Action::CreateGuest { node, vmid, .. } => write!(f, "create guest {vmid} on {node}"),
-            Action::CloneGuest {
-                template_vmid,
-                vmid,
-                ..
-            } => write!(f, "clone template {template_vmid} to {vmid}"),
+            Action::CloneGuest { template_vmid, vmid, .. } => write!(f, "clone template {template_vmid} to {vmid}"),
             Action::UpdateConfig { summary, .. } => {
                 write!(f, "update config: {}", summary.join(", "))
             }
@@ -249,8 +230,7 @@ pub fn plan(input: &PlanInput) -> Plan {
     let mut plan = Plan::default();
     let mut reboot_needed = false;
     if let Some(cfg) = &guest.config {
-        let (params, summary, pending, needs_reboot, resizes, blocked) =
-            diff_config(spec, input.id, cfg, guest.running);
+        let (params, summary, pending, needs_reboot, resizes, blocked) = diff_config(spec, input.id, cfg, guest.running);
         if let Some(b) = blocked {
             return Plan {
                 blocked: Some(b),
@@ -268,40 +248,24 @@ pub fn plan(input: &PlanInput) -> Plan {
     if let (Some(fw_spec), Some(fw)) = (&spec.firewall, &guest.firewall) {
         plan.actions.extend(diff_firewall(fw_spec, fw));
     }
-    let risky = reboot_needed
-        || plan
-            .actions
-            .iter()
-            .any(|a| matches!(a, Action::ResizeDisk { .. }));
+    let risky = reboot_needed || plan.actions.iter().any(|a| matches!(a, Action::ResizeDisk { .. }));
     match (spec.power, guest.running) {
         (PowerState::Running, false) => plan.actions.push(Action::Power(PowerAction::Start)),
         (PowerState::Stopped, true) => plan.actions.push(Action::Power(PowerAction::Shutdown)),
-        (PowerState::Running, true)
-            if reboot_needed && spec.update_policy == UpdatePolicy::RebootIfNeeded =>
-        {
+        (PowerState::Running, true) if reboot_needed && spec.update_policy == UpdatePolicy::RebootIfNeeded => {
             plan.actions.push(Action::Power(PowerAction::Reboot));
         }
         _ => {}
     }
     if risky
-        && spec
-            .safety
-            .as_ref()
-            .is_some_and(|s| s.snapshot_before_change)
-        && plan.actions.iter().any(|a| {
-            matches!(
-                a,
-                Action::ResizeDisk { .. } | Action::Power(PowerAction::Reboot)
-            )
-        })
+        && spec.safety.as_ref().is_some_and(|s| s.snapshot_before_change)
+        && plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ResizeDisk { .. } | Action::Power(PowerAction::Reboot)))
         && let Some(name) = input.snapshot_name
     {
-        plan.actions.insert(
-            0,
-            Action::Snapshot {
-                name: name.to_string(),
-            },
-        );
+        plan.actions.insert(0, Action::Snapshot { name: name.to_string() });
     }
     if spec.mode == ManagementMode::ObserveOnly {
         // Report every difference, write nothing.
@@ -333,10 +297,7 @@ fn plan_create(input: &PlanInput) -> Plan {
     if spec.adopt && spec.vmid.is_some() {
         return Plan::block(
             "AdoptTargetMissing",
-            format!(
-                "adopt: true but no guest with VMID {} exists",
-                spec.vmid.unwrap_or_default()
-            ),
+            format!("adopt: true but no guest with VMID {} exists", spec.vmid.unwrap_or_default()),
         );
     }
     let (Some(vmid), Some(node), Some(source)) = (input.vmid, input.placement, input.source) else {
@@ -355,11 +316,7 @@ fn plan_create(input: &PlanInput) -> Plan {
             push(&mut params, "name", spec.name.clone());
             // Clone takes no tags: the description line marks the guest until the
             // first config write adds the tag.
-            push(
-                &mut params,
-                "description",
-                super::desired::description(spec, input.id),
-            );
+            push(&mut params, "description", super::desired::description(spec, input.id));
             push(&mut params, "full", if c.full { "1" } else { "0" }.into());
             if template_node != node {
                 push(&mut params, "target", node.to_string());
@@ -386,12 +343,7 @@ fn plan_create(input: &PlanInput) -> Plan {
             push(
                 &mut params,
                 "unprivileged",
-                if spec.unprivileged.unwrap_or(true) {
-                    "1"
-                } else {
-                    "0"
-                }
-                .into(),
+                if spec.unprivileged.unwrap_or(true) { "1" } else { "0" }.into(),
             );
         }
         ResolvedSource::Iso(image) => {
@@ -424,10 +376,7 @@ fn plan_create(input: &PlanInput) -> Plan {
         params.push((disk.slot.clone(), v));
     }
     if spec.guest_type == GuestType::Qemu && spec.cloud_init.is_some() {
-        let storage = spec
-            .disks
-            .first()
-            .map_or("local-lvm".to_string(), |d| d.storage.clone());
+        let storage = spec.disks.first().map_or("local-lvm".to_string(), |d| d.storage.clone());
         params.push(("ide0".into(), format!("{storage}:cloudinit")));
     }
     if let (Some(pw), GuestType::Qemu) = (input.ci_password, spec.guest_type) {
@@ -446,22 +395,10 @@ fn plan_create(input: &PlanInput) -> Plan {
     }
 }
 
-type ConfigDiff = (
-    Params,
-    Vec<String>,
-    Vec<PendingChange>,
-    bool,
-    Vec<Action>,
-    Option<Blocked>,
-);
+type ConfigDiff = (Params, Vec<String>, Vec<PendingChange>, bool, Vec<Action>, Option<Blocked>);
 
 /// Compare every desired key with the guest's effective config.
-fn diff_config(
-    spec: &ProxmoxGuestSpec,
-    id: &GuestIdentity,
-    cfg: &ObservedConfig,
-    running: bool,
-) -> ConfigDiff {
+fn diff_config(spec: &ProxmoxGuestSpec, id: &GuestIdentity, cfg: &ObservedConfig, running: bool) -> ConfigDiff {
     let d = desired(spec, id);
     let mut params: Params = vec![];
     let mut summary = vec![];
@@ -478,9 +415,7 @@ fn diff_config(
             .filter(|_| !cfg.pending_delete.contains(&k.key));
         if !same(k, effective) {
             let value = match &k.compare {
-                Compare::Props { default_key, keys } => {
-                    merge_props(&k.value, effective, default_key, keys)
-                }
+                Compare::Props { default_key, keys } => merge_props(&k.value, effective, default_key, keys),
                 _ => k.value.clone(),
             };
             params.push((k.key.clone(), value));
@@ -580,19 +515,12 @@ fn diff_config(
         }
         let obs_map = normalized_props(obs, "file");
         let differs = disk.managed.iter().any(|k| {
-            let want = disk
-                .options
-                .iter()
-                .find(|(o, _)| o == k)
-                .map(|(_, v)| v.as_str());
+            let want = disk.options.iter().find(|(o, _)| o == k).map(|(_, v)| v.as_str());
             !bool_eq(want, obs_map.get(*k).map(String::as_str))
         });
         if differs {
             let mut v = volume.clone();
-            for (k, val) in obs_map
-                .iter()
-                .filter(|(k, _)| *k != "file" && !disk.managed.contains(&k.as_str()))
-            {
+            for (k, val) in obs_map.iter().filter(|(k, _)| *k != "file" && !disk.managed.contains(&k.as_str())) {
                 v.push_str(&format!(",{k}={val}"));
             }
             for (k, val) in &disk.options {
@@ -624,20 +552,10 @@ fn diff_config(
     }
     if spec.guest_type == GuestType::Qemu
         && spec.cloud_init.is_some()
-        && !cfg
-            .keys()
-            .iter()
-            .any(|k| cfg.effective(k).is_some_and(|v| v.contains("cloudinit")))
+        && !cfg.keys().iter().any(|k| cfg.effective(k).is_some_and(|v| v.contains("cloudinit")))
     {
-        let storage = spec
-            .disks
-            .first()
-            .map_or("local-lvm".to_string(), |d| d.storage.clone());
-        let slot = if cfg.effective("ide0").is_none() {
-            "ide0"
-        } else {
-            "ide3"
-        };
+        let storage = spec.disks.first().map_or("local-lvm".to_string(), |d| d.storage.clone());
+        let slot = if cfg.effective("ide0").is_none() { "ide0" } else { "ide3" };
         params.push((slot.into(), format!("{storage}:cloudinit")));
         summary.push(format!("{slot} (cloud-init drive)"));
     }
@@ -648,11 +566,7 @@ fn diff_config(
 }
 
 fn display_value(k: &DesiredKey) -> String {
-    if k.key == "sshkeys" {
-        "(ssh keys)".into()
-    } else {
-        k.value.clone()
-    }
+    if k.key == "sshkeys" { "(ssh keys)".into() } else { k.value.clone() }
 }
 
 fn bool_eq(want: Option<&str>, have: Option<&str>) -> bool {
@@ -712,19 +626,9 @@ fn diff_firewall(spec: &crate::api::FirewallSpec, fw: &ObservedFirewall) -> Vec<
             ],
         });
     }
-    let want: Vec<Params> = spec
-        .rules
-        .iter()
-        .enumerate()
-        .map(|(i, r)| rule_params(i, r))
-        .collect();
+    let want: Vec<Params> = spec.rules.iter().enumerate().map(|(i, r)| rule_params(i, r)).collect();
     let have: Vec<Params> = fw.rules.iter().map(observed_rule_params).collect();
-    let strip_pos = |p: &Params| {
-        p.iter()
-            .filter(|(k, _)| k != "pos")
-            .cloned()
-            .collect::<Params>()
-    };
+    let strip_pos = |p: &Params| p.iter().filter(|(k, _)| k != "pos").cloned().collect::<Params>();
     if want.iter().map(strip_pos).collect::<Vec<_>>() != have {
         let mut positions: Vec<u64> = fw.rules.iter().map(|r| r.pos).collect();
         positions.sort_unstable_by(|a, b| b.cmp(a));

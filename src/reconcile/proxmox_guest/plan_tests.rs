@@ -43,9 +43,7 @@ fn matching_config(s: &ProxmoxGuestSpec) -> BTreeMap<String, String> {
     let mut cfg = BTreeMap::new();
     for k in &d.keys {
         let v = match &k.compare {
-            desired::Compare::Props { default_key, keys } => {
-                desired::merge_props(&k.value, None, default_key, keys)
-            }
+            desired::Compare::Props { default_key, keys } => desired::merge_props(&k.value, None, default_key, keys),
             _ => k.value.clone(),
         };
         cfg.insert(k.key.clone(), v);
@@ -66,10 +64,7 @@ fn matching_config(s: &ProxmoxGuestSpec) -> BTreeMap<String, String> {
         }
     }
     if s.cloud_init.is_some() {
-        cfg.insert(
-            "ide0".into(),
-            "local-lvm:vm-100-cloudinit,media=cdrom".into(),
-        );
+        cfg.insert("ide0".into(), "local-lvm:vm-100-cloudinit,media=cdrom".into());
     }
     cfg
 }
@@ -90,11 +85,7 @@ fn guest(s: &ProxmoxGuestSpec, running: bool, cfg: BTreeMap<String, String>) -> 
     }
 }
 
-fn input<'a>(
-    s: &'a ProxmoxGuestSpec,
-    ident: &'a GuestIdentity,
-    g: Option<&'a ObservedGuest>,
-) -> PlanInput<'a> {
+fn input<'a>(s: &'a ProxmoxGuestSpec, ident: &'a GuestIdentity, g: Option<&'a ObservedGuest>) -> PlanInput<'a> {
     PlanInput {
         spec: s,
         id: ident,
@@ -133,25 +124,14 @@ fn create_lxc_sends_full_config_with_zero_one_booleans() {
         panic!("{:?}", p.actions)
     };
     assert_eq!((node.as_str(), *vmid), ("pve2", 105));
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(pk, _)| pk == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |k: &str| params.iter().find(|(pk, _)| pk == k).map(|(_, v)| v.as_str());
     assert_eq!(get("rootfs"), Some("local-lvm:8"));
-    assert_eq!(
-        get("net0"),
-        Some("name=eth0,bridge=vmbr0,gw=10.5.0.1,ip=10.5.0.53/24")
-    );
+    assert_eq!(get("net0"), Some("name=eth0,bridge=vmbr0,gw=10.5.0.1,ip=10.5.0.53/24"));
     assert_eq!(get("unprivileged"), Some("1"));
     assert_eq!(get("onboot"), Some("0"));
     assert!(get("tags").unwrap().contains(&ident.mark_tag()));
     assert!(get("description").unwrap().contains(&ident.mark_line()));
-    assert!(
-        params.iter().all(|(_, v)| v != "true" && v != "false"),
-        "PVE refuses true/false"
-    );
+    assert!(params.iter().all(|(_, v)| v != "true" && v != "false"), "PVE refuses true/false");
 }
 
 #[test]
@@ -168,23 +148,12 @@ fn clone_marks_the_guest_through_its_description() {
         source: Some(&src),
         ..input(&s, &ident, None)
     });
-    let [
-        Action::CloneGuest {
-            template_node,
-            params,
-            ..
-        },
-    ] = p.actions.as_slice()
-    else {
+    let [Action::CloneGuest { template_node, params, .. }] = p.actions.as_slice() else {
         panic!("{:?}", p.actions)
     };
     assert_eq!(template_node, "pve2");
     assert!(params.contains(&("target".into(), "pve1".into())));
-    assert!(
-        params
-            .iter()
-            .any(|(k, v)| k == "description" && v.contains(&ident.mark_line()))
-    );
+    assert!(params.iter().any(|(k, v)| k == "description" && v.contains(&ident.mark_line())));
 }
 
 #[test]
@@ -284,10 +253,7 @@ fn table_of_changes() {
             base: VM,
             running: true,
             edit: |c| {
-                c.insert(
-                    "net0".into(),
-                    "virtio=BC:24:11:00:00:01,bridge=vmbr1,tag=10".into(),
-                );
+                c.insert("net0".into(), "virtio=BC:24:11:00:00:01,bridge=vmbr1,tag=10".into());
             },
             spec_edit: |_| {},
             writes: &["net0"],
@@ -350,11 +316,7 @@ fn table_of_changes() {
         // "already pending": the new value sits in PVE's pending section.
         let mut g = guest(&s, c.running, cfg);
         if c.name.starts_with("already pending") {
-            g.config
-                .as_mut()
-                .unwrap()
-                .pending
-                .insert("cores".into(), "4".into());
+            g.config.as_mut().unwrap().pending.insert("cores".into(), "4".into());
         }
         let p = plan(&input(&s, &ident, Some(&g)));
         let writes = update_keys(&p);
@@ -364,13 +326,8 @@ fn table_of_changes() {
             c.writes.iter().map(|s| s.to_string()).collect()
         };
         assert_eq!(writes, expected_writes, "{}: {p:?}", c.name);
-        let pending: Vec<(String, ChangeClass)> = p
-            .pending
-            .iter()
-            .map(|x| (x.field.clone(), x.class))
-            .collect();
-        let expected: Vec<(String, ChangeClass)> =
-            c.pending.iter().map(|(f, k)| (f.to_string(), *k)).collect();
+        let pending: Vec<(String, ChangeClass)> = p.pending.iter().map(|x| (x.field.clone(), x.class)).collect();
+        let expected: Vec<(String, ChangeClass)> = c.pending.iter().map(|(f, k)| (f.to_string(), *k)).collect();
         assert_eq!(pending, expected, "{}", c.name);
         if let Some(a) = c.extra {
             assert!(p.actions.contains(&a), "{}: {:?}", c.name, p.actions);
@@ -379,11 +336,7 @@ fn table_of_changes() {
             let Action::UpdateConfig { params, .. } = &p.actions[0] else {
                 panic!()
             };
-            assert!(
-                params[0].1.starts_with("virtio=BC:24:11:00:00:01"),
-                "MAC kept: {}",
-                params[0].1
-            );
+            assert!(params[0].1.starts_with("virtio=BC:24:11:00:00:01"), "MAC kept: {}", params[0].1);
             assert!(params[0].1.contains("bridge=vmbr0"));
         }
     }
@@ -400,11 +353,7 @@ fn shrink_is_refused_with_a_message() {
     let p = plan(&input(&s, &ident, Some(&g)));
     let b = p.blocked.expect("blocked");
     assert_eq!(b.reason, "DiskShrinkRefused");
-    assert!(
-        b.message.contains("set sizeGiB to at least 32"),
-        "{}",
-        b.message
-    );
+    assert!(b.message.contains("set sizeGiB to at least 32"), "{}", b.message);
     assert!(p.actions.is_empty());
 }
 
@@ -437,16 +386,8 @@ fn adopted_guest_gets_the_mark() {
     let Action::UpdateConfig { params, .. } = &p.actions[0] else {
         panic!("{p:?}")
     };
-    assert!(
-        params
-            .iter()
-            .any(|(k, v)| k == "tags" && v.contains(&ident.mark_tag()))
-    );
-    assert!(
-        params
-            .iter()
-            .any(|(k, v)| k == "description" && v.contains(&ident.mark_line()))
-    );
+    assert!(params.iter().any(|(k, v)| k == "tags" && v.contains(&ident.mark_tag())));
+    assert!(params.iter().any(|(k, v)| k == "description" && v.contains(&ident.mark_line())));
 }
 
 #[test]
@@ -476,12 +417,7 @@ fn snapshot_precedes_a_risky_change_when_asked() {
         snapshot_name: Some("hlo-g2-x"),
         ..input(&s, &ident, Some(&g))
     });
-    assert_eq!(
-        p.actions[0],
-        Action::Snapshot {
-            name: "hlo-g2-x".into()
-        }
-    );
+    assert_eq!(p.actions[0], Action::Snapshot { name: "hlo-g2-x".into() });
 }
 
 #[test]
@@ -490,10 +426,7 @@ fn remove_mark_keeps_the_users_tags_and_text() {
     let cfg = ObservedConfig {
         current: BTreeMap::from([
             ("tags".into(), format!("web;{}", ident.mark_tag())),
-            (
-                "description".into(),
-                format!("hello\n{}\n", ident.mark_line()),
-            ),
+            ("description".into(), format!("hello\n{}\n", ident.mark_line())),
         ]),
         ..Default::default()
     };

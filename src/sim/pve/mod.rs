@@ -120,18 +120,9 @@ impl PveSim {
         config.insert("cores".into(), json!(2));
         config.insert("memory".into(), json!("2048"));
         config.insert("scsihw".into(), json!("virtio-scsi-single"));
-        config.insert(
-            "scsi0".into(),
-            json!(format!("local-lvm:base-{vmid}-disk-0,size=4G")),
-        );
-        config.insert(
-            "ide2".into(),
-            json!(format!("local-lvm:vm-{vmid}-cloudinit,media=cdrom")),
-        );
-        config.insert(
-            "net0".into(),
-            json!("virtio=BC:24:11:00:90:00,bridge=vmbr0"),
-        );
+        config.insert("scsi0".into(), json!(format!("local-lvm:base-{vmid}-disk-0,size=4G")));
+        config.insert("ide2".into(), json!(format!("local-lvm:vm-{vmid}-cloudinit,media=cdrom")));
+        config.insert("net0".into(), json!("virtio=BC:24:11:00:90:00,bridge=vmbr0"));
         config.insert("agent".into(), json!("1"));
         config.insert("ostype".into(), json!("l26"));
         config.insert("tags".into(), json!("template"));
@@ -225,10 +216,7 @@ impl PveSim {
         let route = match self.schema.route(&req.method, &path) {
             Ok(m) => m,
             Err(_) => {
-                return Some(error(
-                    501,
-                    &format!("Method '{} {}' not implemented", req.method, path),
-                ));
+                return Some(error(501, &format!("Method '{} {}' not implemented", req.method, path)));
             }
         };
         let template = route.endpoint.template.clone();
@@ -253,11 +241,7 @@ impl PveSim {
         let mut state = self.state.lock().unwrap();
         state.advance();
         if matches!(fault, Some(FaultKind::Locked)) && path_params.contains_key("vmid") {
-            let what = if template.contains("/lxc/") {
-                "CT"
-            } else {
-                "VM"
-            };
+            let what = if template.contains("/lxc/") { "CT" } else { "VM" };
             return Some(error(500, &format!("{what} is locked (backup)")));
         }
         let fail_task = match fault {
@@ -267,10 +251,7 @@ impl PveSim {
         let result = state.dispatch(&req.method, &template, &params, fail_task);
         Some(match result {
             Ok(data) => {
-                debug_assert!(
-                    !route.endpoint.returns_task || data.is_string(),
-                    "{template} must answer a UPID"
-                );
+                debug_assert!(!route.endpoint.returns_task || data.is_string(), "{template} must answer a UPID");
                 json_response(200, None, &json!({ "data": data }))
             }
             Err(state::SimError::Status(code, msg)) => error(code, &msg),
@@ -282,10 +263,7 @@ impl PveSim {
         let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
             return false;
         };
-        let Some(rest) = value
-            .strip_prefix("PVEAPIToken=")
-            .or_else(|| value.strip_prefix("PVEAPIToken "))
-        else {
+        let Some(rest) = value.strip_prefix("PVEAPIToken=").or_else(|| value.strip_prefix("PVEAPIToken ")) else {
             return false;
         };
         let s = self.state.lock().unwrap();
@@ -308,8 +286,7 @@ fn parse_params(req: &SimRequest) -> Result<BTreeMap<String, String>, String> {
         .is_some_and(|c| c.contains("json"));
     if !req.body.is_empty() {
         if is_json {
-            let v: Value =
-                serde_json::from_slice(&req.body).map_err(|e| format!("JSON body: {e}"))?;
+            let v: Value = serde_json::from_slice(&req.body).map_err(|e| format!("JSON body: {e}"))?;
             for (k, v) in v.as_object().cloned().unwrap_or_default() {
                 let s = match v {
                     Value::Bool(b) => if b { "1" } else { "0" }.to_string(),
@@ -332,11 +309,7 @@ fn parse_params(req: &SimRequest) -> Result<BTreeMap<String, String>, String> {
 }
 
 fn error(status: u16, message: &str) -> SimResponse {
-    json_response(
-        status,
-        Some(message),
-        &json!({ "data": null, "message": format!("{message}\n") }),
-    )
+    json_response(status, Some(message), &json!({ "data": null, "message": format!("{message}\n") }))
 }
 
 fn param_error(errors: BTreeMap<String, String>) -> SimResponse {
@@ -365,10 +338,7 @@ pub fn endpoint_for(
         url: url::Url::parse(&server.url).map_err(std::io::Error::other)?,
         token_id,
         token_secret: SecretSource::File(path),
-        tls: server
-            .fingerprint
-            .clone()
-            .map_or(TlsTrust::System, TlsTrust::Fingerprint),
+        tls: server.fingerprint.clone().map_or(TlsTrust::System, TlsTrust::Fingerprint),
         timeout: Duration::from_secs(5),
     })
 }

@@ -28,8 +28,7 @@ pub struct RouteMatch<'a> {
 impl PveSchema {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let v: Value =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let endpoints = v["endpoints"]
             .as_array()
             .ok_or("no endpoints array")?
@@ -95,10 +94,7 @@ fn percent_decode(s: &str) -> String {
 /// `errors` map of a 400 "Parameter verification failed." answer.
 pub fn check_params(schema: &Value, params: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut errors = BTreeMap::new();
-    let props = schema["properties"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
+    let props = schema["properties"].as_object().cloned().unwrap_or_default();
     for (name, value) in params {
         match lookup_property(&props, name) {
             Some(p) => {
@@ -119,10 +115,7 @@ pub fn check_params(schema: &Value, params: &BTreeMap<String, String>) -> BTreeM
             continue;
         }
         if !params.contains_key(name) {
-            errors.insert(
-                name.clone(),
-                "property is missing and it is not optional".into(),
-            );
+            errors.insert(name.clone(), "property is missing and it is not optional".into());
         }
     }
     errors
@@ -154,9 +147,7 @@ fn check_value(p: &Value, value: &str) -> Result<(), String> {
             check_range(p, n as f64)?;
         }
         "number" => {
-            let n: f64 = value
-                .parse()
-                .map_err(|_| format!("type check ('number') failed - got '{value}'"))?;
+            let n: f64 = value.parse().map_err(|_| format!("type check ('number') failed - got '{value}'"))?;
             check_range(p, n)?;
         }
         _ => {
@@ -189,16 +180,13 @@ fn check_value(p: &Value, value: &str) -> Result<(), String> {
     }
     match &p["format"] {
         Value::Object(fmt) => check_property_string(fmt, value),
-        Value::String(name) => {
-            check_named_format(name, value).map_err(|e| format!("invalid format - {e}"))
-        }
+        Value::String(name) => check_named_format(name, value).map_err(|e| format!("invalid format - {e}")),
         _ => Ok(()),
     }
 }
 
 fn num(v: &Value) -> Option<f64> {
-    v.as_f64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
 fn check_range(p: &Value, n: f64) -> Result<(), String> {
@@ -218,10 +206,7 @@ fn check_range(p: &Value, n: f64) -> Result<(), String> {
 /// Perl patterns from the schema, anchored the way JSONSchema.pm applies them.
 fn perl_regex(pattern: &str) -> Option<Regex> {
     let p = pattern.replace("(?^:", "(?:").replace("{,", "{0,");
-    let p = p
-        .strip_prefix('/')
-        .and_then(|p| p.strip_suffix('/'))
-        .unwrap_or(&p);
+    let p = p.strip_prefix('/').and_then(|p| p.strip_suffix('/')).unwrap_or(&p);
     Regex::new(&format!("^(?:{p})$")).ok()
 }
 
@@ -253,8 +238,7 @@ fn check_property_string(fmt: &serde_json::Map<String, Value>, value: &str) -> R
         let (key, def) = match (def["keyAlias"].as_str(), def["alias"].as_str()) {
             (Some(key_alias), Some(alias)) => {
                 if let Some(kdef) = fmt.get(key_alias) {
-                    check_value(kdef, &key)
-                        .map_err(|e| format!("invalid format - property {key_alias}: {e}"))?;
+                    check_value(kdef, &key).map_err(|e| format!("invalid format - property {key_alias}: {e}"))?;
                 }
                 if seen.insert(key_alias.to_string(), ()).is_some() {
                     return Err(format!(
@@ -274,14 +258,9 @@ fn check_property_string(fmt: &serde_json::Map<String, Value>, value: &str) -> R
         check_value(def, &val).map_err(|e| format!("invalid format - property {key}: {e}"))?;
     }
     for (k, d) in fmt {
-        let optional = d["optional"] == 1
-            || d["optional"] == true
-            || d.get("alias").is_some()
-            || d.get("default").is_some();
+        let optional = d["optional"] == 1 || d["optional"] == true || d.get("alias").is_some() || d.get("default").is_some();
         if !optional && !seen.contains_key(k) {
-            return Err(format!(
-                "invalid format - property {k}: property is missing and it is not optional"
-            ));
+            return Err(format!("invalid format - property {k}: property is missing and it is not optional"));
         }
     }
     Ok(())
@@ -303,17 +282,12 @@ fn check_named_format(name: &str, value: &str) -> Result<(), String> {
             "mac-addr" => re(r"(?i)^[a-f0-9][02468ace](?::[a-f0-9]{2}){5}$").is_match(v),
             "disk-size" => re(r"^(\d+(\.\d+)?)([KMGT](?:iB)?)?$").is_match(v),
             "urlencoded" => re(r"^[-%a-zA-Z0-9_.!~*'()]*$").is_match(v),
-            "dns-name" => {
-                re(r"^(?i)([a-z0-9]([a-z0-9-]*[a-z0-9])?)(\.([a-z0-9]([a-z0-9-]*[a-z0-9])?))*$")
-                    .is_match(v)
-            }
+            "dns-name" => re(r"^(?i)([a-z0-9]([a-z0-9-]*[a-z0-9])?)(\.([a-z0-9]([a-z0-9-]*[a-z0-9])?))*$").is_match(v),
             "ipv4" => v.parse::<std::net::Ipv4Addr>().is_ok(),
             "ipv6" => v.parse::<std::net::Ipv6Addr>().is_ok(),
             "pve-bridge-id" => re(r"^[-_.\w\d]+$").is_match(v),
             "pve-qm-ipconfig" => return check_ipconfig(v),
-            "pve-startup-order" => {
-                re(r"^((order=)?\d+)?(,?(up|down)=\d+)*$").is_match(v.trim_start_matches(','))
-            }
+            "pve-startup-order" => re(r"^((order=)?\d+)?(,?(up|down)=\d+)*$").is_match(v.trim_start_matches(',')),
             _ => true,
         };
         if ok {

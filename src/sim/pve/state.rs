@@ -36,13 +36,7 @@ pub struct SimGuest {
 }
 
 impl SimGuest {
-    pub fn new(
-        vmid: u32,
-        kind: &str,
-        node: &str,
-        config: BTreeMap<String, Value>,
-        template: bool,
-    ) -> Self {
+    pub fn new(vmid: u32, kind: &str, node: &str, config: BTreeMap<String, Value>, template: bool) -> Self {
         Self {
             vmid,
             kind: kind.into(),
@@ -73,11 +67,7 @@ impl SimGuest {
     fn memory_bytes(&self) -> u64 {
         let mib: u64 = self
             .get("memory")
-            .and_then(|m| {
-                m.split(',')
-                    .next()
-                    .map(|s| s.trim_start_matches("current=").to_string())
-            })
+            .and_then(|m| m.split(',').next().map(|s| s.trim_start_matches("current=").to_string()))
             .and_then(|m| m.parse().ok())
             .unwrap_or(512);
         mib << 20
@@ -90,8 +80,7 @@ impl SimGuest {
     /// Pending changes become current (on start/reboot).
     fn apply_pending(&mut self) {
         for (k, v) in std::mem::take(&mut self.pending) {
-            self.config
-                .insert(k.clone(), typed_value(&self.kind, &k, &v));
+            self.config.insert(k.clone(), typed_value(&self.kind, &k, &v));
         }
         for k in std::mem::take(&mut self.pending_delete) {
             self.config.remove(&k);
@@ -184,51 +173,27 @@ fn typed_value(kind: &str, key: &str, v: &str) -> Value {
 
 /// Keys a running guest takes at once; everything else waits in `pending` for a reboot.
 fn is_hot(kind: &str, key: &str, new_slot: bool) -> bool {
-    const COMMON: &[&str] = &[
-        "name",
-        "description",
-        "tags",
-        "onboot",
-        "startup",
-        "protection",
-        "lock",
-    ];
+    const COMMON: &[&str] = &["name", "description", "tags", "onboot", "startup", "protection", "lock"];
     if COMMON.contains(&key) {
         return true;
     }
     let base = key.trim_end_matches(|c: char| c.is_ascii_digit());
     match kind {
-        "qemu" => {
-            key == "balloon"
-                || base == "net"
-                || (new_slot && matches!(base, "scsi" | "virtio" | "sata"))
-        }
-        _ => {
-            matches!(key, "memory" | "swap" | "cores" | "cpulimit" | "cpuunits")
-                || base == "net"
-                || (new_slot && base == "mp")
-        }
+        "qemu" => key == "balloon" || base == "net" || (new_slot && matches!(base, "scsi" | "virtio" | "sata")),
+        _ => matches!(key, "memory" | "swap" | "cores" | "cpulimit" | "cpuunits") || base == "net" || (new_slot && base == "mp"),
     }
 }
 
 fn is_disk_key(kind: &str, key: &str) -> bool {
     let base = key.trim_end_matches(|c: char| c.is_ascii_digit());
     match kind {
-        "qemu" => {
-            matches!(
-                base,
-                "scsi" | "virtio" | "sata" | "ide" | "efidisk" | "tpmstate"
-            ) && base.len() < key.len()
-        }
+        "qemu" => matches!(base, "scsi" | "virtio" | "sata" | "ide" | "efidisk" | "tpmstate") && base.len() < key.len(),
         _ => key == "rootfs" || (base == "mp" && base.len() < key.len()),
     }
 }
 
 fn now_epoch() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn size_string(bytes: u64) -> String {
@@ -272,10 +237,7 @@ fn join_props(items: &[(Option<String>, String)]) -> String {
 }
 
 fn prop<'a>(items: &'a [(Option<String>, String)], key: &str) -> Option<&'a str> {
-    items
-        .iter()
-        .find(|(k, _)| k.as_deref() == Some(key))
-        .map(|(_, v)| v.as_str())
+    items.iter().find(|(k, _)| k.as_deref() == Some(key)).map(|(_, v)| v.as_str())
 }
 
 const NIC_MODELS: &[&str] = &["virtio", "e1000", "e1000e", "rtl8139", "vmxnet3"];
@@ -303,10 +265,7 @@ impl State {
             .collect();
         for i in due {
             let effect = self.tasks[i].effect.clone();
-            let failure = self.tasks[i]
-                .failure
-                .clone()
-                .or_else(|| self.effect_failure(&effect));
+            let failure = self.tasks[i].failure.clone().or_else(|| self.effect_failure(&effect));
             match &failure {
                 Some(msg) => {
                     if let Effect::Created(vmid) = effect {
@@ -328,12 +287,8 @@ impl State {
     fn effect_failure(&self, e: &Effect) -> Option<String> {
         let g = |vmid: &u32| self.guests.get(vmid);
         match e {
-            Effect::Start(v) => g(v)
-                .filter(|g| g.running)
-                .map(|g| format!("{} {v} already running", g.what())),
-            Effect::Stop(v) | Effect::Reboot(v) => g(v)
-                .filter(|g| !g.running)
-                .map(|g| format!("{} {v} not running", g.what())),
+            Effect::Start(v) => g(v).filter(|g| g.running).map(|g| format!("{} {v} already running", g.what())),
+            Effect::Stop(v) | Effect::Reboot(v) => g(v).filter(|g| !g.running).map(|g| format!("{} {v} not running", g.what())),
             _ => None,
         }
     }
@@ -409,14 +364,7 @@ impl State {
         }
     }
 
-    fn start_task(
-        &mut self,
-        node: &str,
-        task_type: &str,
-        id: &str,
-        effect: Effect,
-        failure: Option<String>,
-    ) -> Value {
+    fn start_task(&mut self, node: &str, task_type: &str, id: &str, effect: Effect, failure: Option<String>) -> Value {
         self.next_pid += 1;
         let starttime = now_epoch();
         let pstart = 0x01B3_0000 + self.next_pid;
@@ -444,21 +392,14 @@ impl State {
     fn new_mac(&mut self) -> String {
         self.next_mac += 1;
         let n = self.next_mac;
-        format!(
-            "BC:24:11:{:02X}:{:02X}:{:02X}",
-            (n >> 16) & 0xff,
-            (n >> 8) & 0xff,
-            n & 0xff
-        )
+        format!("BC:24:11:{:02X}:{:02X}:{:02X}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff)
     }
 
     fn check_node(&self, node: &str) -> Result<(), SimError> {
         match self.config.nodes.iter().find(|n| n.name == node) {
             None => Err(fail(
                 500,
-                format!(
-                    "hostname lookup '{node}' failed - failed to get address info for: {node}: Name or service not known"
-                ),
+                format!("hostname lookup '{node}' failed - failed to get address info for: {node}: Name or service not known"),
             )),
             Some(n) if !n.online => Err(fail(595, "No route to host")),
             Some(_) => Ok(()),
@@ -480,10 +421,7 @@ impl State {
             Some(g) if g.node == node && g.kind == kind => Ok(g),
             _ => Err(fail(
                 500,
-                format!(
-                    "Configuration file '{}' does not exist",
-                    Self::conf_path(kind, node, vmid)
-                ),
+                format!("Configuration file '{}' does not exist", Self::conf_path(kind, node, vmid)),
             )),
         }
     }
@@ -496,20 +434,13 @@ impl State {
     }
 
     /// Turn the allocation syntax `STORAGE:SIZE` into a volume and check storages/volumes exist.
-    fn materialize(
-        &mut self,
-        kind: &str,
-        vmid: u32,
-        key: &str,
-        value: &str,
-        existing: Option<&str>,
-    ) -> Result<String, SimError> {
+    fn materialize(&mut self, kind: &str, vmid: u32, key: &str, value: &str, existing: Option<&str>) -> Result<String, SimError> {
         let base = key.trim_end_matches(|c: char| c.is_ascii_digit());
         if is_disk_key(kind, key) {
             let mut items = split_props(value);
-            let file_idx = items.iter().position(|(k, _)| {
-                k.is_none() || matches!(k.as_deref(), Some("file") | Some("volume"))
-            });
+            let file_idx = items
+                .iter()
+                .position(|(k, _)| k.is_none() || matches!(k.as_deref(), Some("file") | Some("volume")));
             let Some(i) = file_idx else {
                 return Ok(value.to_string());
             };
@@ -518,10 +449,7 @@ impl State {
                 return Ok(value.to_string()); // bind mount or empty drive
             }
             let Some((storage, rest)) = file.split_once(':') else {
-                return Err(param_fail(
-                    key,
-                    format!("invalid format - unable to parse volume ID '{file}'"),
-                ));
+                return Err(param_fail(key, format!("invalid format - unable to parse volume ID '{file}'")));
             };
             let is_iso = rest.starts_with("iso/");
             if !self.config.storages.iter().any(|s| s == storage) {
@@ -556,10 +484,7 @@ impl State {
                 };
                 items[i] = (None, format!("{storage}:{name}"));
                 items.retain(|(k, _)| k.as_deref() != Some("size"));
-                items.push((
-                    Some("size".into()),
-                    size_string((gib * (1u64 << 30) as f64) as u64),
-                ));
+                items.push((Some("size".into()), size_string((gib * (1u64 << 30) as f64) as u64)));
                 return Ok(join_props(&items));
             }
             // An existing volume: keep the recorded size (only resize changes it).
@@ -595,9 +520,7 @@ impl State {
                         let i = items
                             .iter()
                             .position(|(k, v)| {
-                                k.as_deref() == Some(model.as_str())
-                                    || (k.is_none() && v == &model)
-                                    || k.as_deref() == Some("model")
+                                k.as_deref() == Some(model.as_str()) || (k.is_none() && v == &model) || k.as_deref() == Some("model")
                             })
                             .unwrap_or(0);
                         items[i] = (Some(model), mac.to_uppercase());
@@ -627,13 +550,7 @@ impl State {
     }
 
     /// Write config keys as PVE does: hot keys now, others pending while running.
-    fn write_config(
-        &mut self,
-        node: &str,
-        kind: &str,
-        vmid: u32,
-        params: &BTreeMap<String, String>,
-    ) -> Result<(), SimError> {
+    fn write_config(&mut self, node: &str, kind: &str, vmid: u32, params: &BTreeMap<String, String>) -> Result<(), SimError> {
         const META: &[&str] = &[
             "node",
             "vmid",
@@ -647,10 +564,7 @@ impl State {
         let g = self.guest_mut(node, kind, vmid)?;
         Self::unlocked(g)?;
         if g.template {
-            return Err(fail(
-                500,
-                "you can't change the configuration of a template",
-            ));
+            return Err(fail(500, "you can't change the configuration of a template"));
         }
         let running = g.running;
         let current = g.config.clone();
@@ -659,11 +573,9 @@ impl State {
             if META.contains(&k.as_str()) {
                 continue;
             }
-            let existing = current.get(k).map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string())
-            });
+            let existing = current
+                .get(k)
+                .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
             let value = self.materialize(kind, vmid, k, v, existing.as_deref())?;
             writes.push((k.clone(), value, existing.is_none()));
         }
@@ -679,11 +591,10 @@ impl State {
         }
         for (k, v, new_slot) in writes {
             if running && !is_hot(kind, &k, new_slot) {
-                if g.config.get(&k).map(|c| {
-                    c.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| c.to_string())
-                }) == Some(v.clone())
+                if g.config
+                    .get(&k)
+                    .map(|c| c.as_str().map(str::to_string).unwrap_or_else(|| c.to_string()))
+                    == Some(v.clone())
                 {
                     g.pending.remove(&k);
                 } else {
@@ -698,13 +609,7 @@ impl State {
         Ok(())
     }
 
-    fn create(
-        &mut self,
-        node: &str,
-        kind: &str,
-        params: &BTreeMap<String, String>,
-        failure: Option<String>,
-    ) -> Result<Value, SimError> {
+    fn create(&mut self, node: &str, kind: &str, params: &BTreeMap<String, String>, failure: Option<String>) -> Result<Value, SimError> {
         self.check_node(node)?;
         let vmid: u32 = params
             .get("vmid")
@@ -773,18 +678,8 @@ impl State {
         }
         let g = self.guests.get_mut(&vmid).expect("inserted");
         g.config = config;
-        let task = if kind == "lxc" {
-            "vzcreate"
-        } else {
-            "qmcreate"
-        };
-        Ok(self.start_task(
-            node,
-            task,
-            &vmid.to_string(),
-            Effect::Created(vmid),
-            failure,
-        ))
+        let task = if kind == "lxc" { "vzcreate" } else { "qmcreate" };
+        Ok(self.start_task(node, task, &vmid.to_string(), Effect::Created(vmid), failure))
     }
 
     fn clone_guest(
@@ -795,43 +690,25 @@ impl State {
         params: &BTreeMap<String, String>,
         failure: Option<String>,
     ) -> Result<Value, SimError> {
-        let newid: u32 = params
-            .get("newid")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let newid: u32 = params.get("newid").and_then(|v| v.parse().ok()).unwrap_or(0);
         let source = self.guest_mut(node, kind, src)?.clone();
         Self::unlocked(&source)?;
         if self.guests.contains_key(&newid) {
-            return Err(fail(
-                500,
-                format!("unable to create VM {newid}: config file already exists"),
-            ));
+            return Err(fail(500, format!("unable to create VM {newid}: config file already exists")));
         }
-        let full = params
-            .get("full")
-            .map(|v| v == "1")
-            .unwrap_or(!source.template);
+        let full = params.get("full").map(|v| v == "1").unwrap_or(!source.template);
         if !full && !source.template {
-            return Err(fail(
-                500,
-                "linked clone feature is not supported for a VM that is not a template",
-            ));
+            return Err(fail(500, "linked clone feature is not supported for a VM that is not a template"));
         }
         if let Some(storage) = params.get("storage") {
             if !full {
-                return Err(fail(
-                    500,
-                    "parameter 'storage' not allowed for linked clones",
-                ));
+                return Err(fail(500, "parameter 'storage' not allowed for linked clones"));
             }
             if !self.config.storages.contains(storage) {
                 return Err(fail(500, format!("storage '{storage}' does not exist")));
             }
         }
-        let target = params
-            .get("target")
-            .cloned()
-            .unwrap_or_else(|| node.to_string());
+        let target = params.get("target").cloned().unwrap_or_else(|| node.to_string());
         self.check_node(&target)?;
         let mut config = BTreeMap::new();
         for (k, v) in &source.config {
@@ -844,9 +721,9 @@ impl State {
                     .replace(&format!("base-{src}-"), &format!("vm-{newid}-"))
                     .replace(&format!("vm-{src}-"), &format!("vm-{newid}-"));
                 let s = match params.get("storage") {
-                    Some(st) if is_disk_key(kind, k) && !s.contains("media=cdrom") => s
-                        .split_once(':')
-                        .map_or(s.clone(), |(_, rest)| format!("{st}:{rest}")),
+                    Some(st) if is_disk_key(kind, k) && !s.contains("media=cdrom") => {
+                        s.split_once(':').map_or(s.clone(), |(_, rest)| format!("{st}:{rest}"))
+                    }
                     _ => s,
                 };
                 v = json!(s);
@@ -866,10 +743,7 @@ impl State {
             }
         }
         if let Some(name) = params.get("name") {
-            config.insert(
-                if kind == "lxc" { "hostname" } else { "name" }.into(),
-                json!(name),
-            );
+            config.insert(if kind == "lxc" { "hostname" } else { "name" }.into(), json!(name));
         }
         match params.get("description") {
             Some(d) => config.insert("description".into(), json!(format!("{d}\n"))),
@@ -879,13 +753,7 @@ impl State {
         g.lock = Some("clone".into());
         self.guests.insert(newid, g);
         let task = if kind == "lxc" { "vzclone" } else { "qmclone" };
-        Ok(self.start_task(
-            node,
-            task,
-            &src.to_string(),
-            Effect::Created(newid),
-            failure,
-        ))
+        Ok(self.start_task(node, task, &src.to_string(), Effect::Created(newid), failure))
     }
 
     pub fn dispatch(
@@ -897,42 +765,25 @@ impl State {
     ) -> Result<Value, SimError> {
         let node = p.get("node").cloned().unwrap_or_default();
         let vmid: u32 = p.get("vmid").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let kind = if template.contains("/lxc") {
-            "lxc"
-        } else {
-            "qemu"
-        };
-        let t = template
-            .replace("/lxc", "/{kind}")
-            .replace("/qemu", "/{kind}");
+        let kind = if template.contains("/lxc") { "lxc" } else { "qemu" };
+        let t = template.replace("/lxc", "/{kind}").replace("/qemu", "/{kind}");
         match (method, t.as_str()) {
-            ("GET", "/version") => {
-                Ok(json!({"version": "9.1.1", "release": "9.1", "repoid": "a1b2c3d4"}))
-            }
-            ("GET", "/cluster/resources") => {
-                Ok(self.cluster_resources(p.get("type").map(String::as_str)))
-            }
+            ("GET", "/version") => Ok(json!({"version": "9.1.1", "release": "9.1", "repoid": "a1b2c3d4"})),
+            ("GET", "/cluster/resources") => Ok(self.cluster_resources(p.get("type").map(String::as_str))),
             ("GET", "/cluster/nextid") => self.next_id(p.get("vmid")),
             ("GET", "/nodes") => Ok(self.nodes()),
-            ("GET", "/nodes/{node}/tasks/{upid}/status") => {
-                self.task_status(&node, p.get("upid").map(String::as_str).unwrap_or(""))
-            }
+            ("GET", "/nodes/{node}/tasks/{upid}/status") => self.task_status(&node, p.get("upid").map(String::as_str).unwrap_or("")),
             ("GET", "/nodes/{node}/tasks/{upid}/log") => {
-                let st =
-                    self.task_status(&node, p.get("upid").map(String::as_str).unwrap_or(""))?;
+                let st = self.task_status(&node, p.get("upid").map(String::as_str).unwrap_or(""))?;
                 let last = match st["exitstatus"].as_str() {
                     None => vec![],
                     Some("OK") => vec![json!({"n": 2, "t": "TASK OK"})],
                     Some(e) => vec![json!({"n": 2, "t": format!("TASK ERROR: {e}")})],
                 };
-                Ok(Value::Array(
-                    [vec![json!({"n": 1, "t": "starting task"})], last].concat(),
-                ))
+                Ok(Value::Array([vec![json!({"n": 1, "t": "starting task"})], last].concat()))
             }
             ("POST", "/nodes/{node}/{kind}") => self.create(&node, kind, p, failure),
-            ("POST", "/nodes/{node}/{kind}/{vmid}/clone") => {
-                self.clone_guest(&node, kind, vmid, p, failure)
-            }
+            ("POST", "/nodes/{node}/{kind}/{vmid}/clone") => self.clone_guest(&node, kind, vmid, p, failure),
             ("GET", "/nodes/{node}/{kind}/{vmid}/config") => {
                 let current = p.get("current").is_some_and(|v| v == "1");
                 let g = self.guest_mut(&node, kind, vmid)?;
@@ -943,10 +794,7 @@ impl State {
                     }
                 }
                 let mut out = serde_json::Map::from_iter(cfg);
-                out.insert(
-                    "digest".into(),
-                    json!(format!("{:040x}", out.len() as u64 * 7919 + vmid as u64)),
-                );
+                out.insert("digest".into(), json!(format!("{:040x}", out.len() as u64 * 7919 + vmid as u64)));
                 if let Some(l) = &g.lock {
                     out.insert("lock".into(), json!(l));
                 }
@@ -976,8 +824,7 @@ impl State {
                         .collect(),
                 ))
             }
-            ("POST", "/nodes/{node}/{kind}/{vmid}/config")
-            | ("PUT", "/nodes/{node}/{kind}/{vmid}/config") => {
+            ("POST", "/nodes/{node}/{kind}/{vmid}/config") | ("PUT", "/nodes/{node}/{kind}/{vmid}/config") => {
                 self.write_config(&node, kind, vmid, p)?;
                 Ok(Value::Null)
             }
@@ -989,9 +836,7 @@ impl State {
                 let Some(cur) = g.get(&disk) else {
                     return Err(fail(500, format!("disk '{disk}' does not exist")));
                 };
-                let cur_bytes = prop(&split_props(&cur), "size")
-                    .and_then(parse_size)
-                    .unwrap_or(0);
+                let cur_bytes = prop(&split_props(&cur), "size").and_then(parse_size).unwrap_or(0);
                 let new_bytes = match size.strip_prefix('+') {
                     Some(delta) => cur_bytes + parse_size(delta).unwrap_or(0),
                     None => parse_size(&size).unwrap_or(0),
@@ -1043,42 +888,20 @@ impl State {
                     _ => (Effect::Stop(vmid), "stop"),
                 };
                 let prefix = if kind == "lxc" { "vz" } else { "qm" };
-                Ok(self.start_task(
-                    &node,
-                    &format!("{prefix}{verb}"),
-                    &vmid.to_string(),
-                    effect,
-                    failure,
-                ))
+                Ok(self.start_task(&node, &format!("{prefix}{verb}"), &vmid.to_string(), effect, failure))
             }
             ("DELETE", "/nodes/{node}/{kind}/{vmid}") => {
                 let g = self.guest_mut(&node, kind, vmid)?;
                 Self::unlocked(g)?;
                 if g.get("protection").as_deref() == Some("1") {
-                    return Err(fail(
-                        500,
-                        format!("can't remove {} {vmid} - protection mode enabled", g.what()),
-                    ));
+                    return Err(fail(500, format!("can't remove {} {vmid} - protection mode enabled", g.what())));
                 }
                 if g.running {
-                    return Err(fail(
-                        500,
-                        format!("{} {vmid} is running - destroy failed", g.what()),
-                    ));
+                    return Err(fail(500, format!("{} {vmid} is running - destroy failed", g.what())));
                 }
                 g.lock = Some("destroyed".into());
-                let task = if kind == "lxc" {
-                    "vzdestroy"
-                } else {
-                    "qmdestroy"
-                };
-                Ok(self.start_task(
-                    &node,
-                    task,
-                    &vmid.to_string(),
-                    Effect::Delete(vmid),
-                    failure,
-                ))
+                let task = if kind == "lxc" { "vzdestroy" } else { "qmdestroy" };
+                Ok(self.start_task(&node, task, &vmid.to_string(), Effect::Delete(vmid), failure))
             }
             ("GET", "/nodes/{node}/{kind}/{vmid}/snapshot") => {
                 let g = self.guest_mut(&node, kind, vmid)?;
@@ -1098,18 +921,8 @@ impl State {
                     return Err(fail(500, format!("snapshot name '{name}' already used")));
                 }
                 g.lock = Some("snapshot".into());
-                let task = if kind == "lxc" {
-                    "vzsnapshot"
-                } else {
-                    "qmsnapshot"
-                };
-                Ok(self.start_task(
-                    &node,
-                    task,
-                    &vmid.to_string(),
-                    Effect::Snapshot { vmid, name },
-                    failure,
-                ))
+                let task = if kind == "lxc" { "vzsnapshot" } else { "qmsnapshot" };
+                Ok(self.start_task(&node, task, &vmid.to_string(), Effect::Snapshot { vmid, name }, failure))
             }
             ("DELETE", "/nodes/{node}/{kind}/{vmid}/snapshot/{snapname}")
             | ("POST", "/nodes/{node}/{kind}/{vmid}/snapshot/{snapname}/rollback") => {
@@ -1120,32 +933,19 @@ impl State {
                     return Err(fail(500, format!("snapshot '{name}' does not exist")));
                 }
                 let rollback = method == "POST";
-                g.lock = Some(
-                    if rollback {
-                        "rollback"
-                    } else {
-                        "snapshot-delete"
-                    }
-                    .into(),
-                );
+                g.lock = Some(if rollback { "rollback" } else { "snapshot-delete" }.into());
                 let prefix = if kind == "lxc" { "vz" } else { "qm" };
                 let (task, effect) = if rollback {
                     (format!("{prefix}rollback"), Effect::Rollback { vmid, name })
                 } else {
-                    (
-                        format!("{prefix}delsnapshot"),
-                        Effect::DeleteSnapshot { vmid, name },
-                    )
+                    (format!("{prefix}delsnapshot"), Effect::DeleteSnapshot { vmid, name })
                 };
                 Ok(self.start_task(&node, &task, &vmid.to_string(), effect, failure))
             }
             ("GET", "/nodes/{node}/{kind}/{vmid}/firewall/options") => {
                 let g = self.guest_mut(&node, kind, vmid)?;
                 let mut out = serde_json::Map::from_iter(g.fw_options.clone());
-                out.insert(
-                    "digest".into(),
-                    json!("0000000000000000000000000000000000000000"),
-                );
+                out.insert("digest".into(), json!("0000000000000000000000000000000000000000"));
                 Ok(Value::Object(out))
             }
             ("PUT", "/nodes/{node}/{kind}/{vmid}/firewall/options") => {
@@ -1207,10 +1007,7 @@ impl State {
                 Ok(Value::Null)
             }
             ("DELETE", "/nodes/{node}/{kind}/{vmid}/firewall/rules/{pos}") => {
-                let pos: usize = p
-                    .get("pos")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(usize::MAX);
+                let pos: usize = p.get("pos").and_then(|v| v.parse().ok()).unwrap_or(usize::MAX);
                 let g = self.guest_mut(&node, kind, vmid)?;
                 if pos >= g.fw_rules.len() {
                     return Err(fail(500, format!("no rule at position {pos}")));
@@ -1220,26 +1017,18 @@ impl State {
             }
             ("GET", "/nodes/{node}/{kind}/{vmid}/agent/network-get-interfaces") => {
                 let g = self.guest_mut(&node, kind, vmid)?;
-                if !g
-                    .get("agent")
-                    .is_some_and(|a| a.starts_with('1') || a.contains("enabled=1"))
-                {
+                if !g.get("agent").is_some_and(|a| a.starts_with('1') || a.contains("enabled=1")) {
                     return Err(fail(500, "No QEMU guest agent configured"));
                 }
                 if !g.running {
                     return Err(fail(500, format!("VM {vmid} is not running")));
                 }
-                let mut ifaces = vec![
-                    json!({"name": "lo", "hardware-address": "00:00:00:00:00:00",
-                    "ip-addresses": [{"ip-address": "127.0.0.1", "ip-address-type": "ipv4", "prefix": 8}]}),
-                ];
+                let mut ifaces = vec![json!({"name": "lo", "hardware-address": "00:00:00:00:00:00",
+                    "ip-addresses": [{"ip-address": "127.0.0.1", "ip-address-type": "ipv4", "prefix": 8}]})];
                 for (i, (ip4, ip6)) in guest_addresses(g).into_iter().enumerate() {
-                    let mut addrs =
-                        vec![json!({"ip-address": ip4, "ip-address-type": "ipv4", "prefix": 24})];
+                    let mut addrs = vec![json!({"ip-address": ip4, "ip-address-type": "ipv4", "prefix": 24})];
                     if let Some(ip6) = ip6 {
-                        addrs.push(
-                            json!({"ip-address": ip6, "ip-address-type": "ipv6", "prefix": 64}),
-                        );
+                        addrs.push(json!({"ip-address": ip6, "ip-address-type": "ipv6", "prefix": 64}));
                     }
                     ifaces.push(json!({"name": format!("eth{i}"), "hardware-address": "bc:24:11:00:00:01", "ip-addresses": addrs}));
                 }
@@ -1250,9 +1039,7 @@ impl State {
                 if !g.running {
                     return Err(fail(500, format!("CT {vmid} not running")));
                 }
-                let mut list = vec![
-                    json!({"name": "lo", "hwaddr": "00:00:00:00:00:00", "inet": "127.0.0.1/8", "inet6": "::1/128"}),
-                ];
+                let mut list = vec![json!({"name": "lo", "hwaddr": "00:00:00:00:00:00", "inet": "127.0.0.1/8", "inet6": "::1/128"})];
                 for (i, (ip4, ip6)) in guest_addresses(g).into_iter().enumerate() {
                     let mut e = json!({"name": format!("eth{i}"), "hwaddr": "bc:24:11:00:00:02", "inet": format!("{ip4}/24")});
                     if let Some(ip6) = ip6 {
@@ -1262,10 +1049,7 @@ impl State {
                 }
                 Ok(Value::Array(list))
             }
-            _ => Err(fail(
-                501,
-                format!("Method '{method} {template}' not implemented"),
-            )),
+            _ => Err(fail(501, format!("Method '{method} {template}' not implemented"))),
         }
     }
 
@@ -1302,7 +1086,12 @@ impl State {
                 .nodes
                 .iter()
                 .map(|n| {
-                    let used: u64 = self.guests.values().filter(|g| g.node == n.name && g.running).map(|g| g.memory_bytes()).sum();
+                    let used: u64 = self
+                        .guests
+                        .values()
+                        .filter(|g| g.node == n.name && g.running)
+                        .map(|g| g.memory_bytes())
+                        .sum();
                     json!({
                         "node": n.name, "id": format!("node/{}", n.name), "type": "node",
                         "status": if n.online { "online" } else { "offline" },
@@ -1321,9 +1110,7 @@ impl State {
             }
             return Ok(json!(id.to_string()));
         }
-        let id = (100u32..)
-            .find(|i| !self.guests.contains_key(i))
-            .expect("free id");
+        let id = (100u32..).find(|i| !self.guests.contains_key(i)).expect("free id");
         // QUIRK kept on purpose: a string although the schema says integer.
         Ok(json!(id.to_string()))
     }
@@ -1364,19 +1151,13 @@ fn guest_addresses(g: &SimGuest) -> Vec<(String, Option<String>)> {
                 continue;
             };
             let items = split_props(&cfg);
-            (
-                prop(&items, "ip").map(str::to_string),
-                prop(&items, "ip6").map(str::to_string),
-            )
+            (prop(&items, "ip").map(str::to_string), prop(&items, "ip6").map(str::to_string))
         } else {
             let Some(net) = g.get(&format!("net{i}")) else {
                 continue;
             };
             let items = split_props(&net);
-            (
-                prop(&items, "ip").map(str::to_string),
-                prop(&items, "ip6").map(str::to_string),
-            )
+            (prop(&items, "ip").map(str::to_string), prop(&items, "ip6").map(str::to_string))
         };
         let v4 = match ip.as_deref() {
             Some(a) if a != "dhcp" => a.split('/').next().unwrap_or_default().to_string(),

@@ -1,0 +1,283 @@
+//! The controller glue against a mocked apiserver (tower-test), with Proxmox
+//! served by the simulator: finalizer, status by server-side apply with our
+//! field manager, Events, and cleanup that keeps the finalizer until the
+//! guest is gone.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use homelab_operator::{
+    api::{GUEST_FINALIZER, ProxmoxGuest},
+    controller::{context::Context, proxmox_guest},
+    metrics::Metrics,
+    providers::pve::PveClient,
+    sim::pve::{PveSim, PveSimConfig, endpoint_for},
+};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use kube::{Client, client::Body, core::DeserializeGuard};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    uri: String,
+    body: Value,
+}
+
+/// Answers like an apiserver would and records every request.
+fn mock_apiserver(object: Value) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let seen = Arc::new(Mutex::new(vec![]));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut object = object;
+        while let Some((req, send)) = handle.next_request().await {
+            let method = req.method().to_string();
+            let uri = req.uri().to_string();
+            let bytes = req.into_body().collect().await.unwrap().to_bytes();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            log.lock().unwrap().push(Seen {
+                method: method.clone(),
+                uri: uri.clone(),
+                body: body.clone(),
+            });
+            let answer = if uri.contains("/events") {
+                body.clone()
+            } else if method == "PATCH" && uri.contains("/status?") {
+                object["status"] = body["status"].clone();
+                object.clone()
+            } else if method == "PATCH" {
+                // JSON patch of the finalizers.
+                for op in body.as_array().cloned().unwrap_or_default() {
+                    match op["op"].as_str() {
+                        Some("add") | Some("replace") => object["metadata"]["finalizers"] = op["value"].clone(),
+                        Some("remove") => object["metadata"]["finalizers"] = json!([]),
+                        _ => {}
+                    }
+                }
+                object.clone()
+            } else {
+                object.clone()
+            };
+            send.send_response(
+                Response::builder()
+                    .status(200)
+                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    (Client::new(service, "default"), seen)
+}
+
+fn web01(extra_meta: Value) -> Value {
+    let g = homelab_operator::cli::resources::load(&[
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples/vm-cloudinit.yaml")
+    ])
+    .unwrap()
+    .guests
+    .remove(0);
+    let mut v = serde_json::to_value(&g).unwrap();
+    v["metadata"]["uid"] = json!("3f1c2b4a-9d8e-4f7a-b6c5-1d2e3f4a5b6c");
+    v["metadata"]["generation"] = json!(1);
+    v["metadata"]["resourceVersion"] = json!("1");
+    for (k, val) in extra_meta.as_object().unwrap() {
+        v["metadata"][k] = val.clone();
+    }
+    v
+}
+
+struct Setup {
+    sim: Arc<PveSim>,
+    pve: std::collections::BTreeMap<String, PveClient>,
+    _server: homelab_operator::sim::SimServer,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let sim = PveSim::with_defaults(PveSimConfig {
+        task_duration: Duration::from_millis(20),
+        ..Default::default()
+    })
+    .unwrap();
+    let server = sim.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ep = endpoint_for("default", &sim, &server, dir.path()).unwrap();
+    let pve = [("default".to_string(), PveClient::new(&ep, None).unwrap())].into();
+    Setup {
+        sim,
+        pve,
+        _server: server,
+        _dir: dir,
+    }
+}
+
+async fn reconcile_once(ctx: &Arc<Context>, obj: Value) -> Result<kube::runtime::controller::Action, String> {
+    let g: ProxmoxGuest = serde_json::from_value(obj).unwrap();
+    let guarded = Arc::new(DeserializeGuard(Ok(g)));
+    tokio::time::timeout(Duration::from_secs(10), proxmox_guest::reconcile(guarded, ctx.clone()))
+        .await
+        .expect("reconcile finished in time")
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn adds_the_finalizer_first() {
+    let s = setup().await;
+    let (client, seen) = mock_apiserver(web01(json!({})));
+    let ctx = Arc::new(Context::new(client, s.pve.clone(), Arc::new(Metrics::default())));
+    reconcile_once(&ctx, web01(json!({}))).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].method, "PATCH");
+    assert!(
+        seen[0]
+            .uri
+            .starts_with("/apis/homelab.dev/v1alpha1/namespaces/homelab/proxmoxguests/web01?"),
+        "{}",
+        seen[0].uri
+    );
+    assert!(seen[0].body.to_string().contains(GUEST_FINALIZER));
+    assert!(s.sim.guests().is_empty(), "nothing outside Kubernetes before the finalizer is on");
+}
+
+#[tokio::test]
+async fn applies_status_with_our_field_manager_and_publishes_events() {
+    let s = setup().await;
+    let obj = web01(json!({"finalizers": [GUEST_FINALIZER]}));
+    let (client, seen) = mock_apiserver(obj.clone());
+    let ctx = Arc::new(Context::new(client, s.pve.clone(), Arc::new(Metrics::default())));
+    reconcile_once(&ctx, obj).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let status_patches: Vec<&Seen> = seen.iter().filter(|r| r.uri.contains("/status?")).collect();
+    assert!(!status_patches.is_empty(), "{seen:?}");
+    for p in &status_patches {
+        assert_eq!(p.method, "PATCH");
+        assert_eq!(
+            p.uri,
+            "/apis/homelab.dev/v1alpha1/namespaces/homelab/proxmoxguests/web01/status?&force=true&fieldManager=homelab-operator"
+        );
+        assert_eq!(p.body["apiVersion"], "homelab.dev/v1alpha1");
+        assert_eq!(p.body["kind"], "ProxmoxGuest");
+        assert!(p.body.get("spec").is_none(), "the operator never writes spec");
+    }
+    // VMID recorded before the clone, then the task.
+    assert_eq!(status_patches[0].body["status"]["vmid"], 100);
+    assert!(
+        status_patches.last().unwrap().body["status"]["currentTask"]["upid"]
+            .as_str()
+            .unwrap()
+            .starts_with("UPID:pve1:")
+    );
+    let events: Vec<&Seen> = seen
+        .iter()
+        .filter(|r| r.uri.contains("/apis/events.k8s.io/v1/namespaces/homelab/events"))
+        .collect();
+    assert!(
+        events.iter().any(|e| e.method == "POST" && e.body["reason"] == "Cloning"),
+        "{events:?}"
+    );
+    assert_eq!(events[0].body["reportingController"], "homelab-operator");
+    assert_eq!(s.sim.guests().len(), 1);
+
+    // Same status again: no write at all.
+    let mut settled = web01(json!({"finalizers": [GUEST_FINALIZER]}));
+    settled["status"] = status_patches.last().unwrap().body["status"].clone();
+    let (client, seen) = mock_apiserver(settled.clone());
+    let ctx = Arc::new(Context::new(client, s.pve.clone(), Arc::new(Metrics::default())));
+    reconcile_once(&ctx, settled).await.unwrap();
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "task still running: status unchanged, nothing written: {:?}",
+        seen.lock().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn errors_become_conditions_and_warning_events() {
+    let s = setup().await;
+    let mut obj = web01(json!({"finalizers": [GUEST_FINALIZER]}));
+    obj["spec"]["cluster"] = json!("elsewhere");
+    let (client, seen) = mock_apiserver(obj.clone());
+    let ctx = Arc::new(Context::new(client, s.pve.clone(), Arc::new(Metrics::default())));
+    let err = reconcile_once(&ctx, obj.clone()).await.unwrap_err();
+    assert!(err.contains("names no endpoint"), "{err}");
+    let seen = seen.lock().unwrap().clone();
+    let status = seen.iter().find(|r| r.uri.contains("/status?")).expect("status written");
+    let stalled = status.body["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Stalled")
+        .unwrap()
+        .clone();
+    assert_eq!(stalled["status"], "True");
+    assert_eq!(stalled["reason"], "ConfigError");
+    assert!(seen.iter().any(|r| r.uri.contains("/events") && r.body["type"] == "Warning"));
+    let g: ProxmoxGuest = serde_json::from_value(obj).unwrap();
+    let action = proxmox_guest::error_policy(
+        Arc::new(DeserializeGuard(Ok(g))),
+        &proxmox_guest::Error::Reconcile(homelab_operator::reconcile::ReconcileError::Config("x".into())),
+        ctx,
+    );
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(600)),
+        "permanent: slow requeue, no hot loop"
+    );
+}
+
+#[tokio::test]
+async fn cleanup_keeps_the_finalizer_until_the_guest_is_gone() {
+    let s = setup().await;
+    // Create the guest first.
+    let obj = web01(json!({"finalizers": [GUEST_FINALIZER]}));
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        let mut o = obj.clone();
+        o["status"] = status.clone();
+        let (client, seen) = mock_apiserver(o.clone());
+        let ctx = Arc::new(Context::new(client, s.pve.clone(), Arc::new(Metrics::default())));
+        reconcile_once(&ctx, o).await.unwrap();
+        if let Some(last) = seen.lock().unwrap().iter().rev().find(|r| r.uri.contains("/status?")) {
+            status = last.body["status"].clone();
+        }
+        if status["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(s.sim.guests().len(), 1);
+    // Now delete it (deletionPolicy: Delete in the example).
+    let mut removed = false;
+    for _ in 0..100 {
+        let mut o = web01(json!({"finalizers": [GUEST_FINALIZER], "deletionTimestamp": "2026-11-22T00:00:00Z"}));
+        o["status"] = status.clone();
+        let (client, seen) = mock_apiserver(o.clone());
+        let ctx = Arc::new(Context::new(client, s.pve.clone(), Arc::new(Metrics::default())));
+        let r = reconcile_once(&ctx, o).await;
+        let seen = seen.lock().unwrap().clone();
+        if let Some(last) = seen.iter().rev().find(|r| r.uri.contains("/status?")) {
+            status = last.body["status"].clone();
+        }
+        let finalizer_removed = seen
+            .iter()
+            .any(|r| r.method == "PATCH" && !r.uri.contains("/status") && r.body.to_string().contains("remove"));
+        if finalizer_removed {
+            assert!(r.is_ok());
+            removed = true;
+            break;
+        }
+        assert!(r.unwrap_err().contains("deletion in progress"));
+        assert!(!s.sim.guests().is_empty() || seen.iter().all(|r| !r.body.to_string().contains("remove")));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(removed, "finalizer removed at the end");
+    assert!(s.sim.guests().is_empty(), "guest destroyed before the finalizer went");
+}
