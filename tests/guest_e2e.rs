@@ -392,8 +392,8 @@ impl PveApi for KillAfter<'_> {
     async fn nodes(&self) -> Result<Vec<pve::NodeInfo>, pve::Error> {
         self.check(self.inner.nodes().await)
     }
-    async fn next_id(&self) -> Result<u32, pve::Error> {
-        self.check(self.inner.next_id().await)
+    async fn next_id(&self, w: Option<u32>) -> Result<u32, pve::Error> {
+        self.check(self.inner.next_id(w).await)
     }
     async fn pending(&self, n: &str, k: GuestKind, v: u32) -> Result<Vec<pve::PendingEntry>, pve::Error> {
         self.check(self.inner.pending(n, k, v).await)

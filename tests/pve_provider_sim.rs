@@ -48,7 +48,7 @@ fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 #[tokio::test]
 async fn creates_an_lxc_and_reads_it_back() {
     let f = fixture().await;
-    let id = f.client.next_id().await.unwrap();
+    let id = f.client.next_id(None).await.unwrap();
     assert_eq!(id, 100);
     let upid = f
         .client

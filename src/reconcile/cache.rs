@@ -10,11 +10,18 @@ use std::{
 
 use crate::providers::pve::{self, ClusterResource, PveApi};
 
+/// How long a handed-out VMID stays reserved (the guest shows up in the snapshot long before).
+const RESERVATION: Duration = Duration::from_secs(600);
+
 type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Arc<Vec<ClusterResource>>)>>>;
 
 pub struct ClusterCache {
     ttl: Duration,
     slots: Mutex<HashMap<String, Slot>>,
+    /// VMIDs this process handed out recently, per cluster: concurrent workers
+    /// never race each other for the same id (other clients still can; the
+    /// create call's conflict error covers that).
+    reserved: Mutex<HashMap<String, HashMap<u32, Instant>>>,
 }
 
 impl ClusterCache {
@@ -22,6 +29,7 @@ impl ClusterCache {
         Self {
             ttl,
             slots: Mutex::new(HashMap::new()),
+            reserved: Mutex::new(HashMap::new()),
         }
     }
 
@@ -47,6 +55,34 @@ impl ClusterCache {
         let data = Arc::new(api.cluster_resources().await?);
         *guard = Some((Instant::now(), data.clone()));
         Ok(data)
+    }
+
+    /// A free VMID: the lowest id in neither the snapshot nor our reservations,
+    /// confirmed by `/cluster/nextid?vmid=N` (one call when nobody else races us).
+    pub async fn allocate_vmid<P: PveApi>(&self, cluster: &str, api: &P, resources: &[ClusterResource]) -> Result<u32, pve::Error> {
+        let mut taken: std::collections::BTreeSet<u32> = resources.iter().map(|r| r.vmid as u32).collect();
+        let mut last_err = None;
+        for _ in 0..8 {
+            let candidate = {
+                let mut reserved = self.reserved.lock().expect("reserved lock");
+                let mine = reserved.entry(cluster.to_string()).or_default();
+                mine.retain(|_, at| at.elapsed() < RESERVATION);
+                let id = (100u32..)
+                    .find(|id| !taken.contains(id) && !mine.contains_key(id))
+                    .expect("a free id");
+                mine.insert(id, Instant::now());
+                id
+            };
+            match api.next_id(Some(candidate)).await {
+                Ok(id) => return Ok(id),
+                Err(e) if e.class() == pve::ErrorClass::Conflict => {
+                    taken.insert(candidate);
+                    last_err = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.expect("loop ran"))
     }
 
     /// After a write, the next reader fetches fresh data.

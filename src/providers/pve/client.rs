@@ -233,8 +233,10 @@ impl PveApi for PveClient {
         self.call(Method::Get, "nodes", "/nodes", &vec![]).await
     }
 
-    async fn next_id(&self) -> Result<u32, Error> {
-        let v: serde_json::Value = self.call(Method::Get, "next_id", "/cluster/nextid", &vec![]).await?;
+    async fn next_id(&self, wanted: Option<u32>) -> Result<u32, Error> {
+        // With `vmid`, PVE answers that id when it is free and 400 "already exists" when not.
+        let params: Params = wanted.map(|v| vec![("vmid".to_string(), v.to_string())]).unwrap_or_default();
+        let v: serde_json::Value = self.call(Method::Get, "next_id", "/cluster/nextid", &params).await?;
         lenient_u64(&v).map(|n| n as u32).ok_or_else(|| Error::Decode {
             method: "GET",
             path: "/cluster/nextid".into(),

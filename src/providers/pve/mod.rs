@@ -41,7 +41,8 @@ impl GuestKind {
 pub trait PveApi: Send + Sync {
     fn cluster_resources(&self) -> impl Future<Output = Result<Vec<ClusterResource>, Error>> + Send;
     fn nodes(&self) -> impl Future<Output = Result<Vec<NodeInfo>, Error>> + Send;
-    fn next_id(&self) -> impl Future<Output = Result<u32, Error>> + Send;
+    /// `/cluster/nextid`: the next free VMID, or `wanted` if it is free (Conflict if not).
+    fn next_id(&self, wanted: Option<u32>) -> impl Future<Output = Result<u32, Error>> + Send;
     fn pending(&self, node: &str, kind: GuestKind, vmid: u32) -> impl Future<Output = Result<Vec<PendingEntry>, Error>> + Send;
     fn create(&self, node: &str, kind: GuestKind, params: Params) -> impl Future<Output = Result<Upid, Error>> + Send;
     fn clone_guest(&self, node: &str, kind: GuestKind, template: u32, params: Params) -> impl Future<Output = Result<Upid, Error>> + Send;

@@ -186,7 +186,11 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
             }
         }
         if blocked.is_none() && status.vmid.is_none() && spec.vmid.is_none() && !ctx.dry_run {
-            let vmid = ctx.api.next_id().await.map_err(|e| ReconcileError::pve("allocating a VMID", e))?;
+            let vmid = ctx
+                .cache
+                .allocate_vmid(ctx.cluster, ctx.api, &resources)
+                .await
+                .map_err(|e| ReconcileError::pve("allocating a VMID", e))?;
             status.vmid = Some(vmid);
             // Recorded before the create call: a restart finds the guest by this VMID.
             sink.save(&status).await.map_err(ReconcileError::Status)?;
