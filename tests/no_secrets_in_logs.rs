@@ -37,12 +37,20 @@ async fn trace_logs_never_contain_the_token() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let sim = PveSim::with_defaults(PveSimConfig { task_duration: Duration::from_millis(20), ..Default::default() }).unwrap();
+    let sim = PveSim::with_defaults(PveSimConfig {
+        task_duration: Duration::from_millis(20),
+        ..Default::default()
+    })
+    .unwrap();
     let server = sim.serve().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ep = endpoint_for("default", &sim, &server, dir.path()).unwrap();
     let (_, secret) = sim.token();
-    let config = Config { path: "t".into(), proxmox: [("default".to_string(), ep.clone())].into(), ..Default::default() };
+    let config = Config {
+        path: "t".into(),
+        proxmox: [("default".to_string(), ep.clone())].into(),
+        ..Default::default()
+    };
     let engine = Engine::new(&config, Arc::new(Metrics::default())).unwrap();
     let guests = homelab_operator::cli::resources::load(&[std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples")])
         .unwrap()
@@ -59,7 +67,11 @@ async fn trace_logs_never_contain_the_token() {
     tracing::debug!(?config, "config as Debug");
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.lines().count() > 50, "trace logging was captured ({} lines)", logs.lines().count());
+    assert!(
+        logs.lines().count() > 50,
+        "trace logging was captured ({} lines)",
+        logs.lines().count()
+    );
     assert!(!logs.contains(&secret), "the token secret appeared in the logs");
     assert!(!logs.contains("wrong-secret-value"), "a rejected secret appeared in the logs");
     assert!(!logs.contains("PVEAPIToken="), "the Authorization header appeared in the logs");

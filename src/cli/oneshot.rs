@@ -49,7 +49,7 @@ impl Engine {
         }
         Ok(Self {
             clients,
-            cache: ClusterCache::new(Duration::from_secs(2)),
+            cache: ClusterCache::new(Duration::from_secs(10)),
             drift: DriftClock::new(Duration::from_secs(600)),
             metrics,
         })

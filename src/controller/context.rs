@@ -36,8 +36,10 @@ impl Context {
             client,
             metrics,
             pve,
-            // Short TTL: one bulk read serves every guest reconciled in this window.
-            cache: ClusterCache::new(Duration::from_secs(5)),
+            // One bulk read serves every guest reconciled in this window; our own
+            // writes invalidate it, so the TTL only bounds how late an
+            // out-of-band power change is seen.
+            cache: ClusterCache::new(Duration::from_secs(30)),
             // Full config reads (drift checks) per guest every ~10 min, spread out.
             drift: DriftClock::new(Duration::from_secs(600)),
             backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
