@@ -100,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     // Let the shared snapshot expire so the resync pays for its own observation.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
     sim.reset_calls();
     let resync_start = Instant::now();
     let resync = oneshot::apply_all(&engine, &settled, 64, Duration::from_secs(600), &|_| {}).await;

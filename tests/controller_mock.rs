@@ -115,6 +115,64 @@ async fn setup() -> Setup {
     }
 }
 
+/// (api group, resource, verb) a request needs, read off its method and URL.
+fn permission(r: &Seen) -> (String, String, String) {
+    let path = r.uri.split('?').next().unwrap();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // /apis/{group}/{version}/namespaces/{ns}/{resource}[/{name}[/{sub}]]
+    let group = parts[1].to_string();
+    let resource = match parts.get(7) {
+        Some(sub) => format!("{}/{sub}", parts[5]),
+        None => parts[5].to_string(),
+    };
+    let verb = match (r.method.as_str(), parts.len()) {
+        ("GET", 6) if r.uri.contains("watch=") => "watch",
+        ("GET", 6) => "list",
+        ("GET", _) => "get",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", _) => "delete",
+        (m, _) => panic!("unexpected method {m}"),
+    };
+    (group, resource, verb.to_string())
+}
+
+/// The ClusterRole the chart installs (from the rendered kustomize base) grants it.
+fn assert_rbac_allows(seen: &[Seen]) {
+    let rendered =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/install/rendered.yaml")).unwrap();
+    let mut granted = std::collections::BTreeSet::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&rendered) {
+        let v = <serde_yaml_ng::Value as serde::Deserialize>::deserialize(doc).unwrap();
+        if v["kind"].as_str() != Some("ClusterRole") {
+            continue;
+        }
+        for rule in v["rules"].as_sequence().unwrap() {
+            for g in rule["apiGroups"].as_sequence().unwrap() {
+                for res in rule["resources"].as_sequence().unwrap() {
+                    for verb in rule["verbs"].as_sequence().unwrap() {
+                        granted.insert((
+                            g.as_str().unwrap().to_string(),
+                            res.as_str().unwrap().to_string(),
+                            verb.as_str().unwrap().to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for r in seen {
+        let p = permission(r);
+        assert!(
+            granted.contains(&p),
+            "the chart's ClusterRole does not grant {p:?} needed by {} {}",
+            r.method,
+            r.uri
+        );
+    }
+}
+
 async fn reconcile_once(ctx: &Arc<Context>, obj: Value) -> Result<kube::runtime::controller::Action, String> {
     let g: ProxmoxGuest = serde_json::from_value(obj).unwrap();
     let guarded = Arc::new(DeserializeGuard(Ok(g)));
@@ -142,6 +200,7 @@ async fn adds_the_finalizer_first() {
     );
     assert!(seen[0].body.to_string().contains(GUEST_FINALIZER));
     assert!(s.sim.guests().is_empty(), "nothing outside Kubernetes before the finalizer is on");
+    assert_rbac_allows(&seen);
 }
 
 #[tokio::test]
@@ -182,6 +241,7 @@ async fn applies_status_with_our_field_manager_and_publishes_events() {
     );
     assert_eq!(events[0].body["reportingController"], "homelab-operator");
     assert_eq!(s.sim.guests().len(), 1);
+    assert_rbac_allows(&seen);
 
     // Same status again: no write at all.
     let mut settled = web01(json!({"finalizers": [GUEST_FINALIZER]}));
