@@ -104,36 +104,10 @@ impl PveClient {
     async fn send<T: DeserializeOwned>(&self, m: &'static str, path: &str, req: reqwest::RequestBuilder) -> Result<T, Error> {
         // reqwest errors carry the URL; drop it (paths are ours, never secrets,
         // but the policy is to print only what we chose to print).
-        let resp = req.send().await.map_err(|e| {
-            if e.is_timeout() {
-                Error::Timeout {
-                    method: m,
-                    path: path.to_string(),
-                }
-            } else {
-                Error::Transport {
-                    method: m,
-                    path: path.to_string(),
-                    message: describe(&e.without_url()),
-                }
-            }
-        })?;
+        let resp = req.send().await.map_err(|e| transport_error(m, path, e))?;
         let status = resp.status();
         let reason = status.canonical_reason().unwrap_or("").to_string();
-        let body = resp.bytes().await.map_err(|e| {
-            if e.is_timeout() {
-                Error::Timeout {
-                    method: m,
-                    path: path.to_string(),
-                }
-            } else {
-                Error::Transport {
-                    method: m,
-                    path: path.to_string(),
-                    message: describe(&e.without_url()),
-                }
-            }
-        })?;
+        let body = resp.bytes().await.map_err(|e| transport_error(m, path, e))?;
         if !status.is_success() {
             let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
             let message = parsed
@@ -179,6 +153,19 @@ impl PveClient {
 
     fn guest_path(node: &str, kind: GuestKind, vmid: u32) -> String {
         format!("/nodes/{node}/{}/{vmid}", kind.as_str())
+    }
+}
+
+fn transport_error(method: &'static str, path: &str, e: reqwest::Error) -> Error {
+    let path = path.to_string();
+    if e.is_timeout() {
+        Error::Timeout { method, path }
+    } else {
+        Error::Transport {
+            method,
+            path,
+            message: describe(&e.without_url()),
+        }
     }
 }
 

@@ -273,19 +273,9 @@ fn nic_compare(t: GuestType) -> Compare {
 fn qemu_nic(n: &Nic) -> String {
     let mut p = PropertyString::default();
     p.set("model", n.model.map_or("virtio", |m| m.as_str()));
-    if let Some(mac) = &n.mac {
-        p.set("macaddr", mac.to_uppercase());
-    }
+    set_opt(&mut p, "macaddr", n.mac.as_ref().map(|m| m.to_uppercase()));
     p.set("bridge", &n.bridge);
-    if let Some(t) = n.vlan {
-        p.set("tag", t.to_string());
-    }
-    if let Some(m) = n.mtu {
-        p.set("mtu", m.to_string());
-    }
-    if n.firewall {
-        p.set("firewall", "1");
-    }
+    set_link(&mut p, n);
     p.encode(None)
 }
 
@@ -296,48 +286,38 @@ fn lxc_nic(n: &Nic) -> String {
         n.name.clone().unwrap_or_else(|| format!("eth{}", n.slot.trim_start_matches("net"))),
     );
     p.set("bridge", &n.bridge);
-    if let Some(mac) = &n.mac {
-        p.set("hwaddr", mac.to_uppercase());
-    }
-    if let Some(ip) = &n.ipv4 {
-        p.set("ip", ip);
-    }
-    if let Some(gw) = &n.gateway4 {
-        p.set("gw", gw);
-    }
-    if let Some(ip) = &n.ipv6 {
-        p.set("ip6", ip);
-    }
-    if let Some(gw) = &n.gateway6 {
-        p.set("gw6", gw);
-    }
-    if let Some(t) = n.vlan {
-        p.set("tag", t.to_string());
-    }
-    if let Some(m) = n.mtu {
-        p.set("mtu", m.to_string());
-    }
-    if n.firewall {
-        p.set("firewall", "1");
-    }
+    set_opt(&mut p, "hwaddr", n.mac.as_ref().map(|m| m.to_uppercase()));
+    set_addresses(&mut p, n);
+    set_link(&mut p, n);
     p.encode(None)
 }
 
+/// Cloud-init `ipconfigN`: the same address keys an LXC NIC carries.
 fn ipconfig(n: &Nic) -> String {
     let mut p = PropertyString::default();
-    if let Some(ip) = &n.ipv4 {
-        p.set("ip", ip);
-    }
-    if let Some(gw) = &n.gateway4 {
-        p.set("gw", gw);
-    }
-    if let Some(ip) = &n.ipv6 {
-        p.set("ip6", ip);
-    }
-    if let Some(gw) = &n.gateway6 {
-        p.set("gw6", gw);
-    }
+    set_addresses(&mut p, n);
     p.encode(None)
+}
+
+fn set_opt(p: &mut PropertyString, key: &str, value: Option<String>) {
+    if let Some(v) = value {
+        p.set(key, v);
+    }
+}
+
+fn set_addresses(p: &mut PropertyString, n: &Nic) {
+    set_opt(p, "ip", n.ipv4.clone());
+    set_opt(p, "gw", n.gateway4.clone());
+    set_opt(p, "ip6", n.ipv6.clone());
+    set_opt(p, "gw6", n.gateway6.clone());
+}
+
+fn set_link(p: &mut PropertyString, n: &Nic) {
+    set_opt(p, "tag", n.vlan.map(|t| t.to_string()));
+    set_opt(p, "mtu", n.mtu.map(|m| m.to_string()));
+    if n.firewall {
+        p.set("firewall", "1");
+    }
 }
 
 fn hostpci(d: &HostPci) -> String {

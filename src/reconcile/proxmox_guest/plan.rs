@@ -641,48 +641,37 @@ fn diff_firewall(spec: &crate::api::FirewallSpec, fw: &ObservedFirewall) -> Vec<
 }
 
 fn rule_params(pos: usize, r: &crate::api::FirewallRule) -> Params {
-    let mut p: Params = vec![
-        ("pos".into(), pos.to_string()),
-        (
-            "type".into(),
-            match r.direction {
-                crate::api::Direction::In => "in",
-                crate::api::Direction::Out => "out",
-            }
-            .into(),
-        ),
-        ("action".into(), r.action.as_str().into()),
-        ("enable".into(), if r.enabled { "1" } else { "0" }.into()),
-    ];
-    for (k, v) in [
-        ("proto", &r.proto),
-        ("dport", &r.dport),
-        ("sport", &r.sport),
-        ("source", &r.source),
-        ("dest", &r.dest),
-        ("comment", &r.comment),
-    ] {
-        if let Some(v) = v {
-            p.push((k.into(), v.clone()));
-        }
-    }
+    let direction = match r.direction {
+        crate::api::Direction::In => "in",
+        crate::api::Direction::Out => "out",
+    };
+    let mut p = vec![("pos".to_string(), pos.to_string())];
+    p.extend(rule_fields(
+        direction,
+        r.action.as_str(),
+        r.enabled,
+        [&r.proto, &r.dport, &r.sport, &r.source, &r.dest, &r.comment],
+    ));
     p
 }
 
 fn observed_rule_params(r: &FirewallRuleEntry) -> Params {
+    rule_fields(
+        &r.direction,
+        &r.action,
+        r.enable,
+        [&r.proto, &r.dport, &r.sport, &r.source, &r.dest, &r.comment],
+    )
+}
+
+/// A rule as PVE's rule parameters, in one order for both sides of the comparison.
+fn rule_fields(direction: &str, action: &str, enabled: bool, optional: [&Option<String>; 6]) -> Params {
     let mut p: Params = vec![
-        ("type".into(), r.direction.clone()),
-        ("action".into(), r.action.clone()),
-        ("enable".into(), if r.enable { "1" } else { "0" }.into()),
+        ("type".into(), direction.into()),
+        ("action".into(), action.into()),
+        ("enable".into(), if enabled { "1" } else { "0" }.into()),
     ];
-    for (k, v) in [
-        ("proto", &r.proto),
-        ("dport", &r.dport),
-        ("sport", &r.sport),
-        ("source", &r.source),
-        ("dest", &r.dest),
-        ("comment", &r.comment),
-    ] {
+    for (k, v) in ["proto", "dport", "sport", "source", "dest", "comment"].into_iter().zip(optional) {
         if let Some(v) = v {
             p.push((k.into(), v.clone()));
         }
