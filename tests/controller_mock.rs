@@ -242,6 +242,16 @@ async fn applies_status_with_our_field_manager_and_publishes_events() {
     assert_eq!(events[0].body["reportingController"], "homelab-operator");
     assert_eq!(s.sim.guests().len(), 1);
     assert_rbac_allows(&seen);
+    let metrics = ctx.metrics.render();
+    assert!(metrics.contains("homelab_operator_tasks_in_flight{system=\"pve\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("homelab_operator_reconciles_total{kind=\"ProxmoxGuest\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("homelab_operator_outside_calls_total") || metrics.contains("reconcile_duration_seconds"),
+        "{metrics}"
+    );
 
     // Same status again: no write at all.
     let mut settled = web01(json!({"finalizers": [GUEST_FINALIZER]}));
@@ -340,4 +350,30 @@ async fn cleanup_keeps_the_finalizer_until_the_guest_is_gone() {
     }
     assert!(removed, "finalizer removed at the end");
     assert!(s.sim.guests().is_empty(), "guest destroyed before the finalizer went");
+}
+
+#[tokio::test]
+async fn an_object_that_fails_to_deserialize_gets_an_event_and_waits_for_a_change() {
+    let s = setup().await;
+    let (client, seen) = mock_apiserver(json!({}));
+    let ctx = Arc::new(Context::new(client, s.pve.clone(), Arc::new(Metrics::default())));
+    let invalid = kube::core::error_boundary::InvalidObject {
+        error: "spec.memoryMiB: invalid type: string \"lots\", expected u32".into(),
+        metadata: kube::api::ObjectMeta {
+            name: Some("bad".into()),
+            namespace: Some("homelab".into()),
+            ..Default::default()
+        },
+    };
+    let obj = Arc::new(DeserializeGuard::<ProxmoxGuest>(Err(invalid)));
+    let err = proxmox_guest::reconcile(obj.clone(), ctx.clone()).await.unwrap_err();
+    assert_eq!(
+        proxmox_guest::error_policy(obj, &err, ctx),
+        kube::runtime::controller::Action::await_change()
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body["type"], "Warning");
+    assert_eq!(seen[0].body["reason"], "InvalidObject");
+    assert!(seen[0].body["note"].as_str().unwrap().contains("memoryMiB"));
 }

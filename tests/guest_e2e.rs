@@ -527,3 +527,93 @@ async fn restart_at_every_step_of_creation_never_duplicates_a_guest() {
         assert!(at > 5, "{name}: the kill points covered the whole creation ({at} calls)");
     }
 }
+
+#[tokio::test]
+async fn a_failed_reboot_rolls_back_to_the_safety_snapshot_and_stalls() {
+    let w = world().await;
+    let mut g = example("web01"); // RebootIfNeeded + snapshotBeforeChange
+    let first = apply(&w, &g).await;
+    assert!(ready(&first.status));
+    let vmid = first.status.vmid.unwrap();
+    w.sim
+        .faults
+        .lock()
+        .unwrap()
+        .scripted
+        .push_back(homelab_operator::sim::ScriptedFault::new(
+            "POST",
+            "/status/reboot",
+            homelab_operator::sim::FaultKind::FailTask("reboot failed: guest did not come back".into()),
+            1,
+        ));
+    g.spec.cpu.cores = 6;
+    g.metadata.generation = Some(2);
+    g.status = Some(first.status);
+    let id = oneshot::identity(&g);
+    let sink = MemoryStatus::default();
+    *sink.0.lock().unwrap() = g.status.clone().unwrap();
+    let ctx = GuestCtx {
+        api: &w.engine.clients["default"],
+        cache: &w.engine.cache,
+        drift: &w.engine.drift,
+        cluster: "default",
+        dry_run: false,
+    };
+    let mut stalled = None;
+    for _ in 0..100 {
+        let status = sink.0.lock().unwrap().clone();
+        match proxmox_guest::reconcile(
+            &ctx,
+            GuestObject {
+                id: &id,
+                spec: &g.spec,
+                status,
+                generation: Some(2),
+                ci_password: None,
+            },
+            &sink,
+        )
+        .await
+        {
+            Ok(out) => {
+                *sink.0.lock().unwrap() = out.status.clone();
+                if let Some(c) = api::find_condition(&out.status.conditions, api::CONDITION_STALLED).filter(|c| c.status == "True")
+                    && out.status.current_task.is_none()
+                {
+                    stalled = Some(c.clone());
+                    break;
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let c = stalled.expect("stalled after the rollback");
+    assert_eq!(c.reason, "RolledBack");
+    assert!(
+        c.message.contains("reboot failed: guest did not come back") && c.message.contains("hlo-g2-"),
+        "{}",
+        c.message
+    );
+    let guest = w.sim.guest(vmid).unwrap();
+    assert_eq!(cfg(&guest, "cores"), "2", "config restored from the snapshot");
+    assert!(guest.snapshots.keys().any(|k| k.starts_with("hlo-g2-")));
+    // It does not retry the failing change on its own: a new generation is needed.
+    w.sim.reset_calls();
+    let status = sink.0.lock().unwrap().clone();
+    let out = proxmox_guest::reconcile(
+        &ctx,
+        GuestObject {
+            id: &id,
+            spec: &g.spec,
+            status,
+            generation: Some(2),
+            ci_password: None,
+        },
+        &sink,
+    )
+    .await
+    .unwrap();
+    assert!(out.plan.actions.is_empty());
+    assert!(w.sim.calls().keys().all(|k| k.starts_with("GET")), "{:?}", w.sim.calls());
+}

@@ -23,6 +23,8 @@ pub struct Context {
     pub cache: ClusterCache,
     pub drift: DriftClock,
     pub backoff: Backoff,
+    /// UIDs of guests with a Proxmox task in flight (the `tasks_in_flight` gauge).
+    tasks: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Context {
@@ -43,6 +45,21 @@ impl Context {
             // Full config reads (drift checks) per guest every ~10 min, spread out.
             drift: DriftClock::new(Duration::from_secs(600)),
             backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
+            tasks: Default::default(),
         }
+    }
+
+    /// Record whether this object has a task in flight and update the gauge.
+    pub fn track_task(&self, uid: &str, in_flight: bool) {
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        if in_flight {
+            tasks.insert(uid.to_string());
+        } else {
+            tasks.remove(uid);
+        }
+        self.metrics
+            .tasks_in_flight
+            .get_or_create(&crate::metrics::SystemLabels { system: "pve" })
+            .set(tasks.len() as i64);
     }
 }

@@ -251,6 +251,7 @@ async fn apply(g: &ProxmoxGuest, ctx: &Context, api: &Api<ProxmoxGuest>) -> Resu
         ci_password: ci_password(ctx, g).await?,
     };
     let out = proxmox_guest::reconcile(&gctx, obj, &sink).await?;
+    ctx.track_task(&id.uid, out.status.current_task.is_some());
     let reference = g.object_ref(&());
     for e in &out.events {
         publish(ctx, &reference, e, "Reconcile").await;
@@ -273,12 +274,14 @@ async fn cleanup(g: &ProxmoxGuest, ctx: &Context, api: &Api<ProxmoxGuest>) -> Re
     let reference = g.object_ref(&());
     match proxmox_guest::cleanup(&gctx, obj, &sink).await? {
         CleanupOutcome::Done(events) => {
+            ctx.track_task(&id.uid, false);
             for e in &events {
                 publish(ctx, &reference, e, "Delete").await;
             }
             Ok(Action::await_change())
         }
         CleanupOutcome::Requeue { status, events, after } => {
+            ctx.track_task(&id.uid, status.current_task.is_some());
             for e in &events {
                 publish(ctx, &reference, e, "Delete").await;
             }

@@ -439,3 +439,47 @@ fn remove_mark_keeps_the_users_tags_and_text() {
         ]
     );
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::providers::pve::codec::PropertyString;
+
+    proptest! {
+        #[test]
+        fn property_strings_round_trip(items in proptest::collection::btree_map("[a-z][a-z0-9_]{0,8}", "[A-Za-z0-9:./_-]{1,12}", 0..6)) {
+            let mut p = PropertyString::default();
+            for (k, v) in &items {
+                p.set(k, v.clone());
+            }
+            let parsed = PropertyString::parse(&p.encode(None), "file");
+            let back: std::collections::BTreeMap<String, String> = parsed.items.into_iter().collect();
+            prop_assert_eq!(back, items);
+        }
+
+        /// Whatever the spec, a guest that already matches it needs no action.
+        #[test]
+        fn a_matching_guest_is_always_a_noop(
+            cores in 1u32..64, memory in 16u32..65536, swap in 0u32..8192, size in 1u32..2048,
+            vlan in proptest::option::of(1u16..4094), mtu in proptest::option::of(576u32..9000),
+            firewall: bool, on_boot: bool, protection: bool, qemu: bool, running: bool,
+        ) {
+            let mut s = spec(if qemu { VM } else { LXC });
+            s.cpu.cores = cores;
+            s.memory_mib = memory;
+            if !qemu { s.swap_mib = Some(swap); }
+            s.disks[0].size_gib = size;
+            s.network[0].vlan = vlan;
+            s.network[0].mtu = mtu;
+            s.network[0].firewall = firewall;
+            s.start_on_boot = on_boot;
+            s.protection = protection;
+            s.power = if running { crate::api::PowerState::Running } else { crate::api::PowerState::Stopped };
+            let ident = id();
+            let g = guest(&s, running, matching_config(&s));
+            let p = plan(&input(&s, &ident, Some(&g)));
+            prop_assert!(p.is_noop(), "{:?}", p);
+        }
+    }
+}
