@@ -1,0 +1,93 @@
+//! DNS servers behind one small trait: PowerDNS (HTTP API) and any RFC 2136
+//! server with TSIG (BIND, Knot, Technitium, Windows DNS).
+
+pub mod powerdns;
+pub mod rfc2136;
+
+use std::future::Future;
+
+/// One RRset as the server has it. Names are absolute with the trailing dot;
+/// values are in presentation format (`10.0.0.1`, `target.example.`, `"text"`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordSet {
+    pub name: String,
+    pub rtype: String,
+    pub ttl: u32,
+    pub values: Vec<String>,
+    /// The ownership mark stored with the RRset (a comment, or a TXT registry record).
+    pub mark: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{server}: {op}: HTTP {status}: {message}")]
+    Api {
+        server: String,
+        op: &'static str,
+        status: u16,
+        message: String,
+    },
+    #[error("{server}: {op}: {rcode}{}", .message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Rcode {
+        server: String,
+        op: &'static str,
+        rcode: String,
+        message: Option<String>,
+    },
+    #[error("{server}: {op}: {message}")]
+    Transport { server: String, op: &'static str, message: String },
+    #[error("{server}: {op}: {message}")]
+    Invalid { server: String, op: &'static str, message: String },
+    #[error("credentials: {0}")]
+    Credentials(String),
+}
+
+impl Error {
+    /// Network trouble and server-side failures are worth retrying; refusals are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Transport { .. } => true,
+            Error::Api { status, .. } => *status >= 500,
+            Error::Rcode { rcode, .. } => rcode == "SERVFAIL",
+            Error::Invalid { .. } | Error::Credentials(_) => false,
+        }
+    }
+
+    pub fn is_permission(&self) -> bool {
+        match self {
+            Error::Api { status, .. } => *status == 401 || *status == 403,
+            Error::Rcode { rcode, .. } => matches!(rcode.as_str(), "NOTAUTH" | "REFUSED" | "BADSIG" | "BADKEY" | "BADTIME"),
+            Error::Credentials(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The operations the DNS reconciler needs.
+pub trait DnsApi: Send + Sync {
+    /// The RRset of this name and type, with its mark, if it exists.
+    fn get(&self, zone: &str, name: &str, rtype: &str) -> impl Future<Output = Result<Option<RecordSet>, Error>> + Send;
+    /// Replace the whole RRset (and its mark) with `set`.
+    fn put(&self, zone: &str, set: &RecordSet) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Remove the RRset and its mark.
+    fn delete(&self, zone: &str, name: &str, rtype: &str) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// `home.arpa` → `home.arpa.`
+pub fn absolute(name: &str) -> String {
+    if name.ends_with('.') {
+        name.to_ascii_lowercase()
+    } else {
+        format!("{}.", name.to_ascii_lowercase())
+    }
+}
+
+/// A name relative to the zone (`@` for the apex) as an absolute name.
+pub fn fqdn(name: &str, zone: &str) -> String {
+    let zone = absolute(zone);
+    match name {
+        "@" | "" => zone,
+        n if n.ends_with('.') => n.to_ascii_lowercase(),
+        n => format!("{}.{zone}", n.to_ascii_lowercase()),
+    }
+}

@@ -1,0 +1,173 @@
+//! The DNS providers against real servers: PowerDNS (HTTP API) and BIND
+//! (RFC 2136 + TSIG). Results are checked with real DNS queries.
+
+mod support {
+    pub mod dns_servers;
+}
+
+use std::time::Duration;
+
+use homelab_operator::{
+    config::SecretSource,
+    providers::dns::{
+        DnsApi, RecordSet,
+        powerdns::PowerDns,
+        rfc2136::{self, Rfc2136},
+    },
+};
+use support::dns_servers::{self, ZONE, dig};
+
+fn secret_file(dir: &std::path::Path, name: &str, value: &str) -> SecretSource {
+    let p = dir.join(name);
+    std::fs::write(&p, value).unwrap();
+    SecretSource::File(p)
+}
+
+fn set(name: &str, rtype: &str, ttl: u32, values: &[&str], mark: Option<&str>) -> RecordSet {
+    RecordSet {
+        name: name.into(),
+        rtype: rtype.into(),
+        ttl,
+        values: values.iter().map(|s| s.to_string()).collect(),
+        mark: mark.map(str::to_string),
+    }
+}
+
+const MARK: &str = "managed-by: homelab-operator homelab/web01 uid=3f1c2b4a-9d8e-4f7a-b6c5-1d2e3f4a5b6c";
+
+/// The same lifecycle against any provider: create, read back with the mark,
+/// replace, other types, delete — each checked with dig.
+async fn lifecycle<D: DnsApi>(dns: &D, port: u16) {
+    let name = "web.home.arpa.";
+    assert_eq!(dns.get(ZONE, name, "A").await.unwrap(), None);
+    dns.put(ZONE, &set(name, "A", 300, &["10.5.0.21"], Some(MARK))).await.unwrap();
+    assert_eq!(dig(port, name, "A"), vec!["10.5.0.21"]);
+    let got = dns.get(ZONE, name, "A").await.unwrap().unwrap();
+    assert_eq!(
+        (got.values.clone(), got.ttl, got.mark.as_deref()),
+        (vec!["10.5.0.21".to_string()], 300, Some(MARK))
+    );
+
+    dns.put(ZONE, &set(name, "A", 600, &["10.5.0.22", "10.5.0.23"], Some(MARK)))
+        .await
+        .unwrap();
+    assert_eq!(dig(port, name, "A"), vec!["10.5.0.22", "10.5.0.23"]);
+    assert_eq!(dns.get(ZONE, name, "A").await.unwrap().unwrap().ttl, 600);
+
+    dns.put(ZONE, &set("www.home.arpa.", "CNAME", 300, &["web.home.arpa."], Some(MARK)))
+        .await
+        .unwrap();
+    assert_eq!(dig(port, "www.home.arpa.", "CNAME"), vec!["web.home.arpa."]);
+    dns.put(ZONE, &set(name, "AAAA", 300, &["fd00::21"], Some(MARK))).await.unwrap();
+    assert_eq!(dig(port, name, "AAAA"), vec!["fd00::21"]);
+
+    dns.delete(ZONE, name, "A").await.unwrap();
+    assert!(dig(port, name, "A").is_empty());
+    assert_eq!(dns.get(ZONE, name, "A").await.unwrap(), None);
+    assert_eq!(dig(port, name, "AAAA"), vec!["fd00::21"], "other types of the same name untouched");
+}
+
+#[tokio::test]
+async fn powerdns_lifecycle_with_comment_marks() {
+    let pdns = dns_servers::powerdns();
+    let dir = tempfile::tempdir().unwrap();
+    let url = url::Url::parse(&pdns.api_url).unwrap();
+    let dns = PowerDns::new(
+        &url,
+        "localhost",
+        secret_file(dir.path(), "key", &pdns.api_key),
+        Duration::from_secs(5),
+        None,
+    )
+    .unwrap();
+    lifecycle(&dns, pdns.server.dns_port).await;
+
+    // A record without our comment reads back without a mark.
+    dns.put(ZONE, &set("nas.home.arpa.", "A", 300, &["10.5.0.5"], None)).await.unwrap();
+    assert_eq!(dns.get(ZONE, "nas.home.arpa.", "A").await.unwrap().unwrap().mark, None);
+
+    // Wrong API key: a permission error that does not echo the key.
+    let bad = PowerDns::new(
+        &url,
+        "localhost",
+        secret_file(dir.path(), "bad", "wrong-key"),
+        Duration::from_secs(5),
+        None,
+    )
+    .unwrap();
+    let e = bad.get(ZONE, "nas.home.arpa.", "A").await.unwrap_err();
+    assert!(e.is_permission() && !e.is_transient(), "{e}");
+    assert!(!e.to_string().contains("wrong-key"));
+    // A zone that does not exist: a clear, permanent error.
+    let e = dns
+        .put("nope.arpa.", &set("x.nope.arpa.", "A", 300, &["10.0.0.1"], None))
+        .await
+        .unwrap_err();
+    assert!(!e.is_transient() && e.to_string().contains("404"), "{e}");
+    // Unreachable: transient.
+    let down = PowerDns::new(
+        &url::Url::parse("http://127.0.0.1:9").unwrap(),
+        "localhost",
+        secret_file(dir.path(), "k2", "k"),
+        Duration::from_secs(2),
+        None,
+    )
+    .unwrap();
+    assert!(down.get(ZONE, "x.home.arpa.", "A").await.unwrap_err().is_transient());
+}
+
+#[tokio::test]
+async fn rfc2136_lifecycle_with_txt_registry_marks() {
+    let bind = dns_servers::bind();
+    let dir = tempfile::tempdir().unwrap();
+    let server = format!("127.0.0.1:{}", bind.server.dns_port);
+    let alg = rfc2136::parse_algorithm("hmac-sha256").unwrap();
+    let dns = Rfc2136::new(
+        &server,
+        &bind.key_name,
+        alg.clone(),
+        secret_file(dir.path(), "tsig", &bind.secret),
+        Duration::from_secs(5),
+        None,
+    );
+    lifecycle(&dns, bind.server.dns_port).await;
+    // The mark lives in a TXT registry record beside the RRset.
+    dns.put(ZONE, &set("api.home.arpa.", "A", 300, &["10.5.0.30"], Some(MARK)))
+        .await
+        .unwrap();
+    assert_eq!(
+        dig(bind.server.dns_port, "hlo-a.api.home.arpa.", "TXT"),
+        vec![format!("\"{MARK}\"")]
+    );
+    dns.delete(ZONE, "api.home.arpa.", "A").await.unwrap();
+    assert!(
+        dig(bind.server.dns_port, "hlo-a.api.home.arpa.", "TXT").is_empty(),
+        "registry removed with the RRset"
+    );
+
+    // A wrong TSIG secret is refused by the server: a permission error.
+    let bad = Rfc2136::new(
+        &server,
+        &bind.key_name,
+        alg,
+        secret_file(dir.path(), "bad", "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI="),
+        Duration::from_secs(5),
+        None,
+    );
+    let e = bad
+        .put(ZONE, &set("evil.home.arpa.", "A", 300, &["10.6.6.6"], None))
+        .await
+        .unwrap_err();
+    assert!(e.is_permission() && !e.is_transient(), "{e}");
+    assert!(dig(bind.server.dns_port, "evil.home.arpa.", "A").is_empty());
+    // Unreachable: transient.
+    let down = Rfc2136::new(
+        "127.0.0.1:9",
+        "k",
+        rfc2136::parse_algorithm("hmac-sha256").unwrap(),
+        secret_file(dir.path(), "t2", &bind.secret),
+        Duration::from_secs(2),
+        None,
+    );
+    assert!(down.get(ZONE, "x.home.arpa.", "A").await.unwrap_err().is_transient());
+}
