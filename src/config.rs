@@ -119,14 +119,32 @@ pub struct ProxmoxEndpoint {
     pub timeout: std::time::Duration,
 }
 
+/// A DNS server the DnsRecord reconciler writes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DnsEndpoint {
+    PowerDns {
+        url: url::Url,
+        api_key: SecretSource,
+        server_id: String,
+        timeout: std::time::Duration,
+    },
+    Rfc2136 {
+        server: String,
+        tsig_key_name: String,
+        tsig_algorithm: String,
+        tsig_secret: SecretSource,
+        timeout: std::time::Duration,
+    },
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Config {
     pub path: String,
     pub proxmox: BTreeMap<String, ProxmoxEndpoint>,
+    pub dns: BTreeMap<String, DnsEndpoint>,
     /// Sections later kinds use; parsed as YAML so typos in them do not go unnoticed
     /// once their kinds land, kept raw until then.
     pub pbs: BTreeMap<String, serde_yaml_ng::Value>,
-    pub dns: BTreeMap<String, serde_yaml_ng::Value>,
     pub proxy: BTreeMap<String, serde_yaml_ng::Value>,
     pub notifications: BTreeMap<String, serde_yaml_ng::Value>,
 }
@@ -139,7 +157,7 @@ struct RawConfig {
     #[serde(default)]
     pbs: BTreeMap<String, serde_yaml_ng::Value>,
     #[serde(default)]
-    dns: BTreeMap<String, serde_yaml_ng::Value>,
+    dns: BTreeMap<String, RawDns>,
     #[serde(default)]
     proxy: BTreeMap<String, serde_yaml_ng::Value>,
     #[serde(default)]
@@ -158,6 +176,28 @@ struct RawProxmox {
     #[serde(default)]
     insecure_skip_tls_verify: bool,
     timeout_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum RawDns {
+    #[serde(rename_all = "camelCase")]
+    Powerdns {
+        url: String,
+        api_key_file: Option<PathBuf>,
+        api_key_env: Option<String>,
+        server_id: Option<String>,
+        timeout_seconds: Option<u64>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Rfc2136 {
+        server: String,
+        tsig_key_name: String,
+        tsig_algorithm: Option<String>,
+        tsig_secret_file: Option<PathBuf>,
+        tsig_secret_env: Option<String>,
+        timeout_seconds: Option<u64>,
+    },
 }
 
 impl Config {
@@ -220,11 +260,58 @@ impl Config {
                 },
             );
         }
+        let mut dns = BTreeMap::new();
+        for (name, r) in raw.dns {
+            let key = format!("dns.{name}");
+            let timeout = |t: Option<u64>| std::time::Duration::from_secs(t.unwrap_or(10).max(1));
+            let ep = match r {
+                RawDns::Powerdns {
+                    url,
+                    api_key_file,
+                    api_key_env,
+                    server_id,
+                    timeout_seconds,
+                } => DnsEndpoint::PowerDns {
+                    url: url::Url::parse(&url).map_err(|e| invalid(format!("{key}.url"), format!("{e}: {url:?}")))?,
+                    api_key: SecretSource::from_pair("apiKey", api_key_file, api_key_env).map_err(|m| invalid(key.clone(), m))?,
+                    server_id: server_id.unwrap_or_else(|| "localhost".into()),
+                    timeout: timeout(timeout_seconds),
+                },
+                RawDns::Rfc2136 {
+                    server,
+                    tsig_key_name,
+                    tsig_algorithm,
+                    tsig_secret_file,
+                    tsig_secret_env,
+                    timeout_seconds,
+                } => {
+                    if server.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                        return Err(invalid(format!("{key}.server"), format!("expected HOST:PORT, got {server:?}")));
+                    }
+                    let tsig_algorithm = tsig_algorithm.unwrap_or_else(|| "hmac-sha256".into());
+                    if !matches!(tsig_algorithm.as_str(), "hmac-sha256" | "hmac-sha384" | "hmac-sha512") {
+                        return Err(invalid(
+                            format!("{key}.tsigAlgorithm"),
+                            format!("expected hmac-sha256, hmac-sha384 or hmac-sha512, got {tsig_algorithm:?}"),
+                        ));
+                    }
+                    DnsEndpoint::Rfc2136 {
+                        server,
+                        tsig_key_name,
+                        tsig_algorithm,
+                        tsig_secret: SecretSource::from_pair("tsigSecret", tsig_secret_file, tsig_secret_env)
+                            .map_err(|m| invalid(key.clone(), m))?,
+                        timeout: timeout(timeout_seconds),
+                    }
+                }
+            };
+            dns.insert(name, ep);
+        }
         Ok(Config {
             path: path.to_string(),
             proxmox,
+            dns,
             pbs: raw.pbs,
-            dns: raw.dns,
             proxy: raw.proxy,
             notifications: raw.notifications,
         })
@@ -298,12 +385,34 @@ mod tests {
     }
 
     #[test]
+    fn dns_endpoints_parse_and_refuse_mistakes() {
+        let c = Config::parse(
+            "c.yaml",
+            "dns:\n  pdns: {type: powerdns, url: http://pdns:8081, apiKeyFile: /s/key}\n  bind: {type: rfc2136, server: 10.0.0.53:53, tsigKeyName: k8s, tsigSecretEnv: TSIG}\n",
+        )
+        .unwrap();
+        assert!(matches!(&c.dns["pdns"], DnsEndpoint::PowerDns { server_id, .. } if server_id == "localhost"));
+        assert!(matches!(&c.dns["bind"], DnsEndpoint::Rfc2136 { tsig_algorithm, .. } if tsig_algorithm == "hmac-sha256"));
+        let e = Config::parse(
+            "c.yaml",
+            "dns:\n  bind: {type: rfc2136, server: dns.lan, tsigKeyName: k, tsigSecretEnv: T}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("dns.bind.server: expected HOST:PORT"), "{e}");
+        let e = Config::parse("c.yaml", "dns:\n  p: {type: powerdns, url: http://x, apiKey: inline}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("apiKey"), "{e}");
+    }
+
+    #[test]
     fn later_sections_parse() {
         let c = Config::parse(
             "c.yaml",
-            "dns:\n  default: {type: technitium, url: http://dns:5380, tokenFile: /x}\n",
+            "pbs:\n  default: {url: https://pbs:8007}\nproxy:\n  default: {type: nginx-proxy-manager}\n",
         )
         .unwrap();
-        assert_eq!(c.dns.len(), 1);
+        assert_eq!((c.pbs.len(), c.proxy.len()), (1, 1));
     }
 }

@@ -135,8 +135,65 @@ fn every_example_parses_and_is_admitted() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples");
     let loaded = homelab_operator::cli::resources::load(&[dir]).unwrap();
     assert!(loaded.guests.len() >= 3);
+    assert!(loaded.records.len() >= 3);
     assert!(loaded.skipped.is_empty(), "{:?}", loaded.skipped);
     for g in &loaded.guests {
         g.validate_cel().unwrap_or_else(|e| panic!("{:?}: {e}", g.metadata.name));
     }
+    for r in &loaded.records {
+        r.validate_cel().unwrap_or_else(|e| panic!("{:?}: {e}", r.metadata.name));
+    }
+}
+
+fn record(yaml: &str) -> homelab_operator::api::DnsRecord {
+    serde_yaml_ng::from_str(&format!(
+        "apiVersion: homelab.dev/v1alpha1\nkind: DnsRecord\nmetadata: {{name: r, namespace: default}}\nspec:\n  zone: home.arpa\n{yaml}"
+    ))
+    .expect("parses")
+}
+
+#[test]
+fn dns_record_rules() {
+    record("  name: web\n  type: A\n  values: [10.0.0.1]\n").validate_cel().unwrap();
+    record("  name: web\n  type: AAAA\n  target: {name: web01}\n")
+        .validate_cel()
+        .unwrap();
+    let refused = |yaml: &str, needle: &str| {
+        let e = record(yaml).validate_cel().expect_err(yaml).to_string();
+        assert!(e.contains(needle), "expected {needle:?} in {e:?}");
+    };
+    refused(
+        "  name: web\n  type: A\n  values: [10.0.0.1]\n  target: {name: web01}\n",
+        "set exactly one of values or target",
+    );
+    refused("  name: web\n  type: A\n", "set exactly one of values or target");
+    refused(
+        "  name: www\n  type: CNAME\n  target: {name: web01}\n",
+        "target is only valid with type A or AAAA",
+    );
+    refused(
+        "  name: www\n  type: CNAME\n  values: [a.home.arpa, b.home.arpa]\n",
+        "a CNAME has exactly one value",
+    );
+    refused(
+        "  name: \"@\"\n  type: CNAME\n  values: [a.home.arpa]\n",
+        "a CNAME cannot be at the zone apex",
+    );
+    refused(
+        "  name: web\n  type: A\n  values: [\"10.0.0.300\"]\n",
+        "A values must be IPv4 addresses",
+    );
+    refused(
+        "  name: mail\n  type: MX\n  values: [mail.home.arpa]\n",
+        "MX values are 'PRIORITY HOST'",
+    );
+    let old = record("  name: web\n  type: A\n  values: [10.0.0.1]\n");
+    let mut new = old.clone();
+    new.spec.name = "web2".into();
+    assert!(
+        new.validate_cel_update(&old)
+            .unwrap_err()
+            .to_string()
+            .contains("zone, name and type are immutable")
+    );
 }

@@ -1,12 +1,14 @@
 //! CRD types. Depends only on serde, schemars and kube-derive: no I/O here.
 
 pub mod common;
+pub mod dns_record;
 pub mod proxmox_guest;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 pub use common::*;
+pub use dns_record::*;
 pub use proxmox_guest::*;
 
 pub const GROUP: &str = "homelab.dev";
@@ -15,10 +17,11 @@ pub const CATEGORY: &str = "homelab";
 /// The one field manager for every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "homelab-operator";
 pub const GUEST_FINALIZER: &str = "proxmoxguests.homelab.dev/cleanup";
+pub const DNS_FINALIZER: &str = "dnsrecords.homelab.dev/cleanup";
 
 /// Every CRD the operator serves, in the order `crds/` lists them.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![ProxmoxGuest::crd()].into_iter().map(clean_crd).collect()
+    vec![ProxmoxGuest::crd(), DnsRecord::crd()].into_iter().map(clean_crd).collect()
 }
 
 /// schemars emits `format: uint32` and friends, which Kubernetes does not know;

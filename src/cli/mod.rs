@@ -171,6 +171,43 @@ async fn plan(a: FilesArgs) -> anyhow::Result<i32> {
             }
         }
     }
+    // Records that target a guest use the addresses its status in the files reports.
+    let addresses = oneshot::guest_addresses(
+        loaded
+            .guests
+            .iter()
+            .filter_map(|g| g.status.as_ref().map(|s| (oneshot::display_name(g), s))),
+    );
+    for r in &loaded.records {
+        let name = oneshot::record_name(r);
+        match oneshot::plan_record(&engine, r, &addresses).await {
+            Ok(out) if out.plan.actions.is_empty() && out.plan.blocked.is_none() => {
+                match api::find_condition(&out.status.conditions, api::CONDITION_READY) {
+                    Some(c) if c.status == "False" => {
+                        pending = true;
+                        println!("{name}: {}: {}", c.reason, c.message);
+                    }
+                    _ => println!("{name}: no changes"),
+                }
+            }
+            Ok(out) => {
+                pending = true;
+                println!("{name}:");
+                if let Some((reason, message)) = &out.plan.blocked {
+                    println!("  ! {reason}: {message}");
+                }
+                for a in &out.plan.actions {
+                    if let crate::reconcile::dns_record::plan::DnsAction::Put { set, why } = a {
+                        println!("  ~ {why}: {} {} {} (TTL {})", set.name, set.rtype, set.values.join(", "), set.ttl);
+                    }
+                }
+            }
+            Err(e) => {
+                failed = true;
+                println!("{name}: error: {e}");
+            }
+        }
+    }
     for s in &loaded.skipped {
         eprintln!("skipped (kind not handled yet): {s}");
     }
@@ -189,6 +226,26 @@ async fn apply(a: FilesArgs) -> anyhow::Result<i32> {
     let engine = oneshot::Engine::new(&config, Arc::new(Metrics::default()))?;
     let progress = |line: &str| println!("{line}");
     let results = oneshot::apply_all(&engine, &loaded.guests, 8, Duration::from_secs(a.timeout), &progress).await;
-    println!("\n{}", oneshot::status_table(&results));
-    Ok(if results.iter().any(|r| r.error.is_some()) { 1 } else { 0 })
+    // Records after guests, so records that target a guest see its addresses.
+    let addresses = oneshot::guest_addresses(results.iter().map(|r| (r.name.clone(), &r.status)));
+    let mut records = vec![];
+    for r in &loaded.records {
+        records.push(oneshot::apply_record(&engine, r, &addresses, &progress).await);
+    }
+    if !results.is_empty() {
+        println!("\n{}", oneshot::status_table(&results));
+    }
+    if !records.is_empty() {
+        println!("\n{}", oneshot::record_table(&records));
+    }
+    for s in &loaded.skipped {
+        eprintln!("skipped (kind not handled yet): {s}");
+    }
+    Ok(
+        if results.iter().any(|r| r.error.is_some()) || records.iter().any(|r| r.error.is_some()) {
+            1
+        } else {
+            0
+        },
+    )
 }

@@ -33,6 +33,7 @@ impl StatusSink<ProxmoxGuestStatus> for MemoryStatus {
 
 pub struct Engine {
     pub clients: BTreeMap<String, PveClient>,
+    pub dns: BTreeMap<String, crate::providers::dns::DnsClient>,
     pub cache: ClusterCache,
     pub drift: DriftClock,
     pub metrics: Arc<Metrics>,
@@ -47,8 +48,10 @@ impl Engine {
                 PveClient::new(ep, Some(metrics.clone())).map_err(|e| anyhow::anyhow!("proxmox.{name}: {e}"))?,
             );
         }
+        let dns = crate::providers::dns::clients_from_config(config, Some(metrics.clone())).map_err(|e| anyhow::anyhow!(e))?;
         Ok(Self {
             clients,
+            dns,
             cache: ClusterCache::new(Duration::from_secs(10)),
             drift: DriftClock::new(Duration::from_secs(600)),
             metrics,
@@ -235,6 +238,144 @@ pub fn status_table(results: &[Applied]) -> String {
             r.iter()
                 .enumerate()
                 .map(|(i, c)| if i == 6 { c.clone() } else { format!("{c:<w$}", w = widths[i]) })
+                .collect::<Vec<_>>()
+                .join("  ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Addresses of the guests `apply`/`plan` know about, by `namespace/name`.
+pub type GuestAddresses = BTreeMap<String, Vec<String>>;
+
+pub fn guest_addresses<'a>(guests: impl IntoIterator<Item = (String, &'a ProxmoxGuestStatus)>) -> GuestAddresses {
+    guests.into_iter().map(|(name, s)| (name, s.ips.clone())).collect()
+}
+
+pub fn record_name(r: &api::DnsRecord) -> String {
+    format!(
+        "{}/{}",
+        r.metadata.namespace.as_deref().unwrap_or("default"),
+        r.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+fn record_parts<'a>(
+    engine: &'a Engine,
+    r: &api::DnsRecord,
+    guests: &GuestAddresses,
+) -> Result<
+    (
+        &'a crate::providers::dns::DnsClient,
+        GuestIdentity,
+        crate::reconcile::dns_record::Target,
+    ),
+    ReconcileError,
+> {
+    use crate::reconcile::dns_record::Target;
+    r.validate_cel().map_err(|e| ReconcileError::Config(format!("invalid spec: {e}")))?;
+    let dns = engine
+        .dns
+        .get(&r.spec.provider)
+        .ok_or_else(|| ReconcileError::Config(format!("spec.provider {:?} is not in the config's dns: section", r.spec.provider)))?;
+    let ns = r.metadata.namespace.as_deref().unwrap_or("default");
+    let id = GuestIdentity::new(ns, r.metadata.name.as_deref().unwrap_or(""), r.metadata.uid.as_deref());
+    let target = match &r.spec.target {
+        None => Target::NoTarget,
+        Some(t) => guests
+            .get(&format!("{ns}/{}", t.name))
+            .map_or(Target::Missing, |ips| Target::Ips(ips.clone())),
+    };
+    Ok((dns, id, target))
+}
+
+/// What `plan` reports for one record.
+pub async fn plan_record(
+    engine: &Engine,
+    r: &api::DnsRecord,
+    guests: &GuestAddresses,
+) -> Result<crate::reconcile::dns_record::DnsOutcome, ReconcileError> {
+    let (dns, id, target) = record_parts(engine, r, guests)?;
+    let obj = crate::reconcile::dns_record::DnsObject {
+        id: &id,
+        spec: &r.spec,
+        status: r.status.clone().unwrap_or_default(),
+        generation: Some(1),
+        target,
+    };
+    crate::reconcile::dns_record::reconcile(dns, obj, true).await
+}
+
+/// The final word on one record after `apply`.
+pub struct RecordApplied {
+    pub name: String,
+    pub status: api::DnsRecordStatus,
+    pub error: Option<String>,
+}
+
+pub async fn apply_record(engine: &Engine, r: &api::DnsRecord, guests: &GuestAddresses, progress: &(dyn Fn(&str) + Sync)) -> RecordApplied {
+    let name = record_name(r);
+    let result = async {
+        let (dns, id, target) = record_parts(engine, r, guests)?;
+        let obj = crate::reconcile::dns_record::DnsObject {
+            id: &id,
+            spec: &r.spec,
+            status: r.status.clone().unwrap_or_default(),
+            generation: Some(1),
+            target,
+        };
+        crate::reconcile::dns_record::reconcile(dns, obj, false).await
+    }
+    .await;
+    match result {
+        Ok(out) => {
+            for e in &out.events {
+                progress(&format!("{name}: {}{}", if e.warning { "warning: " } else { "" }, e.note));
+            }
+            RecordApplied {
+                name,
+                status: out.status,
+                error: None,
+            }
+        }
+        Err(e) => RecordApplied {
+            name,
+            status: r.status.clone().unwrap_or_default(),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+/// Delete (or release) one record as deleting the resource would.
+pub async fn delete_record(engine: &Engine, r: &api::DnsRecord) -> Result<Vec<crate::reconcile::EventNote>, ReconcileError> {
+    let (dns, id, _) = record_parts(engine, r, &GuestAddresses::new())?;
+    crate::reconcile::dns_record::cleanup(dns, &id, &r.spec).await
+}
+
+pub fn record_table(results: &[RecordApplied]) -> String {
+    let mut rows = vec![["NAME".to_string(), "FQDN".into(), "VALUES".into(), "READY".into(), "MESSAGE".into()]];
+    for r in results {
+        let ready = api::find_condition(&r.status.conditions, api::CONDITION_READY);
+        rows.push([
+            r.name.clone(),
+            r.status.fqdn.clone().unwrap_or_else(|| "-".into()),
+            if r.status.values.is_empty() {
+                "-".into()
+            } else {
+                r.status.values.join(",")
+            },
+            ready.map_or("Unknown".into(), |c| c.status.clone()),
+            r.error
+                .clone()
+                .unwrap_or_else(|| ready.map_or(String::new(), |c| c.message.clone())),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, c)| if i == 4 { c.clone() } else { format!("{c:<w$}", w = widths[i]) })
                 .collect::<Vec<_>>()
                 .join("  ")
         })

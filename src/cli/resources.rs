@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::api::ProxmoxGuest;
+use crate::api::{DnsRecord, ProxmoxGuest};
 
 /// Every resource file under the given paths (directories are read recursively, sorted).
 pub fn files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
@@ -33,14 +33,16 @@ pub fn files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// All ProxmoxGuests in the files. Other kinds are listed in `skipped`.
+/// The resources in the files, by kind. Other kinds are listed in `skipped`.
 pub struct Loaded {
     pub guests: Vec<ProxmoxGuest>,
+    pub records: Vec<DnsRecord>,
     pub skipped: Vec<String>,
 }
 
 pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
     let mut guests = vec![];
+    let mut records = vec![];
     let mut skipped = vec![];
     for file in files(paths)? {
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -57,11 +59,16 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
                     g.metadata.namespace.get_or_insert_with(|| "default".into());
                     guests.push(g);
                 }
+                ("homelab.dev/v1alpha1", "DnsRecord") => {
+                    let mut r: DnsRecord = parse(&file, i, value)?;
+                    r.metadata.namespace.get_or_insert_with(|| "default".into());
+                    records.push(r);
+                }
                 _ => skipped.push(format!("{}: {api_version} {kind}", file.display())),
             }
         }
     }
-    Ok(Loaded { guests, skipped })
+    Ok(Loaded { guests, records, skipped })
 }
 
 fn parse<T: serde::de::DeserializeOwned>(file: &Path, i: usize, value: serde_yaml_ng::Value) -> anyhow::Result<T> {

@@ -3,11 +3,12 @@
 //! persistence through [`StatusSink`].
 
 pub mod cache;
+pub mod dns_record;
 pub mod proxmox_guest;
 
 use std::{future::Future, time::Duration};
 
-use crate::providers::pve;
+use crate::providers::{dns, pve};
 
 /// Where a reconcile stores status mid-way (VMID before create, UPID after a
 /// task starts), so a restart at any instant finds its work again.
@@ -49,6 +50,12 @@ pub enum ReconcileError {
         #[source]
         source: pve::Error,
     },
+    #[error("{step}: {source}")]
+    Dns {
+        step: String,
+        #[source]
+        source: dns::Error,
+    },
     #[error("{op} task failed: {message}")]
     TaskFailed { op: String, message: String },
     #[error("saving status: {0}")]
@@ -66,6 +73,7 @@ impl ReconcileError {
     pub fn is_transient(&self) -> bool {
         match self {
             ReconcileError::Pve { source, .. } => source.is_transient(),
+            ReconcileError::Dns { source, .. } => source.is_transient(),
             ReconcileError::TaskFailed { .. } | ReconcileError::Status(_) => true,
             ReconcileError::Config(_) => false,
         }
@@ -82,6 +90,9 @@ impl ReconcileError {
                 pve::ErrorClass::Invalid => "RefusedByProxmox",
                 pve::ErrorClass::Conflict => "Conflict",
             },
+            ReconcileError::Dns { source, .. } if source.is_transient() => "DnsUnavailable",
+            ReconcileError::Dns { source, .. } if source.is_permission() => "PermissionDenied",
+            ReconcileError::Dns { .. } => "RefusedByDnsServer",
             ReconcileError::TaskFailed { .. } => "TaskFailed",
             ReconcileError::Status(_) => "StatusWriteFailed",
             ReconcileError::Config(_) => "ConfigError",

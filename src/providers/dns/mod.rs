@@ -91,3 +91,83 @@ pub fn fqdn(name: &str, zone: &str) -> String {
         n => format!("{}.{zone}", n.to_ascii_lowercase()),
     }
 }
+
+/// The client for one `dns:` endpoint of the config.
+#[derive(Clone, Debug)]
+pub enum DnsClient {
+    PowerDns(powerdns::PowerDns),
+    Rfc2136(rfc2136::Rfc2136),
+}
+
+impl DnsClient {
+    pub fn from_endpoint(
+        ep: &crate::config::DnsEndpoint,
+        metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    ) -> Result<Self, String> {
+        use crate::config::DnsEndpoint;
+        Ok(match ep {
+            DnsEndpoint::PowerDns {
+                url,
+                api_key,
+                server_id,
+                timeout,
+            } => {
+                DnsClient::PowerDns(powerdns::PowerDns::new(url, server_id, api_key.clone(), *timeout, metrics).map_err(|e| e.to_string())?)
+            }
+            DnsEndpoint::Rfc2136 {
+                server,
+                tsig_key_name,
+                tsig_algorithm,
+                tsig_secret,
+                timeout,
+            } => {
+                let alg = rfc2136::parse_algorithm(tsig_algorithm).ok_or_else(|| format!("unsupported TSIG algorithm {tsig_algorithm}"))?;
+                DnsClient::Rfc2136(rfc2136::Rfc2136::new(
+                    server,
+                    tsig_key_name,
+                    alg,
+                    tsig_secret.clone(),
+                    *timeout,
+                    metrics,
+                ))
+            }
+        })
+    }
+}
+
+/// One client per `dns:` endpoint of the config.
+pub fn clients_from_config(
+    config: &crate::config::Config,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+) -> Result<std::collections::BTreeMap<String, DnsClient>, String> {
+    config
+        .dns
+        .iter()
+        .map(|(name, ep)| {
+            DnsClient::from_endpoint(ep, metrics.clone())
+                .map(|c| (name.clone(), c))
+                .map_err(|e| format!("dns.{name}: {e}"))
+        })
+        .collect()
+}
+
+impl DnsApi for DnsClient {
+    async fn get(&self, zone: &str, name: &str, rtype: &str) -> Result<Option<RecordSet>, Error> {
+        match self {
+            DnsClient::PowerDns(c) => c.get(zone, name, rtype).await,
+            DnsClient::Rfc2136(c) => c.get(zone, name, rtype).await,
+        }
+    }
+    async fn put(&self, zone: &str, set: &RecordSet) -> Result<(), Error> {
+        match self {
+            DnsClient::PowerDns(c) => c.put(zone, set).await,
+            DnsClient::Rfc2136(c) => c.put(zone, set).await,
+        }
+    }
+    async fn delete(&self, zone: &str, name: &str, rtype: &str) -> Result<(), Error> {
+        match self {
+            DnsClient::PowerDns(c) => c.delete(zone, name, rtype).await,
+            DnsClient::Rfc2136(c) => c.delete(zone, name, rtype).await,
+        }
+    }
+}

@@ -257,9 +257,10 @@ impl DnsApi for Rfc2136 {
             let data = RData::try_from_str(rt, v).map_err(|e| self.invalid("update", format!("{} value {v:?}: {e}", set.rtype)))?;
             message.add_authority(Record::from_rdata(owner.clone(), set.ttl, data));
         }
+        // The registry record follows the mark: rewritten with it, removed without it.
+        let reg = self.name("update", &registry_name(&set.name, &set.rtype))?;
+        message.add_authority(delete_rrset(&reg, RecordType::TXT));
         if let Some(mark) = &set.mark {
-            let reg = self.name("update", &registry_name(&set.name, &set.rtype))?;
-            message.add_authority(delete_rrset(&reg, RecordType::TXT));
             message.add_authority(Record::from_rdata(reg, set.ttl, RData::TXT(TXT::new(vec![mark.clone()]))));
         }
         self.signed("update", message).await.map(|_| ())

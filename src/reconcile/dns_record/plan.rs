@@ -1,0 +1,251 @@
+//! desired record + what the server has → actions. Pure.
+
+use crate::{
+    api::{DeletionPolicy, RecordPolicy, RecordType},
+    providers::dns::{RecordSet, absolute},
+};
+
+/// Values in one canonical presentation form, so that what we send and what
+/// the server answers compare equal: addresses re-printed, names absolute and
+/// lower case, TXT quoted, sorted.
+pub fn normalize(rtype: RecordType, values: &[String]) -> Result<Vec<String>, String> {
+    let mut out = values
+        .iter()
+        .map(|v| {
+            let v = v.trim();
+            match rtype {
+                RecordType::A => v
+                    .parse::<std::net::Ipv4Addr>()
+                    .map(|a| a.to_string())
+                    .map_err(|_| format!("{v:?} is not an IPv4 address")),
+                RecordType::AAAA => v
+                    .parse::<std::net::Ipv6Addr>()
+                    .map(|a| a.to_string())
+                    .map_err(|_| format!("{v:?} is not an IPv6 address")),
+                RecordType::CNAME | RecordType::PTR | RecordType::NS => Ok(absolute(v)),
+                RecordType::MX => match v.split_once(' ') {
+                    Some((p, host)) if p.parse::<u16>().is_ok() => Ok(format!("{p} {}", absolute(host.trim()))),
+                    _ => Err(format!("{v:?} is not 'PRIORITY HOST'")),
+                },
+                RecordType::SRV => {
+                    let parts: Vec<&str> = v.split_whitespace().collect();
+                    match parts.as_slice() {
+                        [p, w, port, host] if [p, w, port].iter().all(|n| n.parse::<u16>().is_ok()) => {
+                            Ok(format!("{p} {w} {port} {}", absolute(host)))
+                        }
+                        _ => Err(format!("{v:?} is not 'PRIORITY WEIGHT PORT HOST'")),
+                    }
+                }
+                RecordType::TXT => Ok(if v.starts_with('"') && v.ends_with('"') && v.len() >= 2 {
+                    v.to_string()
+                } else {
+                    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+                }),
+                RecordType::CAA => Ok(v.to_string()),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DnsAction {
+    /// Write the whole RRset with our mark (create, update or adopt).
+    Put {
+        set: RecordSet,
+        why: &'static str,
+    },
+    Delete,
+    /// Keep the RRset, drop our mark (deletion with Retain / UpsertOnly / CreateOnly).
+    ReleaseMark(RecordSet),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DnsPlan {
+    pub actions: Vec<DnsAction>,
+    /// Why nothing can be written: (reason, message).
+    pub blocked: Option<(&'static str, String)>,
+}
+
+/// What to write so the server has `desired` (which carries our mark).
+pub fn plan(desired: &RecordSet, observed: Option<&RecordSet>, adopt: bool, policy: RecordPolicy) -> DnsPlan {
+    let Some(obs) = observed else {
+        return DnsPlan {
+            actions: vec![DnsAction::Put {
+                set: desired.clone(),
+                why: "Created",
+            }],
+            blocked: None,
+        };
+    };
+    let ours = obs.mark.is_some() && obs.mark == desired.mark;
+    if !ours && !adopt {
+        let owner = match &obs.mark {
+            Some(m) => format!(" (marked by another resource: {m})"),
+            None => String::new(),
+        };
+        return DnsPlan {
+            actions: vec![],
+            blocked: Some((
+                "Conflict",
+                format!(
+                    "{} {} already exists with {}{owner} and the operator does not own it; set adopt: true to take it over, or choose another name",
+                    obs.name,
+                    obs.rtype,
+                    obs.values.join(", ")
+                ),
+            )),
+        };
+    }
+    if !ours {
+        return DnsPlan {
+            actions: vec![DnsAction::Put {
+                set: desired.clone(),
+                why: "Adopted",
+            }],
+            blocked: None,
+        };
+    }
+    let same = obs.values == desired.values && obs.ttl == desired.ttl;
+    if same || policy == RecordPolicy::CreateOnly {
+        return DnsPlan::default();
+    }
+    DnsPlan {
+        actions: vec![DnsAction::Put {
+            set: desired.clone(),
+            why: "Updated",
+        }],
+        blocked: None,
+    }
+}
+
+/// What deleting the resource does to the record.
+pub fn plan_delete(observed: Option<&RecordSet>, our_mark: &str, policy: RecordPolicy, deletion: DeletionPolicy) -> Vec<DnsAction> {
+    match observed {
+        Some(obs) if obs.mark.as_deref() == Some(our_mark) => {
+            if policy == RecordPolicy::Sync && deletion == DeletionPolicy::Delete {
+                vec![DnsAction::Delete]
+            } else {
+                vec![DnsAction::ReleaseMark(RecordSet { mark: None, ..obs.clone() })]
+            }
+        }
+        // Not ours (or gone): never touched.
+        _ => vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MARK: &str = "managed-by: homelab-operator apps/web uid=1";
+
+    fn rs(values: &[&str], ttl: u32, mark: Option<&str>) -> RecordSet {
+        RecordSet {
+            name: "web.home.arpa.".into(),
+            rtype: "A".into(),
+            ttl,
+            values: values.iter().map(|s| s.to_string()).collect(),
+            mark: mark.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn normalizes_values_by_type() {
+        let n = |t, v: &[&str]| normalize(t, &v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(n(RecordType::AAAA, &["FD00:0:0::21"]).unwrap(), vec!["fd00::21"]);
+        assert_eq!(n(RecordType::CNAME, &["Web.Home.Arpa"]).unwrap(), vec!["web.home.arpa."]);
+        assert_eq!(n(RecordType::MX, &["10 mail.home.arpa"]).unwrap(), vec!["10 mail.home.arpa."]);
+        assert_eq!(n(RecordType::TXT, &["v=spf1 -all"]).unwrap(), vec!["\"v=spf1 -all\""]);
+        assert_eq!(
+            n(RecordType::A, &["10.0.0.2", "10.0.0.1", "10.0.0.2"]).unwrap(),
+            vec!["10.0.0.1", "10.0.0.2"]
+        );
+        assert!(n(RecordType::A, &["fd00::1"]).is_err());
+        assert!(n(RecordType::SRV, &["10 5 web"]).is_err());
+    }
+
+    #[test]
+    fn table() {
+        let want = rs(&["10.0.0.1"], 300, Some(MARK));
+        // create
+        assert_eq!(
+            plan(&want, None, false, RecordPolicy::Sync).actions,
+            vec![DnsAction::Put {
+                set: want.clone(),
+                why: "Created"
+            }]
+        );
+        // no-op
+        assert_eq!(plan(&want, Some(&want), false, RecordPolicy::Sync), DnsPlan::default());
+        // update values / ttl
+        let old = rs(&["10.0.0.9"], 300, Some(MARK));
+        assert_eq!(plan(&want, Some(&old), false, RecordPolicy::Sync).actions.len(), 1);
+        assert_eq!(
+            plan(&want, Some(&rs(&["10.0.0.1"], 60, Some(MARK))), false, RecordPolicy::UpsertOnly)
+                .actions
+                .len(),
+            1
+        );
+        // CreateOnly never changes an existing record
+        assert!(plan(&want, Some(&old), false, RecordPolicy::CreateOnly).actions.is_empty());
+        // foreign conflict, then adopt
+        let foreign = rs(&["10.0.0.5"], 300, None);
+        let p = plan(&want, Some(&foreign), false, RecordPolicy::Sync);
+        assert!(p.actions.is_empty());
+        let (reason, msg) = p.blocked.unwrap();
+        assert_eq!(reason, "Conflict");
+        assert!(
+            msg.contains("web.home.arpa. A already exists with 10.0.0.5") && msg.contains("adopt: true"),
+            "{msg}"
+        );
+        let other = rs(&["10.0.0.5"], 300, Some("managed-by: homelab-operator apps/other uid=2"));
+        assert!(
+            plan(&want, Some(&other), false, RecordPolicy::Sync)
+                .blocked
+                .unwrap()
+                .1
+                .contains("apps/other")
+        );
+        assert_eq!(
+            plan(&want, Some(&foreign), true, RecordPolicy::Sync).actions,
+            vec![DnsAction::Put {
+                set: want.clone(),
+                why: "Adopted"
+            }]
+        );
+    }
+
+    #[test]
+    fn deletion_table() {
+        let ours = rs(&["10.0.0.1"], 300, Some(MARK));
+        assert_eq!(
+            plan_delete(Some(&ours), MARK, RecordPolicy::Sync, DeletionPolicy::Delete),
+            vec![DnsAction::Delete]
+        );
+        assert_eq!(
+            plan_delete(Some(&ours), MARK, RecordPolicy::Sync, DeletionPolicy::Retain),
+            vec![DnsAction::ReleaseMark(rs(&["10.0.0.1"], 300, None))]
+        );
+        assert_eq!(
+            plan_delete(Some(&ours), MARK, RecordPolicy::UpsertOnly, DeletionPolicy::Delete).len(),
+            1
+        );
+        assert!(matches!(
+            plan_delete(Some(&ours), MARK, RecordPolicy::UpsertOnly, DeletionPolicy::Delete)[0],
+            DnsAction::ReleaseMark(_)
+        ));
+        assert!(
+            plan_delete(
+                Some(&rs(&["10.0.0.1"], 300, None)),
+                MARK,
+                RecordPolicy::Sync,
+                DeletionPolicy::Delete
+            )
+            .is_empty()
+        );
+        assert!(plan_delete(None, MARK, RecordPolicy::Sync, DeletionPolicy::Delete).is_empty());
+    }
+}

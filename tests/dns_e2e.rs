@@ -1,0 +1,214 @@
+//! DnsRecord end to end through `apply`'s engine: records on real PowerDNS and
+//! BIND, a record that follows a ProxmoxGuest's address, edits, foreign
+//! records, adoption, deletion policies, errors as conditions.
+
+mod support {
+    pub mod dns_servers;
+}
+
+use std::{sync::Arc, time::Duration};
+
+use homelab_operator::{
+    api::{self, DnsRecord},
+    cli::oneshot::{self, Engine, GuestAddresses},
+    config::{Config, DnsEndpoint, SecretSource},
+    metrics::Metrics,
+    providers::dns::{DnsApi, RecordSet},
+};
+use support::dns_servers::{self, ZONE, dig};
+
+struct World {
+    engine: Engine,
+    pdns: dns_servers::PowerDns,
+    bind: dns_servers::Bind,
+    _dir: tempfile::TempDir,
+}
+
+fn world() -> World {
+    let pdns = dns_servers::powerdns();
+    let bind = dns_servers::bind();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pdns-key"), &pdns.api_key).unwrap();
+    std::fs::write(dir.path().join("tsig"), &bind.secret).unwrap();
+    let config = Config {
+        path: "test".into(),
+        dns: [
+            (
+                "pdns".to_string(),
+                DnsEndpoint::PowerDns {
+                    url: url::Url::parse(&pdns.api_url).unwrap(),
+                    api_key: SecretSource::File(dir.path().join("pdns-key")),
+                    server_id: "localhost".into(),
+                    timeout: Duration::from_secs(5),
+                },
+            ),
+            (
+                "bind".to_string(),
+                DnsEndpoint::Rfc2136 {
+                    server: format!("127.0.0.1:{}", bind.server.dns_port),
+                    tsig_key_name: bind.key_name.clone(),
+                    tsig_algorithm: "hmac-sha256".into(),
+                    tsig_secret: SecretSource::File(dir.path().join("tsig")),
+                    timeout: Duration::from_secs(5),
+                },
+            ),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    World {
+        engine: Engine::new(&config, Arc::new(Metrics::default())).unwrap(),
+        pdns,
+        bind,
+        _dir: dir,
+    }
+}
+
+fn record(name: &str, provider: &str, spec: &str) -> DnsRecord {
+    serde_yaml_ng::from_str(&format!(
+        "apiVersion: homelab.dev/v1alpha1\nkind: DnsRecord\nmetadata: {{name: {name}, namespace: homelab}}\nspec:\n  provider: {provider}\n  zone: home.arpa\n{spec}"
+    ))
+    .unwrap()
+}
+
+fn ready(s: &api::DnsRecordStatus) -> bool {
+    api::find_condition(&s.conditions, api::CONDITION_READY).is_some_and(|c| c.status == "True")
+}
+
+async fn apply(w: &World, r: &DnsRecord, guests: &GuestAddresses) -> oneshot::RecordApplied {
+    oneshot::apply_record(&w.engine, r, guests, &|_| {}).await
+}
+
+#[tokio::test]
+async fn records_follow_the_spec_on_both_servers() {
+    let w = world();
+    for (provider, port) in [("pdns", w.pdns.server.dns_port), ("bind", w.bind.server.dns_port)] {
+        let mut r = record("web", provider, "  name: web\n  type: A\n  ttl: 120\n  values: [10.5.0.21]\n");
+        let a = apply(&w, &r, &GuestAddresses::new()).await;
+        assert!(ready(&a.status), "{provider}: {:?} {:?}", a.error, a.status.conditions);
+        assert_eq!(a.status.fqdn.as_deref(), Some("web.home.arpa."));
+        assert_eq!(dig(port, "web.home.arpa.", "A"), vec!["10.5.0.21"]);
+        // Second apply: nothing to write.
+        assert!(
+            oneshot::plan_record(&w.engine, &r, &GuestAddresses::new())
+                .await
+                .unwrap()
+                .plan
+                .actions
+                .is_empty()
+        );
+        // Edit converges.
+        r.spec.values = vec!["10.5.0.22".into(), "10.5.0.23".into()];
+        assert!(ready(&apply(&w, &r, &GuestAddresses::new()).await.status));
+        assert_eq!(dig(port, "web.home.arpa.", "A"), vec!["10.5.0.22", "10.5.0.23"]);
+        // Other types.
+        let c = record("www", provider, "  name: www\n  type: CNAME\n  values: [web.home.arpa]\n");
+        assert!(ready(&apply(&w, &c, &GuestAddresses::new()).await.status));
+        assert_eq!(dig(port, "www.home.arpa.", "CNAME"), vec!["web.home.arpa."]);
+        let t = record("spf", provider, "  name: \"@\"\n  type: TXT\n  values: [\"v=spf1 -all\"]\n");
+        let ta = apply(&w, &t, &GuestAddresses::new()).await;
+        assert!(ready(&ta.status), "{provider}: {:?}", ta.error);
+        assert_eq!(dig(port, "home.arpa.", "TXT"), vec!["\"v=spf1 -all\""]);
+        assert!(
+            oneshot::plan_record(&w.engine, &t, &GuestAddresses::new())
+                .await
+                .unwrap()
+                .plan
+                .actions
+                .is_empty(),
+            "{provider}: TXT compares equal after a round trip"
+        );
+        // Delete policy: gone; Retain: kept without our mark.
+        assert_eq!(oneshot::delete_record(&w.engine, &r).await.unwrap()[0].reason, "Deleted");
+        assert!(dig(port, "web.home.arpa.", "A").is_empty());
+        let mut keep = c.clone();
+        keep.spec.deletion_policy = api::DeletionPolicy::Retain;
+        assert_eq!(oneshot::delete_record(&w.engine, &keep).await.unwrap()[0].reason, "Retained");
+        assert_eq!(dig(port, "www.home.arpa.", "CNAME"), vec!["web.home.arpa."]);
+        let left = w.engine.dns[provider].get(ZONE, "www.home.arpa.", "CNAME").await.unwrap().unwrap();
+        assert_eq!(left.mark, None, "{provider}: mark released");
+    }
+}
+
+#[tokio::test]
+async fn a_record_follows_its_guests_addresses() {
+    let w = world();
+    let r = record("jellyfin", "pdns", "  name: jellyfin\n  type: A\n  target: {name: jellyfin}\n");
+    // Guest not there yet: waiting, not stalled, nothing written.
+    let a = apply(&w, &r, &GuestAddresses::new()).await;
+    let c = api::find_condition(&a.status.conditions, "Ready").unwrap();
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "TargetNotFound"));
+    assert!(dig(w.pdns.server.dns_port, "jellyfin.home.arpa.", "A").is_empty());
+    // The guest reports addresses: published; the IPv6 one goes to AAAA only.
+    let guests: GuestAddresses = [(
+        "homelab/jellyfin".to_string(),
+        vec!["10.5.0.50".to_string(), "fd00::50".to_string()],
+    )]
+    .into();
+    assert!(ready(&apply(&w, &r, &guests).await.status));
+    assert_eq!(dig(w.pdns.server.dns_port, "jellyfin.home.arpa.", "A"), vec!["10.5.0.50"]);
+    let six = record("jellyfin6", "pdns", "  name: jellyfin\n  type: AAAA\n  target: {name: jellyfin}\n");
+    assert!(ready(&apply(&w, &six, &guests).await.status));
+    assert_eq!(dig(w.pdns.server.dns_port, "jellyfin.home.arpa.", "AAAA"), vec!["fd00::50"]);
+    // Its address changes: the record follows.
+    let moved: GuestAddresses = [("homelab/jellyfin".to_string(), vec!["10.5.0.51".to_string()])].into();
+    assert!(ready(&apply(&w, &r, &moved).await.status));
+    assert_eq!(dig(w.pdns.server.dns_port, "jellyfin.home.arpa.", "A"), vec!["10.5.0.51"]);
+}
+
+#[tokio::test]
+async fn foreign_records_are_untouched_unless_adopted() {
+    let w = world();
+    for (provider, port) in [("pdns", w.pdns.server.dns_port), ("bind", w.bind.server.dns_port)] {
+        let foreign = RecordSet {
+            name: "nas.home.arpa.".into(),
+            rtype: "A".into(),
+            ttl: 300,
+            values: vec!["10.5.0.5".into()],
+            mark: None,
+        };
+        w.engine.dns[provider].put(ZONE, &foreign).await.unwrap();
+        let mut r = record("nas", provider, "  name: nas\n  type: A\n  values: [10.5.0.6]\n");
+        let a = apply(&w, &r, &GuestAddresses::new()).await;
+        let s = api::find_condition(&a.status.conditions, api::CONDITION_STALLED).unwrap();
+        assert_eq!((s.status.as_str(), s.reason.as_str()), ("True", "Conflict"), "{provider}");
+        assert!(s.message.contains("nas.home.arpa. A already exists with 10.5.0.5"), "{}", s.message);
+        assert_eq!(
+            dig(port, "nas.home.arpa.", "A"),
+            vec!["10.5.0.5"],
+            "{provider}: foreign record untouched"
+        );
+        // Deleting the resource leaves the foreign record alone.
+        assert_eq!(oneshot::delete_record(&w.engine, &r).await.unwrap()[0].reason, "Released");
+        assert_eq!(dig(port, "nas.home.arpa.", "A"), vec!["10.5.0.5"]);
+        r.spec.adopt = true;
+        assert!(ready(&apply(&w, &r, &GuestAddresses::new()).await.status));
+        assert_eq!(dig(port, "nas.home.arpa.", "A"), vec!["10.5.0.6"], "{provider}: adopted");
+    }
+}
+
+#[tokio::test]
+async fn errors_are_clear() {
+    let w = world();
+    // Unknown provider name.
+    let r = record("x", "nope", "  name: x\n  type: A\n  values: [10.0.0.1]\n");
+    let e = apply(&w, &r, &GuestAddresses::new()).await.error.unwrap();
+    assert!(e.contains("spec.provider \"nope\" is not in the config's dns: section"), "{e}");
+    // Bad credentials: the error names the server's refusal.
+    std::fs::write(w._dir.path().join("pdns-key"), "wrong").unwrap();
+    let r = record("y", "pdns", "  name: y\n  type: A\n  values: [10.0.0.1]\n");
+    let e = apply(&w, &r, &GuestAddresses::new()).await.error.unwrap();
+    assert!(e.contains("401"), "{e}");
+    std::fs::write(w._dir.path().join("tsig"), "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=").unwrap();
+    let r = record("z", "bind", "  name: z\n  type: A\n  values: [10.0.0.1]\n");
+    let e = apply(&w, &r, &GuestAddresses::new()).await.error.unwrap();
+    assert!(e.contains("NOTAUTH") || e.contains("BADSIG") || e.contains("BADKEY"), "{e}");
+    // Refused at admission: A value that is not IPv4.
+    let bad = record("b", "pdns", "  name: b\n  type: A\n  values: [\"fd00::1\"]\n");
+    assert!(
+        bad.validate_cel()
+            .unwrap_err()
+            .to_string()
+            .contains("A values must be IPv4 addresses")
+    );
+}
