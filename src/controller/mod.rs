@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod context;
 pub mod health;
 pub mod proxmox_guest;
+pub mod shared;
 
 use std::{
     sync::{Arc, atomic::AtomicBool},

@@ -1,0 +1,246 @@
+//! Glue every kind's controller shares: the error type and its policy, status
+//! by server-side apply (only when changed), events, error conditions.
+
+use std::{fmt::Debug, sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    api::core::v1::ObjectReference,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    core::error_boundary::InvalidObject,
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::context::Context;
+use crate::{
+    api::{self, ConditionState, FIELD_MANAGER},
+    reconcile::{EventNote, ReconcileError, StatusSink},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error("kubernetes: {0}")]
+    Kube(#[source] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("invalid object: {0}")]
+    InvalidObject(String),
+    /// Not a failure: deletion waits for an outside task.
+    #[error("deletion in progress; checking again in {0:?}")]
+    CleanupInProgress(Duration),
+}
+
+impl Error {
+    fn inner(&self) -> &Error {
+        match self {
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.inner(),
+                _ => self,
+            },
+            _ => self,
+        }
+    }
+
+    /// Stable PascalCase category for conditions, events and the metric label.
+    pub fn category(&self) -> &'static str {
+        match self.inner() {
+            Error::Reconcile(e) => e.category(),
+            Error::Kube(_) => "KubernetesApi",
+            Error::Finalizer(_) => "Finalizer",
+            Error::InvalidObject(_) => "InvalidObject",
+            Error::CleanupInProgress(_) => "CleanupInProgress",
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        match self.inner() {
+            Error::Reconcile(e) => e.is_transient(),
+            Error::Kube(_) | Error::Finalizer(_) | Error::CleanupInProgress(_) => true,
+            Error::InvalidObject(_) => false,
+        }
+    }
+
+    pub fn in_progress(&self) -> Option<Duration> {
+        match self.inner() {
+            Error::CleanupInProgress(d) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
+/// A status type with standard conditions.
+pub trait Conditioned: Default + Clone + Serialize + Send + Sync {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+}
+
+impl Conditioned for api::ProxmoxGuestStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}
+
+impl Conditioned for api::DnsRecordStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}
+
+/// Writes one object's status through the status subresource by server-side
+/// apply with the operator's field manager, and only when it changed.
+pub struct StatusWriter<K> {
+    api: Api<K>,
+    name: String,
+    last: std::sync::Mutex<Option<serde_json::Value>>,
+}
+
+impl<K> StatusWriter<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    pub fn new(api: Api<K>, name: String, current: Option<&impl Serialize>) -> Self {
+        Self {
+            api,
+            name,
+            last: std::sync::Mutex::new(current.and_then(|c| serde_json::to_value(c).ok())),
+        }
+    }
+
+    pub async fn apply<S: Serialize>(&self, status: &S) -> Result<(), kube::Error> {
+        let value = serde_json::to_value(status).map_err(kube::Error::SerdeError)?;
+        if self.last.lock().expect("status lock").as_ref() == Some(&value) {
+            return Ok(());
+        }
+        let patch = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": value,
+        });
+        self.api
+            .patch_status(&self.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await?;
+        *self.last.lock().expect("status lock") = Some(value);
+        Ok(())
+    }
+}
+
+impl<K, S> StatusSink<S> for StatusWriter<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync,
+    S: Serialize + Sync,
+{
+    async fn save(&self, status: &S) -> Result<(), String> {
+        self.apply(status).await.map_err(|e| e.to_string())
+    }
+}
+
+pub async fn publish(ctx: &Context, reference: &ObjectReference, note: &EventNote, action: &str) {
+    let ev = Event {
+        type_: if note.warning { EventType::Warning } else { EventType::Normal },
+        reason: note.reason.to_string(),
+        note: Some(note.note.chars().take(1000).collect()),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, reference).await {
+        tracing::warn!(error = %e, "publishing event");
+    }
+}
+
+pub async fn publish_all(ctx: &Context, reference: &ObjectReference, notes: &[EventNote], action: &str) {
+    for n in notes {
+        publish(ctx, reference, n, action).await;
+    }
+}
+
+/// A resource that failed to deserialize: one Warning event, then wait for a change.
+pub async fn invalid_object<K: Resource<DynamicType = ()>>(ctx: &Context, invalid: &InvalidObject) -> Error {
+    let reference = ObjectReference {
+        api_version: Some(K::api_version(&()).to_string()),
+        kind: Some(K::kind(&()).to_string()),
+        name: invalid.metadata.name.clone(),
+        namespace: invalid.metadata.namespace.clone(),
+        uid: invalid.metadata.uid.clone(),
+        ..Default::default()
+    };
+    publish(
+        ctx,
+        &reference,
+        &EventNote::warning("InvalidObject", format!("cannot read the resource: {}", invalid.error)),
+        "Reconcile",
+    )
+    .await;
+    Error::InvalidObject(invalid.error.clone())
+}
+
+/// Put the error where people look: a Degraded (transient) or Stalled
+/// (needs a person) condition and one Warning event.
+pub async fn report_error<K, S>(obj: &K, status: Option<S>, ctx: &Context, api: &Api<K>, e: &Error)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    S: Conditioned,
+{
+    if e.in_progress().is_some() {
+        return;
+    }
+    let transient = e.is_transient();
+    let message = e.to_string();
+    let mut new = status.clone().unwrap_or_default();
+    let wanted = [
+        ConditionState::new(api::CONDITION_READY, false, e.category(), message.clone()),
+        ConditionState::new(
+            api::CONDITION_RECONCILING,
+            transient,
+            e.category(),
+            if transient { "retrying with backoff" } else { "" },
+        ),
+        ConditionState::new(
+            api::CONDITION_DEGRADED,
+            transient,
+            e.category(),
+            if transient { message.clone() } else { String::new() },
+        ),
+        ConditionState::new(
+            api::CONDITION_STALLED,
+            !transient,
+            e.category(),
+            if transient { String::new() } else { message.clone() },
+        ),
+    ];
+    let old = new.conditions_mut().clone();
+    *new.conditions_mut() = api::merge_conditions(&old, &wanted, obj.meta().generation, Time(jiff::Timestamp::now()));
+    let writer = StatusWriter::new(api.clone(), obj.name_any(), status.as_ref());
+    if let Err(err) = writer.apply(&new).await {
+        tracing::warn!(error = %err, "writing error status");
+    }
+    publish(ctx, &obj.object_ref(&()), &EventNote::warning(e.category(), message), "Reconcile").await;
+}
+
+/// Transient errors back off per object; the rest wait for a person (slow requeue).
+pub fn error_policy(uid: Option<String>, err: &Error, ctx: &Arc<Context>) -> Action {
+    let Some(key) = uid else { return Action::await_change() };
+    if let Some(after) = err.in_progress() {
+        return Action::requeue(after);
+    }
+    if matches!(err.inner(), Error::InvalidObject(_)) {
+        return Action::await_change();
+    }
+    if err.is_transient() {
+        let delay = ctx.backoff.next(&key);
+        tracing::info!(error = %err, ?delay, "transient error; retrying");
+        Action::requeue(delay)
+    } else {
+        // The spec change that fixes it triggers us; look again slowly anyway in
+        // case the outside cause (missing template, permissions) was fixed.
+        tracing::warn!(error = %err, "needs attention");
+        Action::requeue(Duration::from_secs(600))
+    }
+}
