@@ -186,7 +186,12 @@ async fn reconcile_once(ctx: &Arc<Context>, obj: Value) -> Result<kube::runtime:
 async fn adds_the_finalizer_first() {
     let s = setup().await;
     let (client, seen) = mock_apiserver(web01(json!({})));
-    let ctx = Arc::new(Context::new(client, s.pve.clone(), Arc::new(Metrics::default())));
+    let ctx = Arc::new(Context::new(
+        client,
+        s.pve.clone(),
+        Default::default(),
+        Arc::new(Metrics::default()),
+    ));
     reconcile_once(&ctx, web01(json!({}))).await.unwrap();
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1, "{seen:?}");
@@ -208,7 +213,12 @@ async fn applies_status_with_our_field_manager_and_publishes_events() {
     let s = setup().await;
     let obj = web01(json!({"finalizers": [GUEST_FINALIZER]}));
     let (client, seen) = mock_apiserver(obj.clone());
-    let ctx = Arc::new(Context::new(client, s.pve.clone(), Arc::new(Metrics::default())));
+    let ctx = Arc::new(Context::new(
+        client,
+        s.pve.clone(),
+        Default::default(),
+        Arc::new(Metrics::default()),
+    ));
     reconcile_once(&ctx, obj).await.unwrap();
     let seen = seen.lock().unwrap().clone();
     let status_patches: Vec<&Seen> = seen.iter().filter(|r| r.uri.contains("/status?")).collect();
@@ -257,7 +267,12 @@ async fn applies_status_with_our_field_manager_and_publishes_events() {
     let mut settled = web01(json!({"finalizers": [GUEST_FINALIZER]}));
     settled["status"] = status_patches.last().unwrap().body["status"].clone();
     let (client, seen) = mock_apiserver(settled.clone());
-    let ctx = Arc::new(Context::new(client, s.pve.clone(), Arc::new(Metrics::default())));
+    let ctx = Arc::new(Context::new(
+        client,
+        s.pve.clone(),
+        Default::default(),
+        Arc::new(Metrics::default()),
+    ));
     reconcile_once(&ctx, settled).await.unwrap();
     assert!(
         seen.lock().unwrap().is_empty(),
@@ -272,7 +287,12 @@ async fn errors_become_conditions_and_warning_events() {
     let mut obj = web01(json!({"finalizers": [GUEST_FINALIZER]}));
     obj["spec"]["cluster"] = json!("elsewhere");
     let (client, seen) = mock_apiserver(obj.clone());
-    let ctx = Arc::new(Context::new(client, s.pve.clone(), Arc::new(Metrics::default())));
+    let ctx = Arc::new(Context::new(
+        client,
+        s.pve.clone(),
+        Default::default(),
+        Arc::new(Metrics::default()),
+    ));
     let err = reconcile_once(&ctx, obj.clone()).await.unwrap_err();
     assert!(err.contains("names no endpoint"), "{err}");
     let seen = seen.lock().unwrap().clone();
@@ -310,7 +330,12 @@ async fn cleanup_keeps_the_finalizer_until_the_guest_is_gone() {
         let mut o = obj.clone();
         o["status"] = status.clone();
         let (client, seen) = mock_apiserver(o.clone());
-        let ctx = Arc::new(Context::new(client, s.pve.clone(), Arc::new(Metrics::default())));
+        let ctx = Arc::new(Context::new(
+            client,
+            s.pve.clone(),
+            Default::default(),
+            Arc::new(Metrics::default()),
+        ));
         reconcile_once(&ctx, o).await.unwrap();
         if let Some(last) = seen.lock().unwrap().iter().rev().find(|r| r.uri.contains("/status?")) {
             status = last.body["status"].clone();
@@ -330,7 +355,12 @@ async fn cleanup_keeps_the_finalizer_until_the_guest_is_gone() {
         let mut o = web01(json!({"finalizers": [GUEST_FINALIZER], "deletionTimestamp": "2026-11-22T00:00:00Z"}));
         o["status"] = status.clone();
         let (client, seen) = mock_apiserver(o.clone());
-        let ctx = Arc::new(Context::new(client, s.pve.clone(), Arc::new(Metrics::default())));
+        let ctx = Arc::new(Context::new(
+            client,
+            s.pve.clone(),
+            Default::default(),
+            Arc::new(Metrics::default()),
+        ));
         let r = reconcile_once(&ctx, o).await;
         let seen = seen.lock().unwrap().clone();
         if let Some(last) = seen.iter().rev().find(|r| r.uri.contains("/status?")) {
@@ -356,7 +386,12 @@ async fn cleanup_keeps_the_finalizer_until_the_guest_is_gone() {
 async fn an_object_that_fails_to_deserialize_gets_an_event_and_waits_for_a_change() {
     let s = setup().await;
     let (client, seen) = mock_apiserver(json!({}));
-    let ctx = Arc::new(Context::new(client, s.pve.clone(), Arc::new(Metrics::default())));
+    let ctx = Arc::new(Context::new(
+        client,
+        s.pve.clone(),
+        Default::default(),
+        Arc::new(Metrics::default()),
+    ));
     let invalid = kube::core::error_boundary::InvalidObject {
         error: "spec.memoryMiB: invalid type: string \"lots\", expected u32".into(),
         metadata: kube::api::ObjectMeta {
@@ -376,4 +411,95 @@ async fn an_object_that_fails_to_deserialize_gets_an_event_and_waits_for_a_chang
     assert_eq!(seen[0].body["type"], "Warning");
     assert_eq!(seen[0].body["reason"], "InvalidObject");
     assert!(seen[0].body["note"].as_str().unwrap().contains("memoryMiB"));
+}
+
+mod support {
+    pub mod dns_servers;
+}
+
+#[tokio::test]
+async fn dns_record_controller_publishes_reports_and_cleans_up() {
+    use homelab_operator::{
+        api::{DNS_FINALIZER, DnsRecord},
+        config::SecretSource,
+        controller::dns_record,
+        providers::dns::{DnsClient, powerdns::PowerDns},
+    };
+    let pdns = support::dns_servers::powerdns();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key"), &pdns.api_key).unwrap();
+    let client = PowerDns::new(
+        &url::Url::parse(&pdns.api_url).unwrap(),
+        "localhost",
+        SecretSource::File(dir.path().join("key")),
+        Duration::from_secs(5),
+        None,
+    )
+    .unwrap();
+    let dns: std::collections::BTreeMap<String, DnsClient> = [("default".to_string(), DnsClient::PowerDns(client))].into();
+    let obj = |meta: Value| {
+        let mut v = json!({
+            "apiVersion": "homelab.dev/v1alpha1", "kind": "DnsRecord",
+            "metadata": {"name": "web", "namespace": "homelab", "uid": "9a1c2b4a-9d8e-4f7a-b6c5-1d2e3f4a5b6c", "generation": 1, "resourceVersion": "1"},
+            "spec": {"zone": "home.arpa", "name": "web", "type": "A", "values": ["10.5.0.21"]},
+        });
+        for (k, val) in meta.as_object().unwrap() {
+            v["metadata"][k] = val.clone();
+        }
+        v
+    };
+    let run = |o: Value| {
+        let dns = dns.clone();
+        async move {
+            let (api, seen) = mock_apiserver(o.clone());
+            let ctx = Arc::new(Context::new(api, Default::default(), dns, Arc::new(Metrics::default())));
+            let r: DnsRecord = serde_json::from_value(o).unwrap();
+            let res = tokio::time::timeout(
+                Duration::from_secs(10),
+                dns_record::reconcile(Arc::new(DeserializeGuard(Ok(r))), ctx),
+            )
+            .await
+            .unwrap();
+            let seen = seen.lock().unwrap().clone();
+            assert_rbac_allows(&seen);
+            (res, seen)
+        }
+    };
+    let (_, seen) = run(obj(json!({}))).await;
+    assert!(
+        seen[0]
+            .uri
+            .starts_with("/apis/homelab.dev/v1alpha1/namespaces/homelab/dnsrecords/web?")
+            && seen[0].body.to_string().contains(DNS_FINALIZER)
+    );
+
+    let (res, seen) = run(obj(json!({"finalizers": [DNS_FINALIZER]}))).await;
+    assert!(res.is_ok(), "{res:?}");
+    assert_eq!(
+        support::dns_servers::dig(pdns.server.dns_port, "web.home.arpa.", "A"),
+        vec!["10.5.0.21"]
+    );
+    let status = seen.iter().find(|r| r.uri.contains("/status?")).unwrap();
+    assert_eq!(
+        status.uri,
+        "/apis/homelab.dev/v1alpha1/namespaces/homelab/dnsrecords/web/status?&force=true&fieldManager=homelab-operator"
+    );
+    assert_eq!(status.body["status"]["fqdn"], "web.home.arpa.");
+    assert_eq!(status.body["status"]["values"], json!(["10.5.0.21"]));
+    assert!(seen.iter().any(|r| r.uri.contains("/events") && r.body["reason"] == "Created"));
+
+    let (res, seen) = run(obj(
+        json!({"finalizers": [DNS_FINALIZER], "deletionTimestamp": "2026-11-22T00:00:00Z"}),
+    ))
+    .await;
+    assert!(res.is_ok(), "{res:?}");
+    assert!(
+        seen.iter()
+            .any(|r| r.method == "PATCH" && !r.uri.contains("/status") && r.body.to_string().contains("remove")),
+        "finalizer removed"
+    );
+    assert!(
+        support::dns_servers::dig(pdns.server.dns_port, "web.home.arpa.", "A").is_empty(),
+        "record deleted first"
+    );
 }

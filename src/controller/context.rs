@@ -20,6 +20,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub pve: BTreeMap<String, PveClient>,
+    pub dns: BTreeMap<String, crate::providers::dns::DnsClient>,
     pub cache: ClusterCache,
     pub drift: DriftClock,
     pub backoff: Backoff,
@@ -28,7 +29,12 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, pve: BTreeMap<String, PveClient>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        client: Client,
+        pve: BTreeMap<String, PveClient>,
+        dns: BTreeMap<String, crate::providers::dns::DnsClient>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let reporter = Reporter {
             controller: "homelab-operator".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -38,6 +44,7 @@ impl Context {
             client,
             metrics,
             pve,
+            dns,
             // One bulk read serves every guest reconciled in this window; our own
             // writes invalidate it, so the TTL only bounds how late an
             // out-of-band power change is seen.

@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod context;
+pub mod dns_record;
 pub mod health;
 pub mod proxmox_guest;
 pub mod shared;
@@ -21,7 +22,12 @@ use kube::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{api::ProxmoxGuest, cli::RunArgs, config::Config, metrics::Metrics};
+use crate::{
+    api::{DnsRecord, ProxmoxGuest},
+    cli::RunArgs,
+    config::Config,
+    metrics::Metrics,
+};
 
 const LEASE_NAME: &str = "homelab-operator-leader";
 
@@ -31,6 +37,8 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("building the Kubernetes client (KUBECONFIG or in-cluster config)")?;
     let metrics = Arc::new(Metrics::default());
+    let dns = crate::providers::dns::clients_from_config(&config, Some(metrics.clone()))
+        .map_err(|e| anyhow::anyhow!("config file {}: {e}", config.path))?;
     let pve = crate::providers::pve::client::clients_from_config(&config, Some(metrics.clone()))
         .map_err(|e| anyhow::anyhow!("config file {}: {e}", config.path))?;
     let ready = Arc::new(AtomicBool::new(false));
@@ -91,24 +99,45 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         Some(task)
     };
 
-    let ctx = Arc::new(context::Context::new(client.clone(), pve, metrics));
-    let guests = Api::<DeserializeGuard<ProxmoxGuest>>::all(client.clone());
+    let ctx = Arc::new(context::Context::new(client.clone(), pve, dns, metrics));
+    let config = || {
+        controller::Config::default()
+            .concurrency(args.concurrency)
+            .debounce(Duration::from_millis(500))
+    };
     let stop = shutdown.clone();
-    Controller::new(guests, watcher::Config::default().any_semantic())
-        .with_config(
-            controller::Config::default()
-                .concurrency(args.concurrency)
-                .debounce(Duration::from_millis(500)),
-        )
-        .graceful_shutdown_on(async move { stop.cancelled().await })
-        .run(proxmox_guest::reconcile, proxmox_guest::error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => tracing::debug!(object = %obj.name, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
-            }
+    let guests = Controller::new(
+        Api::<DeserializeGuard<ProxmoxGuest>>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(config())
+    .graceful_shutdown_on(async move { stop.cancelled().await })
+    .run(proxmox_guest::reconcile, proxmox_guest::error_policy, ctx.clone())
+    .for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "guest reconcile failed");
+        }
+    });
+    let stop = shutdown.clone();
+    let records = Controller::new(
+        Api::<DeserializeGuard<DnsRecord>>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
+    let store = records.store();
+    // A guest's new address re-reconciles the records that publish it.
+    let records = records
+        .watches(Api::<ProxmoxGuest>::all(client.clone()), watcher::Config::default(), move |g| {
+            dns_record::records_targeting(&store, &g)
         })
-        .await;
+        .with_config(config())
+        .graceful_shutdown_on(async move { stop.cancelled().await })
+        .run(dns_record::reconcile, dns_record::error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "record reconcile failed");
+            }
+        });
+    tokio::join!(guests, records);
     shutdown.cancel();
     if let Some(task) = leadership {
         task.abort();
