@@ -1,3 +1,6 @@
+// Shared by several test binaries; each uses only part of it.
+#![allow(dead_code)]
+
 //! Real DNS servers for tests, started in temporary directories on free
 //! loopback ports: PowerDNS Authoritative (sqlite backend, HTTP API) and BIND
 //! (a zone accepting TSIG-signed dynamic updates). Missing binaries are a test
