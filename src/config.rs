@@ -122,6 +122,11 @@ pub struct ProxmoxEndpoint {
 /// A DNS server the DnsRecord reconciler writes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DnsEndpoint {
+    Technitium {
+        url: url::Url,
+        token: SecretSource,
+        timeout: std::time::Duration,
+    },
     PowerDns {
         url: url::Url,
         api_key: SecretSource,
@@ -181,6 +186,13 @@ struct RawProxmox {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 enum RawDns {
+    #[serde(rename_all = "camelCase")]
+    Technitium {
+        url: String,
+        token_file: Option<PathBuf>,
+        token_env: Option<String>,
+        timeout_seconds: Option<u64>,
+    },
     #[serde(rename_all = "camelCase")]
     Powerdns {
         url: String,
@@ -265,6 +277,16 @@ impl Config {
             let key = format!("dns.{name}");
             let timeout = |t: Option<u64>| std::time::Duration::from_secs(t.unwrap_or(10).max(1));
             let ep = match r {
+                RawDns::Technitium {
+                    url,
+                    token_file,
+                    token_env,
+                    timeout_seconds,
+                } => DnsEndpoint::Technitium {
+                    url: url::Url::parse(&url).map_err(|e| invalid(format!("{key}.url"), format!("{e}: {url:?}")))?,
+                    token: SecretSource::from_pair("token", token_file, token_env).map_err(|m| invalid(key.clone(), m))?,
+                    timeout: timeout(timeout_seconds),
+                },
                 RawDns::Powerdns {
                     url,
                     api_key_file,

@@ -39,9 +39,21 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         server.url,
         dir.path().join("pve-token-default").display()
     );
+    println!("== starting the Technitium DNS simulator (zone home.arpa)");
+    let token = format!("{:064x}", rand::random::<u128>());
+    let dns_sim = crate::sim::technitium::TechnitiumSim::new(&token, &["home.arpa"]).map_err(anyhow::Error::msg)?;
+    let dns_server = dns_sim.serve().await.context("starting the DNS simulator")?;
+    std::fs::write(dir.path().join("dns-token"), &token)?;
+    let dns = crate::config::DnsEndpoint::Technitium {
+        url: url::Url::parse(&dns_server.url)?,
+        token: crate::config::SecretSource::File(dir.path().join("dns-token")),
+        timeout: Duration::from_secs(5),
+    };
+    println!("   {}", dns_server.url);
     let config = Config {
         path: "(demo)".into(),
         proxmox: [("default".to_string(), ep)].into(),
+        dns: [("default".to_string(), dns)].into(),
         ..Default::default()
     };
     let metrics = Arc::new(Metrics::default());
@@ -50,7 +62,15 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     println!("== applying {} resources from {}", loaded.guests.len(), examples.display());
     let progress = |line: &str| println!("   {line}");
     let results = oneshot::apply_all(&engine, &loaded.guests, 4, Duration::from_secs(120), &progress).await;
+    let addresses = oneshot::guest_addresses(results.iter().map(|r| (r.name.clone(), &r.status)));
+    let mut records = vec![];
+    for r in &loaded.records {
+        records.push(oneshot::apply_record(&engine, r, &addresses, &progress).await);
+    }
     println!("\n{}\n", oneshot::status_table(&results));
+    if !records.is_empty() {
+        println!("{}\n", oneshot::record_table(&records));
+    }
     let calls = metrics.outside_call_total("pve");
 
     println!("== planning again: a converged homelab needs no writes");
@@ -68,14 +88,17 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         );
         clean &= p.is_noop();
     }
-    println!("\n{calls} Proxmox API calls to converge; simulator guests: {}", sim.guests().len());
-    if !loaded.records.is_empty() {
-        // The demo has no DNS server yet: `apply` publishes these against PowerDNS or BIND.
+    for r in &loaded.records {
+        let out = oneshot::plan_record(&engine, r, &addresses).await?;
+        let noop = out.plan.actions.is_empty() && out.plan.blocked.is_none();
         println!(
-            "({} DnsRecord examples not applied: the demo has no DNS simulator yet)",
-            loaded.records.len()
+            "   {}: {}",
+            oneshot::record_name(r),
+            if noop { "no changes" } else { "changes pending" }
         );
+        clean &= noop;
     }
-    let ok = results.iter().all(|r| r.error.is_none()) && clean;
+    println!("\n{calls} Proxmox API calls to converge; simulator guests: {}", sim.guests().len());
+    let ok = results.iter().all(|r| r.error.is_none()) && records.iter().all(|r| r.error.is_none()) && clean;
     Ok(if ok { 0 } else { 1 })
 }

@@ -5,6 +5,7 @@
 pub mod faults;
 pub mod pve;
 pub mod server;
+pub mod technitium;
 
 pub use faults::{FaultKind, Faults, ScriptedFault};
 pub use server::SimServer;

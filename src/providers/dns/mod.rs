@@ -3,6 +3,7 @@
 
 pub mod powerdns;
 pub mod rfc2136;
+pub mod technitium;
 
 use std::future::Future;
 
@@ -95,6 +96,7 @@ pub fn fqdn(name: &str, zone: &str) -> String {
 /// The client for one `dns:` endpoint of the config.
 #[derive(Clone, Debug)]
 pub enum DnsClient {
+    Technitium(technitium::Technitium),
     PowerDns(powerdns::PowerDns),
     Rfc2136(rfc2136::Rfc2136),
 }
@@ -106,6 +108,9 @@ impl DnsClient {
     ) -> Result<Self, String> {
         use crate::config::DnsEndpoint;
         Ok(match ep {
+            DnsEndpoint::Technitium { url, token, timeout } => {
+                DnsClient::Technitium(technitium::Technitium::new(url, token.clone(), *timeout, metrics).map_err(|e| e.to_string())?)
+            }
             DnsEndpoint::PowerDns {
                 url,
                 api_key,
@@ -154,18 +159,21 @@ pub fn clients_from_config(
 impl DnsApi for DnsClient {
     async fn get(&self, zone: &str, name: &str, rtype: &str) -> Result<Option<RecordSet>, Error> {
         match self {
+            DnsClient::Technitium(c) => c.get(zone, name, rtype).await,
             DnsClient::PowerDns(c) => c.get(zone, name, rtype).await,
             DnsClient::Rfc2136(c) => c.get(zone, name, rtype).await,
         }
     }
     async fn put(&self, zone: &str, set: &RecordSet) -> Result<(), Error> {
         match self {
+            DnsClient::Technitium(c) => c.put(zone, set).await,
             DnsClient::PowerDns(c) => c.put(zone, set).await,
             DnsClient::Rfc2136(c) => c.put(zone, set).await,
         }
     }
     async fn delete(&self, zone: &str, name: &str, rtype: &str) -> Result<(), Error> {
         match self {
+            DnsClient::Technitium(c) => c.delete(zone, name, rtype).await,
             DnsClient::PowerDns(c) => c.delete(zone, name, rtype).await,
             DnsClient::Rfc2136(c) => c.delete(zone, name, rtype).await,
         }
