@@ -150,6 +150,35 @@ pub struct ProxmoxGuestSpec {
     /// Safety nets for risky changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety: Option<Safety>,
+    /// Publish the guest's address in DNS: the operator keeps an owned DnsRecord
+    /// (`<name>-dns`, and `<name>-dns6` for IPv6) that follows `status.ips`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<GuestDns>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestDns {
+    /// Endpoint name in the config's `dns:` section.
+    #[serde(default = "default_endpoint")]
+    pub provider: String,
+    /// The zone, e.g. `home.arpa`.
+    #[schemars(
+        regex(pattern = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.?$"),
+        length(max = 253)
+    )]
+    pub zone: String,
+    /// Name relative to the zone (default: the guest's `name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"))]
+    pub name: Option<String>,
+    /// TTL in seconds (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub ttl: Option<u32>,
+    /// Also publish IPv6 addresses as AAAA.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ipv6: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
@@ -567,6 +596,9 @@ pub struct ProxmoxGuestStatus {
     /// Newest snapshot the operator took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_snapshot: Option<String>,
+    /// Owned resources made for `spec.dns` (names of DnsRecords in this namespace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
     /// Ready, Reconciling, Degraded, Stalled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

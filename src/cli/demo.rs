@@ -64,13 +64,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     let results = oneshot::apply_all(&engine, &loaded.guests, 4, Duration::from_secs(120), &progress).await;
     let addresses = oneshot::guest_addresses(results.iter().map(|r| (r.name.clone(), &r.status)));
     let mut records = vec![];
-    for r in &loaded.records {
+    for r in &oneshot::all_records(&loaded.guests, &loaded.records) {
         records.push(oneshot::apply_record(&engine, r, &addresses, &progress).await);
     }
     println!("\n{}\n", oneshot::status_table(&results));
-    if !records.is_empty() {
-        println!("{}\n", oneshot::record_table(&records));
-    }
+    println!("{}\n", oneshot::record_table(&records));
     let calls = metrics.outside_call_total("pve");
 
     println!("== planning again: a converged homelab needs no writes");
@@ -88,7 +86,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         );
         clean &= p.is_noop();
     }
-    for r in &loaded.records {
+    for r in &oneshot::all_records(&loaded.guests, &loaded.records) {
         let out = oneshot::plan_record(&engine, r, &addresses).await?;
         let noop = out.plan.actions.is_empty() && out.plan.blocked.is_none();
         println!(

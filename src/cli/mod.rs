@@ -178,7 +178,7 @@ async fn plan(a: FilesArgs) -> anyhow::Result<i32> {
             .iter()
             .filter_map(|g| g.status.as_ref().map(|s| (oneshot::display_name(g), s))),
     );
-    for r in &loaded.records {
+    for r in &oneshot::all_records(&loaded.guests, &loaded.records) {
         let name = oneshot::record_name(r);
         match oneshot::plan_record(&engine, r, &addresses).await {
             Ok(out) if out.plan.actions.is_empty() && out.plan.blocked.is_none() => {
@@ -229,7 +229,7 @@ async fn apply(a: FilesArgs) -> anyhow::Result<i32> {
     // Records after guests, so records that target a guest see its addresses.
     let addresses = oneshot::guest_addresses(results.iter().map(|r| (r.name.clone(), &r.status)));
     let mut records = vec![];
-    for r in &loaded.records {
+    for r in &oneshot::all_records(&loaded.guests, &loaded.records) {
         records.push(oneshot::apply_record(&engine, r, &addresses, &progress).await);
     }
     if !results.is_empty() {

@@ -382,3 +382,11 @@ pub fn record_table(results: &[RecordApplied]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The DnsRecords in the files plus those guests ask for in `spec.dns`
+/// (what the controller would create as owned children).
+pub fn all_records(guests: &[ProxmoxGuest], records: &[api::DnsRecord]) -> Vec<api::DnsRecord> {
+    let mut out = records.to_vec();
+    out.extend(guests.iter().flat_map(crate::reconcile::proxmox_guest::children::dns_records));
+    out
+}

@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Instant};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
     core::DeserializeGuard,
     runtime::{
         controller::Action,
@@ -15,12 +16,12 @@ use kube::{
 
 use super::context::Context;
 use crate::{
-    api::{self, GUEST_FINALIZER, ProxmoxGuest, ProxmoxGuestStatus},
+    api::{self, DnsRecord, FIELD_MANAGER, GUEST_FINALIZER, ProxmoxGuest, ProxmoxGuestStatus},
     config::SecretString,
     metrics::{ErrorLabels, KindLabels},
     reconcile::{
         ReconcileError,
-        proxmox_guest::{self, CleanupOutcome, GuestCtx, GuestIdentity, GuestObject},
+        proxmox_guest::{self, CleanupOutcome, GuestCtx, GuestIdentity, GuestObject, children},
     },
 };
 
@@ -132,11 +133,69 @@ async fn apply(g: &ProxmoxGuest, ctx: &Context, api: &Api<ProxmoxGuest>) -> Resu
         generation: g.metadata.generation,
         ci_password: ci_password(ctx, g).await?,
     };
-    let out = proxmox_guest::reconcile(&gctx, obj, &sink).await?;
+    let mut out = proxmox_guest::reconcile(&gctx, obj, &sink).await?;
     ctx.track_task(&id.uid, out.status.current_task.is_some());
+    let children = sync_children(g, ctx).await?;
+    out.status.children = children.iter().map(|(name, _)| name.clone()).collect();
+    children::roll_up(
+        &mut out.status.conditions,
+        &children,
+        &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
+    );
     publish_all(ctx, &g.object_ref(&()), &out.events, "Reconcile").await;
     sink.apply(&out.status).await.map_err(Error::Kube)?;
     Ok(Action::requeue(out.requeue))
+}
+
+/// Keep the owned DnsRecords `spec.dns` asks for: apply missing or changed
+/// ones, delete ones no longer wanted. Returns each wanted child's Ready condition.
+async fn sync_children(
+    g: &ProxmoxGuest,
+    ctx: &Context,
+) -> Result<Vec<(String, Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>)>, Error> {
+    let api: Api<DnsRecord> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
+    let wanted = children::dns_records(g);
+    let selector = format!("{}={}", children::GUEST_LABEL, g.name_any());
+    // Nothing asked for and nothing made before: no apiserver call at all.
+    let made_before = g.status.as_ref().is_some_and(|s| !s.children.is_empty());
+    let existing = if wanted.is_empty() && !made_before {
+        vec![]
+    } else {
+        api.list(&ListParams::default().labels(&selector)).await.map_err(Error::Kube)?.items
+    };
+    let mut ready = vec![];
+    for child in &wanted {
+        let name = child.name_any();
+        let current = existing.iter().find(|e| e.name_any() == name);
+        if current.is_none_or(|c| c.spec != child.spec || c.metadata.owner_references != child.metadata.owner_references) {
+            let mut patch = serde_json::to_value(child).map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
+            patch["apiVersion"] = serde_json::json!(format!("{}/{}", api::GROUP, api::VERSION));
+            patch["kind"] = serde_json::json!("DnsRecord");
+            api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+                .await
+                .map_err(Error::Kube)?;
+        }
+        ready.push((
+            name,
+            current
+                .and_then(|c| c.status.as_ref())
+                .and_then(|s| api::find_condition(&s.conditions, api::CONDITION_READY).cloned()),
+        ));
+    }
+    let owned_by_us = |e: &DnsRecord| {
+        e.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| Some(&o.uid) == g.metadata.uid.as_ref())
+    };
+    for stale in existing
+        .iter()
+        .filter(|e| owned_by_us(e) && !wanted.iter().any(|w| w.name_any() == e.name_any()))
+    {
+        api.delete(&stale.name_any(), &DeleteParams::default()).await.map_err(Error::Kube)?;
+    }
+    Ok(ready)
 }
 
 async fn cleanup(g: &ProxmoxGuest, ctx: &Context, api: &Api<ProxmoxGuest>) -> Result<Action, Error> {
@@ -151,6 +210,33 @@ async fn cleanup(g: &ProxmoxGuest, ctx: &Context, api: &Api<ProxmoxGuest>) -> Re
         ci_password: None,
     };
     let reference = g.object_ref(&());
+    // Children first (their own finalizers clean DNS), then the guest.
+    let records: Api<DnsRecord> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
+    let selector = format!("{}={}", children::GUEST_LABEL, g.name_any());
+    let left: Vec<DnsRecord> = records
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::Kube)?
+        .items;
+    let left: Vec<&DnsRecord> = left
+        .iter()
+        .filter(|e| {
+            e.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| Some(&o.uid) == g.metadata.uid.as_ref())
+        })
+        .collect();
+    if !left.is_empty() {
+        for child in left.iter().filter(|c| c.metadata.deletion_timestamp.is_none()) {
+            records
+                .delete(&child.name_any(), &DeleteParams::default())
+                .await
+                .map_err(Error::Kube)?;
+        }
+        return Err(Error::CleanupInProgress(std::time::Duration::from_secs(2)));
+    }
     match proxmox_guest::cleanup(&gctx, obj, &sink).await? {
         CleanupOutcome::Done(events) => {
             ctx.track_task(&id.uid, false);

@@ -1,5 +1,6 @@
 //! ProxmoxGuest: observe the guest, plan, apply, report.
 
+pub mod children;
 pub mod desired;
 pub mod identity;
 pub mod plan;
