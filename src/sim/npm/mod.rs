@@ -113,20 +113,21 @@ impl NpmSim {
     }
 
     /// NPM's quirks: no header → 403, garbage → 500, expired → 400.
-    fn authenticate(&self, headers: &http::HeaderMap) -> Result<String, SimResponse> {
+    /// The refusal (status, message) when the request's token is not good.
+    fn authenticate(&self, headers: &http::HeaderMap) -> Result<(), (u16, &'static str)> {
         let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
-            return Err(error(403, "Permission Denied"));
+            return Err((403, "Permission Denied"));
         };
         let Some(token) = value.strip_prefix("Bearer ") else {
-            return Err(error(403, "Permission Denied"));
+            return Err((403, "Permission Denied"));
         };
         if token.split('.').count() != 3 {
-            return Err(error(500, "Internal Error"));
+            return Err((500, "Internal Error"));
         }
         match self.tokens.lock().unwrap().get(token) {
-            None => Err(error(500, "Internal Error")),
-            Some(exp) if *exp <= jiff::Timestamp::now() => Err(error(400, "Token has expired")),
-            Some(_) => Ok(token.to_string()),
+            None => Err((500, "Internal Error")),
+            Some(exp) if *exp <= jiff::Timestamp::now() => Err((400, "Token has expired")),
+            Some(_) => Ok(()),
         }
     }
 
@@ -233,12 +234,12 @@ impl NpmSim {
                 }
             }
             ("GET", "/tokens") => match self.authenticate(&req.headers) {
-                Ok(_) => json_response(200, None, &self.issue_token()),
-                Err(r) => r,
+                Ok(()) => json_response(200, None, &self.issue_token()),
+                Err((status, message)) => error(status, message),
             },
             (method, p) if p.starts_with("/nginx/proxy-hosts") => {
-                if let Err(r) = self.authenticate(&req.headers) {
-                    return Some(r);
+                if let Err((status, message)) = self.authenticate(&req.headers) {
+                    return Some(error(status, message));
                 }
                 let id: Option<u64> = p.strip_prefix("/nginx/proxy-hosts/").and_then(|s| s.parse().ok());
                 match (method, id) {
