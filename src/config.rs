@@ -142,15 +142,24 @@ pub enum DnsEndpoint {
     },
 }
 
+/// A reverse proxy the ProxyHost reconciler writes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyEndpoint {
+    pub url: url::Url,
+    pub identity: String,
+    pub secret: SecretSource,
+    pub timeout: std::time::Duration,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Config {
     pub path: String,
     pub proxmox: BTreeMap<String, ProxmoxEndpoint>,
     pub dns: BTreeMap<String, DnsEndpoint>,
+    pub proxy: BTreeMap<String, ProxyEndpoint>,
     /// Sections later kinds use; parsed as YAML so typos in them do not go unnoticed
     /// once their kinds land, kept raw until then.
     pub pbs: BTreeMap<String, serde_yaml_ng::Value>,
-    pub proxy: BTreeMap<String, serde_yaml_ng::Value>,
     pub notifications: BTreeMap<String, serde_yaml_ng::Value>,
 }
 
@@ -164,7 +173,7 @@ struct RawConfig {
     #[serde(default)]
     dns: BTreeMap<String, RawDns>,
     #[serde(default)]
-    proxy: BTreeMap<String, serde_yaml_ng::Value>,
+    proxy: BTreeMap<String, RawProxy>,
     #[serde(default)]
     notifications: BTreeMap<String, serde_yaml_ng::Value>,
 }
@@ -208,6 +217,19 @@ enum RawDns {
         tsig_algorithm: Option<String>,
         tsig_secret_file: Option<PathBuf>,
         tsig_secret_env: Option<String>,
+        timeout_seconds: Option<u64>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+enum RawProxy {
+    #[serde(rename = "nginx-proxy-manager", rename_all = "camelCase")]
+    NginxProxyManager {
+        url: String,
+        identity: String,
+        secret_file: Option<PathBuf>,
+        secret_env: Option<String>,
         timeout_seconds: Option<u64>,
     },
 }
@@ -329,12 +351,32 @@ impl Config {
             };
             dns.insert(name, ep);
         }
+        let mut proxy = BTreeMap::new();
+        for (name, r) in raw.proxy {
+            let key = format!("proxy.{name}");
+            let RawProxy::NginxProxyManager {
+                url,
+                identity,
+                secret_file,
+                secret_env,
+                timeout_seconds,
+            } = r;
+            proxy.insert(
+                name,
+                ProxyEndpoint {
+                    url: url::Url::parse(&url).map_err(|e| invalid(format!("{key}.url"), format!("{e}: {url:?}")))?,
+                    identity,
+                    secret: SecretSource::from_pair("secret", secret_file, secret_env).map_err(|m| invalid(key.clone(), m))?,
+                    timeout: std::time::Duration::from_secs(timeout_seconds.unwrap_or(30).max(1)),
+                },
+            );
+        }
         Ok(Config {
             path: path.to_string(),
             proxmox,
             dns,
+            proxy,
             pbs: raw.pbs,
-            proxy: raw.proxy,
             notifications: raw.notifications,
         })
     }
@@ -432,9 +474,16 @@ mod tests {
     fn later_sections_parse() {
         let c = Config::parse(
             "c.yaml",
-            "pbs:\n  default: {url: https://pbs:8007}\nproxy:\n  default: {type: nginx-proxy-manager}\n",
+            "pbs:\n  default: {url: https://pbs:8007}\nproxy:\n  default: {type: nginx-proxy-manager, url: http://npm:81, identity: admin@example.com, secretFile: /s}\n",
         )
         .unwrap();
         assert_eq!((c.pbs.len(), c.proxy.len()), (1, 1));
+        let e = Config::parse(
+            "c.yaml",
+            "proxy:\n  default: {type: nginx-proxy-manager, url: http://npm:81, identity: a, secret: inline}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("secret"), "{e}");
     }
 }

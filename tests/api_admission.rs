@@ -143,6 +143,10 @@ fn every_example_parses_and_is_admitted() {
     for r in &loaded.records {
         r.validate_cel().unwrap_or_else(|e| panic!("{:?}: {e}", r.metadata.name));
     }
+    assert!(!loaded.proxies.is_empty());
+    for p in &loaded.proxies {
+        p.validate_cel().unwrap_or_else(|e| panic!("{:?}: {e}", p.metadata.name));
+    }
 }
 
 fn record(yaml: &str) -> homelab_operator::api::DnsRecord {
@@ -195,5 +199,30 @@ fn dns_record_rules() {
             .unwrap_err()
             .to_string()
             .contains("zone, name and type are immutable")
+    );
+}
+
+#[test]
+fn proxy_host_rules() {
+    let proxy = |yaml: &str| -> homelab_operator::api::ProxyHost {
+        serde_yaml_ng::from_str(&format!("apiVersion: homelab.dev/v1alpha1\nkind: ProxyHost\nmetadata: {{name: p, namespace: default}}\nspec:\n  domains: [a.home.arpa]\n{yaml}")).unwrap()
+    };
+    proxy("  forward: {host: 10.0.0.1, port: 80}\n").validate_cel().unwrap();
+    let refused = |yaml: &str, needle: &str| {
+        let e = proxy(yaml).validate_cel().expect_err(yaml).to_string();
+        assert!(e.contains(needle), "expected {needle:?} in {e:?}");
+    };
+    refused(
+        "  forward: {host: 10.0.0.1, port: 80}\n  target: {name: g, port: 80}\n",
+        "set exactly one of forward or target",
+    );
+    refused("", "set exactly one of forward or target");
+    refused(
+        "  forward: {host: h, port: 80}\n  tls: {certificateId: 3, letsEncrypt: {email: a@b.c}}\n",
+        "set at most one of certificateId or letsEncrypt",
+    );
+    refused(
+        "  forward: {host: h, port: 80}\n  tls: {forceSsl: true}\n",
+        "forceSsl needs a certificate",
     );
 }

@@ -530,3 +530,78 @@ async fn dns_record_controller_publishes_reports_and_cleans_up() {
         "record deleted first"
     );
 }
+
+#[tokio::test]
+async fn proxy_host_controller_publishes_reports_and_cleans_up() {
+    use homelab_operator::{
+        api::{PROXY_FINALIZER, ProxyHost},
+        config::SecretSource,
+        controller::proxy_host,
+        providers::npm::Npm,
+        sim::npm::NpmSim,
+    };
+    let sim = NpmSim::new("admin@example.com", "pw-123456").unwrap();
+    let server = sim.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "pw-123456").unwrap();
+    let npm = || {
+        Npm::new(
+            &url::Url::parse(&server.url).unwrap(),
+            "admin@example.com",
+            SecretSource::File(dir.path().join("pw")),
+            Duration::from_secs(3),
+            None,
+        )
+        .unwrap()
+    };
+    let obj = |meta: Value| {
+        let mut v = json!({
+            "apiVersion": "homelab.dev/v1alpha1", "kind": "ProxyHost",
+            "metadata": {"name": "media", "namespace": "homelab", "uid": "7a1c2b4a-9d8e-4f7a-b6c5-1d2e3f4a5b6c", "generation": 1, "resourceVersion": "1"},
+            "spec": {"domains": ["media.home.arpa"], "forward": {"host": "10.5.0.50", "port": 8096}},
+        });
+        for (k, val) in meta.as_object().unwrap() {
+            v["metadata"][k] = val.clone();
+        }
+        v
+    };
+    let run = |o: Value| {
+        let client = npm();
+        async move {
+            let (api, seen) = mock_apiserver(o.clone());
+            let ctx = Arc::new(
+                Context::new(api, Default::default(), Default::default(), Arc::new(Metrics::default()))
+                    .with_proxies([("default".to_string(), client)].into()),
+            );
+            let p: ProxyHost = serde_json::from_value(o).unwrap();
+            let res = tokio::time::timeout(
+                Duration::from_secs(10),
+                proxy_host::reconcile(Arc::new(DeserializeGuard(Ok(p))), ctx),
+            )
+            .await
+            .unwrap();
+            let seen = seen.lock().unwrap().clone();
+            assert_rbac_allows(&seen);
+            (res, seen)
+        }
+    };
+    let (_, seen) = run(obj(json!({}))).await;
+    assert!(seen[0].body.to_string().contains(PROXY_FINALIZER));
+    let (res, seen) = run(obj(json!({"finalizers": [PROXY_FINALIZER]}))).await;
+    assert!(res.is_ok(), "{res:?}");
+    assert_eq!(sim.hosts().len(), 1);
+    let status = seen.iter().find(|r| r.uri.contains("/status?")).unwrap();
+    assert_eq!(
+        status.uri,
+        "/apis/homelab.dev/v1alpha1/namespaces/homelab/proxyhosts/media/status?&force=true&fieldManager=homelab-operator"
+    );
+    assert_eq!(status.body["status"]["upstream"], "http://10.5.0.50:8096");
+    assert_eq!(status.body["status"]["nginxOnline"], true);
+    assert!(seen.iter().any(|r| r.uri.contains("/events") && r.body["reason"] == "Created"));
+    let (res, _) = run(obj(
+        json!({"finalizers": [PROXY_FINALIZER], "deletionTimestamp": "2026-11-22T00:00:00Z"}),
+    ))
+    .await;
+    assert!(res.is_ok(), "{res:?}");
+    assert!(sim.hosts().is_empty(), "proxy host deleted before the finalizer went");
+}

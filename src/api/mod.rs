@@ -3,6 +3,7 @@
 pub mod common;
 pub mod dns_record;
 pub mod proxmox_guest;
+pub mod proxy_host;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -10,6 +11,7 @@ use kube::CustomResourceExt;
 pub use common::*;
 pub use dns_record::*;
 pub use proxmox_guest::*;
+pub use proxy_host::*;
 
 pub const GROUP: &str = "homelab.dev";
 pub const VERSION: &str = "v1alpha1";
@@ -18,10 +20,14 @@ pub const CATEGORY: &str = "homelab";
 pub const FIELD_MANAGER: &str = "homelab-operator";
 pub const GUEST_FINALIZER: &str = "proxmoxguests.homelab.dev/cleanup";
 pub const DNS_FINALIZER: &str = "dnsrecords.homelab.dev/cleanup";
+pub const PROXY_FINALIZER: &str = "proxyhosts.homelab.dev/cleanup";
 
 /// Every CRD the operator serves, in the order `crds/` lists them.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![ProxmoxGuest::crd(), DnsRecord::crd()].into_iter().map(clean_crd).collect()
+    vec![ProxmoxGuest::crd(), DnsRecord::crd(), ProxyHost::crd()]
+        .into_iter()
+        .map(clean_crd)
+        .collect()
 }
 
 /// schemars emits `format: uint32` and friends, which Kubernetes does not know;

@@ -50,10 +50,23 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         timeout: Duration::from_secs(5),
     };
     println!("   {}", dns_server.url);
+    println!("== starting the Nginx Proxy Manager simulator");
+    let npm_secret = format!("{:032x}", rand::random::<u128>());
+    let npm_sim = crate::sim::npm::NpmSim::new("admin@example.com", &npm_secret).map_err(anyhow::Error::msg)?;
+    let npm_server = npm_sim.serve().await.context("starting the NPM simulator")?;
+    std::fs::write(dir.path().join("npm-secret"), &npm_secret)?;
+    let proxy = crate::config::ProxyEndpoint {
+        url: url::Url::parse(&npm_server.url)?,
+        identity: "admin@example.com".into(),
+        secret: crate::config::SecretSource::File(dir.path().join("npm-secret")),
+        timeout: Duration::from_secs(5),
+    };
+    println!("   {}", npm_server.url);
     let config = Config {
         path: "(demo)".into(),
         proxmox: [("default".to_string(), ep)].into(),
         dns: [("default".to_string(), dns)].into(),
+        proxy: [("default".to_string(), proxy)].into(),
         ..Default::default()
     };
     let metrics = Arc::new(Metrics::default());
@@ -69,6 +82,13 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     }
     println!("\n{}\n", oneshot::status_table(&results));
     println!("{}\n", oneshot::record_table(&records));
+    let mut proxies = vec![];
+    for p in &loaded.proxies {
+        proxies.push(oneshot::apply_proxy(&engine, p, &addresses, &progress).await);
+    }
+    if !proxies.is_empty() {
+        println!("{}\n", oneshot::proxy_table(&proxies));
+    }
     let calls = metrics.outside_call_total("pve");
 
     println!("== planning again: a converged homelab needs no writes");
@@ -96,7 +116,20 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         );
         clean &= noop;
     }
+    for p in &loaded.proxies {
+        let out = oneshot::plan_proxy(&engine, p, &addresses).await?;
+        let noop = out.plan.actions.is_empty() && out.plan.blocked.is_none();
+        println!(
+            "   {}: {}",
+            oneshot::proxy_name(p),
+            if noop { "no changes" } else { "changes pending" }
+        );
+        clean &= noop;
+    }
     println!("\n{calls} Proxmox API calls to converge; simulator guests: {}", sim.guests().len());
-    let ok = results.iter().all(|r| r.error.is_none()) && records.iter().all(|r| r.error.is_none()) && clean;
+    let ok = results.iter().all(|r| r.error.is_none())
+        && records.iter().all(|r| r.error.is_none())
+        && proxies.iter().all(|r| r.error.is_none())
+        && clean;
     Ok(if ok { 0 } else { 1 })
 }

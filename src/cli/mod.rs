@@ -208,6 +208,53 @@ async fn plan(a: FilesArgs) -> anyhow::Result<i32> {
             }
         }
     }
+    for p in &loaded.proxies {
+        let name = oneshot::proxy_name(p);
+        match oneshot::plan_proxy(&engine, p, &addresses).await {
+            Ok(out) if out.plan.actions.is_empty() && out.plan.blocked.is_none() => {
+                match api::find_condition(&out.status.conditions, api::CONDITION_READY) {
+                    Some(c) if c.status == "False" => {
+                        pending = true;
+                        println!("{name}: {}: {}", c.reason, c.message);
+                    }
+                    _ => println!("{name}: no changes"),
+                }
+            }
+            Ok(out) => {
+                pending = true;
+                println!("{name}:");
+                if let Some((reason, message)) = &out.plan.blocked {
+                    println!("  ! {reason}: {message}");
+                }
+                for a in &out.plan.actions {
+                    match a {
+                        crate::reconcile::proxy_host::plan::ProxyAction::Create(h) => {
+                            println!(
+                                "  + create proxy host {} → {}://{}:{}",
+                                h.domain_names.join(", "),
+                                h.forward_scheme,
+                                h.forward_host,
+                                h.forward_port
+                            )
+                        }
+                        crate::reconcile::proxy_host::plan::ProxyAction::Update { id, spec: h, why } => {
+                            println!(
+                                "  ~ {why}: proxy host {id} {} → {}://{}:{}",
+                                h.domain_names.join(", "),
+                                h.forward_scheme,
+                                h.forward_host,
+                                h.forward_port
+                            )
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                failed = true;
+                println!("{name}: error: {e}");
+            }
+        }
+    }
     for s in &loaded.skipped {
         eprintln!("skipped (kind not handled yet): {s}");
     }
@@ -238,14 +285,17 @@ async fn apply(a: FilesArgs) -> anyhow::Result<i32> {
     if !records.is_empty() {
         println!("\n{}", oneshot::record_table(&records));
     }
+    let mut proxies = vec![];
+    for p in &loaded.proxies {
+        proxies.push(oneshot::apply_proxy(&engine, p, &addresses, &progress).await);
+    }
+    if !proxies.is_empty() {
+        println!("\n{}", oneshot::proxy_table(&proxies));
+    }
     for s in &loaded.skipped {
         eprintln!("skipped (kind not handled yet): {s}");
     }
-    Ok(
-        if results.iter().any(|r| r.error.is_some()) || records.iter().any(|r| r.error.is_some()) {
-            1
-        } else {
-            0
-        },
-    )
+    let failed =
+        results.iter().any(|r| r.error.is_some()) || records.iter().any(|r| r.error.is_some()) || proxies.iter().any(|r| r.error.is_some());
+    Ok(if failed { 1 } else { 0 })
 }

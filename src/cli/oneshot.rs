@@ -34,6 +34,7 @@ impl StatusSink<ProxmoxGuestStatus> for MemoryStatus {
 pub struct Engine {
     pub clients: BTreeMap<String, PveClient>,
     pub dns: BTreeMap<String, crate::providers::dns::DnsClient>,
+    pub proxy: BTreeMap<String, crate::providers::npm::Npm>,
     pub cache: ClusterCache,
     pub drift: DriftClock,
     pub metrics: Arc<Metrics>,
@@ -49,9 +50,16 @@ impl Engine {
             );
         }
         let dns = crate::providers::dns::clients_from_config(config, Some(metrics.clone())).map_err(|e| anyhow::anyhow!(e))?;
+        let mut proxy = BTreeMap::new();
+        for (name, ep) in &config.proxy {
+            let client = crate::providers::npm::Npm::new(&ep.url, &ep.identity, ep.secret.clone(), ep.timeout, Some(metrics.clone()))
+                .map_err(|e| anyhow::anyhow!("proxy.{name}: {e}"))?;
+            proxy.insert(name.clone(), client);
+        }
         Ok(Self {
             clients,
             dns,
+            proxy,
             cache: ClusterCache::new(Duration::from_secs(10)),
             drift: DriftClock::new(Duration::from_secs(600)),
             metrics,
@@ -389,4 +397,125 @@ pub fn all_records(guests: &[ProxmoxGuest], records: &[api::DnsRecord]) -> Vec<a
     let mut out = records.to_vec();
     out.extend(guests.iter().flat_map(crate::reconcile::proxmox_guest::children::dns_records));
     out
+}
+
+fn proxy_parts<'a>(
+    engine: &'a Engine,
+    p: &api::ProxyHost,
+    guests: &GuestAddresses,
+) -> Result<(&'a crate::providers::npm::Npm, GuestIdentity, Option<Vec<String>>), ReconcileError> {
+    p.validate_cel().map_err(|e| ReconcileError::Config(format!("invalid spec: {e}")))?;
+    let client = engine
+        .proxy
+        .get(&p.spec.provider)
+        .ok_or_else(|| ReconcileError::Config(format!("spec.provider {:?} is not in the config's proxy: section", p.spec.provider)))?;
+    let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+    let id = GuestIdentity::new(ns, p.metadata.name.as_deref().unwrap_or(""), p.metadata.uid.as_deref());
+    let ips = p
+        .spec
+        .target
+        .as_ref()
+        .and_then(|t| guests.get(&format!("{ns}/{}", t.name)).cloned());
+    Ok((client, id, ips))
+}
+
+fn proxy_object<'a>(
+    p: &'a api::ProxyHost,
+    id: &'a GuestIdentity,
+    ips: Option<Vec<String>>,
+) -> crate::reconcile::proxy_host::ProxyObject<'a> {
+    crate::reconcile::proxy_host::ProxyObject {
+        id,
+        spec: &p.spec,
+        status: p.status.clone().unwrap_or_default(),
+        generation: Some(1),
+        target_ips: ips,
+    }
+}
+
+pub fn proxy_name(p: &api::ProxyHost) -> String {
+    format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref().unwrap_or("default"),
+        p.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+pub async fn plan_proxy(
+    engine: &Engine,
+    p: &api::ProxyHost,
+    guests: &GuestAddresses,
+) -> Result<crate::reconcile::proxy_host::ProxyOutcome, ReconcileError> {
+    let (client, id, ips) = proxy_parts(engine, p, guests)?;
+    crate::reconcile::proxy_host::reconcile(client, proxy_object(p, &id, ips), true).await
+}
+
+pub struct ProxyApplied {
+    pub name: String,
+    pub status: api::ProxyHostStatus,
+    pub error: Option<String>,
+}
+
+pub async fn apply_proxy(engine: &Engine, p: &api::ProxyHost, guests: &GuestAddresses, progress: &(dyn Fn(&str) + Sync)) -> ProxyApplied {
+    let name = proxy_name(p);
+    let result = async {
+        let (client, id, ips) = proxy_parts(engine, p, guests)?;
+        crate::reconcile::proxy_host::reconcile(client, proxy_object(p, &id, ips), false).await
+    }
+    .await;
+    match result {
+        Ok(out) => {
+            for e in &out.events {
+                progress(&format!("{name}: {}{}", if e.warning { "warning: " } else { "" }, e.note));
+            }
+            ProxyApplied {
+                name,
+                status: out.status,
+                error: None,
+            }
+        }
+        Err(e) => ProxyApplied {
+            name,
+            status: p.status.clone().unwrap_or_default(),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+pub async fn delete_proxy(engine: &Engine, p: &api::ProxyHost) -> Result<Vec<crate::reconcile::EventNote>, ReconcileError> {
+    let (client, id, _) = proxy_parts(engine, p, &GuestAddresses::new())?;
+    crate::reconcile::proxy_host::cleanup(client, &id, &p.spec).await
+}
+
+pub fn proxy_table(results: &[ProxyApplied]) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "UPSTREAM".into(),
+        "TLS".into(),
+        "READY".into(),
+        "MESSAGE".into(),
+    ]];
+    for r in results {
+        let ready = api::find_condition(&r.status.conditions, api::CONDITION_READY);
+        rows.push([
+            r.name.clone(),
+            r.status.upstream.clone().unwrap_or_else(|| "-".into()),
+            r.status.tls.clone().unwrap_or_else(|| "-".into()),
+            ready.map_or("Unknown".into(), |c| c.status.clone()),
+            r.error
+                .clone()
+                .unwrap_or_else(|| ready.map_or(String::new(), |c| c.message.clone())),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, c)| if i == 4 { c.clone() } else { format!("{c:<w$}", w = widths[i]) })
+                .collect::<Vec<_>>()
+                .join("  ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::api::{DnsRecord, ProxmoxGuest};
+use crate::api::{DnsRecord, ProxmoxGuest, ProxyHost};
 
 /// Every resource file under the given paths (directories are read recursively, sorted).
 pub fn files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
@@ -37,12 +37,14 @@ pub fn files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 pub struct Loaded {
     pub guests: Vec<ProxmoxGuest>,
     pub records: Vec<DnsRecord>,
+    pub proxies: Vec<ProxyHost>,
     pub skipped: Vec<String>,
 }
 
 pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
     let mut guests = vec![];
     let mut records = vec![];
+    let mut proxies = vec![];
     let mut skipped = vec![];
     for file in files(paths)? {
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -59,6 +61,11 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
                     g.metadata.namespace.get_or_insert_with(|| "default".into());
                     guests.push(g);
                 }
+                ("homelab.dev/v1alpha1", "ProxyHost") => {
+                    let mut p: ProxyHost = parse(&file, i, value)?;
+                    p.metadata.namespace.get_or_insert_with(|| "default".into());
+                    proxies.push(p);
+                }
                 ("homelab.dev/v1alpha1", "DnsRecord") => {
                     let mut r: DnsRecord = parse(&file, i, value)?;
                     r.metadata.namespace.get_or_insert_with(|| "default".into());
@@ -68,7 +75,12 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
             }
         }
     }
-    Ok(Loaded { guests, records, skipped })
+    Ok(Loaded {
+        guests,
+        records,
+        proxies,
+        skipped,
+    })
 }
 
 fn parse<T: serde::de::DeserializeOwned>(file: &Path, i: usize, value: serde_yaml_ng::Value) -> anyhow::Result<T> {

@@ -21,6 +21,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub pve: BTreeMap<String, PveClient>,
     pub dns: BTreeMap<String, crate::providers::dns::DnsClient>,
+    pub proxy: BTreeMap<String, crate::providers::npm::Npm>,
     pub cache: ClusterCache,
     pub drift: DriftClock,
     pub backoff: Backoff,
@@ -45,6 +46,7 @@ impl Context {
             metrics,
             pve,
             dns,
+            proxy: BTreeMap::new(),
             // One bulk read serves every guest reconciled in this window; our own
             // writes invalidate it, so the TTL only bounds how late an
             // out-of-band power change is seen.
@@ -54,6 +56,12 @@ impl Context {
             backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
             tasks: Default::default(),
         }
+    }
+
+    /// The `proxy:` endpoints' clients.
+    pub fn with_proxies(mut self, proxy: BTreeMap<String, crate::providers::npm::Npm>) -> Self {
+        self.proxy = proxy;
+        self
     }
 
     /// Record whether this object has a task in flight and update the gauge.

@@ -6,6 +6,7 @@ pub mod context;
 pub mod dns_record;
 pub mod health;
 pub mod proxmox_guest;
+pub mod proxy_host;
 pub mod shared;
 
 use std::{
@@ -23,7 +24,7 @@ use kube::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{DnsRecord, ProxmoxGuest},
+    api::{DnsRecord, ProxmoxGuest, ProxyHost},
     cli::RunArgs,
     config::Config,
     metrics::Metrics,
@@ -99,7 +100,13 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         Some(task)
     };
 
-    let ctx = Arc::new(context::Context::new(client.clone(), pve, dns, metrics));
+    let mut proxy = std::collections::BTreeMap::new();
+    for (name, ep) in &config.proxy {
+        let c = crate::providers::npm::Npm::new(&ep.url, &ep.identity, ep.secret.clone(), ep.timeout, Some(metrics.clone()))
+            .map_err(|e| anyhow::anyhow!("config file {}: proxy.{name}: {e}", config.path))?;
+        proxy.insert(name.clone(), c);
+    }
+    let ctx = Arc::new(context::Context::new(client.clone(), pve, dns, metrics).with_proxies(proxy));
     let config = || {
         controller::Config::default()
             .concurrency(args.concurrency)
@@ -139,7 +146,26 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
                 tracing::debug!(error = %e, "record reconcile failed");
             }
         });
-    tokio::join!(guests, records);
+    let stop = shutdown.clone();
+    let proxies = Controller::new(
+        Api::<DeserializeGuard<ProxyHost>>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    );
+    let store = proxies.store();
+    // A guest's new address re-reconciles the proxy hosts that forward to it.
+    let proxies = proxies
+        .watches(Api::<ProxmoxGuest>::all(client.clone()), watcher::Config::default(), move |g| {
+            proxy_host::proxies_targeting(&store, &g)
+        })
+        .with_config(config())
+        .graceful_shutdown_on(async move { stop.cancelled().await })
+        .run(proxy_host::reconcile, proxy_host::error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "proxy reconcile failed");
+            }
+        });
+    tokio::join!(guests, records, proxies);
     shutdown.cancel();
     if let Some(task) = leadership {
         task.abort();

@@ -88,6 +88,12 @@ impl Conditioned for api::ProxmoxGuestStatus {
     }
 }
 
+impl Conditioned for api::ProxyHostStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}
+
 impl Conditioned for api::DnsRecordStatus {
     fn conditions_mut(&mut self) -> &mut Vec<Condition> {
         &mut self.conditions

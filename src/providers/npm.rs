@@ -338,3 +338,26 @@ fn token_from(server: &str, op: &'static str, v: &Value) -> Result<Token, Error>
         expires,
     })
 }
+
+/// The proxy-host operations the ProxyHost reconciler needs.
+pub trait ProxyApi: Send + Sync {
+    fn list(&self) -> impl std::future::Future<Output = Result<Vec<ProxyHost>, Error>> + Send;
+    fn create(&self, spec: &HostSpec) -> impl std::future::Future<Output = Result<ProxyHost, Error>> + Send;
+    fn update(&self, id: u64, spec: &HostSpec) -> impl std::future::Future<Output = Result<ProxyHost, Error>> + Send;
+    fn delete(&self, id: u64) -> impl std::future::Future<Output = Result<(), Error>> + Send;
+}
+
+impl ProxyApi for Npm {
+    async fn list(&self) -> Result<Vec<ProxyHost>, Error> {
+        Npm::list(self).await
+    }
+    async fn create(&self, spec: &HostSpec) -> Result<ProxyHost, Error> {
+        Npm::create(self, spec).await
+    }
+    async fn update(&self, id: u64, spec: &HostSpec) -> Result<ProxyHost, Error> {
+        Npm::update(self, id, spec).await
+    }
+    async fn delete(&self, id: u64) -> Result<(), Error> {
+        Npm::delete(self, id).await
+    }
+}

@@ -5,10 +5,11 @@
 pub mod cache;
 pub mod dns_record;
 pub mod proxmox_guest;
+pub mod proxy_host;
 
 use std::{future::Future, time::Duration};
 
-use crate::providers::{dns, pve};
+use crate::providers::{dns, npm, pve};
 
 /// Where a reconcile stores status mid-way (VMID before create, UPID after a
 /// task starts), so a restart at any instant finds its work again.
@@ -56,6 +57,12 @@ pub enum ReconcileError {
         #[source]
         source: dns::Error,
     },
+    #[error("{step}: {source}")]
+    Proxy {
+        step: String,
+        #[source]
+        source: npm::Error,
+    },
     #[error("{op} task failed: {message}")]
     TaskFailed { op: String, message: String },
     #[error("saving status: {0}")]
@@ -74,6 +81,7 @@ impl ReconcileError {
         match self {
             ReconcileError::Pve { source, .. } => source.is_transient(),
             ReconcileError::Dns { source, .. } => source.is_transient(),
+            ReconcileError::Proxy { source, .. } => source.is_transient(),
             ReconcileError::TaskFailed { .. } | ReconcileError::Status(_) => true,
             ReconcileError::Config(_) => false,
         }
@@ -93,6 +101,9 @@ impl ReconcileError {
             ReconcileError::Dns { source, .. } if source.is_transient() => "DnsUnavailable",
             ReconcileError::Dns { source, .. } if source.is_permission() => "PermissionDenied",
             ReconcileError::Dns { .. } => "RefusedByDnsServer",
+            ReconcileError::Proxy { source, .. } if source.is_transient() => "ProxyUnavailable",
+            ReconcileError::Proxy { source, .. } if source.is_permission() => "PermissionDenied",
+            ReconcileError::Proxy { .. } => "RefusedByProxy",
             ReconcileError::TaskFailed { .. } => "TaskFailed",
             ReconcileError::Status(_) => "StatusWriteFailed",
             ReconcileError::Config(_) => "ConfigError",
