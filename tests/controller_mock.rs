@@ -46,10 +46,14 @@ fn mock_apiserver(object: Value) -> (Client, Arc<Mutex<Vec<Seen>>>) {
             });
             let answer = if uri.contains("/events") {
                 body.clone()
-            } else if method == "GET" && uri.contains("/dnsrecords?") {
-                // Listing a guest's child records: none yet.
-                json!({"apiVersion": "homelab.dev/v1alpha1", "kind": "DnsRecordList", "metadata": {"resourceVersion": "1"}, "items": []})
-            } else if method == "PATCH" && uri.contains("/dnsrecords/") && body.is_object() && body.get("spec").is_some() {
+            } else if method == "GET" && (uri.contains("/dnsrecords?") || uri.contains("/proxyhosts?")) {
+                // Listing a guest's children: none yet.
+                json!({"apiVersion": "homelab.dev/v1alpha1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []})
+            } else if method == "PATCH"
+                && (uri.contains("/dnsrecords/") || uri.contains("/proxyhosts/"))
+                && body.is_object()
+                && body.get("spec").is_some()
+            {
                 // Server-side apply of a child record: the apiserver answers with the object.
                 let mut child = body.clone();
                 child["metadata"]["uid"] = json!("child-uid");
@@ -278,7 +282,12 @@ async fn applies_status_with_our_field_manager_and_publishes_events() {
         "3f1c2b4a-9d8e-4f7a-b6c5-1d2e3f4a5b6c"
     );
     let status = &seen.iter().rev().find(|r| r.uri.contains("/status?")).unwrap().body["status"];
-    assert_eq!(status["children"], json!(["web01-dns"]));
+    assert_eq!(status["children"], json!(["web01-dns", "web01-proxy"]));
+    let proxy = seen
+        .iter()
+        .find(|r| r.method == "PATCH" && r.uri.contains("/proxyhosts/web01-proxy?"))
+        .expect("child proxy host applied");
+    assert_eq!(proxy.body["spec"]["target"], json!({"name": "web01", "port": 80, "scheme": "http"}));
     let metrics = ctx.metrics.render();
     assert!(metrics.contains("homelab_operator_tasks_in_flight{system=\"pve\"} 1"), "{metrics}");
     assert!(

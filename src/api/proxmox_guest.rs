@@ -154,6 +154,33 @@ pub struct ProxmoxGuestSpec {
     /// (`<name>-dns`, and `<name>-dns6` for IPv6) that follows `status.ips`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<GuestDns>,
+    /// Publish the guest through the reverse proxy: the operator keeps an owned
+    /// ProxyHost `<name>-proxy` that forwards the domains to this guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<GuestProxy>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestProxy {
+    /// Endpoint name in the config's `proxy:` section.
+    #[serde(default = "default_endpoint")]
+    pub provider: String,
+    /// Host names to serve.
+    #[schemars(length(min = 1, max = 100), inner(length(max = 253)))]
+    pub domains: Vec<String>,
+    /// The guest's port.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Upstream scheme (default http).
+    #[serde(default)]
+    pub scheme: super::Scheme,
+    /// TLS for the proxy host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::ProxyTls>,
+    /// Allow websocket upgrades.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub websockets: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

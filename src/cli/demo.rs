@@ -83,7 +83,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     println!("\n{}\n", oneshot::status_table(&results));
     println!("{}\n", oneshot::record_table(&records));
     let mut proxies = vec![];
-    for p in &loaded.proxies {
+    for p in &oneshot::all_proxies(&loaded.guests, &loaded.proxies) {
         proxies.push(oneshot::apply_proxy(&engine, p, &addresses, &progress).await);
     }
     if !proxies.is_empty() {
@@ -116,7 +116,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         );
         clean &= noop;
     }
-    for p in &loaded.proxies {
+    for p in &oneshot::all_proxies(&loaded.guests, &loaded.proxies) {
         let out = oneshot::plan_proxy(&engine, p, &addresses).await?;
         let noop = out.plan.actions.is_empty() && out.plan.blocked.is_none();
         println!(

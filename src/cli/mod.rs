@@ -208,7 +208,7 @@ async fn plan(a: FilesArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    for p in &loaded.proxies {
+    for p in &oneshot::all_proxies(&loaded.guests, &loaded.proxies) {
         let name = oneshot::proxy_name(p);
         match oneshot::plan_proxy(&engine, p, &addresses).await {
             Ok(out) if out.plan.actions.is_empty() && out.plan.blocked.is_none() => {
@@ -286,7 +286,7 @@ async fn apply(a: FilesArgs) -> anyhow::Result<i32> {
         println!("\n{}", oneshot::record_table(&records));
     }
     let mut proxies = vec![];
-    for p in &loaded.proxies {
+    for p in &oneshot::all_proxies(&loaded.guests, &loaded.proxies) {
         proxies.push(oneshot::apply_proxy(&engine, p, &addresses, &progress).await);
     }
     if !proxies.is_empty() {

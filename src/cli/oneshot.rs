@@ -519,3 +519,10 @@ pub fn proxy_table(results: &[ProxyApplied]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// The ProxyHosts in the files plus those guests ask for in `spec.proxy`.
+pub fn all_proxies(guests: &[ProxmoxGuest], proxies: &[api::ProxyHost]) -> Vec<api::ProxyHost> {
+    let mut out = proxies.to_vec();
+    out.extend(guests.iter().flat_map(crate::reconcile::proxmox_guest::children::proxy_hosts));
+    out
+}

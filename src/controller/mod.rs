@@ -119,6 +119,7 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     )
     // A child DnsRecord's readiness rolls up into its guest's Ready condition.
     .owns(Api::<DnsRecord>::all(client.clone()), watcher::Config::default())
+    .owns(Api::<ProxyHost>::all(client.clone()), watcher::Config::default())
     .with_config(config())
     .graceful_shutdown_on(async move { stop.cancelled().await })
     .run(proxmox_guest::reconcile, proxmox_guest::error_policy, ctx.clone())

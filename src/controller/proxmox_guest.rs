@@ -16,7 +16,7 @@ use kube::{
 
 use super::context::Context;
 use crate::{
-    api::{self, DnsRecord, FIELD_MANAGER, GUEST_FINALIZER, ProxmoxGuest, ProxmoxGuestStatus},
+    api::{self, DnsRecord, FIELD_MANAGER, GUEST_FINALIZER, ProxmoxGuest, ProxmoxGuestStatus, ProxyHost},
     config::SecretString,
     metrics::{ErrorLabels, KindLabels},
     reconcile::{
@@ -147,55 +147,100 @@ async fn apply(g: &ProxmoxGuest, ctx: &Context, api: &Api<ProxmoxGuest>) -> Resu
     Ok(Action::requeue(out.requeue))
 }
 
-/// Keep the owned DnsRecords `spec.dns` asks for: apply missing or changed
-/// ones, delete ones no longer wanted. Returns each wanted child's Ready condition.
-async fn sync_children(
-    g: &ProxmoxGuest,
-    ctx: &Context,
-) -> Result<Vec<(String, Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>)>, Error> {
-    let api: Api<DnsRecord> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
-    let wanted = children::dns_records(g);
-    let selector = format!("{}={}", children::GUEST_LABEL, g.name_any());
+type ChildReady = (String, Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>);
+
+/// What the guest controller needs to know of a child kind.
+trait Child:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+{
+    fn same_spec(&self, other: &Self) -> bool;
+    fn ready(&self) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>;
+}
+
+impl Child for DnsRecord {
+    fn same_spec(&self, other: &Self) -> bool {
+        self.spec == other.spec
+    }
+    fn ready(&self) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        self.status
+            .as_ref()
+            .and_then(|s| api::find_condition(&s.conditions, api::CONDITION_READY).cloned())
+    }
+}
+
+impl Child for ProxyHost {
+    fn same_spec(&self, other: &Self) -> bool {
+        self.spec == other.spec
+    }
+    fn ready(&self) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        self.status
+            .as_ref()
+            .and_then(|s| api::find_condition(&s.conditions, api::CONDITION_READY).cloned())
+    }
+}
+
+fn owned_by(g: &ProxmoxGuest, meta: &kube::api::ObjectMeta) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| Some(&o.uid) == g.metadata.uid.as_ref())
+}
+
+/// Keep the owned children `spec.dns` and `spec.proxy` ask for.
+async fn sync_children(g: &ProxmoxGuest, ctx: &Context) -> Result<Vec<ChildReady>, Error> {
     // Nothing asked for and nothing made before: no apiserver call at all.
     let made_before = g.status.as_ref().is_some_and(|s| !s.children.is_empty());
-    let existing = if wanted.is_empty() && !made_before {
-        vec![]
-    } else {
-        api.list(&ListParams::default().labels(&selector)).await.map_err(Error::Kube)?.items
-    };
+    let mut ready = sync_kind(g, ctx, children::dns_records(g), made_before).await?;
+    ready.extend(sync_kind(g, ctx, children::proxy_hosts(g), made_before).await?);
+    Ok(ready)
+}
+
+/// Apply missing or changed children of one kind, delete ones no longer
+/// wanted. Returns each wanted child's Ready condition.
+async fn sync_kind<K: Child>(g: &ProxmoxGuest, ctx: &Context, wanted: Vec<K>, made_before: bool) -> Result<Vec<ChildReady>, Error> {
+    if wanted.is_empty() && !made_before {
+        return Ok(vec![]);
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
+    let selector = format!("{}={}", children::GUEST_LABEL, g.name_any());
+    let existing = api.list(&ListParams::default().labels(&selector)).await.map_err(Error::Kube)?.items;
     let mut ready = vec![];
     for child in &wanted {
         let name = child.name_any();
         let current = existing.iter().find(|e| e.name_any() == name);
-        if current.is_none_or(|c| c.spec != child.spec || c.metadata.owner_references != child.metadata.owner_references) {
+        if current.is_none_or(|c| !c.same_spec(child) || c.meta().owner_references != child.meta().owner_references) {
             let mut patch = serde_json::to_value(child).map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
-            patch["apiVersion"] = serde_json::json!(format!("{}/{}", api::GROUP, api::VERSION));
-            patch["kind"] = serde_json::json!("DnsRecord");
+            patch["apiVersion"] = serde_json::json!(K::api_version(&()));
+            patch["kind"] = serde_json::json!(K::kind(&()));
             api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
                 .await
                 .map_err(Error::Kube)?;
         }
-        ready.push((
-            name,
-            current
-                .and_then(|c| c.status.as_ref())
-                .and_then(|s| api::find_condition(&s.conditions, api::CONDITION_READY).cloned()),
-        ));
+        ready.push((name, current.and_then(|c| c.ready())));
     }
-    let owned_by_us = |e: &DnsRecord| {
-        e.metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| Some(&o.uid) == g.metadata.uid.as_ref())
-    };
     for stale in existing
         .iter()
-        .filter(|e| owned_by_us(e) && !wanted.iter().any(|w| w.name_any() == e.name_any()))
+        .filter(|e| owned_by(g, e.meta()) && !wanted.iter().any(|w| w.name_any() == e.name_any()))
     {
         api.delete(&stale.name_any(), &DeleteParams::default()).await.map_err(Error::Kube)?;
     }
     Ok(ready)
+}
+
+/// Delete the guest's children; true while some still exist (their finalizers run).
+async fn delete_children<K: Child>(g: &ProxmoxGuest, ctx: &Context) -> Result<bool, Error> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
+    let selector = format!("{}={}", children::GUEST_LABEL, g.name_any());
+    let left: Vec<K> = api.list(&ListParams::default().labels(&selector)).await.map_err(Error::Kube)?.items;
+    let left: Vec<&K> = left.iter().filter(|c| owned_by(g, c.meta())).collect();
+    for child in left.iter().filter(|c| c.meta().deletion_timestamp.is_none()) {
+        api.delete(&child.name_any(), &DeleteParams::default()).await.map_err(Error::Kube)?;
+    }
+    Ok(!left.is_empty())
 }
 
 async fn cleanup(g: &ProxmoxGuest, ctx: &Context, api: &Api<ProxmoxGuest>) -> Result<Action, Error> {
@@ -210,31 +255,10 @@ async fn cleanup(g: &ProxmoxGuest, ctx: &Context, api: &Api<ProxmoxGuest>) -> Re
         ci_password: None,
     };
     let reference = g.object_ref(&());
-    // Children first (their own finalizers clean DNS), then the guest.
-    let records: Api<DnsRecord> = Api::namespaced(ctx.client.clone(), &g.namespace().unwrap_or_default());
-    let selector = format!("{}={}", children::GUEST_LABEL, g.name_any());
-    let left: Vec<DnsRecord> = records
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::Kube)?
-        .items;
-    let left: Vec<&DnsRecord> = left
-        .iter()
-        .filter(|e| {
-            e.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| Some(&o.uid) == g.metadata.uid.as_ref())
-        })
-        .collect();
-    if !left.is_empty() {
-        for child in left.iter().filter(|c| c.metadata.deletion_timestamp.is_none()) {
-            records
-                .delete(&child.name_any(), &DeleteParams::default())
-                .await
-                .map_err(Error::Kube)?;
-        }
+    // Children first (proxy and DNS; their own finalizers clean the outside), then the guest.
+    let proxies_left = delete_children::<ProxyHost>(g, ctx).await?;
+    let records_left = delete_children::<DnsRecord>(g, ctx).await?;
+    if proxies_left || records_left {
         return Err(Error::CleanupInProgress(std::time::Duration::from_secs(2)));
     }
     match proxmox_guest::cleanup(&gctx, obj, &sink).await? {

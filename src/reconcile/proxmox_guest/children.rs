@@ -4,23 +4,66 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::api::ObjectMeta;
 
-use crate::api::{self, DeletionPolicy, DnsRecord, DnsRecordSpec, GuestTarget, ProxmoxGuest, RecordPolicy, RecordType};
+use crate::api::{
+    self, DeletionPolicy, DnsRecord, DnsRecordSpec, GuestTarget, ProxmoxGuest, ProxyHost, ProxyHostSpec, ProxyTarget, RecordPolicy,
+    RecordType,
+};
 
 /// Label on every child, naming its guest.
 pub const GUEST_LABEL: &str = "homelab.dev/guest";
+
+/// Metadata of a child: in the guest's namespace, labelled with it, owned by it.
+fn child_meta(guest: &ProxmoxGuest, child: String) -> ObjectMeta {
+    let name = guest.metadata.name.clone().unwrap_or_default();
+    ObjectMeta {
+        name: Some(child),
+        namespace: guest.metadata.namespace.clone(),
+        labels: Some([(GUEST_LABEL.to_string(), name.clone())].into()),
+        owner_references: Some(vec![OwnerReference {
+            api_version: format!("{}/{}", api::GROUP, api::VERSION),
+            kind: "ProxmoxGuest".into(),
+            name,
+            uid: guest.metadata.uid.clone().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]),
+        ..Default::default()
+    }
+}
+
+/// The ProxyHost `spec.proxy` asks for (none when it is unset).
+pub fn proxy_hosts(guest: &ProxmoxGuest) -> Vec<ProxyHost> {
+    let Some(p) = &guest.spec.proxy else { return vec![] };
+    let name = guest.metadata.name.clone().unwrap_or_default();
+    vec![ProxyHost {
+        metadata: child_meta(guest, format!("{name}-proxy")),
+        spec: ProxyHostSpec {
+            provider: p.provider.clone(),
+            domains: p.domains.clone(),
+            forward: None,
+            target: Some(ProxyTarget {
+                name,
+                port: p.port,
+                scheme: p.scheme,
+            }),
+            tls: p.tls.clone(),
+            websockets: p.websockets,
+            block_exploits: true,
+            caching: false,
+            access_list_id: None,
+            advanced_config: None,
+            enabled: true,
+            deletion_policy: DeletionPolicy::Delete,
+            adopt: false,
+        },
+        status: None,
+    }]
+}
 
 /// The DnsRecords `spec.dns` asks for (none when it is unset).
 pub fn dns_records(guest: &ProxmoxGuest) -> Vec<DnsRecord> {
     let Some(dns) = &guest.spec.dns else { return vec![] };
     let name = guest.metadata.name.clone().unwrap_or_default();
-    let owner = OwnerReference {
-        api_version: format!("{}/{}", api::GROUP, api::VERSION),
-        kind: "ProxmoxGuest".into(),
-        name: name.clone(),
-        uid: guest.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    };
     let mut types = vec![(RecordType::A, format!("{name}-dns"))];
     if dns.ipv6 {
         types.push((RecordType::AAAA, format!("{name}-dns6")));
@@ -28,13 +71,7 @@ pub fn dns_records(guest: &ProxmoxGuest) -> Vec<DnsRecord> {
     types
         .into_iter()
         .map(|(record_type, child)| DnsRecord {
-            metadata: ObjectMeta {
-                name: Some(child),
-                namespace: guest.metadata.namespace.clone(),
-                labels: Some([(GUEST_LABEL.to_string(), name.clone())].into()),
-                owner_references: Some(vec![owner.clone()]),
-                ..Default::default()
-            },
+            metadata: child_meta(guest, child),
             spec: DnsRecordSpec {
                 provider: dns.provider.clone(),
                 zone: dns.zone.clone(),
@@ -103,6 +140,24 @@ mod tests {
             ("ProxmoxGuest", "u-1", Some(true))
         );
         r[0].validate_cel().unwrap();
+    }
+
+    #[test]
+    fn proxy_section_becomes_an_owned_proxy_host() {
+        assert!(proxy_hosts(&guest("")).is_empty());
+        let p = proxy_hosts(&guest("  proxy: {domains: [web.home.arpa], port: 8080, websockets: true}\n"));
+        assert_eq!(p[0].metadata.name.as_deref(), Some("web01-proxy"));
+        assert_eq!(
+            p[0].spec.target,
+            Some(ProxyTarget {
+                name: "web01".into(),
+                port: 8080,
+                scheme: api::Scheme::Http
+            })
+        );
+        assert!(p[0].spec.websockets);
+        assert_eq!(p[0].metadata.owner_references.as_ref().unwrap()[0].uid, "u-1");
+        p[0].validate_cel().unwrap();
     }
 
     fn ready(status: &str, message: &str) -> Option<Condition> {
