@@ -1,34 +1,28 @@
 //! ProxmoxGuest controller glue: finalizer, status via server-side apply,
 //! events, error policy. The logic lives in `reconcile::proxmox_guest`.
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
     core::DeserializeGuard,
-    runtime::{
-        controller::Action,
-        finalizer::{Event as FinalizerEvent, finalizer},
-    },
+    runtime::controller::Action,
 };
 
 use super::context::Context;
 use crate::{
-    api::{self, DnsRecord, FIELD_MANAGER, GUEST_FINALIZER, ProxmoxGuest, ProxmoxGuestStatus, ProxyHost},
+    api::{self, DnsRecord, FIELD_MANAGER, ProxmoxGuest, ProxmoxGuestStatus, ProxyHost},
     config::SecretString,
-    metrics::{ErrorLabels, KindLabels},
     reconcile::{
         ReconcileError,
         proxmox_guest::{self, CleanupOutcome, GuestCtx, GuestIdentity, GuestObject, children},
     },
 };
 
-const KIND: &str = "ProxmoxGuest";
-
 pub use super::shared::Error;
-use super::shared::{StatusWriter, error_policy as shared_error_policy, publish_all, report_error};
+use super::shared::{StatusWriter, error_policy as shared_error_policy, publish_all, reconcile_kind};
 
 type KubeStatus = StatusWriter<ProxmoxGuest>;
 
@@ -65,41 +59,7 @@ async fn ci_password(ctx: &Context, guest: &ProxmoxGuest) -> Result<Option<Secre
 }
 
 pub async fn reconcile(obj: Arc<DeserializeGuard<ProxmoxGuest>>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let guest = match &obj.0 {
-        Ok(g) => g.clone(),
-        Err(invalid) => return Err(super::shared::invalid_object::<ProxmoxGuest>(&ctx, invalid).await),
-    };
-    let started = Instant::now();
-    ctx.metrics.reconciles.get_or_create(&KindLabels { kind: KIND }).inc();
-    let ns = guest.namespace().unwrap_or_else(|| "default".into());
-    let api: Api<ProxmoxGuest> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, GUEST_FINALIZER, Arc::new(guest.clone()), |event| async {
-        match event {
-            FinalizerEvent::Apply(g) => apply(&g, &ctx, &api).await,
-            FinalizerEvent::Cleanup(g) => cleanup(&g, &ctx, &api).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&KindLabels { kind: KIND })
-        .observe(started.elapsed().as_secs_f64());
-    match &result {
-        Ok(_) => ctx.backoff.reset(&guest.uid().unwrap_or_default()),
-        Err(e) if e.in_progress().is_some() => {}
-        Err(e) => {
-            ctx.metrics
-                .reconcile_errors
-                .get_or_create(&ErrorLabels {
-                    kind: KIND,
-                    error: e.category(),
-                })
-                .inc();
-            report_error(&guest, guest.status.clone(), &ctx, &api, e).await;
-        }
-    }
-    result
+    reconcile_kind(obj, ctx, |g, c, a| Box::pin(apply(g, c, a)), |g, c, a| Box::pin(cleanup(g, c, a))).await
 }
 
 fn object_parts(g: &ProxmoxGuest) -> (GuestIdentity, String) {

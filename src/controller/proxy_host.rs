@@ -1,25 +1,23 @@
 //! ProxyHost controller glue: finalizer, target lookup, status, events.
 //! The logic lives in `reconcile::proxy_host`.
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use kube::{
     Api, Resource, ResourceExt,
     core::DeserializeGuard,
     runtime::{
         controller::Action,
-        finalizer::{Event as FinalizerEvent, finalizer},
         reflector::{ObjectRef, Store},
     },
 };
 
 use super::{
     context::Context,
-    shared::{Error, StatusWriter, error_policy as shared_error_policy, publish_all, report_error},
+    shared::{Error, StatusWriter, error_policy as shared_error_policy, publish_all, reconcile_kind},
 };
 use crate::{
-    api::{PROXY_FINALIZER, ProxmoxGuest, ProxyHost},
-    metrics::{ErrorLabels, KindLabels},
+    api::{ProxmoxGuest, ProxyHost},
     reconcile::{
         ReconcileError,
         proxmox_guest::GuestIdentity,
@@ -27,43 +25,8 @@ use crate::{
     },
 };
 
-const KIND: &str = "ProxyHost";
-
 pub async fn reconcile(obj: Arc<DeserializeGuard<ProxyHost>>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let record = match &obj.0 {
-        Ok(r) => r.clone(),
-        Err(invalid) => return Err(super::shared::invalid_object::<ProxyHost>(&ctx, invalid).await),
-    };
-    let started = Instant::now();
-    ctx.metrics.reconciles.get_or_create(&KindLabels { kind: KIND }).inc();
-    let ns = record.namespace().unwrap_or_else(|| "default".into());
-    let api: Api<ProxyHost> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, PROXY_FINALIZER, Arc::new(record.clone()), |event| async {
-        match event {
-            FinalizerEvent::Apply(r) => apply(&r, &ctx, &api).await,
-            FinalizerEvent::Cleanup(r) => cleanup(&r, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&KindLabels { kind: KIND })
-        .observe(started.elapsed().as_secs_f64());
-    match &result {
-        Ok(_) => ctx.backoff.reset(&record.uid().unwrap_or_default()),
-        Err(e) => {
-            ctx.metrics
-                .reconcile_errors
-                .get_or_create(&ErrorLabels {
-                    kind: KIND,
-                    error: e.category(),
-                })
-                .inc();
-            report_error(&record, record.status.clone(), &ctx, &api, e).await;
-        }
-    }
-    result
+    reconcile_kind(obj, ctx, |r, c, a| Box::pin(apply(r, c, a)), |r, c, _| Box::pin(cleanup(r, c))).await
 }
 
 fn identity(r: &ProxyHost) -> GuestIdentity {

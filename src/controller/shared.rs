@@ -250,3 +250,97 @@ pub fn error_policy(uid: Option<String>, err: &Error, ctx: &Arc<Context>) -> Act
         Action::requeue(Duration::from_secs(600))
     }
 }
+
+/// A kind the operator reconciles, as the shared driver needs to see it.
+pub trait Reconciled:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    type Status: Conditioned;
+    /// Metric and log label.
+    const KIND: &'static str;
+    const FINALIZER: &'static str;
+    fn current_status(&self) -> Option<Self::Status>;
+}
+
+impl Reconciled for api::ProxmoxGuest {
+    type Status = api::ProxmoxGuestStatus;
+    const KIND: &'static str = "ProxmoxGuest";
+    const FINALIZER: &'static str = api::GUEST_FINALIZER;
+    fn current_status(&self) -> Option<Self::Status> {
+        self.status.clone()
+    }
+}
+
+impl Reconciled for api::DnsRecord {
+    type Status = api::DnsRecordStatus;
+    const KIND: &'static str = "DnsRecord";
+    const FINALIZER: &'static str = api::DNS_FINALIZER;
+    fn current_status(&self) -> Option<Self::Status> {
+        self.status.clone()
+    }
+}
+
+impl Reconciled for api::ProxyHost {
+    type Status = api::ProxyHostStatus;
+    const KIND: &'static str = "ProxyHost";
+    const FINALIZER: &'static str = api::PROXY_FINALIZER;
+    fn current_status(&self) -> Option<Self::Status> {
+        self.status.clone()
+    }
+}
+
+/// One step of a kind's reconcile (apply or cleanup).
+pub type Step<K> = for<'a> fn(&'a K, &'a Context, &'a Api<K>) -> futures::future::BoxFuture<'a, Result<Action, Error>>;
+
+/// The reconcile every kind shares: invalid objects, the finalizer around
+/// apply/cleanup, metrics, backoff reset, and errors put into conditions and events.
+pub async fn reconcile_kind<K: Reconciled>(
+    obj: Arc<kube::core::DeserializeGuard<K>>,
+    ctx: Arc<Context>,
+    apply: Step<K>,
+    cleanup: Step<K>,
+) -> Result<Action, Error> {
+    use crate::metrics::{ErrorLabels, KindLabels};
+    use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+    let object = match &obj.0 {
+        Ok(o) => o.clone(),
+        Err(invalid) => return Err(invalid_object::<K>(&ctx, invalid).await),
+    };
+    let started = std::time::Instant::now();
+    ctx.metrics.reconciles.get_or_create(&KindLabels { kind: K::KIND }).inc();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_else(|| "default".into()));
+    let result = finalizer(&api, K::FINALIZER, Arc::new(object.clone()), |event| async {
+        match event {
+            FinalizerEvent::Apply(o) => apply(&o, &ctx, &api).await,
+            FinalizerEvent::Cleanup(o) => cleanup(&o, &ctx, &api).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&KindLabels { kind: K::KIND })
+        .observe(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(_) => ctx.backoff.reset(&object.uid().unwrap_or_default()),
+        Err(e) if e.in_progress().is_some() => {}
+        Err(e) => {
+            ctx.metrics
+                .reconcile_errors
+                .get_or_create(&ErrorLabels {
+                    kind: K::KIND,
+                    error: e.category(),
+                })
+                .inc();
+            report_error(&object, object.current_status(), &ctx, &api, e).await;
+        }
+    }
+    result
+}
