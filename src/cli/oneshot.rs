@@ -240,17 +240,7 @@ pub fn status_table(results: &[Applied]) -> String {
                 .unwrap_or_else(|| ready.map_or(String::new(), |c| c.message.clone())),
         ]);
     }
-    let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
-    rows.iter()
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .map(|(i, c)| if i == 6 { c.clone() } else { format!("{c:<w$}", w = widths[i]) })
-                .collect::<Vec<_>>()
-                .join("  ")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    render_table(&rows)
 }
 
 /// Addresses of the guests `apply`/`plan` know about, by `namespace/name`.
@@ -378,17 +368,7 @@ pub fn record_table(results: &[RecordApplied]) -> String {
                 .unwrap_or_else(|| ready.map_or(String::new(), |c| c.message.clone())),
         ]);
     }
-    let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
-    rows.iter()
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .map(|(i, c)| if i == 4 { c.clone() } else { format!("{c:<w$}", w = widths[i]) })
-                .collect::<Vec<_>>()
-                .join("  ")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    render_table(&rows)
 }
 
 /// The DnsRecords in the files plus those guests ask for in `spec.dns`
@@ -507,17 +487,7 @@ pub fn proxy_table(results: &[ProxyApplied]) -> String {
                 .unwrap_or_else(|| ready.map_or(String::new(), |c| c.message.clone())),
         ]);
     }
-    let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
-    rows.iter()
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .map(|(i, c)| if i == 4 { c.clone() } else { format!("{c:<w$}", w = widths[i]) })
-                .collect::<Vec<_>>()
-                .join("  ")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    render_table(&rows)
 }
 
 /// The ProxyHosts in the files plus those guests ask for in `spec.proxy`.
@@ -525,4 +495,19 @@ pub fn all_proxies(guests: &[ProxmoxGuest], proxies: &[api::ProxyHost]) -> Vec<a
     let mut out = proxies.to_vec();
     out.extend(guests.iter().flat_map(crate::reconcile::proxmox_guest::children::proxy_hosts));
     out
+}
+
+/// Columns padded to their widest cell; the last (message) column is left ragged.
+fn render_table<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, c)| if i + 1 == N { c.clone() } else { format!("{c:<w$}", w = widths[i]) })
+                .collect::<Vec<_>>()
+                .join("  ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
