@@ -157,3 +157,33 @@ async fn token_quirks_of_the_real_server() {
         "OK"
     );
 }
+
+#[tokio::test]
+async fn injected_faults_are_transient_and_creates_are_not_repeated() {
+    use homelab_operator::sim::{FaultKind, ScriptedFault};
+    let f = fixture().await;
+    let npm = f.client("secret");
+    npm.list().await.unwrap();
+    f.sim.faults.lock().unwrap().scripted.push_back(ScriptedFault::new(
+        "GET",
+        "/nginx/proxy-hosts",
+        FaultKind::Status(502, "Bad Gateway".into()),
+        1,
+    ));
+    let e = npm.list().await.unwrap_err();
+    assert!(e.is_transient() && e.to_string().contains("502"), "{e}");
+    f.sim
+        .faults
+        .lock()
+        .unwrap()
+        .scripted
+        .push_back(ScriptedFault::new("POST", "/nginx/proxy-hosts", FaultKind::Drop, 1));
+    let e = npm.create(&spec("x.home.arpa", 80, "m")).await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(f.sim.hosts().is_empty(), "a dropped create is not retried blindly");
+    assert_eq!(
+        f.sim.calls().get("POST /nginx/proxy-hosts"),
+        None,
+        "the dropped request never reached the handler"
+    );
+}
