@@ -82,17 +82,21 @@ fn guest_ctx<'a>(ctx: &'a Context, cluster: &'a str) -> Result<GuestCtx<'a, crat
     })
 }
 
+fn guest_object<'a>(g: &'a ProxmoxGuest, id: &'a GuestIdentity, ci_password: Option<SecretString>) -> GuestObject<'a> {
+    GuestObject {
+        id,
+        spec: &g.spec,
+        status: g.status.clone().unwrap_or_default(),
+        generation: g.metadata.generation,
+        ci_password,
+    }
+}
+
 async fn apply(g: &ProxmoxGuest, ctx: &Context, api: &Api<ProxmoxGuest>) -> Result<Action, Error> {
     let (id, cluster) = object_parts(g);
     let gctx = guest_ctx(ctx, &cluster)?;
     let sink = KubeStatus::new(api.clone(), g.name_any(), g.status.as_ref());
-    let obj = GuestObject {
-        id: &id,
-        spec: &g.spec,
-        status: g.status.clone().unwrap_or_default(),
-        generation: g.metadata.generation,
-        ci_password: ci_password(ctx, g).await?,
-    };
+    let obj = guest_object(g, &id, ci_password(ctx, g).await?);
     let mut out = proxmox_guest::reconcile(&gctx, obj, &sink).await?;
     ctx.track_task(&id.uid, out.status.current_task.is_some());
     let children = sync_children(g, ctx).await?;
@@ -207,13 +211,7 @@ async fn cleanup(g: &ProxmoxGuest, ctx: &Context, api: &Api<ProxmoxGuest>) -> Re
     let (id, cluster) = object_parts(g);
     let gctx = guest_ctx(ctx, &cluster)?;
     let sink = KubeStatus::new(api.clone(), g.name_any(), g.status.as_ref());
-    let obj = GuestObject {
-        id: &id,
-        spec: &g.spec,
-        status: g.status.clone().unwrap_or_default(),
-        generation: g.metadata.generation,
-        ci_password: None,
-    };
+    let obj = guest_object(g, &id, None);
     let reference = g.object_ref(&());
     // Children first (proxy and DNS; their own finalizers clean the outside), then the guest.
     let proxies_left = delete_children::<ProxyHost>(g, ctx).await?;

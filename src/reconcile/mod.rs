@@ -111,6 +111,22 @@ impl ReconcileError {
     }
 }
 
+/// Ready / Reconciling / Stalled for kinds whose work finishes within one
+/// reconcile: `reason` and `message` go to each condition that is true.
+pub fn conditions(ready: bool, reconciling: bool, stalled: bool, reason: &'static str, message: &str) -> [crate::api::ConditionState; 3] {
+    use crate::api::{CONDITION_READY, CONDITION_RECONCILING, CONDITION_STALLED, ConditionState};
+    [
+        ConditionState::new(CONDITION_READY, ready, reason, message),
+        ConditionState::new(CONDITION_RECONCILING, reconciling, reason, if reconciling { message } else { "" }),
+        ConditionState::new(
+            CONDITION_STALLED,
+            stalled,
+            if stalled { reason } else { "AsExpected" },
+            if stalled { message } else { "" },
+        ),
+    ]
+}
+
 /// How soon to look again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Requeue(pub Duration);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{EventNote, RESYNC, ReconcileError, proxmox_guest::GuestIdentity};
+use super::{EventNote, RESYNC, ReconcileError, conditions, proxmox_guest::GuestIdentity};
 use crate::{
     api::{self, ConditionState, DnsRecordSpec, DnsRecordStatus, RecordType},
     providers::dns::{DnsApi, RecordSet, absolute, fqdn},
@@ -44,24 +44,6 @@ const WAIT_TARGET: Duration = Duration::from_secs(30);
 
 fn set_conditions(status: &mut DnsRecordStatus, generation: Option<i64>, wanted: &[ConditionState]) {
     status.conditions = api::merge_conditions(&status.conditions, wanted, generation, Time(jiff::Timestamp::now()));
-}
-
-fn conditions(ready: bool, reconciling: bool, stalled: bool, reason: &'static str, message: &str) -> [ConditionState; 3] {
-    [
-        ConditionState::new(api::CONDITION_READY, ready, reason, message),
-        ConditionState::new(
-            api::CONDITION_RECONCILING,
-            reconciling,
-            reason,
-            if reconciling { message } else { "" },
-        ),
-        ConditionState::new(
-            api::CONDITION_STALLED,
-            stalled,
-            if stalled { reason } else { "AsExpected" },
-            if stalled { message } else { "" },
-        ),
-    ]
 }
 
 /// The values the spec asks for (from `values` or the target guest's addresses).

@@ -4,7 +4,7 @@ pub mod plan;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{EventNote, RESYNC, ReconcileError, proxmox_guest::GuestIdentity};
+use super::{EventNote, RESYNC, ReconcileError, conditions, proxmox_guest::GuestIdentity};
 use crate::{
     api::{self, ConditionState, ProxyHostSpec, ProxyHostStatus},
     providers::npm::{ProxyApi, ProxyHost},
@@ -25,24 +25,6 @@ pub struct ProxyOutcome {
     pub plan: ProxyPlan,
     pub events: Vec<EventNote>,
     pub requeue: std::time::Duration,
-}
-
-fn conditions(ready: bool, reconciling: bool, stalled: bool, reason: &'static str, message: &str) -> [ConditionState; 3] {
-    [
-        ConditionState::new(api::CONDITION_READY, ready, reason, message),
-        ConditionState::new(
-            api::CONDITION_RECONCILING,
-            reconciling,
-            reason,
-            if reconciling { message } else { "" },
-        ),
-        ConditionState::new(
-            api::CONDITION_STALLED,
-            stalled,
-            if stalled { reason } else { "AsExpected" },
-            if stalled { message } else { "" },
-        ),
-    ]
 }
 
 fn set(status: &mut ProxyHostStatus, generation: Option<i64>, wanted: &[ConditionState]) {
