@@ -14,23 +14,18 @@ use kube::{
 
 use super::{
     context::Context,
-    shared::{Error, StatusWriter, error_policy as shared_error_policy, publish_all, reconcile_kind},
+    shared::{Error, StatusWriter, error_policy as shared_error_policy, guest_ips, identity, publish_all, reconcile_kind, targeting},
 };
 use crate::{
     api::{DnsRecord, ProxmoxGuest},
     reconcile::{
         ReconcileError,
         dns_record::{self, DnsObject, Target},
-        proxmox_guest::GuestIdentity,
     },
 };
 
 pub async fn reconcile(obj: Arc<DeserializeGuard<DnsRecord>>, ctx: Arc<Context>) -> Result<Action, Error> {
     reconcile_kind(obj, ctx, |r, c, a| Box::pin(apply(r, c, a)), |r, c, _| Box::pin(cleanup(r, c))).await
-}
-
-fn identity(r: &DnsRecord) -> GuestIdentity {
-    GuestIdentity::new(&r.namespace().unwrap_or_default(), &r.name_any(), r.uid().as_deref())
 }
 
 fn client<'a>(ctx: &'a Context, r: &DnsRecord) -> Result<&'a crate::providers::dns::DnsClient, ReconcileError> {
@@ -45,11 +40,9 @@ fn client<'a>(ctx: &'a Context, r: &DnsRecord) -> Result<&'a crate::providers::d
 /// The target guest's addresses, read from the apiserver.
 async fn target(ctx: &Context, r: &DnsRecord) -> Result<Target, Error> {
     let Some(t) = &r.spec.target else { return Ok(Target::NoTarget) };
-    let guests: Api<ProxmoxGuest> = Api::namespaced(ctx.client.clone(), &r.namespace().unwrap_or_default());
-    Ok(match guests.get_opt(&t.name).await.map_err(Error::Kube)? {
-        None => Target::Missing,
-        Some(g) => Target::Ips(g.status.map(|s| s.ips).unwrap_or_default()),
-    })
+    Ok(guest_ips(ctx, &r.namespace().unwrap_or_default(), &t.name)
+        .await?
+        .map_or(Target::Missing, Target::Ips))
 }
 
 async fn apply(r: &DnsRecord, ctx: &Context, api: &Api<DnsRecord>) -> Result<Action, Error> {
@@ -83,13 +76,5 @@ pub fn error_policy(obj: Arc<DeserializeGuard<DnsRecord>>, err: &Error, ctx: Arc
 
 /// The DnsRecords that publish this guest's addresses (for `Controller::watches`).
 pub fn records_targeting(store: &Store<DeserializeGuard<DnsRecord>>, guest: &ProxmoxGuest) -> Vec<ObjectRef<DeserializeGuard<DnsRecord>>> {
-    let ns = guest.namespace();
-    let name = guest.name_any();
-    store
-        .state()
-        .iter()
-        .filter_map(|g| g.0.as_ref().ok())
-        .filter(|r| r.namespace() == ns && r.spec.target.as_ref().is_some_and(|t| t.name == name))
-        .map(|r| ObjectRef::new(&r.name_any()).within(&r.namespace().unwrap_or_default()))
-        .collect()
+    targeting(store, guest, |r: &DnsRecord| r.spec.target.as_ref().map(|t| t.name.as_str()))
 }

@@ -63,7 +63,7 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<ProxmoxGuest>>, ctx: Arc<Contex
 }
 
 fn object_parts(g: &ProxmoxGuest) -> (GuestIdentity, String) {
-    let id = GuestIdentity::new(&g.namespace().unwrap_or_default(), &g.name_any(), g.uid().as_deref());
+    let id = super::shared::identity(g);
     (id, g.spec.cluster.clone())
 }
 

@@ -14,23 +14,18 @@ use kube::{
 
 use super::{
     context::Context,
-    shared::{Error, StatusWriter, error_policy as shared_error_policy, publish_all, reconcile_kind},
+    shared::{Error, StatusWriter, error_policy as shared_error_policy, guest_ips, identity, publish_all, reconcile_kind, targeting},
 };
 use crate::{
     api::{ProxmoxGuest, ProxyHost},
     reconcile::{
         ReconcileError,
-        proxmox_guest::GuestIdentity,
         proxy_host::{self, ProxyObject},
     },
 };
 
 pub async fn reconcile(obj: Arc<DeserializeGuard<ProxyHost>>, ctx: Arc<Context>) -> Result<Action, Error> {
     reconcile_kind(obj, ctx, |r, c, a| Box::pin(apply(r, c, a)), |r, c, _| Box::pin(cleanup(r, c))).await
-}
-
-fn identity(r: &ProxyHost) -> GuestIdentity {
-    GuestIdentity::new(&r.namespace().unwrap_or_default(), &r.name_any(), r.uid().as_deref())
 }
 
 fn client<'a>(ctx: &'a Context, r: &ProxyHost) -> Result<&'a crate::providers::npm::Npm, ReconcileError> {
@@ -45,12 +40,7 @@ fn client<'a>(ctx: &'a Context, r: &ProxyHost) -> Result<&'a crate::providers::n
 /// The target guest's addresses (`None` while it does not exist).
 async fn target_ips(ctx: &Context, r: &ProxyHost) -> Result<Option<Vec<String>>, Error> {
     let Some(t) = &r.spec.target else { return Ok(None) };
-    let guests: Api<ProxmoxGuest> = Api::namespaced(ctx.client.clone(), &r.namespace().unwrap_or_default());
-    Ok(guests
-        .get_opt(&t.name)
-        .await
-        .map_err(Error::Kube)?
-        .map(|g| g.status.map(|s| s.ips).unwrap_or_default()))
+    guest_ips(ctx, &r.namespace().unwrap_or_default(), &t.name).await
 }
 
 async fn apply(r: &ProxyHost, ctx: &Context, api: &Api<ProxyHost>) -> Result<Action, Error> {
@@ -84,13 +74,5 @@ pub fn error_policy(obj: Arc<DeserializeGuard<ProxyHost>>, err: &Error, ctx: Arc
 
 /// The ProxyHosts that forward to this guest (for `Controller::watches`).
 pub fn proxies_targeting(store: &Store<DeserializeGuard<ProxyHost>>, guest: &ProxmoxGuest) -> Vec<ObjectRef<DeserializeGuard<ProxyHost>>> {
-    let ns = guest.namespace();
-    let name = guest.name_any();
-    store
-        .state()
-        .iter()
-        .filter_map(|g| g.0.as_ref().ok())
-        .filter(|r| r.namespace() == ns && r.spec.target.as_ref().is_some_and(|t| t.name == name))
-        .map(|r| ObjectRef::new(&r.name_any()).within(&r.namespace().unwrap_or_default()))
-        .collect()
+    targeting(store, guest, |p: &ProxyHost| p.spec.target.as_ref().map(|t| t.name.as_str()))
 }

@@ -344,3 +344,38 @@ pub async fn reconcile_kind<K: Reconciled>(
     }
     result
 }
+
+/// The ownership identity of any resource (namespace, name, UID).
+pub fn identity<K: Resource>(obj: &K) -> crate::reconcile::proxmox_guest::GuestIdentity {
+    crate::reconcile::proxmox_guest::GuestIdentity::new(&obj.namespace().unwrap_or_default(), &obj.name_any(), obj.uid().as_deref())
+}
+
+/// `status.ips` of the ProxmoxGuest `name` in `namespace`; `None` while it does not exist.
+pub async fn guest_ips(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Vec<String>>, Error> {
+    let guests: Api<api::ProxmoxGuest> = Api::namespaced(ctx.client.clone(), namespace);
+    Ok(guests
+        .get_opt(name)
+        .await
+        .map_err(Error::Kube)?
+        .map(|g| g.status.map(|s| s.ips).unwrap_or_default()))
+}
+
+/// The objects in `store` whose target is `guest` (for `Controller::watches`).
+pub fn targeting<K>(
+    store: &kube::runtime::reflector::Store<kube::core::DeserializeGuard<K>>,
+    guest: &api::ProxmoxGuest,
+    target_of: impl Fn(&K) -> Option<&str>,
+) -> Vec<kube::runtime::reflector::ObjectRef<kube::core::DeserializeGuard<K>>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let ns = guest.namespace();
+    let name = guest.name_any();
+    store
+        .state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .filter(|r| r.namespace() == ns && target_of(r) == Some(name.as_str()))
+        .map(|r| kube::runtime::reflector::ObjectRef::new(&r.name_any()).within(&r.namespace().unwrap_or_default()))
+        .collect()
+}
