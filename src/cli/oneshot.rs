@@ -119,10 +119,33 @@ pub async fn plan_one(engine: &Engine, g: &ProxmoxGuest) -> Result<Plan, Reconci
 }
 
 /// The final word on one guest after `apply`.
-pub struct Applied {
+pub struct Applied<S = ProxmoxGuestStatus> {
     pub name: String,
-    pub status: ProxmoxGuestStatus,
+    pub status: S,
     pub error: Option<String>,
+}
+
+/// Print a one-shot reconcile's events and turn its result into an `Applied`;
+/// on error the status stays what it was.
+fn finish<S>(
+    name: String,
+    result: Result<(S, Vec<crate::reconcile::EventNote>), ReconcileError>,
+    old: S,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Applied<S> {
+    match result {
+        Ok((status, events)) => {
+            for e in &events {
+                progress(&format!("{name}: {}{}", if e.warning { "warning: " } else { "" }, e.note));
+            }
+            Applied { name, status, error: None }
+        }
+        Err(e) => Applied {
+            name,
+            status: old,
+            error: Some(e.to_string()),
+        },
+    }
 }
 
 /// Reconcile one guest until it is Ready, Stalled, fails, or `deadline` passes.
@@ -305,14 +328,9 @@ pub async fn plan_record(
 }
 
 /// The final word on one record after `apply`.
-pub struct RecordApplied {
-    pub name: String,
-    pub status: api::DnsRecordStatus,
-    pub error: Option<String>,
-}
+pub type RecordApplied = Applied<api::DnsRecordStatus>;
 
 pub async fn apply_record(engine: &Engine, r: &api::DnsRecord, guests: &GuestAddresses, progress: &(dyn Fn(&str) + Sync)) -> RecordApplied {
-    let name = record_name(r);
     let result = async {
         let (dns, id, target) = record_parts(engine, r, guests)?;
         let obj = crate::reconcile::dns_record::DnsObject {
@@ -322,26 +340,12 @@ pub async fn apply_record(engine: &Engine, r: &api::DnsRecord, guests: &GuestAdd
             generation: Some(1),
             target,
         };
-        crate::reconcile::dns_record::reconcile(dns, obj, false).await
+        crate::reconcile::dns_record::reconcile(dns, obj, false)
+            .await
+            .map(|o| (o.status, o.events))
     }
     .await;
-    match result {
-        Ok(out) => {
-            for e in &out.events {
-                progress(&format!("{name}: {}{}", if e.warning { "warning: " } else { "" }, e.note));
-            }
-            RecordApplied {
-                name,
-                status: out.status,
-                error: None,
-            }
-        }
-        Err(e) => RecordApplied {
-            name,
-            status: r.status.clone().unwrap_or_default(),
-            error: Some(e.to_string()),
-        },
-    }
+    finish(record_name(r), result, r.status.clone().unwrap_or_default(), progress)
 }
 
 /// Delete (or release) one record as deleting the resource would.
@@ -430,36 +434,17 @@ pub async fn plan_proxy(
     crate::reconcile::proxy_host::reconcile(client, proxy_object(p, &id, ips), true).await
 }
 
-pub struct ProxyApplied {
-    pub name: String,
-    pub status: api::ProxyHostStatus,
-    pub error: Option<String>,
-}
+pub type ProxyApplied = Applied<api::ProxyHostStatus>;
 
 pub async fn apply_proxy(engine: &Engine, p: &api::ProxyHost, guests: &GuestAddresses, progress: &(dyn Fn(&str) + Sync)) -> ProxyApplied {
-    let name = proxy_name(p);
     let result = async {
         let (client, id, ips) = proxy_parts(engine, p, guests)?;
-        crate::reconcile::proxy_host::reconcile(client, proxy_object(p, &id, ips), false).await
+        crate::reconcile::proxy_host::reconcile(client, proxy_object(p, &id, ips), false)
+            .await
+            .map(|o| (o.status, o.events))
     }
     .await;
-    match result {
-        Ok(out) => {
-            for e in &out.events {
-                progress(&format!("{name}: {}{}", if e.warning { "warning: " } else { "" }, e.note));
-            }
-            ProxyApplied {
-                name,
-                status: out.status,
-                error: None,
-            }
-        }
-        Err(e) => ProxyApplied {
-            name,
-            status: p.status.clone().unwrap_or_default(),
-            error: Some(e.to_string()),
-        },
-    }
+    finish(proxy_name(p), result, p.status.clone().unwrap_or_default(), progress)
 }
 
 pub async fn delete_proxy(engine: &Engine, p: &api::ProxyHost) -> Result<Vec<crate::reconcile::EventNote>, ReconcileError> {
