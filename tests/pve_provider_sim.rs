@@ -23,7 +23,8 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let sim = PveSim::with_defaults(PveSimConfig {
-        task_duration: Duration::from_millis(50),
+        // Tasks run until a test finishes them: no test depends on how fast the machine is.
+        task_duration: Duration::from_secs(3600),
         ..Default::default()
     })
     .unwrap();
@@ -74,7 +75,10 @@ async fn creates_an_lxc_and_reads_it_back() {
     let g = res.iter().find(|r| r.vmid == 100).unwrap();
     assert_eq!(g.lock.as_deref(), Some("create"));
     assert!(g.tag_list().contains(&"hlo-abc".to_string()));
-    let st = wait_task(&f.client, &upid, Duration::from_millis(20), Duration::from_secs(5))
+    let st = {
+        f.sim.finish_tasks();
+        wait_task(&f.client, &upid, Duration::from_millis(20), Duration::from_secs(5))
+    }
         .await
         .unwrap();
     assert_eq!(st.failure(), None);
@@ -139,7 +143,7 @@ async fn retries_idempotent_calls_only() {
     f.sim.faults.lock().unwrap().scripted.push_back(ScriptedFault::new(
         "GET",
         "/cluster/resources",
-        FaultKind::Status(500, "proxy error".into()),
+        FaultKind::Status(500, "cfs-lock 'file-user_cfg' error: got lock request timeout".into()),
         2,
     ));
     f.sim.reset_calls();
@@ -156,7 +160,7 @@ async fn retries_idempotent_calls_only() {
     f.sim.faults.lock().unwrap().scripted.push_back(ScriptedFault::new(
         "POST",
         "/qemu/9000/clone",
-        FaultKind::Status(500, "proxy error".into()),
+        FaultKind::Status(500, "cfs-lock 'file-user_cfg' error: got lock request timeout".into()),
         1,
     ));
     let before = f.metrics.outside_call_total("pve");
@@ -184,7 +188,10 @@ async fn classifies_locks_timeouts_and_dropped_connections() {
         .await
         .unwrap_err();
     assert!(e.is_locked() && e.is_transient(), "{e}");
-    wait_task(&f.client, &upid, Duration::from_millis(20), Duration::from_secs(5))
+    {
+        f.sim.finish_tasks();
+        wait_task(&f.client, &upid, Duration::from_millis(20), Duration::from_secs(5))
+    }
         .await
         .unwrap();
 
@@ -213,7 +220,10 @@ async fn classifies_locks_timeouts_and_dropped_connections() {
         1,
     ));
     let upid = f.client.power("pve1", GuestKind::Qemu, 120, "start").await.unwrap();
-    let st = wait_task(&f.client, &upid, Duration::from_millis(20), Duration::from_secs(5))
+    let st = {
+        f.sim.finish_tasks();
+        wait_task(&f.client, &upid, Duration::from_millis(20), Duration::from_secs(5))
+    }
         .await
         .unwrap();
     assert_eq!(st.failure(), Some("start failed: QEMU exited with code 1"));

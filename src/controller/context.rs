@@ -58,6 +58,20 @@ impl Context {
         }
     }
 
+    /// Every outside client the config names, built once.
+    pub fn from_config(client: Client, config: &crate::config::Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let at = |e: String| anyhow::anyhow!("config file {}: {e}", config.path);
+        let dns = crate::providers::dns::clients_from_config(config, Some(metrics.clone())).map_err(at)?;
+        let pve = crate::providers::pve::client::clients_from_config(config, Some(metrics.clone())).map_err(at)?;
+        let mut proxy = BTreeMap::new();
+        for (name, ep) in &config.proxy {
+            let c = crate::providers::npm::Npm::new(&ep.url, &ep.identity, ep.secret.clone(), ep.timeout, Some(metrics.clone()))
+                .map_err(|e| at(format!("proxy.{name}: {e}")))?;
+            proxy.insert(name.clone(), c);
+        }
+        Ok(Self::new(client, pve, dns, metrics).with_proxies(proxy))
+    }
+
     /// The `proxy:` endpoints' clients.
     pub fn with_proxies(mut self, proxy: BTreeMap<String, crate::providers::npm::Npm>) -> Self {
         self.proxy = proxy;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use kube::{
-    Api, Resource, ResourceExt,
+    Resource, ResourceExt,
     core::DeserializeGuard,
     runtime::{
         controller::Action,
@@ -45,7 +45,7 @@ async fn target(ctx: &Context, r: &DnsRecord) -> Result<Target, Error> {
         .map_or(Target::Missing, Target::Ips))
 }
 
-async fn apply(r: &DnsRecord, ctx: &Context, api: &Api<DnsRecord>) -> Result<Action, Error> {
+async fn apply(r: &DnsRecord, ctx: &Context, writer: &StatusWriter<DnsRecord>) -> Result<Action, Error> {
     let dns = client(ctx, r)?;
     let id = identity(r);
     let obj = DnsObject {
@@ -57,7 +57,7 @@ async fn apply(r: &DnsRecord, ctx: &Context, api: &Api<DnsRecord>) -> Result<Act
     };
     let out = dns_record::reconcile(dns, obj, false).await?;
     publish_all(ctx, &r.object_ref(&()), &out.events, "Reconcile").await;
-    StatusWriter::new(api.clone(), r.name_any(), r.status.as_ref())
+    writer
         .apply(&out.status)
         .await
         .map_err(Error::Kube)?;

@@ -5,22 +5,25 @@ pub mod backoff;
 pub mod context;
 pub mod dns_record;
 pub mod health;
+pub mod leader;
 pub mod proxmox_guest;
 pub mod proxy_host;
 pub mod shared;
 
 use std::{
+    fmt::Debug,
     sync::{Arc, atomic::AtomicBool},
     time::Duration,
 };
 
 use anyhow::Context as _;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use kube::{
-    Api, Client,
+    Api, Client, Resource,
     core::DeserializeGuard,
-    runtime::{Controller, controller, watcher},
+    runtime::{Controller, Predicate, WatchStreamExt, controller, predicates, reflector, watcher},
 };
+use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -30,23 +33,17 @@ use crate::{
     metrics::Metrics,
 };
 
-const LEASE_NAME: &str = "homelab-operator-leader";
-
 /// Run every controller until SIGTERM/SIGINT (or loss of leadership).
 pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("building the Kubernetes client (KUBECONFIG or in-cluster config)")?;
     let metrics = Arc::new(Metrics::default());
-    let dns = crate::providers::dns::clients_from_config(&config, Some(metrics.clone()))
-        .map_err(|e| anyhow::anyhow!("config file {}: {e}", config.path))?;
-    let pve = crate::providers::pve::client::clients_from_config(&config, Some(metrics.clone()))
-        .map_err(|e| anyhow::anyhow!("config file {}: {e}", config.path))?;
+    let ctx = Arc::new(context::Context::from_config(client.clone(), &config, metrics.clone())?);
     let ready = Arc::new(AtomicBool::new(false));
     let shutdown = CancellationToken::new();
-
     let health_state = health::HealthState {
-        metrics: metrics.clone(),
+        metrics,
         ready: ready.clone(),
     };
     let health = tokio::spawn(health::serve(args.metrics_addr.clone(), health_state, shutdown.clone()));
@@ -64,109 +61,16 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         None
     } else {
         let ns = args.lease_namespace.clone().unwrap_or_else(|| "default".into());
-        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("homelab-operator-{}", std::process::id()));
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
-            .with_namespace(ns.clone())
-            .with_identity(identity.clone())
-            .with_duration(15)
-            .with_grace(5)
-            .build()
-            .await
-            .context("creating the leader lease manager")?;
-        let (mut rx, task) = manager.watch().await;
-        tracing::info!(lease = LEASE_NAME, namespace = %ns, %identity, "waiting for leadership");
-        loop {
-            if *rx.borrow_and_update() {
-                break;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                r = rx.changed() => { r.context("leader election stopped")?; }
-            }
+        match leader::acquire(client.clone(), &ns, shutdown.clone()).await? {
+            Some(task) => Some(task),
+            None => return Ok(()),
         }
-        tracing::info!("acquired leadership");
-        // Lost leadership means another replica may act: stop everything at once.
-        let lost = shutdown.clone();
-        tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
-                if !*rx.borrow() {
-                    tracing::error!("lost leadership; shutting down");
-                    lost.cancel();
-                    return;
-                }
-            }
-            lost.cancel();
-        });
-        Some(task)
     };
 
-    let mut proxy = std::collections::BTreeMap::new();
-    for (name, ep) in &config.proxy {
-        let c = crate::providers::npm::Npm::new(&ep.url, &ep.identity, ep.secret.clone(), ep.timeout, Some(metrics.clone()))
-            .map_err(|e| anyhow::anyhow!("config file {}: proxy.{name}: {e}", config.path))?;
-        proxy.insert(name.clone(), c);
-    }
-    let ctx = Arc::new(context::Context::new(client.clone(), pve, dns, metrics).with_proxies(proxy));
-    let config = || {
-        controller::Config::default()
-            .concurrency(args.concurrency)
-            .debounce(Duration::from_millis(500))
-    };
-    let stop = shutdown.clone();
-    let guests = Controller::new(
-        Api::<DeserializeGuard<ProxmoxGuest>>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    )
-    // A child DnsRecord's readiness rolls up into its guest's Ready condition.
-    .owns(Api::<DnsRecord>::all(client.clone()), watcher::Config::default())
-    .owns(Api::<ProxyHost>::all(client.clone()), watcher::Config::default())
-    .with_config(config())
-    .graceful_shutdown_on(async move { stop.cancelled().await })
-    .run(proxmox_guest::reconcile, proxmox_guest::error_policy, ctx.clone())
-    .for_each(|res| async move {
-        if let Err(e) = res {
-            tracing::debug!(error = %e, "guest reconcile failed");
-        }
-    });
-    let stop = shutdown.clone();
-    let records = Controller::new(
-        Api::<DeserializeGuard<DnsRecord>>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
-    let store = records.store();
-    // A guest's new address re-reconciles the records that publish it.
-    let records = records
-        .watches(Api::<ProxmoxGuest>::all(client.clone()), watcher::Config::default(), move |g| {
-            dns_record::records_targeting(&store, &g)
-        })
-        .with_config(config())
-        .graceful_shutdown_on(async move { stop.cancelled().await })
-        .run(dns_record::reconcile, dns_record::error_policy, ctx.clone())
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "record reconcile failed");
-            }
-        });
-    let stop = shutdown.clone();
-    let proxies = Controller::new(
-        Api::<DeserializeGuard<ProxyHost>>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
-    let store = proxies.store();
-    // A guest's new address re-reconciles the proxy hosts that forward to it.
-    let proxies = proxies
-        .watches(Api::<ProxmoxGuest>::all(client.clone()), watcher::Config::default(), move |g| {
-            proxy_host::proxies_targeting(&store, &g)
-        })
-        .with_config(config())
-        .graceful_shutdown_on(async move { stop.cancelled().await })
-        .run(proxy_host::reconcile, proxy_host::error_policy, ctx.clone())
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "proxy reconcile failed");
-            }
-        });
-    tokio::join!(guests, records, proxies);
+    let controller_config = controller::Config::default()
+        .concurrency(args.concurrency)
+        .debounce(Duration::from_millis(500));
+    run_controllers(client, ctx, controller_config, shutdown.clone()).await;
     shutdown.cancel();
     if let Some(task) = leadership {
         task.abort();
@@ -174,6 +78,85 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     let _ = health.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The controllers of every kind, until `shutdown`.
+async fn run_controllers(client: Client, ctx: Arc<context::Context>, config: controller::Config, shutdown: CancellationToken) {
+    let stop = || {
+        let s = shutdown.clone();
+        async move { s.cancelled().await }
+    };
+    let guests = main_controller::<ProxmoxGuest>(&client)
+        // A child's readiness rolls up into its guest's Ready condition.
+        .owns(Api::<DnsRecord>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<ProxyHost>::all(client.clone()), watcher::Config::default())
+        .with_config(config.clone())
+        .graceful_shutdown_on(stop())
+        .run(proxmox_guest::reconcile, proxmox_guest::error_policy, ctx.clone())
+        .for_each(log_result("guest"));
+    let records = main_controller::<DnsRecord>(&client);
+    let store = records.store();
+    // A guest's new address re-reconciles the records that publish it.
+    let records = records
+        .watches(Api::<ProxmoxGuest>::all(client.clone()), watcher::Config::default(), move |g| {
+            dns_record::records_targeting(&store, &g)
+        })
+        .with_config(config.clone())
+        .graceful_shutdown_on(stop())
+        .run(dns_record::reconcile, dns_record::error_policy, ctx.clone())
+        .for_each(log_result("record"));
+    let proxies = main_controller::<ProxyHost>(&client);
+    let store = proxies.store();
+    // A guest's new address re-reconciles the proxy hosts that forward to it.
+    let proxies = proxies
+        .watches(Api::<ProxmoxGuest>::all(client.clone()), watcher::Config::default(), move |g| {
+            proxy_host::proxies_targeting(&store, &g)
+        })
+        .with_config(config)
+        .graceful_shutdown_on(stop())
+        .run(proxy_host::reconcile, proxy_host::error_policy, ctx.clone())
+        .for_each(log_result("proxy"));
+    tokio::join!(guests, records, proxies);
+}
+
+fn log_result<T, E: std::fmt::Display>(kind: &'static str) -> impl FnMut(Result<T, E>) -> std::future::Ready<()> {
+    move |res| {
+        if let Err(e) = res {
+            tracing::debug!(error = %e, kind, "reconcile failed");
+        }
+        std::future::ready(())
+    }
+}
+
+/// A controller for kind `K` whose own trigger ignores status-only updates:
+/// the operator's status writes must not start another reconcile (that would
+/// turn every error report into a hot loop and skip the error backoff).
+/// Spec edits and deletion (generation), finalizers, labels and annotations
+/// still trigger; so do requeues and the owned/watched kinds.
+pub fn main_controller<K>(client: &Client) -> Controller<DeserializeGuard<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    Controller::for_stream(trigger_stream(Api::all(client.clone()), writer), reader)
+}
+
+fn trigger_stream<K>(
+    api: Api<DeserializeGuard<K>>,
+    writer: reflector::store::Writer<DeserializeGuard<K>>,
+) -> impl Stream<Item = Result<DeserializeGuard<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let changed = predicates::generation
+        .combine(predicates::finalizers)
+        .combine(predicates::labels)
+        .combine(predicates::annotations);
+    watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(changed, Default::default())
 }
 
 fn spawn_signal_handler(token: CancellationToken) {

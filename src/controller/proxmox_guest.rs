@@ -92,12 +92,11 @@ fn guest_object<'a>(g: &'a ProxmoxGuest, id: &'a GuestIdentity, ci_password: Opt
     }
 }
 
-async fn apply(g: &ProxmoxGuest, ctx: &Context, api: &Api<ProxmoxGuest>) -> Result<Action, Error> {
+async fn apply(g: &ProxmoxGuest, ctx: &Context, sink: &KubeStatus) -> Result<Action, Error> {
     let (id, cluster) = object_parts(g);
     let gctx = guest_ctx(ctx, &cluster)?;
-    let sink = KubeStatus::new(api.clone(), g.name_any(), g.status.as_ref());
     let obj = guest_object(g, &id, ci_password(ctx, g).await?);
-    let mut out = proxmox_guest::reconcile(&gctx, obj, &sink).await?;
+    let mut out = proxmox_guest::reconcile(&gctx, obj, sink).await?;
     ctx.track_task(&id.uid, out.status.current_task.is_some());
     let children = sync_children(g, ctx).await?;
     out.status.children = children.iter().map(|(name, _)| name.clone()).collect();
@@ -207,10 +206,9 @@ async fn delete_children<K: Child>(g: &ProxmoxGuest, ctx: &Context) -> Result<bo
     Ok(!left.is_empty())
 }
 
-async fn cleanup(g: &ProxmoxGuest, ctx: &Context, api: &Api<ProxmoxGuest>) -> Result<Action, Error> {
+async fn cleanup(g: &ProxmoxGuest, ctx: &Context, sink: &KubeStatus) -> Result<Action, Error> {
     let (id, cluster) = object_parts(g);
     let gctx = guest_ctx(ctx, &cluster)?;
-    let sink = KubeStatus::new(api.clone(), g.name_any(), g.status.as_ref());
     let obj = guest_object(g, &id, None);
     let reference = g.object_ref(&());
     // Children first (proxy and DNS; their own finalizers clean the outside), then the guest.
@@ -219,7 +217,7 @@ async fn cleanup(g: &ProxmoxGuest, ctx: &Context, api: &Api<ProxmoxGuest>) -> Re
     if proxies_left || records_left {
         return Err(Error::CleanupInProgress(std::time::Duration::from_secs(2)));
     }
-    match proxmox_guest::cleanup(&gctx, obj, &sink).await? {
+    match proxmox_guest::cleanup(&gctx, obj, sink).await? {
         CleanupOutcome::Done(events) => {
             ctx.track_task(&id.uid, false);
             publish_all(ctx, &reference, &events, "Delete").await;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use kube::{
-    Api, Resource, ResourceExt,
+    Resource, ResourceExt,
     core::DeserializeGuard,
     runtime::{
         controller::Action,
@@ -43,7 +43,7 @@ async fn target_ips(ctx: &Context, r: &ProxyHost) -> Result<Option<Vec<String>>,
     guest_ips(ctx, &r.namespace().unwrap_or_default(), &t.name).await
 }
 
-async fn apply(r: &ProxyHost, ctx: &Context, api: &Api<ProxyHost>) -> Result<Action, Error> {
+async fn apply(r: &ProxyHost, ctx: &Context, writer: &StatusWriter<ProxyHost>) -> Result<Action, Error> {
     let npm = client(ctx, r)?;
     let id = identity(r);
     let obj = ProxyObject {
@@ -55,7 +55,7 @@ async fn apply(r: &ProxyHost, ctx: &Context, api: &Api<ProxyHost>) -> Result<Act
     };
     let out = proxy_host::reconcile(npm, obj, false).await?;
     publish_all(ctx, &r.object_ref(&()), &out.events, "Reconcile").await;
-    StatusWriter::new(api.clone(), r.name_any(), r.status.as_ref())
+    writer
         .apply(&out.status)
         .await
         .map_err(Error::Kube)?;

@@ -101,7 +101,9 @@ impl Conditioned for api::DnsRecordStatus {
 }
 
 /// Writes one object's status through the status subresource by server-side
-/// apply with the operator's field manager, and only when it changed.
+/// apply with the operator's field manager, and only when it changed. One
+/// writer lives for one reconcile, so an error report builds on what that
+/// reconcile already saved (an allocated VMID is never lost to it).
 pub struct StatusWriter<K> {
     api: Api<K>,
     name: String,
@@ -118,6 +120,17 @@ where
             name,
             last: std::sync::Mutex::new(current.and_then(|c| serde_json::to_value(c).ok())),
         }
+    }
+
+    /// The namespaced API of the object's kind.
+    pub fn api(&self) -> &Api<K> {
+        &self.api
+    }
+
+    /// The newest status this writer saved (or started from).
+    pub fn latest<S: DeserializeOwned>(&self) -> Option<S> {
+        let last = self.last.lock().expect("status lock").clone()?;
+        serde_json::from_value(last).ok()
     }
 
     pub async fn apply<S: Serialize>(&self, status: &S) -> Result<(), kube::Error> {
@@ -188,18 +201,19 @@ pub async fn invalid_object<K: Resource<DynamicType = ()>>(ctx: &Context, invali
 }
 
 /// Put the error where people look: a Degraded (transient) or Stalled
-/// (needs a person) condition and one Warning event.
-pub async fn report_error<K, S>(obj: &K, status: Option<S>, ctx: &Context, api: &Api<K>, e: &Error)
+/// (needs a person) condition and one Warning event. The conditions go on top
+/// of the newest status this reconcile saved.
+pub async fn report_error<K, S>(obj: &K, writer: &StatusWriter<K>, ctx: &Context, e: &Error)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
-    S: Conditioned,
+    S: Conditioned + DeserializeOwned,
 {
     if e.in_progress().is_some() {
         return;
     }
     let transient = e.is_transient();
     let message = e.to_string();
-    let mut new = status.clone().unwrap_or_default();
+    let mut new: S = writer.latest().unwrap_or_default();
     let wanted = [
         ConditionState::new(api::CONDITION_READY, false, e.category(), message.clone()),
         ConditionState::new(
@@ -223,11 +237,14 @@ where
     ];
     let old = new.conditions_mut().clone();
     *new.conditions_mut() = api::merge_conditions(&old, &wanted, obj.meta().generation, Time(jiff::Timestamp::now()));
-    let writer = StatusWriter::new(api.clone(), obj.name_any(), status.as_ref());
+    let unchanged = writer.latest::<S>().is_some_and(|s| serde_json::to_value(&s).ok() == serde_json::to_value(&new).ok());
     if let Err(err) = writer.apply(&new).await {
         tracing::warn!(error = %err, "writing error status");
     }
-    publish(ctx, &obj.object_ref(&()), &EventNote::warning(e.category(), message), "Reconcile").await;
+    // The same error again (a retry) gets no second Event: the condition already says it.
+    if !unchanged {
+        publish(ctx, &obj.object_ref(&()), &EventNote::warning(e.category(), message), "Reconcile").await;
+    }
 }
 
 /// Transient errors back off per object; the rest wait for a person (slow requeue).
@@ -262,7 +279,7 @@ pub trait Reconciled:
     + Sync
     + 'static
 {
-    type Status: Conditioned;
+    type Status: Conditioned + DeserializeOwned;
     /// Metric and log label.
     const KIND: &'static str;
     const FINALIZER: &'static str;
@@ -296,8 +313,8 @@ impl Reconciled for api::ProxyHost {
     }
 }
 
-/// One step of a kind's reconcile (apply or cleanup).
-pub type Step<K> = for<'a> fn(&'a K, &'a Context, &'a Api<K>) -> futures::future::BoxFuture<'a, Result<Action, Error>>;
+/// One step of a kind's reconcile (apply or cleanup); status goes through the writer.
+pub type Step<K> = for<'a> fn(&'a K, &'a Context, &'a StatusWriter<K>) -> futures::future::BoxFuture<'a, Result<Action, Error>>;
 
 /// The reconcile every kind shares: invalid objects, the finalizer around
 /// apply/cleanup, metrics, backoff reset, and errors put into conditions and events.
@@ -316,10 +333,11 @@ pub async fn reconcile_kind<K: Reconciled>(
     let started = std::time::Instant::now();
     ctx.metrics.reconciles.get_or_create(&KindLabels { kind: K::KIND }).inc();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_else(|| "default".into()));
+    let writer = StatusWriter::new(api.clone(), object.name_any(), object.current_status().as_ref());
     let result = finalizer(&api, K::FINALIZER, Arc::new(object.clone()), |event| async {
         match event {
-            FinalizerEvent::Apply(o) => apply(&o, &ctx, &api).await,
-            FinalizerEvent::Cleanup(o) => cleanup(&o, &ctx, &api).await,
+            FinalizerEvent::Apply(o) => apply(&o, &ctx, &writer).await,
+            FinalizerEvent::Cleanup(o) => cleanup(&o, &ctx, &writer).await,
         }
     })
     .await
@@ -339,7 +357,7 @@ pub async fn reconcile_kind<K: Reconciled>(
                     error: e.category(),
                 })
                 .inc();
-            report_error(&object, object.current_status(), &ctx, &api, e).await;
+            report_error::<K, K::Status>(&object, &writer, &ctx, e).await;
         }
     }
     result

@@ -85,6 +85,17 @@ impl ClusterCache {
         Err(last_err.expect("loop ran"))
     }
 
+    /// Keep a VMID recorded in some guest's status (created or not) out of
+    /// the allocator's hands, however long that guest waits for a fix.
+    pub fn reserve(&self, cluster: &str, vmid: u32) {
+        self.reserved
+            .lock()
+            .expect("reserved lock")
+            .entry(cluster.to_string())
+            .or_default()
+            .insert(vmid, Instant::now());
+    }
+
     /// After a write, the next reader fetches fresh data.
     pub async fn invalidate(&self, cluster: &str) {
         *self.slot(cluster).lock().await = None;

@@ -82,7 +82,9 @@ impl ReconcileError {
             ReconcileError::Pve { source, .. } => source.is_transient(),
             ReconcileError::Dns { source, .. } => source.is_transient(),
             ReconcileError::Proxy { source, .. } => source.is_transient(),
-            ReconcileError::TaskFailed { .. } | ReconcileError::Status(_) => true,
+            // A failed task is as transient as its exit status says (a lock: yes; a missing bridge: no).
+            ReconcileError::TaskFailed { message, .. } => pve::error::classify_message(message) == pve::ErrorClass::Transient,
+            ReconcileError::Status(_) => true,
             ReconcileError::Config(_) => false,
         }
     }

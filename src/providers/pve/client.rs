@@ -75,7 +75,9 @@ impl PveClient {
         let once = || self.call_once::<T>(method, op, path, params);
         if method.idempotent() {
             once.retry(http::retry_policy())
-                .when(|e: &Error| e.is_transient())
+                // The agent of a booting guest will not answer within a retry's
+                // few seconds; the reconciler asks again later instead.
+                .when(|e: &Error| e.is_transient() && !e.is_agent_not_running())
                 .notify(|e, d| tracing::debug!(error = %e, delay = ?d, "retrying PVE call"))
                 .await
         } else {
@@ -192,6 +194,8 @@ fn describe_api(message: &str, errors: &[(String, String)]) -> String {
 fn outcome_label<T>(r: &Result<T, Error>) -> &'static str {
     match r {
         Ok(_) => "ok",
+        // A guest still booting: expected, not an error.
+        Err(e) if e.is_agent_not_running() => "not_ready",
         Err(e) if e.is_transient() => "transient_error",
         Err(_) => "error",
     }

@@ -171,7 +171,11 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
         Identified::None => (None, None),
     };
 
-    // 3. Creation inputs: source, VMID, node.
+    // 3. Creation inputs: source, VMID, node. An allocated VMID stays ours
+    // across failed attempts (it is in status) until the guest exists.
+    if let (None, Some(v)) = (&guest, status.vmid) {
+        ctx.cache.reserve(ctx.cluster, v);
+    }
     let mut source = None;
     let mut placement = None;
     let mut blocked = None;
@@ -291,6 +295,13 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
             }
         });
         let task = match task {
+            // Our safety snapshot of this generation exists already (taken just
+            // before a restart lost the status write): use it.
+            Err(ReconcileError::Pve { source, .. })
+                if source.class() == pve::ErrorClass::Conflict && matches!(action, Action::Snapshot { .. }) =>
+            {
+                None
+            }
             Err(ReconcileError::Pve { source, .. })
                 if source.class() == pve::ErrorClass::Conflict && spec.vmid.is_none() && status.vmid.is_some() =>
             {

@@ -164,6 +164,11 @@ impl PveSim {
         s.guests.values().filter(|g| !g.template).cloned().collect()
     }
 
+    /// Finish every running task now, whatever its duration.
+    pub fn finish_tasks(&self) {
+        self.state.lock().unwrap().finish_tasks();
+    }
+
     pub fn set_task_duration(&self, d: Duration) {
         self.state.lock().unwrap().config.task_duration = d;
     }

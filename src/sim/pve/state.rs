@@ -257,6 +257,15 @@ impl State {
         self.guests.insert(g.vmid, g);
     }
 
+    /// Let every running task finish now (tests that want exact control use long tasks).
+    pub fn finish_tasks(&mut self) {
+        let now = Instant::now();
+        for t in self.tasks.iter_mut().filter(|t| t.exitstatus.is_none()) {
+            t.done_at = now;
+        }
+        self.advance();
+    }
+
     /// Finish every task whose time has come, applying its effect.
     pub fn advance(&mut self) {
         let now = Instant::now();
