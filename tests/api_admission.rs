@@ -122,12 +122,47 @@ fn crds_directory_is_fresh() {
             file.display()
         );
     }
-    let k = std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap_or_default();
-    assert_eq!(
-        k,
-        api::crd_kustomization(&crds),
-        "crds/kustomization.yaml is stale: run `cargo run -- crds --dir crds`"
+    // `kubectl apply -f crds/` applies every file there: only CRDs may live in it.
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), crds.len(), "crds/ holds only the CRD files: {files:?}");
+    // The kustomize base carries its own copy (kustomize reads no files outside its root).
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/install/crds.yaml");
+    let all: String = crds.iter().map(api::crd_yaml).collect();
+    assert!(
+        std::fs::read_to_string(&base).unwrap_or_default() == all,
+        "manifests/install/crds.yaml is stale: run `cargo run -- crds > manifests/install/crds.yaml`"
     );
+}
+
+/// `kubectl explain` shows a field's description: every property of every CRD has one.
+#[test]
+fn every_crd_property_is_described() {
+    fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {
+        if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+            for (name, sub) in props {
+                let here = format!("{path}.{name}");
+                let top = path.matches('.').count() == 0 && matches!(name.as_str(), "apiVersion" | "kind" | "metadata");
+                if !top && sub.get("description").and_then(|d| d.as_str()).is_none_or(|d| d.trim().is_empty()) {
+                    missing.push(here.clone());
+                }
+                walk(&here, sub, missing);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            walk(&format!("{path}[]"), items, missing);
+        }
+    }
+    let mut missing = vec![];
+    for crd in api::all_crds() {
+        for v in &crd.spec.versions {
+            let schema = serde_json::to_value(&v.schema.as_ref().unwrap().open_api_v3_schema).unwrap();
+            walk(&crd.spec.names.kind, &schema, &mut missing);
+        }
+    }
+    assert!(missing.is_empty(), "properties without a description: {missing:#?}");
 }
 
 #[test]

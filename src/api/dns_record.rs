@@ -133,9 +133,11 @@ pub struct GuestTarget {
     pub name: String,
 }
 
+/// What the operator observed, written only by the operator.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DnsRecordStatus {
+    /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// The absolute name, with the trailing dot.
@@ -144,6 +146,7 @@ pub struct DnsRecordStatus {
     /// The values the server has now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
+    /// Ready, Reconciling, Degraded, Stalled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

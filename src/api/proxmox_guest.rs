@@ -97,14 +97,20 @@ pub struct ProxmoxGuestSpec {
     /// Disks: QEMU `scsiN`/`virtioN`/`sataN`/`ideN`, LXC `rootfs`. Disks only grow.
     #[serde(default)]
     #[schemars(length(max = 32))]
+    /// (One entry per slot: the apiserver refuses two with the same `slot`.)
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["slot"]))]
     pub disks: Vec<Disk>,
     /// LXC mount points (`mpN`): a new volume or a bind mount of a host path.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
+    /// (One entry per slot: the apiserver refuses two with the same `slot`.)
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["slot"]))]
     pub mounts: Vec<Mount>,
     /// Network interfaces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
+    /// (One entry per slot: the apiserver refuses two with the same `slot`.)
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["slot"]))]
     pub network: Vec<Nic>,
     /// Cloud-init settings (QEMU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,6 +127,8 @@ pub struct ProxmoxGuestSpec {
     /// PCI passthrough devices (QEMU).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
+    /// (One entry per slot: the apiserver refuses two with the same `slot`.)
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["slot"]))]
     pub host_pci: Vec<HostPci>,
     /// Start the guest when its node boots.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -456,10 +464,13 @@ pub struct CloudInit {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LxcFeatures {
+    /// Allow nested containers (Docker, systemd services with namespaces).
     #[serde(default, skip_serializing_if = "is_false")]
     pub nesting: bool,
+    /// Allow the keyctl() system call (Docker in unprivileged containers needs it).
     #[serde(default, skip_serializing_if = "is_false")]
     pub keyctl: bool,
+    /// Allow FUSE mounts inside the container.
     #[serde(default, skip_serializing_if = "is_false")]
     pub fuse: bool,
 }
@@ -511,26 +522,31 @@ pub enum Direction {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.dport) && !has(self.sport) || has(self.proto) && (self.proto == 'tcp' || self.proto == 'udp')").message("ports need proto tcp or udp"))]
 pub struct FirewallRule {
+    /// `in` (traffic to the guest) or `out`.
     pub direction: Direction,
+    /// `ACCEPT`, `DROP` or `REJECT`.
     pub action: FirewallAction,
-    /// `tcp`, `udp`, `icmp`, …
+    /// IP protocol: a name from `/etc/protocols` (`tcp`, `udp`, `icmp`, `ipv6-icmp`, …) or its number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z0-9-]+$"))]
+    #[schemars(regex(pattern = r"^(tcp|udp|udplite|sctp|dccp|icmp|ipv6-icmp|igmp|gre|esp|ah|ipip|ipencap|ipv6|ospf|vrrp|pim|l2tp|rsvp|(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9]))$"))]
     pub proto: Option<String>,
     /// Destination port(s): `22`, `80,443`, `8000:8080`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]+(:[0-9]+)?(,[0-9]+(:[0-9]+)?)*$"))]
+    #[schemars(regex(pattern = r"^(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(,(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?)*$"))]
     pub dport: Option<String>,
     /// Source port(s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]+(:[0-9]+)?(,[0-9]+(:[0-9]+)?)*$"))]
+    #[schemars(regex(pattern = r"^(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?(,(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?)*$"))]
     pub sport: Option<String>,
-    /// Source address, CIDR, range or alias.
+    /// Source address, CIDR, range or alias (`+ipset`), or a comma list of addresses/CIDRs, as Proxmox's firewall takes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(\+(dc/|guest/)?[A-Za-z][A-Za-z0-9_-]+|(dc/|guest/)?[A-Za-z][A-Za-z0-9_-]+|(((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(/([0-9]|[12][0-9]|3[0-2]))?|((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])-((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])|[0-9a-fA-F]*:[0-9a-fA-F:.]*(/[0-9]{1,3})?)(,(((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(/([0-9]|[12][0-9]|3[0-2]))?|((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])-((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])|[0-9a-fA-F]*:[0-9a-fA-F:.]*(/[0-9]{1,3})?))*)$"), length(max = 512))]
     pub source: Option<String>,
-    /// Destination address, CIDR, range or alias.
+    /// Destination address, CIDR, range or alias (`+ipset`), or a comma list of addresses/CIDRs, as Proxmox's firewall takes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(\+(dc/|guest/)?[A-Za-z][A-Za-z0-9_-]+|(dc/|guest/)?[A-Za-z][A-Za-z0-9_-]+|(((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(/([0-9]|[12][0-9]|3[0-2]))?|((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])-((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])|[0-9a-fA-F]*:[0-9a-fA-F:.]*(/[0-9]{1,3})?)(,(((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(/([0-9]|[12][0-9]|3[0-2]))?|((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])-((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])|[0-9a-fA-F]*:[0-9a-fA-F:.]*(/[0-9]{1,3})?))*)$"), length(max = 512))]
     pub dest: Option<String>,
+    /// Free text shown in the Proxmox firewall view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 200))]
     pub comment: Option<String>,
@@ -634,6 +650,7 @@ pub struct ProxmoxGuestStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskRef {
+    /// Proxmox task id (`UPID:node:…`).
     pub upid: String,
     /// What the task does (`create`, `start`, …).
     pub operation: String,
@@ -646,10 +663,13 @@ pub struct TaskRef {
 pub struct PendingChange {
     /// Proxmox config key (`cores`, `net0`, …) or spec field.
     pub field: String,
+    /// Value the guest has now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<String>,
+    /// Value the spec asks for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired: Option<String>,
+    /// `Hot`, `NeedsReboot` or `NeedsRecreate`.
     pub class: ChangeClass,
 }
 

@@ -102,10 +102,13 @@ impl Scheme {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Forward {
+    /// Upstream scheme, `http` (default) or `https`.
     #[serde(default)]
     pub scheme: Scheme,
+    /// Upstream host name or address.
     #[schemars(length(min = 1, max = 255))]
     pub host: String,
+    /// Upstream port.
     #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
 }
@@ -116,8 +119,10 @@ pub struct ProxyTarget {
     /// Name of a ProxmoxGuest in this namespace.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// The guest's port.
     #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
+    /// Upstream scheme, `http` (default) or `https`.
     #[serde(default)]
     pub scheme: Scheme,
 }
@@ -153,9 +158,11 @@ pub struct LetsEncrypt {
     pub email: String,
 }
 
+/// What the operator observed, written only by the operator.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProxyHostStatus {
+    /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Nginx Proxy Manager's id of the host.
@@ -173,6 +180,7 @@ pub struct ProxyHostStatus {
     /// nginx's complaint when it did not (`meta.nginx_err`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nginx_error: Option<String>,
+    /// Ready, Reconciling, Degraded, Stalled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -68,7 +68,7 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct CrdsArgs {
-    /// Write one file per CRD (plus kustomization.yaml) into this directory instead of printing.
+    /// Write one file per CRD into this directory instead of printing.
     #[arg(long)]
     pub dir: Option<PathBuf>,
 }
@@ -131,7 +131,6 @@ fn crds(a: CrdsArgs) -> anyhow::Result<()> {
             for crd in &crds {
                 std::fs::write(dir.join(api::crd_file_name(crd)), api::crd_yaml(crd))?;
             }
-            std::fs::write(dir.join("kustomization.yaml"), api::crd_kustomization(&crds))?;
         }
     }
     Ok(())

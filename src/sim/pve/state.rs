@@ -993,6 +993,7 @@ impl State {
                 ))
             }
             ("POST", "/nodes/{node}/{kind}/{vmid}/firewall/rules") => {
+                check_firewall_rule(p)?;
                 let g = self.guest_mut(&node, kind, vmid)?;
                 let mut rule = BTreeMap::new();
                 for (k, v) in p {
@@ -1178,4 +1179,50 @@ fn guest_addresses(g: &SimGuest) -> Vec<(String, Option<String>)> {
         out.push((v4, v6));
     }
     out
+}
+
+/// pve-firewall's own format checks for a rule (`pve-fw-dport-spec`,
+/// `pve-fw-addr-spec`, `pve-fw-protocol-spec`), with its error texts.
+fn check_firewall_rule(p: &BTreeMap<String, String>) -> Result<(), SimError> {
+    const PROTOCOLS: &[&str] = &[
+        "tcp", "udp", "udplite", "sctp", "dccp", "icmp", "ipv6-icmp", "igmp", "gre", "esp", "ah", "ipip", "ipencap", "ipv6", "ospf",
+        "vrrp", "pim", "l2tp", "rsvp",
+    ];
+    let invalid = |key: &str, why: String| param_fail(key, format!("invalid format - {why}"));
+    for key in ["dport", "sport"] {
+        let Some(spec) = p.get(key) else { continue };
+        for item in spec.split(',') {
+            for port in item.split(':') {
+                if port.parse::<u32>().map_or(true, |n| n > 65535) {
+                    return Err(invalid(key, format!("invalid port '{port}'")));
+                }
+            }
+        }
+    }
+    if let Some(proto) = p.get("proto")
+        && !PROTOCOLS.contains(&proto.as_str())
+        && proto.parse::<u8>().is_err()
+    {
+        return Err(invalid("proto", format!("unknown protocol '{proto}'")));
+    }
+    let alias = regex::Regex::new(r"^\+?((dc|guest)/)?[A-Za-z][A-Za-z0-9_-]+$").expect("regex");
+    for key in ["source", "dest"] {
+        let Some(spec) = p.get(key) else { continue };
+        if alias.is_match(spec) {
+            continue;
+        }
+        for elem in spec.split(',') {
+            let ok = match elem.split_once('-') {
+                Some((a, b)) => a.parse::<std::net::IpAddr>().is_ok() && b.parse::<std::net::IpAddr>().is_ok(),
+                None => {
+                    let (addr, len) = elem.split_once('/').unwrap_or((elem, "0"));
+                    addr.parse::<std::net::IpAddr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 128)
+                }
+            };
+            if !ok {
+                return Err(invalid(key, format!("invalid IP address: Invalid chars in IP {elem}")));
+            }
+        }
+    }
+    Ok(())
 }
