@@ -17,6 +17,7 @@ use super::common::*;
     shortname = "pxg",
     category = "homelab",
     cel,
+    validation = Rule::new("has(self.spec.name) || self.metadata.name.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$')").message("metadata.name must be a DNS label (lower case letters, digits, '-') when spec.name is not set"),
     printcolumn = r#"{"name":"VMID","type":"integer","jsonPath":".status.vmid"}"#,
     printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.node"}"#,
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
@@ -65,7 +66,8 @@ pub struct ProxmoxGuestSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 999_999_999))]
     pub vmid: Option<u32>,
-    /// Guest name (QEMU) or hostname (LXC); a DNS label.
+    /// Guest name (QEMU) or hostname (LXC); a DNS label. Default: `metadata.name`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
     pub name: String,
     /// Free text shown in the Proxmox UI. The operator appends its ownership line.
@@ -166,6 +168,17 @@ pub struct ProxmoxGuestSpec {
     /// ProxyHost `<name>-proxy` that forwards the domains to this guest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<GuestProxy>,
+}
+
+impl ProxmoxGuest {
+    /// The spec with defaults that depend on metadata filled in (`name`).
+    pub fn effective_spec(&self) -> ProxmoxGuestSpec {
+        let mut spec = self.spec.clone();
+        if spec.name.is_empty() {
+            spec.name = self.metadata.name.clone().unwrap_or_default();
+        }
+        spec
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

@@ -61,6 +61,9 @@ pub struct RunArgs {
     /// Namespace of the leader Lease (default: the pod's namespace, else `default`).
     #[arg(long, env = "POD_NAMESPACE")]
     pub lease_namespace: Option<String>,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
     /// Concurrent reconciles per kind.
     #[arg(long, default_value_t = 8)]
     pub concurrency: u16,

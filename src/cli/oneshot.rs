@@ -108,9 +108,10 @@ pub async fn plan_one(engine: &Engine, g: &ProxmoxGuest) -> Result<Plan, Reconci
     let ctx = engine.ctx(&g.spec.cluster, true)?;
     let id = identity(g);
     let sink = MemoryStatus::default();
+    let spec = g.effective_spec();
     let obj = GuestObject {
         id: &id,
-        spec: &g.spec,
+        spec: &spec,
         status: g.status.clone().unwrap_or_default(),
         generation: Some(1),
         ci_password: None,
@@ -173,11 +174,12 @@ pub async fn apply_one(engine: &Engine, g: &ProxmoxGuest, deadline: Duration, pr
     *sink.0.lock().unwrap() = g.status.clone().unwrap_or_default();
     let started = Instant::now();
     let mut failures = 0u32;
+    let spec = g.effective_spec();
     loop {
         let status = sink.0.lock().unwrap().clone();
         let obj = GuestObject {
             id: &id,
-            spec: &g.spec,
+            spec: &spec,
             status,
             generation: Some(1),
             ci_password: None,

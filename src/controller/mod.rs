@@ -50,7 +50,8 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     spawn_signal_handler(shutdown.clone());
 
     // Fail fast with a clear message when the CRDs are missing.
-    Api::<ProxmoxGuest>::all(client.clone())
+    Scope::new(client.clone(), args.namespace.as_deref())
+        .api::<ProxmoxGuest>()
         .list(&kube::api::ListParams::default().limit(1))
         .await
         .context("listing ProxmoxGuests (are the CRDs installed? kubectl apply --server-side -f crds/)")?;
@@ -70,7 +71,7 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     let controller_config = controller::Config::default()
         .concurrency(args.concurrency)
         .debounce(Duration::from_millis(500));
-    run_controllers(client, ctx, controller_config, shutdown.clone()).await;
+    run_controllers(Scope::new(client, args.namespace.as_deref()), ctx, controller_config, shutdown.clone()).await;
     shutdown.cancel();
     if let Some(task) = leadership {
         task.abort();
@@ -81,35 +82,61 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// The controllers of every kind, until `shutdown`.
-async fn run_controllers(client: Client, ctx: Arc<context::Context>, config: controller::Config, shutdown: CancellationToken) {
+/// The namespace the controllers watch (or all of them).
+#[derive(Clone)]
+pub struct Scope {
+    client: Client,
+    namespace: Option<String>,
+}
+
+impl Scope {
+    pub fn new(client: Client, namespace: Option<&str>) -> Self {
+        Self {
+            client,
+            namespace: namespace.map(str::to_string),
+        }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+}
+
+async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: controller::Config, shutdown: CancellationToken) {
     let stop = || {
         let s = shutdown.clone();
         async move { s.cancelled().await }
     };
-    let guests = main_controller::<ProxmoxGuest>(&client)
+    let guests = main_controller::<ProxmoxGuest>(&scope)
         // A child's readiness rolls up into its guest's Ready condition.
-        .owns(Api::<DnsRecord>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<ProxyHost>::all(client.clone()), watcher::Config::default())
+        .owns(scope.api::<DnsRecord>(), watcher::Config::default())
+        .owns(scope.api::<ProxyHost>(), watcher::Config::default())
         .with_config(config.clone())
         .graceful_shutdown_on(stop())
         .run(proxmox_guest::reconcile, proxmox_guest::error_policy, ctx.clone())
         .for_each(log_result("guest"));
-    let records = main_controller::<DnsRecord>(&client);
+    let records = main_controller::<DnsRecord>(&scope);
     let store = records.store();
     // A guest's new address re-reconciles the records that publish it.
     let records = records
-        .watches(Api::<ProxmoxGuest>::all(client.clone()), watcher::Config::default(), move |g| {
+        .watches(scope.api::<ProxmoxGuest>(), watcher::Config::default(), move |g| {
             dns_record::records_targeting(&store, &g)
         })
         .with_config(config.clone())
         .graceful_shutdown_on(stop())
         .run(dns_record::reconcile, dns_record::error_policy, ctx.clone())
         .for_each(log_result("record"));
-    let proxies = main_controller::<ProxyHost>(&client);
+    let proxies = main_controller::<ProxyHost>(&scope);
     let store = proxies.store();
     // A guest's new address re-reconciles the proxy hosts that forward to it.
     let proxies = proxies
-        .watches(Api::<ProxmoxGuest>::all(client.clone()), watcher::Config::default(), move |g| {
+        .watches(scope.api::<ProxmoxGuest>(), watcher::Config::default(), move |g| {
             proxy_host::proxies_targeting(&store, &g)
         })
         .with_config(config)
@@ -133,12 +160,12 @@ fn log_result<T, E: std::fmt::Display>(kind: &'static str) -> impl FnMut(Result<
 /// turn every error report into a hot loop and skip the error backoff).
 /// Spec edits and deletion (generation), finalizers, labels and annotations
 /// still trigger; so do requeues and the owned/watched kinds.
-pub fn main_controller<K>(client: &Client) -> Controller<DeserializeGuard<K>>
+pub fn main_controller<K>(scope: &Scope) -> Controller<DeserializeGuard<K>>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    Controller::for_stream(trigger_stream(Api::all(client.clone()), writer), reader)
+    Controller::for_stream(trigger_stream(scope.api(), writer), reader)
 }
 
 fn trigger_stream<K>(

@@ -82,10 +82,15 @@ fn guest_ctx<'a>(ctx: &'a Context, cluster: &'a str) -> Result<GuestCtx<'a, crat
     })
 }
 
-fn guest_object<'a>(g: &'a ProxmoxGuest, id: &'a GuestIdentity, ci_password: Option<SecretString>) -> GuestObject<'a> {
+fn guest_object<'a>(
+    g: &ProxmoxGuest,
+    spec: &'a api::ProxmoxGuestSpec,
+    id: &'a GuestIdentity,
+    ci_password: Option<SecretString>,
+) -> GuestObject<'a> {
     GuestObject {
         id,
-        spec: &g.spec,
+        spec,
         status: g.status.clone().unwrap_or_default(),
         generation: g.metadata.generation,
         ci_password,
@@ -95,7 +100,8 @@ fn guest_object<'a>(g: &'a ProxmoxGuest, id: &'a GuestIdentity, ci_password: Opt
 async fn apply(g: &ProxmoxGuest, ctx: &Context, sink: &KubeStatus) -> Result<Action, Error> {
     let (id, cluster) = object_parts(g);
     let gctx = guest_ctx(ctx, &cluster)?;
-    let obj = guest_object(g, &id, ci_password(ctx, g).await?);
+    let spec = g.effective_spec();
+    let obj = guest_object(g, &spec, &id, ci_password(ctx, g).await?);
     let mut out = proxmox_guest::reconcile(&gctx, obj, sink).await?;
     ctx.track_task(&id.uid, out.status.current_task.is_some());
     let children = sync_children(g, ctx).await?;
@@ -209,7 +215,8 @@ async fn delete_children<K: Child>(g: &ProxmoxGuest, ctx: &Context) -> Result<bo
 async fn cleanup(g: &ProxmoxGuest, ctx: &Context, sink: &KubeStatus) -> Result<Action, Error> {
     let (id, cluster) = object_parts(g);
     let gctx = guest_ctx(ctx, &cluster)?;
-    let obj = guest_object(g, &id, None);
+    let spec = g.effective_spec();
+    let obj = guest_object(g, &spec, &id, None);
     let reference = g.object_ref(&());
     // Children first (proxy and DNS; their own finalizers clean the outside), then the guest.
     let proxies_left = delete_children::<ProxyHost>(g, ctx).await?;

@@ -75,7 +75,7 @@ pub fn dns_records(guest: &ProxmoxGuest) -> Vec<DnsRecord> {
             spec: DnsRecordSpec {
                 provider: dns.provider.clone(),
                 zone: dns.zone.clone(),
-                name: dns.name.clone().unwrap_or_else(|| guest.spec.name.clone()),
+                name: dns.name.clone().unwrap_or_else(|| guest.effective_spec().name),
                 record_type,
                 ttl: dns.ttl.unwrap_or(300),
                 values: vec![],

@@ -1,0 +1,104 @@
+//! Specs the apiserver must refuse, with the words it must say: one table for
+//! the local CEL evaluator (`tests/api_admission.rs`) and the real apiserver
+//! (`tests/envtest.rs`), so both are held to the same answers.
+
+pub const BASE_LXC: &str = r#"
+  type: lxc
+  name: dns01
+  source: {osTemplate: "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"}
+  memoryMiB: 512
+  disks: [{slot: rootfs, storage: local-lvm, sizeGiB: 8}]
+"#;
+
+/// Who refuses a case: a CEL rule (checked locally too) or the OpenAPI schema
+/// (patterns, list-map keys: only the apiserver checks them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum By {
+    Cel,
+    Schema,
+}
+
+/// (spec YAML, words the refusal must contain, who refuses).
+pub fn refused_guests() -> Vec<(String, &'static str, By)> {
+    let with = |extra: &str| format!("{BASE_LXC}{extra}");
+    vec![
+        (
+            BASE_LXC.replace("type: lxc", "type: qemu").replace("rootfs", "scsi0"),
+            "source.osTemplate is only valid with type: lxc",
+            By::Cel,
+        ),
+        (with("  cloudInit: {user: debian}\n"), "cloudInit is only valid with type: qemu", By::Cel),
+        (
+            with("  hostPci: [{slot: hostpci0, device: \"01:00.0\"}]\n"),
+            "hostPci is only valid with type: qemu",
+            By::Cel,
+        ),
+        (with("  node: pve1\n  allowedNodes: [pve2]\n"), "set either node or allowedNodes", By::Cel),
+        (
+            BASE_LXC.replace(
+                "source: {osTemplate: \"local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\"}",
+                "source: {osTemplate: \"local:vztmpl/x.tar.zst\", clone: {templateVmid: 9000}}",
+            ),
+            "source needs exactly one of clone, osTemplate, iso",
+            By::Cel,
+        ),
+        (BASE_LXC.replace("rootfs", "mp0"), "an lxc guest needs a disk with slot: rootfs", By::Cel),
+        (
+            with("  network: [{slot: net0, bridge: vmbr0, ipv4: dhcp, gateway4: 10.0.0.1}]\n"),
+            "gateway4 needs a static ipv4",
+            By::Cel,
+        ),
+        (
+            with("  mounts: [{slot: mp0, path: /data, hostPath: /srv, storage: tank, sizeGiB: 5}]\n"),
+            "a mount needs exactly one of hostPath",
+            By::Cel,
+        ),
+        (
+            with("  firewall: {enabled: true, rules: [{direction: in, action: ACCEPT, dport: \"22\"}]}\n"),
+            "ports need proto tcp or udp",
+            By::Cel,
+        ),
+        (
+            with("  network: [{slot: net0, bridge: vmbr0}, {slot: net0, bridge: vmbr1}]\n"),
+            "Duplicate value",
+            By::Schema,
+        ),
+        (
+            BASE_LXC.replace(
+                "disks: [{slot: rootfs, storage: local-lvm, sizeGiB: 8}]",
+                "disks: [{slot: rootfs, storage: local-lvm, sizeGiB: 8}, {slot: rootfs, storage: tank, sizeGiB: 8}]",
+            ),
+            "Duplicate value",
+            By::Schema,
+        ),
+        (
+            with("  firewall: {enabled: true, rules: [{direction: in, action: ACCEPT, proto: tcp, dport: \"70000\"}]}\n"),
+            "dport",
+            By::Schema,
+        ),
+        (
+            with("  firewall: {enabled: true, rules: [{direction: in, action: ACCEPT, source: \"not/an/ip\"}]}\n"),
+            "source",
+            By::Schema,
+        ),
+        (
+            with("  firewall: {enabled: true, rules: [{direction: in, action: ACCEPT, proto: tcpx}]}\n"),
+            "proto",
+            By::Schema,
+        ),
+        (with("  name: Not_A_Name\n").replace("  name: dns01\n", ""), "name", By::Schema),
+    ]
+}
+
+/// Specs that must be admitted (hidden-field combinations the rules must not trip on).
+pub fn admitted_guests() -> Vec<String> {
+    let with = |extra: &str| format!("{BASE_LXC}{extra}");
+    vec![
+        BASE_LXC.to_string(),
+        BASE_LXC.replace("  name: dns01\n", ""),
+        with("  firewall: {enabled: true, rules: [{direction: in, action: ACCEPT, proto: tcp, dport: \"22,80:443\", source: \"10.0.0.0/24,192.168.1.5\"}]}\n"),
+        with("  firewall: {enabled: true, rules: [{direction: in, action: DROP, source: \"+dc/blocked\"}, {direction: out, action: ACCEPT, dest: \"fd00::/64\", proto: ipv6-icmp}]}\n"),
+        with("  network: [{slot: net0, bridge: vmbr0, ipv4: 10.0.0.5/24, gateway4: 10.0.0.1}, {slot: net1, bridge: vmbr1, ipv4: dhcp}]\n"),
+        with("  allowedNodes: [pve1, pve2]\n"),
+    ]
+}
