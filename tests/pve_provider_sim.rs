@@ -79,8 +79,8 @@ async fn creates_an_lxc_and_reads_it_back() {
         f.sim.finish_tasks();
         wait_task(&f.client, &upid, Duration::from_millis(20), Duration::from_secs(5))
     }
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     assert_eq!(st.failure(), None);
     let pending = f.client.pending("pve2", GuestKind::Lxc, 100).await.unwrap();
     let rootfs = pending.iter().find(|e| e.key == "rootfs").unwrap();
@@ -192,8 +192,8 @@ async fn classifies_locks_timeouts_and_dropped_connections() {
         f.sim.finish_tasks();
         wait_task(&f.client, &upid, Duration::from_millis(20), Duration::from_secs(5))
     }
-        .await
-        .unwrap();
+    .await
+    .unwrap();
 
     f.sim
         .faults
@@ -224,8 +224,8 @@ async fn classifies_locks_timeouts_and_dropped_connections() {
         f.sim.finish_tasks();
         wait_task(&f.client, &upid, Duration::from_millis(20), Duration::from_secs(5))
     }
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     assert_eq!(st.failure(), Some("start failed: QEMU exited with code 1"));
 }
 

@@ -64,6 +64,9 @@ pub struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Seconds between full reads of each guest's config (drift checks), spread over guests.
+    #[arg(long, default_value_t = 600)]
+    pub drift_interval: u64,
     /// Concurrent reconciles per kind.
     #[arg(long, default_value_t = 8)]
     pub concurrency: u16,

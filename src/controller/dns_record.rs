@@ -57,10 +57,7 @@ async fn apply(r: &DnsRecord, ctx: &Context, writer: &StatusWriter<DnsRecord>) -
     };
     let out = dns_record::reconcile(dns, obj, false).await?;
     publish_all(ctx, &r.object_ref(&()), &out.events, "Reconcile").await;
-    writer
-        .apply(&out.status)
-        .await
-        .map_err(Error::Kube)?;
+    writer.apply(&out.status).await.map_err(Error::Kube)?;
     Ok(Action::requeue(out.requeue))
 }
 

@@ -39,7 +39,9 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("building the Kubernetes client (KUBECONFIG or in-cluster config)")?;
     let metrics = Arc::new(Metrics::default());
-    let ctx = Arc::new(context::Context::from_config(client.clone(), &config, metrics.clone())?);
+    let mut ctx = context::Context::from_config(client.clone(), &config, metrics.clone())?;
+    ctx.drift = crate::reconcile::cache::DriftClock::new(Duration::from_secs(args.drift_interval));
+    let ctx = Arc::new(ctx);
     let ready = Arc::new(AtomicBool::new(false));
     let shutdown = CancellationToken::new();
     let health_state = health::HealthState {
@@ -71,7 +73,13 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     let controller_config = controller::Config::default()
         .concurrency(args.concurrency)
         .debounce(Duration::from_millis(500));
-    run_controllers(Scope::new(client, args.namespace.as_deref()), ctx, controller_config, shutdown.clone()).await;
+    run_controllers(
+        Scope::new(client, args.namespace.as_deref()),
+        ctx,
+        controller_config,
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
     if let Some(task) = leadership {
         task.abort();

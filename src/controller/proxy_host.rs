@@ -55,10 +55,7 @@ async fn apply(r: &ProxyHost, ctx: &Context, writer: &StatusWriter<ProxyHost>) -
     };
     let out = proxy_host::reconcile(npm, obj, false).await?;
     publish_all(ctx, &r.object_ref(&()), &out.events, "Reconcile").await;
-    writer
-        .apply(&out.status)
-        .await
-        .map_err(Error::Kube)?;
+    writer.apply(&out.status).await.map_err(Error::Kube)?;
     Ok(Action::requeue(out.requeue))
 }
 

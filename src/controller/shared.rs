@@ -237,7 +237,9 @@ where
     ];
     let old = new.conditions_mut().clone();
     *new.conditions_mut() = api::merge_conditions(&old, &wanted, obj.meta().generation, Time(jiff::Timestamp::now()));
-    let unchanged = writer.latest::<S>().is_some_and(|s| serde_json::to_value(&s).ok() == serde_json::to_value(&new).ok());
+    let unchanged = writer
+        .latest::<S>()
+        .is_some_and(|s| serde_json::to_value(&s).ok() == serde_json::to_value(&new).ok());
     if let Err(err) = writer.apply(&new).await {
         tracing::warn!(error = %err, "writing error status");
     }

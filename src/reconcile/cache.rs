@@ -117,6 +117,11 @@ impl DriftClock {
         }
     }
 
+    /// How often each guest's config is read in full.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
     pub fn due(&self, uid: &str) -> bool {
         let last = self.last.lock().expect("drift lock");
         match last.get(uid) {

@@ -92,7 +92,10 @@ impl Faults {
         }
         if roll(&mut self.rng, self.p_5xx) {
             // A real transient PVE 500: the cluster filesystem lock timed out.
-            return Some(FaultKind::Status(500, "cfs-lock 'file-user_cfg' error: got lock request timeout".into()));
+            return Some(FaultKind::Status(
+                500,
+                "cfs-lock 'file-user_cfg' error: got lock request timeout".into(),
+            ));
         }
         if is_write && roll(&mut self.rng, self.p_lock) {
             return Some(FaultKind::Locked);

@@ -27,13 +27,21 @@ pub fn refused_guests() -> Vec<(String, &'static str, By)> {
             "source.osTemplate is only valid with type: lxc",
             By::Cel,
         ),
-        (with("  cloudInit: {user: debian}\n"), "cloudInit is only valid with type: qemu", By::Cel),
+        (
+            with("  cloudInit: {user: debian}\n"),
+            "cloudInit is only valid with type: qemu",
+            By::Cel,
+        ),
         (
             with("  hostPci: [{slot: hostpci0, device: \"01:00.0\"}]\n"),
             "hostPci is only valid with type: qemu",
             By::Cel,
         ),
-        (with("  node: pve1\n  allowedNodes: [pve2]\n"), "set either node or allowedNodes", By::Cel),
+        (
+            with("  node: pve1\n  allowedNodes: [pve2]\n"),
+            "set either node or allowedNodes",
+            By::Cel,
+        ),
         (
             BASE_LXC.replace(
                 "source: {osTemplate: \"local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\"}",
@@ -42,7 +50,11 @@ pub fn refused_guests() -> Vec<(String, &'static str, By)> {
             "source needs exactly one of clone, osTemplate, iso",
             By::Cel,
         ),
-        (BASE_LXC.replace("rootfs", "mp0"), "an lxc guest needs a disk with slot: rootfs", By::Cel),
+        (
+            BASE_LXC.replace("rootfs", "mp0"),
+            "an lxc guest needs a disk with slot: rootfs",
+            By::Cel,
+        ),
         (
             with("  network: [{slot: net0, bridge: vmbr0, ipv4: dhcp, gateway4: 10.0.0.1}]\n"),
             "gateway4 needs a static ipv4",
@@ -96,8 +108,12 @@ pub fn admitted_guests() -> Vec<String> {
     vec![
         BASE_LXC.to_string(),
         BASE_LXC.replace("  name: dns01\n", ""),
-        with("  firewall: {enabled: true, rules: [{direction: in, action: ACCEPT, proto: tcp, dport: \"22,80:443\", source: \"10.0.0.0/24,192.168.1.5\"}]}\n"),
-        with("  firewall: {enabled: true, rules: [{direction: in, action: DROP, source: \"+dc/blocked\"}, {direction: out, action: ACCEPT, dest: \"fd00::/64\", proto: ipv6-icmp}]}\n"),
+        with(
+            "  firewall: {enabled: true, rules: [{direction: in, action: ACCEPT, proto: tcp, dport: \"22,80:443\", source: \"10.0.0.0/24,192.168.1.5\"}]}\n",
+        ),
+        with(
+            "  firewall: {enabled: true, rules: [{direction: in, action: DROP, source: \"+dc/blocked\"}, {direction: out, action: ACCEPT, dest: \"fd00::/64\", proto: ipv6-icmp}]}\n",
+        ),
         with("  network: [{slot: net0, bridge: vmbr0, ipv4: 10.0.0.5/24, gateway4: 10.0.0.1}, {slot: net1, bridge: vmbr1, ipv4: dhcp}]\n"),
         with("  allowedNodes: [pve1, pve2]\n"),
     ]

@@ -23,8 +23,8 @@ pub const OPERATOR_USER: &str = "system:serviceaccount:homelab-operator:homelab-
 const OPERATOR_TOKEN: &str = "envtest-operator-token";
 
 pub struct ControlPlane {
+    /// Certificates, kubeconfigs and the control plane's logs.
     pub dir: PathBuf,
-    pub server: String,
     /// cluster-admin (client certificate in `system:masters`).
     pub admin_kubeconfig: PathBuf,
     /// The operator's ServiceAccount identity (bearer token).
@@ -54,7 +54,9 @@ pub fn control_plane() -> &'static ControlPlane {
                 }
             })
             .expect("owner thread");
-        rx.recv().expect("envtest owner").unwrap_or_else(|e| panic!("starting the envtest control plane: {e}"))
+        rx.recv()
+            .expect("envtest owner")
+            .unwrap_or_else(|e| panic!("starting the envtest control plane: {e}"))
     })
 }
 
@@ -208,11 +210,23 @@ fn start() -> Result<(ControlPlane, Vec<Child>), String> {
     let server = format!("https://127.0.0.1:{api_port}");
     let cert_user = |c: &str, k: &str| format!("    client-certificate: {}\n    client-key: {}", f(c), f(k));
     let admin_kubeconfig = dir.join("admin.kubeconfig");
-    std::fs::write(&admin_kubeconfig, kubeconfig(&server, &pki.ca_pem, &cert_user("admin.pem", "admin-key.pem"))).map_err(|e| e.to_string())?;
+    std::fs::write(
+        &admin_kubeconfig,
+        kubeconfig(&server, &pki.ca_pem, &cert_user("admin.pem", "admin-key.pem")),
+    )
+    .map_err(|e| e.to_string())?;
     let kcm_kubeconfig = dir.join("kcm.kubeconfig");
-    std::fs::write(&kcm_kubeconfig, kubeconfig(&server, &pki.ca_pem, &cert_user("kcm.pem", "kcm-key.pem"))).map_err(|e| e.to_string())?;
+    std::fs::write(
+        &kcm_kubeconfig,
+        kubeconfig(&server, &pki.ca_pem, &cert_user("kcm.pem", "kcm-key.pem")),
+    )
+    .map_err(|e| e.to_string())?;
     let operator_kubeconfig = dir.join("operator.kubeconfig");
-    std::fs::write(&operator_kubeconfig, kubeconfig(&server, &pki.ca_pem, &format!("    token: {OPERATOR_TOKEN}"))).map_err(|e| e.to_string())?;
+    std::fs::write(
+        &operator_kubeconfig,
+        kubeconfig(&server, &pki.ca_pem, &format!("    token: {OPERATOR_TOKEN}")),
+    )
+    .map_err(|e| e.to_string())?;
     wait_for(Duration::from_secs(120), "kube-apiserver /readyz", || {
         kubectl_ok(&admin_kubeconfig, &["get", "--raw", "/readyz"])
     })?;
@@ -237,7 +251,6 @@ fn start() -> Result<(ControlPlane, Vec<Child>), String> {
     Ok((
         ControlPlane {
             dir,
-            server,
             admin_kubeconfig,
             operator_kubeconfig,
         },
@@ -295,6 +308,8 @@ impl ControlPlane {
 
 pub async fn client_from(kubeconfig: &Path) -> kube::Client {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("kube config");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("kube config");
     kube::Client::try_from(config).expect("kube client")
 }

@@ -273,7 +273,8 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
         let requeue = if guest.is_none() && plan.actions.is_empty() {
             VERIFY_SOON
         } else {
-            RESYNC
+            // Come back for the next drift check when it is due sooner than a resync.
+            RESYNC.min(ctx.drift.period().max(VERIFY_SOON))
         };
         return Ok(Outcome {
             status,

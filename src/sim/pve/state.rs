@@ -1185,8 +1185,25 @@ fn guest_addresses(g: &SimGuest) -> Vec<(String, Option<String>)> {
 /// `pve-fw-addr-spec`, `pve-fw-protocol-spec`), with its error texts.
 fn check_firewall_rule(p: &BTreeMap<String, String>) -> Result<(), SimError> {
     const PROTOCOLS: &[&str] = &[
-        "tcp", "udp", "udplite", "sctp", "dccp", "icmp", "ipv6-icmp", "igmp", "gre", "esp", "ah", "ipip", "ipencap", "ipv6", "ospf",
-        "vrrp", "pim", "l2tp", "rsvp",
+        "tcp",
+        "udp",
+        "udplite",
+        "sctp",
+        "dccp",
+        "icmp",
+        "ipv6-icmp",
+        "igmp",
+        "gre",
+        "esp",
+        "ah",
+        "ipip",
+        "ipencap",
+        "ipv6",
+        "ospf",
+        "vrrp",
+        "pim",
+        "l2tp",
+        "rsvp",
     ];
     let invalid = |key: &str, why: String| param_fail(key, format!("invalid format - {why}"));
     for key in ["dport", "sport"] {
