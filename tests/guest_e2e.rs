@@ -615,3 +615,58 @@ async fn a_failed_reboot_rolls_back_to_the_safety_snapshot_and_stalls() {
     assert!(out.plan.actions.is_empty());
     assert!(w.sim.calls().keys().all(|k| k.starts_with("GET")), "{:?}", w.sim.calls());
 }
+
+/// `plan` as a person runs it: a guest that does not exist yet is a creation
+/// (its VMID allocated at apply), marked apart from updates, and `--output json` says the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_shows_every_creation_and_offers_json() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (token_id, secret) = w.sim.token();
+    std::fs::write(dir.path().join("token"), &secret).unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "proxmox:\n  default:\n    url: {}\n    tokenId: \"{token_id}\"\n    tokenSecretFile: {}\n    fingerprint: \"{}\"\n",
+            w._server.url,
+            dir.path().join("token").display(),
+            w._server.fingerprint.clone().unwrap()
+        ),
+    )
+    .unwrap();
+    let guest = dir.path().join("guest.yaml");
+    std::fs::write(
+        &guest,
+        "apiVersion: homelab.dev/v1alpha1\nkind: ProxmoxGuest\nmetadata: {name: fresh, namespace: lab}\nspec:\n  type: lxc\n  \
+         source: {osTemplate: \"local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\"}\n  memoryMiB: 512\n  \
+         disks: [{slot: rootfs, storage: local-lvm, sizeGiB: 8}]\n",
+    )
+    .unwrap();
+    let run = |extra: &'static [&'static str]| {
+        let (config, guest) = (config.clone(), guest.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_homelab-operator"))
+                .arg("plan")
+                .arg("--config")
+                .arg(&config)
+                .arg("-f")
+                .arg(&guest)
+                .args(extra)
+                .output()
+                .unwrap()
+        })
+    };
+    let text = run(&[]).await.unwrap();
+    let out = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(text.status.code(), Some(2), "changes pending: {out}");
+    assert!(out.contains("  + create guest (VMID allocated at apply) on "), "{out}");
+    assert!(out.contains("Plan: 1 to create, 0 to update"), "{out}");
+    let json = run(&["--output", "json"]).await.unwrap();
+    assert_eq!(json.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v[0]["kind"], "ProxmoxGuest");
+    assert_eq!(v[0]["name"], "lab/fresh");
+    assert_eq!(v[0]["changes"][0]["op"], "create");
+    assert!(w.sim.guests().is_empty(), "plan wrote nothing");
+}

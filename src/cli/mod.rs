@@ -89,6 +89,15 @@ pub struct FilesArgs {
     /// Give up on a resource after this many seconds (apply).
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// Output of `plan`: `text` (for people, like `terraform plan`) or `json` (for bots).
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: PlanOutput,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum PlanOutput {
+    Text,
+    Json,
 }
 
 #[derive(Args, Debug)]
@@ -142,39 +151,82 @@ fn crds(a: CrdsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One resource's part of a plan, as printed and as `--output json` gives it.
+#[derive(serde::Serialize, Default)]
+struct PlanEntry {
+    kind: &'static str,
+    name: String,
+    /// `create`, `update`, `reboot`, `delete`, `pending`, `blocked` or `waiting`, with what.
+    changes: Vec<PlanChange>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct PlanChange {
+    op: &'static str,
+    #[serde(skip)]
+    symbol: char,
+    what: String,
+}
+
+impl PlanChange {
+    fn new(symbol: char, what: impl Into<String>) -> Self {
+        let op = match symbol {
+            '+' => "create",
+            '-' => "delete",
+            '!' => "reboot",
+            '~' => "update",
+            '?' => "pending",
+            'x' => "blocked",
+            _ => "waiting",
+        };
+        Self {
+            op,
+            symbol,
+            what: what.into(),
+        }
+    }
+}
+
+fn guest_entry(name: String, result: Result<crate::reconcile::proxmox_guest::Plan, crate::reconcile::ReconcileError>) -> PlanEntry {
+    let mut e = PlanEntry {
+        kind: "ProxmoxGuest",
+        name,
+        ..Default::default()
+    };
+    match result {
+        Ok(p) => {
+            if let Some(b) = &p.blocked {
+                e.changes.push(PlanChange::new('x', format!("{}: {}", b.reason, b.message)));
+            }
+            e.changes
+                .extend(p.actions.iter().map(|a| PlanChange::new(a.symbol(), a.to_string())));
+            e.changes.extend(p.pending.iter().map(|c| {
+                let to = c.desired.as_ref().map_or(String::new(), |d| format!(" → {d}"));
+                PlanChange::new('?', format!("{} ({:?}){to}", c.field, c.class))
+            }));
+        }
+        Err(err) => e.error = Some(err.to_string()),
+    }
+    e
+}
+
+/// A record or proxy whose plan writes nothing may still not be Ready (its target is missing).
+fn waiting(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<PlanChange> {
+    api::find_condition(conditions, api::CONDITION_READY)
+        .filter(|c| c.status == "False")
+        .map(|c| PlanChange::new('.', format!("{}: {}", c.reason, c.message)))
+}
+
 async fn plan(a: FilesArgs) -> anyhow::Result<i32> {
+    use crate::reconcile::{dns_record::plan::DnsAction, proxy_host::plan::ProxyAction};
     let config = Config::load(&a.config.config)?;
     let loaded = resources::load(&a.files)?;
     let engine = oneshot::Engine::new(&config, Arc::new(Metrics::default()))?;
-    let mut pending = false;
-    let mut failed = false;
+    let mut entries = vec![];
     for g in &loaded.guests {
-        let name = oneshot::display_name(g);
-        match oneshot::plan_one(&engine, g).await {
-            Ok(p) if p.is_noop() => println!("{name}: no changes"),
-            Ok(p) => {
-                pending = true;
-                println!("{name}:");
-                if let Some(b) = &p.blocked {
-                    println!("  ! {}: {}", b.reason, b.message);
-                }
-                for action in &p.actions {
-                    println!("  ~ {action}");
-                }
-                for c in &p.pending {
-                    println!(
-                        "  ? {} ({:?}){}",
-                        c.field,
-                        c.class,
-                        c.desired.as_ref().map_or(String::new(), |d| format!(" → {d}"))
-                    );
-                }
-            }
-            Err(e) => {
-                failed = true;
-                println!("{name}: error: {e}");
-            }
-        }
+        entries.push(guest_entry(oneshot::display_name(g), oneshot::plan_one(&engine, g).await));
     }
     // Records that target a guest use the addresses its status in the files reports.
     let addresses = oneshot::guest_addresses(
@@ -184,85 +236,73 @@ async fn plan(a: FilesArgs) -> anyhow::Result<i32> {
             .filter_map(|g| g.status.as_ref().map(|s| (oneshot::display_name(g), s))),
     );
     for r in &oneshot::all_records(&loaded.guests, &loaded.records) {
-        let name = oneshot::record_name(r);
+        let mut e = PlanEntry {
+            kind: "DnsRecord",
+            name: oneshot::record_name(r),
+            ..Default::default()
+        };
         match oneshot::plan_record(&engine, r, &addresses).await {
-            Ok(out) if out.plan.actions.is_empty() && out.plan.blocked.is_none() => {
-                match api::find_condition(&out.status.conditions, api::CONDITION_READY) {
-                    Some(c) if c.status == "False" => {
-                        pending = true;
-                        println!("{name}: {}: {}", c.reason, c.message);
-                    }
-                    _ => println!("{name}: no changes"),
-                }
-            }
             Ok(out) => {
-                pending = true;
-                println!("{name}:");
                 if let Some((reason, message)) = &out.plan.blocked {
-                    println!("  ! {reason}: {message}");
+                    e.changes.push(PlanChange::new('x', format!("{reason}: {message}")));
                 }
-                for a in &out.plan.actions {
-                    if let crate::reconcile::dns_record::plan::DnsAction::Put { set, why } = a {
-                        println!("  ~ {why}: {} {} {} (TTL {})", set.name, set.rtype, set.values.join(", "), set.ttl);
+                for act in &out.plan.actions {
+                    if let DnsAction::Put { set, why } = act {
+                        let what = format!("{why}: {} {} {} (TTL {})", set.name, set.rtype, set.values.join(", "), set.ttl);
+                        let symbol = if out.status.values.is_empty() { '+' } else { '~' };
+                        e.changes.push(PlanChange::new(symbol, what));
                     }
                 }
+                if e.changes.is_empty() {
+                    e.changes.extend(waiting(&out.status.conditions));
+                }
             }
-            Err(e) => {
-                failed = true;
-                println!("{name}: error: {e}");
-            }
+            Err(err) => e.error = Some(err.to_string()),
         }
+        entries.push(e);
     }
     for p in &oneshot::all_proxies(&loaded.guests, &loaded.proxies) {
-        let name = oneshot::proxy_name(p);
+        let mut e = PlanEntry {
+            kind: "ProxyHost",
+            name: oneshot::proxy_name(p),
+            ..Default::default()
+        };
         match oneshot::plan_proxy(&engine, p, &addresses).await {
-            Ok(out) if out.plan.actions.is_empty() && out.plan.blocked.is_none() => {
-                match api::find_condition(&out.status.conditions, api::CONDITION_READY) {
-                    Some(c) if c.status == "False" => {
-                        pending = true;
-                        println!("{name}: {}: {}", c.reason, c.message);
-                    }
-                    _ => println!("{name}: no changes"),
-                }
-            }
             Ok(out) => {
-                pending = true;
-                println!("{name}:");
                 if let Some((reason, message)) = &out.plan.blocked {
-                    println!("  ! {reason}: {message}");
+                    e.changes.push(PlanChange::new('x', format!("{reason}: {message}")));
                 }
-                for a in &out.plan.actions {
-                    match a {
-                        crate::reconcile::proxy_host::plan::ProxyAction::Create(h) => {
-                            println!(
-                                "  + create proxy host {} → {}://{}:{}",
-                                h.domain_names.join(", "),
-                                h.forward_scheme,
-                                h.forward_host,
-                                h.forward_port
-                            )
-                        }
-                        crate::reconcile::proxy_host::plan::ProxyAction::Update { id, spec: h, why } => {
-                            println!(
-                                "  ~ {why}: proxy host {id} {} → {}://{}:{}",
-                                h.domain_names.join(", "),
-                                h.forward_scheme,
-                                h.forward_host,
-                                h.forward_port
-                            )
-                        }
-                    }
+                for act in &out.plan.actions {
+                    let (symbol, h, why) = match act {
+                        ProxyAction::Create(h) => ('+', h, "create proxy host".to_string()),
+                        ProxyAction::Update { id, spec, why } => ('~', spec, format!("{why}: proxy host {id}")),
+                    };
+                    let what = format!(
+                        "{why} {} → {}://{}:{}",
+                        h.domain_names.join(", "),
+                        h.forward_scheme,
+                        h.forward_host,
+                        h.forward_port
+                    );
+                    e.changes.push(PlanChange::new(symbol, what));
+                }
+                if e.changes.is_empty() {
+                    e.changes.extend(waiting(&out.status.conditions));
                 }
             }
-            Err(e) => {
-                failed = true;
-                println!("{name}: error: {e}");
-            }
+            Err(err) => e.error = Some(err.to_string()),
         }
+        entries.push(e);
     }
     for s in &loaded.skipped {
         eprintln!("skipped (kind not handled yet): {s}");
     }
+    match a.output {
+        PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
+        PlanOutput::Text => print_plan(&entries),
+    }
+    let failed = entries.iter().any(|e| e.error.is_some());
+    let pending = entries.iter().any(|e| !e.changes.is_empty());
     Ok(if failed {
         1
     } else if pending {
@@ -270,6 +310,31 @@ async fn plan(a: FilesArgs) -> anyhow::Result<i32> {
     } else {
         0
     })
+}
+
+fn print_plan(entries: &[PlanEntry]) {
+    for e in entries {
+        match (&e.error, e.changes.is_empty()) {
+            (Some(err), _) => println!("{} {}: error: {err}", e.kind, e.name),
+            (None, true) => println!("{} {}: no changes", e.kind, e.name),
+            (None, false) => {
+                println!("{} {}:", e.kind, e.name);
+                for c in &e.changes {
+                    println!("  {} {}", c.symbol, c.what);
+                }
+            }
+        }
+    }
+    let count = |op: &str| entries.iter().flat_map(|e| &e.changes).filter(|c| c.op == op).count();
+    println!(
+        "\nPlan: {} to create, {} to update, {} reboots, {} to delete, {} pending, {} blocked.",
+        count("create"),
+        count("update"),
+        count("reboot"),
+        count("delete"),
+        count("pending"),
+        count("blocked")
+    );
 }
 
 async fn apply(a: FilesArgs) -> anyhow::Result<i32> {

@@ -201,7 +201,8 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
             sink.save(&status).await.map_err(ReconcileError::Status)?;
         }
     }
-    let vmid = spec.vmid.or(status.vmid);
+    // A plan (dry run) never allocates: 0 stands for "allocated at apply".
+    let vmid = spec.vmid.or(status.vmid).or(ctx.dry_run.then_some(0));
     // One safety snapshot per spec generation: the name carries the generation.
     let snap_prefix = format!("hlo-g{}-", generation.unwrap_or(0));
     let snapshot_name = format!("{snap_prefix}{}", jiff::Timestamp::now().strftime("%Y%m%d%H%M%S"));

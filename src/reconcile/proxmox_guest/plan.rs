@@ -122,8 +122,8 @@ pub enum Action {
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Action::CreateGuest { node, vmid, .. } => write!(f, "create guest {vmid} on {node}"),
-            Action::CloneGuest { template_vmid, vmid, .. } => write!(f, "clone template {template_vmid} to {vmid}"),
+            Action::CreateGuest { node, vmid, .. } => write!(f, "create guest {} on {node}", vmid_text(*vmid)),
+            Action::CloneGuest { template_vmid, vmid, .. } => write!(f, "clone template {template_vmid} to {}", vmid_text(*vmid)),
             Action::UpdateConfig { summary, .. } => {
                 write!(f, "update config: {}", summary.join(", "))
             }
@@ -137,6 +137,26 @@ impl std::fmt::Display for Action {
             Action::Snapshot { name } => write!(f, "snapshot {name}"),
             Action::Power(p) => write!(f, "{} guest", p.as_str()),
             Action::DeleteGuest => write!(f, "delete guest and its disks"),
+        }
+    }
+}
+
+fn vmid_text(vmid: u32) -> String {
+    if vmid == 0 {
+        "(VMID allocated at apply)".into()
+    } else {
+        vmid.to_string()
+    }
+}
+
+impl Action {
+    /// How a reviewer reads the change: `+` create, `-` destroy, `!` reboot, `~` change in place.
+    pub fn symbol(&self) -> char {
+        match self {
+            Action::CreateGuest { .. } | Action::CloneGuest { .. } => '+',
+            Action::DeleteGuest => '-',
+            Action::Power(PowerAction::Reboot) => '!',
+            _ => '~',
         }
     }
 }
