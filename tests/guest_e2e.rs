@@ -670,3 +670,24 @@ async fn plan_shows_every_creation_and_offers_json() {
     assert_eq!(v[0]["changes"][0]["op"], "create");
     assert!(w.sim.guests().is_empty(), "plan wrote nothing");
 }
+
+/// A batch created at once over `allowedNodes` spreads instead of piling onto one node.
+#[tokio::test]
+async fn a_batch_of_new_guests_spreads_over_the_allowed_nodes() {
+    let w = world().await;
+    let guests: Vec<ProxmoxGuest> = (0..6)
+        .map(|i| {
+            serde_yaml_ng::from_str(&format!(
+                "apiVersion: homelab.dev/v1alpha1\nkind: ProxmoxGuest\nmetadata: {{name: batch{i}, namespace: lab}}\nspec:\n  type: lxc\n  \
+                 allowedNodes: [pve1, pve3]\n  source: {{osTemplate: \"local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\"}}\n  \
+                 memoryMiB: 4096\n  disks: [{{slot: rootfs, storage: local-lvm, sizeGiB: 8}}]\n"
+            ))
+            .unwrap()
+        })
+        .collect();
+    let results = oneshot::apply_all(&w.engine, &guests, 6, Duration::from_secs(60), &|_| {}).await;
+    assert!(results.iter().all(|r| r.error.is_none() && ready(&r.status)));
+    let on = |node: &str| w.sim.guests().iter().filter(|g| g.node == node).count();
+    assert!(on("pve1") >= 2 && on("pve3") >= 2, "pve1: {}, pve3: {}", on("pve1"), on("pve3"));
+    assert_eq!(on("pve2"), 0, "only allowed nodes");
+}

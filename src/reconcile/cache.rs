@@ -22,7 +22,13 @@ pub struct ClusterCache {
     /// never race each other for the same id (other clients still can; the
     /// create call's conflict error covers that).
     reserved: Mutex<HashMap<String, HashMap<u32, Instant>>>,
+    /// Guests placed on a node but not yet running there (so not in the node's
+    /// memory figures), by cluster and resource UID: (node, bytes, when).
+    placed: Mutex<HashMap<String, HashMap<String, (String, u64, Instant)>>>,
 }
+
+/// How long a placement counts against its node before the node's own figures show it.
+const PLACEMENT_WINDOW: Duration = Duration::from_secs(120);
 
 impl ClusterCache {
     pub fn new(ttl: Duration) -> Self {
@@ -30,6 +36,7 @@ impl ClusterCache {
             ttl,
             slots: Mutex::new(HashMap::new()),
             reserved: Mutex::new(HashMap::new()),
+            placed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -94,6 +101,28 @@ impl ClusterCache {
             .entry(cluster.to_string())
             .or_default()
             .insert(vmid, Instant::now());
+    }
+
+    /// Record that `uid` goes to `node` with `bytes` of memory; returns the memory
+    /// the other recent placements (not `uid`'s own) take per node.
+    pub fn placements_besides(&self, cluster: &str, uid: &str) -> HashMap<String, u64> {
+        let mut placed = self.placed.lock().expect("placed lock");
+        let mine = placed.entry(cluster.to_string()).or_default();
+        mine.retain(|_, (_, _, at)| at.elapsed() < PLACEMENT_WINDOW);
+        let mut out = HashMap::new();
+        for (_, (node, bytes, _)) in mine.iter().filter(|(u, _)| u.as_str() != uid) {
+            *out.entry(node.clone()).or_default() += bytes;
+        }
+        out
+    }
+
+    pub fn record_placement(&self, cluster: &str, uid: &str, node: &str, bytes: u64) {
+        self.placed
+            .lock()
+            .expect("placed lock")
+            .entry(cluster.to_string())
+            .or_default()
+            .insert(uid.to_string(), (node.to_string(), bytes, Instant::now()));
     }
 
     /// After a write, the next reader fetches fresh data.

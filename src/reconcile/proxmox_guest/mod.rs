@@ -185,7 +185,7 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
             Err(b) => blocked = Some(b),
         }
         if blocked.is_none() {
-            match choose_node(ctx.api, spec, source.as_ref()).await? {
+            match choose_node(ctx, &id.uid, spec, source.as_ref()).await? {
                 Ok(n) => placement = Some(n),
                 Err(b) => blocked = Some(b),
             }
@@ -520,23 +520,34 @@ fn resolve_source(spec: &ProxmoxGuestSpec, resources: &[ClusterResource]) -> Res
     })
 }
 
-/// The fixed node, or the online allowed node with the most free memory.
+/// The fixed node, or the online allowed node with the most free memory,
+/// counting the guests this process placed moments ago (a batch created at
+/// once spreads instead of piling onto one node).
 async fn choose_node<P: PveApi>(
-    api: &P,
+    ctx: &GuestCtx<'_, P>,
+    uid: &str,
     spec: &ProxmoxGuestSpec,
     source: Option<&ResolvedSource>,
 ) -> Result<Result<String, Blocked>, ReconcileError> {
     if let Some(n) = &spec.node {
         return Ok(Ok(n.clone()));
     }
-    let nodes = api.nodes().await.map_err(|e| ReconcileError::pve("listing nodes", e))?;
+    let nodes = ctx.api.nodes().await.map_err(|e| ReconcileError::pve("listing nodes", e))?;
+    let placed = ctx.cache.placements_besides(ctx.cluster, uid);
+    let free = |n: &pve::NodeInfo| n.free_memory().saturating_sub(placed.get(&n.node).copied().unwrap_or(0));
     let best = nodes
         .iter()
         .filter(|n| n.status == "online")
         .filter(|n| spec.allowed_nodes.is_empty() || spec.allowed_nodes.contains(&n.node))
-        .max_by_key(|n| (n.free_memory(), std::cmp::Reverse(n.node.clone())));
+        .max_by_key(|n| (free(n), std::cmp::Reverse(n.node.clone())));
     Ok(match best {
-        Some(n) => Ok(n.node.clone()),
+        Some(n) => {
+            if !ctx.dry_run {
+                ctx.cache
+                    .record_placement(ctx.cluster, uid, &n.node, (spec.memory_mib as u64) << 20);
+            }
+            Ok(n.node.clone())
+        }
         None => Err(Blocked {
             reason: "NoNodeAvailable",
             message: match source {
