@@ -24,8 +24,11 @@ pub struct ClusterCache {
     reserved: Mutex<HashMap<String, HashMap<u32, Instant>>>,
     /// Guests placed on a node but not yet running there (so not in the node's
     /// memory figures), by cluster and resource UID: (node, bytes, when).
-    placed: Mutex<HashMap<String, HashMap<String, (String, u64, Instant)>>>,
+    placed: Mutex<HashMap<String, HashMap<String, Placement>>>,
 }
+
+/// A recent placement: node, memory in bytes, when.
+type Placement = (String, u64, Instant);
 
 /// How long a placement counts against its node before the node's own figures show it.
 const PLACEMENT_WINDOW: Duration = Duration::from_secs(120);
