@@ -3,6 +3,11 @@
 //! Requests are checked against the published schema; answers keep PVE's
 //! shapes and quirks (0/1 booleans, `nextid` as a string, UPIDs, reason phrases).
 
+mod agent;
+mod firewall;
+mod guest_config;
+mod props;
+mod routes;
 pub mod schema;
 mod state;
 
