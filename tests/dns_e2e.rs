@@ -139,21 +139,44 @@ async fn a_record_follows_its_guests_addresses() {
     let c = api::find_condition(&a.status.conditions, "Ready").unwrap();
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "TargetNotFound"));
     assert!(dig(w.pdns.server.dns_port, "jellyfin.home.arpa.", "A").is_empty());
-    // The guest reports addresses: published; the IPv6 one goes to AAAA only.
-    let guests: GuestAddresses = [(
-        "homelab/jellyfin".to_string(),
-        vec!["10.5.0.50".to_string(), "fd00::50".to_string()],
-    )]
-    .into();
+    // The guest reports addresses on its two NICs: the first NIC's are
+    // published (the storage network's are not); the IPv6 one goes to AAAA only.
+    let guests = guest("jellyfin", &[("net0", &["10.5.0.50", "fd00::50"]), ("net1", &["10.10.0.50"])]);
     assert!(ready(&apply(&w, &r, &guests).await.status));
     assert_eq!(dig(w.pdns.server.dns_port, "jellyfin.home.arpa.", "A"), vec!["10.5.0.50"]);
     let six = record("jellyfin6", "pdns", "  name: jellyfin\n  type: AAAA\n  target: {name: jellyfin}\n");
     assert!(ready(&apply(&w, &six, &guests).await.status));
     assert_eq!(dig(w.pdns.server.dns_port, "jellyfin.home.arpa.", "AAAA"), vec!["fd00::50"]);
+    // A record for the NIC named publishes that NIC's address.
+    let storage = record(
+        "jellyfin-san",
+        "pdns",
+        "  name: jellyfin-san\n  type: A\n  target: {name: jellyfin, nic: net1}\n",
+    );
+    assert!(ready(&apply(&w, &storage, &guests).await.status));
+    assert_eq!(dig(w.pdns.server.dns_port, "jellyfin-san.home.arpa.", "A"), vec!["10.10.0.50"]);
     // Its address changes: the record follows.
-    let moved: GuestAddresses = [("homelab/jellyfin".to_string(), vec!["10.5.0.51".to_string()])].into();
+    let moved = guest("jellyfin", &[("net0", &["10.5.0.51"]), ("net1", &["10.10.0.50"])]);
     assert!(ready(&apply(&w, &r, &moved).await.status));
     assert_eq!(dig(w.pdns.server.dns_port, "jellyfin.home.arpa.", "A"), vec!["10.5.0.51"]);
+}
+
+/// What `apply` knows of a guest in `homelab`: its NICs and their addresses.
+fn guest(name: &str, nics: &[(&str, &[&str])]) -> GuestAddresses {
+    let interfaces: Vec<api::GuestInterface> = nics
+        .iter()
+        .map(|(slot, ips)| api::GuestInterface {
+            slot: slot.to_string(),
+            mac: None,
+            ips: ips.iter().map(|s| s.to_string()).collect(),
+        })
+        .collect();
+    let status = api::ProxmoxGuestStatus {
+        ips: interfaces.iter().flat_map(|i| i.ips.clone()).collect(),
+        interfaces,
+        ..Default::default()
+    };
+    [(format!("homelab/{name}"), status)].into()
 }
 
 #[tokio::test]

@@ -303,12 +303,13 @@ async fn a_permanent_error_stalls_keeps_its_vmid_and_does_not_loop() {
     let w = world(Duration::from_millis(200)).await;
     let op = Operator::start(plane, &w, &ns, &["--no-leader-election"], "stalled");
     let api: Api<ProxmoxGuest> = Api::namespaced(client.clone(), &ns);
-    api.create(&PostParams::default(), &lxc("lost", json!({"node": "pve9"})))
+    // PVE refuses a pool that does not exist with 403 "Permission check failed (pool 'nope' …)".
+    api.create(&PostParams::default(), &lxc("lost", json!({"pool": "nope"})))
         .await
         .unwrap();
     let g = wait_for(&api, "lost", "Stalled", &op, |g| is_true(g, "Stalled")).await;
     let c = condition(&g, "Stalled").unwrap();
-    assert!(c.message.contains("pve9"), "{c:?}");
+    assert!(c.message.contains("pool 'nope' does not exist"), "{c:?}");
     let vmid = g.status.as_ref().unwrap().vmid;
     assert!(vmid.is_some(), "the allocated VMID is kept in status");
     let calls = w.sim.total_calls();
@@ -322,9 +323,13 @@ async fn a_permanent_error_stalls_keeps_its_vmid_and_does_not_loop() {
     assert_eq!(g.status.unwrap().vmid, vmid, "no new VMID per attempt");
 
     // The fix (a spec edit) is picked up at once.
-    api.patch("lost", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"node": "pve1"}})))
-        .await
-        .unwrap();
+    api.patch(
+        "lost",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"pool": "homelab"}})),
+    )
+    .await
+    .unwrap();
     let g = wait_for(&api, "lost", "Ready after the fix", &op, |g| is_true(g, "Ready")).await;
     assert_eq!(g.status.unwrap().vmid, vmid, "created with the VMID it kept");
 }

@@ -362,11 +362,101 @@ async fn permanent_errors_stall_with_a_message() {
     assert_eq!(c.reason, "TemplateNotFound");
     assert!(c.message.contains("no qemu template named \"no-such-template\""), "{}", c.message);
 
+    // A pool that does not exist: PVE's 403 is permanent; the VMID stays allocated.
     let mut ct = example("jellyfin");
-    ct.spec.source.os_template = Some("local:vztmpl/missing.tar.zst".into());
+    ct.spec.pool = Some("nope".into());
     let r = apply(&w, &ct).await;
     let e = r.error.unwrap();
-    assert!(e.contains("volume 'local:vztmpl/missing.tar.zst' does not exist"), "{e}");
+    assert!(e.contains("Permission check failed (pool 'nope' does not exist)"), "{e}");
+    assert!(r.status.vmid.is_some());
+}
+
+fn stalled(r: &oneshot::Applied) -> (String, String) {
+    let c = api::find_condition(&r.status.conditions, api::CONDITION_STALLED).expect("Stalled condition");
+    assert_eq!(c.status, "True", "{c:?}");
+    (c.reason.clone(), c.message.clone())
+}
+
+#[tokio::test]
+async fn what_a_spec_references_is_checked_on_the_node_before_creating() {
+    let w = world().await;
+    let creates = |w: &World| {
+        let c = w.sim.calls();
+        c.get("POST /nodes/{node}/lxc").copied().unwrap_or(0) + c.get("POST /nodes/{node}/qemu").copied().unwrap_or(0)
+    };
+    let mut ct = example("jellyfin");
+    ct.spec.source.os_template = Some("local:vztmpl/missing.tar.zst".into());
+    ct.spec.network[1].bridge = "vmbr9".into();
+    ct.spec.mounts[0].storage = Some("local".into());
+    let (reason, msg) = stalled(&apply(&w, &ct).await);
+    assert_eq!(reason, "MissingReference");
+    for part in [
+        "container template 'local:vztmpl/missing.tar.zst' is not on storage 'local' of node",
+        "bridge 'vmbr9' (net1) does not exist on node",
+        "storage 'local' (mount mp0) does not take content 'rootdir'",
+    ] {
+        assert!(msg.contains(part), "{part:?} missing in {msg}");
+    }
+    let mut vm = example("lab-installer");
+    vm.spec.source.iso.as_mut().unwrap().image = "local:iso/nope.iso".into();
+    let (reason, msg) = stalled(&apply(&w, &vm).await);
+    assert_eq!(reason, "MissingReference");
+    assert!(msg.contains("ISO image 'local:iso/nope.iso' is not on storage 'local'"), "{msg}");
+    let mut lost = example("web01");
+    lost.spec.node = Some("pve9".into());
+    lost.spec.allowed_nodes.clear();
+    let (reason, msg) = stalled(&apply(&w, &lost).await);
+    assert_eq!(reason, "NodeNotFound");
+    assert!(msg.contains("node 'pve9' is not in the cluster (it has pve1, pve2, pve3)"), "{msg}");
+    assert_eq!(creates(&w), 0, "nothing was created");
+    assert!(w.sim.guests().is_empty());
+
+    // What was missing shows up on the node: the next attempt creates the guest.
+    w.sim.add_volume("local:vztmpl/missing.tar.zst");
+    w.sim.add_bridge("vmbr9");
+    ct.spec.mounts[0].storage = Some("tank".into());
+    let r = apply(&w, &ct).await;
+    assert!(ready(&r.status), "{:?} {:?}", r.error, r.status.conditions);
+    assert_eq!(creates(&w), 1);
+}
+
+#[test]
+fn the_simulator_fails_a_start_on_a_missing_bridge_as_pve_does() {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let w = world().await;
+        // Bypass the operator's check: the config write is accepted, the start task fails.
+        let client = &w.engine.clients["default"];
+        let params: Params = vec![
+            ("vmid".into(), "150".into()),
+            ("ostemplate".into(), "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into()),
+            ("rootfs".into(), "local-lvm:4".into()),
+            ("net0".into(), "name=eth0,bridge=vmbr9,ip=dhcp".into()),
+        ];
+        let created = client.create("pve1", GuestKind::Lxc, params).await.unwrap();
+        assert!(client.task_status(&created).await.unwrap().failure().is_none());
+        let started = client.power("pve1", GuestKind::Lxc, 150, "start").await.unwrap();
+        let st = client.task_status(&started).await.unwrap();
+        assert_eq!(st.failure(), Some("bridge 'vmbr9' does not exist"));
+    });
+}
+
+#[tokio::test]
+async fn addresses_are_reported_per_nic_and_the_first_nic_is_the_default() {
+    let w = world().await;
+    let r = apply(&w, &example("jellyfin")).await;
+    assert!(ready(&r.status), "{:?}", r.status.conditions);
+    let ifs = &r.status.interfaces;
+    assert_eq!(ifs.iter().map(|i| i.slot.as_str()).collect::<Vec<_>>(), ["net0", "net1"]);
+    assert_eq!(ifs[0].ips, ["10.5.0.50"]);
+    assert_eq!(ifs[1].ips.len(), 1, "the storage NIC has its own (DHCP) address");
+    assert_ne!(ifs[1].ips, ifs[0].ips);
+    assert_eq!(
+        r.status.addresses(None),
+        ["10.5.0.50"],
+        "the storage address is not published by default"
+    );
+    assert_eq!(r.status.addresses(Some("net1")), ifs[1].ips);
+    assert_eq!(r.status.ips.len(), 2);
 }
 
 /// Crashes the process (from the reconciler's point of view) right after the
@@ -441,8 +531,17 @@ impl PveApi for KillAfter<'_> {
     async fn delete_firewall_rule(&self, n: &str, k: GuestKind, v: u32, pos: u64) -> Result<(), pve::Error> {
         self.check(self.inner.delete_firewall_rule(n, k, v, pos).await)
     }
-    async fn guest_ips(&self, n: &str, k: GuestKind, v: u32) -> Result<Vec<String>, pve::Error> {
-        self.check(self.inner.guest_ips(n, k, v).await)
+    async fn guest_interfaces(&self, n: &str, k: GuestKind, v: u32) -> Result<Vec<pve::GuestNic>, pve::Error> {
+        self.check(self.inner.guest_interfaces(n, k, v).await)
+    }
+    async fn node_storages(&self, n: &str) -> Result<Vec<pve::StorageInfo>, pve::Error> {
+        self.check(self.inner.node_storages(n).await)
+    }
+    async fn storage_content(&self, n: &str, s: &str, c: Option<&str>) -> Result<Vec<pve::StorageVolume>, pve::Error> {
+        self.check(self.inner.storage_content(n, s, c).await)
+    }
+    async fn node_bridges(&self, n: &str) -> Result<Vec<pve::NetworkInterface>, pve::Error> {
+        self.check(self.inner.node_bridges(n).await)
     }
 }
 

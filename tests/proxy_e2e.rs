@@ -127,11 +127,11 @@ async fn target_guests_foreign_hosts_and_errors() {
     let c = api::find_condition(&a.status.conditions, "Ready").unwrap();
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "TargetNotFound"));
     assert!(w.sim.hosts().is_empty(), "nothing written while the guest is missing");
-    let guests: GuestAddresses = [(
-        "homelab/jellyfin".to_string(),
-        vec!["fd00::50".to_string(), "10.5.0.50".to_string()],
-    )]
-    .into();
+    let status = api::ProxmoxGuestStatus {
+        ips: vec!["fd00::50".to_string(), "10.5.0.50".to_string()],
+        ..Default::default()
+    };
+    let guests: GuestAddresses = [("homelab/jellyfin".to_string(), status)].into();
     let b = oneshot::apply_proxy(&w.engine, &p, &guests, &|_| {}).await;
     assert_eq!(b.status.upstream.as_deref(), Some("http://10.5.0.50:8096"), "IPv4 preferred");
     // A host someone made in the NPM UI for the same domain: conflict, untouched; adopt takes it over.

@@ -291,3 +291,59 @@ async fn bad_token_is_a_permission_error() {
     );
     assert!(!e.to_string().contains("wrong"), "the secret never appears in an error");
 }
+
+#[tokio::test]
+async fn node_inventory_lists_storages_content_and_bridges() {
+    let f = fixture().await;
+    let storages = f.client.node_storages("pve1").await.unwrap();
+    let local = storages.iter().find(|s| s.storage == "local").unwrap();
+    assert!(local.accepts("iso") && local.accepts("vztmpl") && !local.accepts("images"));
+    assert!(local.active);
+    let isos = f.client.storage_content("pve1", "local", Some("iso")).await.unwrap();
+    assert_eq!(
+        isos.iter().map(|v| v.volid.as_str()).collect::<Vec<_>>(),
+        ["local:iso/debian-13.1.0-amd64-netinst.iso"]
+    );
+    assert_eq!(isos[0].content.as_deref(), Some("iso"));
+    let bridges = f.client.node_bridges("pve1").await.unwrap();
+    assert_eq!(bridges.iter().map(|b| b.iface.as_str()).collect::<Vec<_>>(), ["vmbr0", "vmbr1"]);
+    assert!(bridges.iter().all(|b| b.kind == "bridge"));
+    // PVE's refusals for what is not there.
+    let e = f.client.storage_content("pve1", "gone", Some("iso")).await.unwrap_err();
+    assert!(e.to_string().contains("storage 'gone' does not exist"), "{e}");
+    assert_eq!(e.class(), ErrorClass::NotFound);
+    let e = f.client.node_storages("pve9").await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::NotFound, "{e}");
+}
+
+#[tokio::test]
+async fn agent_interfaces_carry_the_nic_macs() {
+    let f = fixture().await;
+    let upid = f
+        .client
+        .create(
+            "pve1",
+            GuestKind::Lxc,
+            p(&[
+                ("vmid", "120"),
+                ("ostemplate", "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"),
+                ("rootfs", "local-lvm:4"),
+                ("net0", "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:AA:00:01,ip=10.5.0.9/24"),
+                ("net1", "name=san0,bridge=vmbr1,hwaddr=BC:24:11:AA:00:02,ip=dhcp"),
+            ]),
+        )
+        .await
+        .unwrap();
+    f.sim.finish_tasks();
+    assert!(f.client.task_status(&upid).await.unwrap().failure().is_none());
+    let start = f.client.power("pve1", GuestKind::Lxc, 120, "start").await.unwrap();
+    f.sim.finish_tasks();
+    assert!(f.client.task_status(&start).await.unwrap().failure().is_none());
+    let nics = f.client.guest_interfaces("pve1", GuestKind::Lxc, 120).await.unwrap();
+    let seen: Vec<(&str, Option<&str>, &[String])> = nics.iter().map(|n| (n.name.as_str(), n.mac.as_deref(), n.ips.as_slice())).collect();
+    assert_eq!(seen.len(), 2, "lo is left out: {seen:?}");
+    assert_eq!(seen[0].0, "eth0");
+    assert_eq!(seen[0].1, Some("BC:24:11:AA:00:01"));
+    assert_eq!(seen[0].2, ["10.5.0.9".to_string()]);
+    assert_eq!(seen[1].1, Some("BC:24:11:AA:00:02"));
+}

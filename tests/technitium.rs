@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use homelab_operator::{
-    api::{self, DnsRecord},
+    api::{self, DnsRecord, ProxmoxGuestStatus},
     cli::oneshot::{self, Engine, GuestAddresses},
     config::{Config, DnsEndpoint, SecretSource},
     metrics::Metrics,
@@ -184,7 +184,11 @@ async fn dns_records_publish_through_technitium() {
         serde_yaml_ng::from_str(&format!("apiVersion: homelab.dev/v1alpha1\nkind: DnsRecord\nmetadata: {{name: web, namespace: homelab}}\nspec:\n  zone: home.arpa\n{spec}")).unwrap()
     };
     let r = record("  name: web\n  type: A\n  target: {name: web01}\n");
-    let guests: GuestAddresses = [("homelab/web01".to_string(), vec!["10.5.0.21".to_string()])].into();
+    let web01 = ProxmoxGuestStatus {
+        ips: vec!["10.5.0.21".to_string()],
+        ..Default::default()
+    };
+    let guests: GuestAddresses = [("homelab/web01".to_string(), web01)].into();
     let a = oneshot::apply_record(&engine, &r, &guests, &|_| {}).await;
     assert!(
         api::find_condition(&a.status.conditions, "Ready").is_some_and(|c| c.status == "True"),

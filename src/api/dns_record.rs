@@ -65,7 +65,7 @@ pub struct DnsRecordSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 1024)))]
     pub values: Vec<String>,
-    /// Publish the addresses of a ProxmoxGuest in this namespace (`status.ips`: IPv4 for A, IPv6 for AAAA).
+    /// Publish the addresses of a ProxmoxGuest's NIC in this namespace (IPv4 for A, IPv6 for AAAA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<GuestTarget>,
     /// `Sync` (default: create, update, delete), `UpsertOnly` (never delete) or `CreateOnly` (never change once created).
@@ -131,6 +131,11 @@ pub struct GuestTarget {
     /// Name of a ProxmoxGuest in the same namespace.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// The guest NIC whose addresses are used, by config slot (`net0`, `net1`, …);
+    /// default the first NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^net[0-9]{1,2}$"))]
+    pub nic: Option<String>,
 }
 
 /// What the operator observed, written only by the operator.

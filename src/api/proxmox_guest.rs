@@ -202,6 +202,11 @@ pub struct GuestProxy {
     /// Allow websocket upgrades.
     #[serde(default, skip_serializing_if = "is_false")]
     pub websockets: bool,
+    /// The guest NIC whose addresses are used, by config slot (`net0`, `net1`, …);
+    /// default the first NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^net[0-9]{1,2}$"))]
+    pub nic: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -227,6 +232,11 @@ pub struct GuestDns {
     /// Also publish IPv6 addresses as AAAA.
     #[serde(default, skip_serializing_if = "is_false")]
     pub ipv6: bool,
+    /// The guest NIC whose addresses are used, by config slot (`net0`, `net1`, …);
+    /// default the first NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^net[0-9]{1,2}$"))]
+    pub nic: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
@@ -659,6 +669,9 @@ pub struct ProxmoxGuestStatus {
     /// Addresses reported by the QEMU guest agent or the LXC interfaces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ips: Vec<String>,
+    /// The NICs with the addresses seen on each (matched by MAC).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<GuestInterface>,
     /// The Proxmox task in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_task: Option<TaskRef>,
@@ -674,6 +687,37 @@ pub struct ProxmoxGuestStatus {
     /// Ready, Reconciling, Degraded, Stalled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+impl ProxmoxGuestStatus {
+    /// The addresses of the NIC in `slot`, or of the first NIC. With no NIC
+    /// mapped (an agent that hides MACs), every address of the guest.
+    pub fn addresses(&self, slot: Option<&str>) -> Vec<String> {
+        match slot {
+            Some(s) => self
+                .interfaces
+                .iter()
+                .find(|i| i.slot == s)
+                .map(|i| i.ips.clone())
+                .unwrap_or_default(),
+            None if self.interfaces.is_empty() => self.ips.clone(),
+            None => self.interfaces[0].ips.clone(),
+        }
+    }
+}
+
+/// A NIC of the guest and what was seen on it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestInterface {
+    /// Config slot (`net0`).
+    pub slot: String,
+    /// Hardware address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Addresses seen on this NIC.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]

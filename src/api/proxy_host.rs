@@ -125,6 +125,11 @@ pub struct ProxyTarget {
     /// Upstream scheme, `http` (default) or `https`.
     #[serde(default)]
     pub scheme: Scheme,
+    /// The guest NIC whose addresses are used, by config slot (`net0`, `net1`, …);
+    /// default the first NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^net[0-9]{1,2}$"))]
+    pub nic: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]

@@ -268,11 +268,11 @@ pub fn status_table(results: &[Applied]) -> String {
     render_table(&rows)
 }
 
-/// Addresses of the guests `apply`/`plan` know about, by `namespace/name`.
-pub type GuestAddresses = BTreeMap<String, Vec<String>>;
+/// What `apply`/`plan` know of the guests (their NICs' addresses), by `namespace/name`.
+pub type GuestAddresses = BTreeMap<String, ProxmoxGuestStatus>;
 
 pub fn guest_addresses<'a>(guests: impl IntoIterator<Item = (String, &'a ProxmoxGuestStatus)>) -> GuestAddresses {
-    guests.into_iter().map(|(name, s)| (name, s.ips.clone())).collect()
+    guests.into_iter().map(|(name, s)| (name, s.clone())).collect()
 }
 
 pub fn record_name(r: &api::DnsRecord) -> String {
@@ -307,7 +307,7 @@ fn record_parts<'a>(
         None => Target::NoTarget,
         Some(t) => guests
             .get(&format!("{ns}/{}", t.name))
-            .map_or(Target::Missing, |ips| Target::Ips(ips.clone())),
+            .map_or(Target::Missing, |s| Target::Ips(s.addresses(t.nic.as_deref()))),
     };
     Ok((dns, id, target))
 }
@@ -401,7 +401,7 @@ fn proxy_parts<'a>(
         .spec
         .target
         .as_ref()
-        .and_then(|t| guests.get(&format!("{ns}/{}", t.name)).cloned());
+        .and_then(|t| Some(guests.get(&format!("{ns}/{}", t.name))?.addresses(t.nic.as_deref())));
     Ok((client, id, ips))
 }
 

@@ -14,7 +14,7 @@ use kube::{
 
 use super::{
     context::Context,
-    shared::{Error, StatusWriter, error_policy as shared_error_policy, guest_ips, identity, publish_all, reconcile_kind, targeting},
+    shared::{Error, StatusWriter, error_policy as shared_error_policy, guest_addresses, identity, publish_all, reconcile_kind, targeting},
 };
 use crate::{
     api::{DnsRecord, ProxmoxGuest},
@@ -40,7 +40,7 @@ fn client<'a>(ctx: &'a Context, r: &DnsRecord) -> Result<&'a crate::providers::d
 /// The target guest's addresses, read from the apiserver.
 async fn target(ctx: &Context, r: &DnsRecord) -> Result<Target, Error> {
     let Some(t) = &r.spec.target else { return Ok(Target::NoTarget) };
-    Ok(guest_ips(ctx, &r.namespace().unwrap_or_default(), &t.name)
+    Ok(guest_addresses(ctx, &r.namespace().unwrap_or_default(), &t.name, t.nic.as_deref())
         .await?
         .map_or(Target::Missing, Target::Ips))
 }

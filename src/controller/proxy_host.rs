@@ -14,7 +14,7 @@ use kube::{
 
 use super::{
     context::Context,
-    shared::{Error, StatusWriter, error_policy as shared_error_policy, guest_ips, identity, publish_all, reconcile_kind, targeting},
+    shared::{Error, StatusWriter, error_policy as shared_error_policy, guest_addresses, identity, publish_all, reconcile_kind, targeting},
 };
 use crate::{
     api::{ProxmoxGuest, ProxyHost},
@@ -40,7 +40,7 @@ fn client<'a>(ctx: &'a Context, r: &ProxyHost) -> Result<&'a crate::providers::n
 /// The target guest's addresses (`None` while it does not exist).
 async fn target_ips(ctx: &Context, r: &ProxyHost) -> Result<Option<Vec<String>>, Error> {
     let Some(t) = &r.spec.target else { return Ok(None) };
-    guest_ips(ctx, &r.namespace().unwrap_or_default(), &t.name).await
+    guest_addresses(ctx, &r.namespace().unwrap_or_default(), &t.name, t.nic.as_deref()).await
 }
 
 async fn apply(r: &ProxyHost, ctx: &Context, writer: &StatusWriter<ProxyHost>) -> Result<Action, Error> {

@@ -370,14 +370,15 @@ pub fn identity<K: Resource>(obj: &K) -> crate::reconcile::proxmox_guest::GuestI
     crate::reconcile::proxmox_guest::GuestIdentity::new(&obj.namespace().unwrap_or_default(), &obj.name_any(), obj.uid().as_deref())
 }
 
-/// `status.ips` of the ProxmoxGuest `name` in `namespace`; `None` while it does not exist.
-pub async fn guest_ips(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Vec<String>>, Error> {
+/// The addresses of the ProxmoxGuest `name`'s NIC `nic` (default the first);
+/// `None` while the guest does not exist.
+pub async fn guest_addresses(ctx: &Context, namespace: &str, name: &str, nic: Option<&str>) -> Result<Option<Vec<String>>, Error> {
     let guests: Api<api::ProxmoxGuest> = Api::namespaced(ctx.client.clone(), namespace);
     Ok(guests
         .get_opt(name)
         .await
         .map_err(Error::Kube)?
-        .map(|g| g.status.map(|s| s.ips).unwrap_or_default()))
+        .map(|g| g.status.map(|s| s.addresses(nic)).unwrap_or_default()))
 }
 
 /// The objects in `store` whose target is `guest` (for `Controller::watches`).

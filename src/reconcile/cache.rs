@@ -25,6 +25,8 @@ pub struct ClusterCache {
     /// Guests placed on a node but not yet running there (so not in the node's
     /// memory figures), by cluster and resource UID: (node, bytes, when).
     placed: Mutex<HashMap<String, HashMap<String, Placement>>>,
+    /// Nodes' storages, bridges and images, for the checks before a creation.
+    pub inventory: super::inventory::InventoryCache,
 }
 
 /// A recent placement: node, memory in bytes, when.
@@ -40,6 +42,7 @@ impl ClusterCache {
             slots: Mutex::new(HashMap::new()),
             reserved: Mutex::new(HashMap::new()),
             placed: Mutex::new(HashMap::new()),
+            inventory: super::inventory::InventoryCache::new(ttl),
         }
     }
 

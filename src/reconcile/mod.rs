@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod dns_record;
+pub mod inventory;
 pub mod proxmox_guest;
 pub mod proxy_host;
 

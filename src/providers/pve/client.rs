@@ -339,29 +339,63 @@ impl PveApi for PveClient {
         Ok(())
     }
 
-    async fn guest_ips(&self, node: &str, kind: GuestKind, vmid: u32) -> Result<Vec<String>, Error> {
-        let mut ips: Vec<String> = match kind {
+    async fn guest_interfaces(&self, node: &str, kind: GuestKind, vmid: u32) -> Result<Vec<GuestNic>, Error> {
+        let nics: Vec<GuestNic> = match kind {
             GuestKind::Qemu => {
                 let path = format!("{}/agent/network-get-interfaces", Self::guest_path(node, kind, vmid));
-                let a: AgentInterfaces = self.call(Method::Get, "guest_ips", &path, &vec![]).await?;
+                let a: AgentInterfaces = self.call(Method::Get, "guest_interfaces", &path, &vec![]).await?;
                 a.result
                     .into_iter()
-                    .flat_map(|i| i.ip_addresses.into_iter().map(|a| a.ip_address))
+                    .map(|i| GuestNic {
+                        name: i.name,
+                        mac: i.hardware_address,
+                        ips: i.ip_addresses.into_iter().map(|a| a.ip_address).collect(),
+                    })
                     .collect()
             }
             GuestKind::Lxc => {
                 let path = format!("{}/interfaces", Self::guest_path(node, kind, vmid));
-                let list: Vec<LxcInterface> = self.call(Method::Get, "guest_ips", &path, &vec![]).await?;
+                let list: Vec<LxcInterface> = self.call(Method::Get, "guest_interfaces", &path, &vec![]).await?;
                 list.into_iter()
-                    .flat_map(|i| [i.inet, i.inet6])
-                    .flatten()
-                    .map(|cidr| cidr.split('/').next().unwrap_or_default().to_string())
+                    .map(|i| GuestNic {
+                        name: i.name,
+                        mac: i.hwaddr,
+                        ips: [i.inet, i.inet6]
+                            .into_iter()
+                            .flatten()
+                            .map(|cidr| cidr.split('/').next().unwrap_or_default().to_string())
+                            .collect(),
+                    })
                     .collect()
             }
         };
-        ips.retain(|ip| usable_ip(ip));
-        ips.dedup();
-        Ok(ips)
+        Ok(nics
+            .into_iter()
+            .map(|mut n| {
+                n.mac = n.mac.map(|m| m.to_uppercase());
+                n.ips.retain(|ip| usable_ip(ip));
+                n.ips.dedup();
+                n
+            })
+            .filter(|n| n.name != "lo")
+            .collect())
+    }
+
+    async fn node_storages(&self, node: &str) -> Result<Vec<StorageInfo>, Error> {
+        let path = format!("/nodes/{}/storage", urlencode_path(node));
+        self.call(Method::Get, "node_storages", &path, &vec![]).await
+    }
+
+    async fn storage_content(&self, node: &str, storage: &str, content: Option<&str>) -> Result<Vec<StorageVolume>, Error> {
+        let path = format!("/nodes/{}/storage/{}/content", urlencode_path(node), urlencode_path(storage));
+        let params: Params = content.map(|c| vec![("content".to_string(), c.to_string())]).unwrap_or_default();
+        self.call(Method::Get, "storage_content", &path, &params).await
+    }
+
+    async fn node_bridges(&self, node: &str) -> Result<Vec<NetworkInterface>, Error> {
+        let path = format!("/nodes/{}/network", urlencode_path(node));
+        self.call(Method::Get, "node_bridges", &path, &p(&[("type", "any_bridge".into())]))
+            .await
     }
 }
 

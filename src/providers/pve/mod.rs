@@ -83,5 +83,15 @@ pub trait PveApi: Send + Sync {
         params: Params,
     ) -> impl Future<Output = Result<(), Error>> + Send;
     fn delete_firewall_rule(&self, node: &str, kind: GuestKind, vmid: u32, pos: u64) -> impl Future<Output = Result<(), Error>> + Send;
-    fn guest_ips(&self, node: &str, kind: GuestKind, vmid: u32) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
+    /// The guest's interfaces with their addresses (loopback left out).
+    fn guest_interfaces(&self, node: &str, kind: GuestKind, vmid: u32) -> impl Future<Output = Result<Vec<GuestNic>, Error>> + Send;
+    fn node_storages(&self, node: &str) -> impl Future<Output = Result<Vec<StorageInfo>, Error>> + Send;
+    fn storage_content(
+        &self,
+        node: &str,
+        storage: &str,
+        content: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<StorageVolume>, Error>> + Send;
+    /// The node's bridges (Linux, OVS and SDN vnets: what a NIC can be plugged into).
+    fn node_bridges(&self, node: &str) -> impl Future<Output = Result<Vec<NetworkInterface>, Error>> + Send;
 }

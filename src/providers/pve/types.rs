@@ -130,6 +130,64 @@ pub struct FirewallRuleEntry {
     pub enable: bool,
 }
 
+/// One entry of `GET /nodes/{node}/storage`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct StorageInfo {
+    pub storage: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Comma-separated content types (`images,rootdir`).
+    #[serde(default)]
+    pub content: String,
+    #[serde(default, deserialize_with = "de::bool_lenient")]
+    pub active: bool,
+    #[serde(default, deserialize_with = "de::bool_lenient")]
+    pub shared: bool,
+}
+
+impl StorageInfo {
+    pub fn accepts(&self, content: &str) -> bool {
+        self.content.split(',').any(|c| c.trim() == content)
+    }
+}
+
+/// One entry of `GET /nodes/{node}/storage/{storage}/content`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct StorageVolume {
+    pub volid: String,
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub format: Option<String>,
+    #[serde(default, deserialize_with = "de::u64_lenient")]
+    pub size: u64,
+    #[serde(default, deserialize_with = "de::opt_u64_lenient")]
+    pub ctime: Option<u64>,
+    #[serde(default, deserialize_with = "de::opt_u64_lenient")]
+    pub vmid: Option<u64>,
+}
+
+/// One entry of `GET /nodes/{node}/network`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct NetworkInterface {
+    pub iface: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, deserialize_with = "de::bool_lenient")]
+    pub active: bool,
+}
+
+/// A guest's network interface as its agent (QEMU) or the container runtime (LXC) reports it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GuestNic {
+    /// Name inside the guest (`eth0`, `ens18`).
+    pub name: String,
+    /// Hardware address, upper case.
+    pub mac: Option<String>,
+    /// Usable addresses (no loopback, no link-local).
+    pub ips: Vec<String>,
+}
+
 /// QEMU guest agent `network-get-interfaces` answer.
 #[derive(Clone, Debug, Deserialize)]
 pub struct AgentInterfaces {
@@ -139,6 +197,8 @@ pub struct AgentInterfaces {
 #[derive(Clone, Debug, Deserialize)]
 pub struct AgentInterface {
     pub name: String,
+    #[serde(rename = "hardware-address", default)]
+    pub hardware_address: Option<String>,
     #[serde(rename = "ip-addresses", default)]
     pub ip_addresses: Vec<AgentIp>,
 }
@@ -153,6 +213,8 @@ pub struct AgentIp {
 #[derive(Clone, Debug, Deserialize)]
 pub struct LxcInterface {
     pub name: String,
+    #[serde(default)]
+    pub hwaddr: Option<String>,
     #[serde(default)]
     pub inet: Option<String>,
     #[serde(default)]

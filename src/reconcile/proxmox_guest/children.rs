@@ -45,6 +45,7 @@ pub fn proxy_hosts(guest: &ProxmoxGuest) -> Vec<ProxyHost> {
                 name,
                 port: p.port,
                 scheme: p.scheme,
+                nic: p.nic.clone(),
             }),
             tls: p.tls.clone(),
             websockets: p.websockets,
@@ -79,7 +80,10 @@ pub fn dns_records(guest: &ProxmoxGuest) -> Vec<DnsRecord> {
                 record_type,
                 ttl: dns.ttl.unwrap_or(300),
                 values: vec![],
-                target: Some(GuestTarget { name: name.clone() }),
+                target: Some(GuestTarget {
+                    name: name.clone(),
+                    nic: dns.nic.clone(),
+                }),
                 policy: RecordPolicy::Sync,
                 deletion_policy: DeletionPolicy::Delete,
                 adopt: false,
@@ -133,7 +137,13 @@ mod tests {
         assert_eq!(r[0].metadata.name.as_deref(), Some("web01-dns"));
         assert_eq!((r[0].spec.record_type, r[1].spec.record_type), (RecordType::A, RecordType::AAAA));
         assert_eq!(r[0].spec.name, "web01");
-        assert_eq!(r[0].spec.target, Some(GuestTarget { name: "web01".into() }));
+        assert_eq!(
+            r[0].spec.target,
+            Some(GuestTarget {
+                name: "web01".into(),
+                nic: None
+            })
+        );
         let owner = &r[0].metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
@@ -152,7 +162,8 @@ mod tests {
             Some(ProxyTarget {
                 name: "web01".into(),
                 port: 8080,
-                scheme: api::Scheme::Http
+                scheme: api::Scheme::Http,
+                nic: None,
             })
         );
         assert!(p[0].spec.websockets);

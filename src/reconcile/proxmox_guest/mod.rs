@@ -1,9 +1,11 @@
 //! ProxmoxGuest: observe the guest, plan, apply, report.
 
+pub mod addresses;
 pub mod children;
 pub mod desired;
 pub mod identity;
 pub mod plan;
+pub mod references;
 
 use std::time::Duration;
 
@@ -190,6 +192,9 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
                 Err(b) => blocked = Some(b),
             }
         }
+        if let (None, Some(node), Some(src)) = (&blocked, &placement, &source) {
+            blocked = check_references(ctx, spec, node, src).await?;
+        }
         if blocked.is_none() && status.vmid.is_none() && spec.vmid.is_none() && !ctx.dry_run {
             let vmid = ctx
                 .cache
@@ -242,20 +247,26 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
             status.vmid = Some(g.vmid);
             status.node = Some(g.node.clone());
             status.state = Some(if g.running { "running" } else { "stopped" }.into());
-            if g.running && g.config.is_some() {
-                status.ips = ctx
+            if g.running
+                && let Some(cfg) = &g.config
+            {
+                let nics = ctx
                     .api
-                    .guest_ips(&g.node, kind_of(spec.guest_type), g.vmid)
+                    .guest_interfaces(&g.node, kind_of(spec.guest_type), g.vmid)
                     .await
                     .unwrap_or_default();
+                status.ips = nics.iter().flat_map(|n| n.ips.iter().cloned()).collect();
+                status.interfaces = addresses::interfaces(cfg, &nics);
             } else if !g.running {
                 status.ips.clear();
+                status.interfaces.clear();
             }
         }
         None => {
             status.state = Some("absent".into());
             status.node = placement.clone().or(status.node.take());
             status.ips.clear();
+            status.interfaces.clear();
         }
     }
 
@@ -520,6 +531,30 @@ fn resolve_source(spec: &ProxmoxGuestSpec, resources: &[ClusterResource]) -> Res
     })
 }
 
+/// Whether the node has what the spec references; `Some` names what is missing.
+async fn check_references<P: PveApi>(
+    ctx: &GuestCtx<'_, P>,
+    spec: &ProxmoxGuestSpec,
+    node: &str,
+    source: &ResolvedSource,
+) -> Result<Option<Blocked>, ReconcileError> {
+    let refs = references::references(spec, source);
+    let inventory = ctx
+        .cache
+        .inventory
+        .node(ctx.cluster, node, ctx.api, &refs.listings())
+        .await
+        .map_err(|e| ReconcileError::pve(format!("listing storages and bridges of node {node}"), e))?;
+    let missing = references::missing(node, &refs, &inventory);
+    if !missing.is_empty() {
+        ctx.cache.inventory.forget(ctx.cluster, node).await;
+    }
+    Ok((!missing.is_empty()).then(|| Blocked {
+        reason: "MissingReference",
+        message: format!("{}; fix the spec or add them on the node", missing.join("; ")),
+    }))
+}
+
 /// The fixed node, or the online allowed node with the most free memory,
 /// counting the guests this process placed moments ago (a batch created at
 /// once spreads instead of piling onto one node).
@@ -529,10 +564,19 @@ async fn choose_node<P: PveApi>(
     spec: &ProxmoxGuestSpec,
     source: Option<&ResolvedSource>,
 ) -> Result<Result<String, Blocked>, ReconcileError> {
-    if let Some(n) = &spec.node {
-        return Ok(Ok(n.clone()));
-    }
     let nodes = ctx.api.nodes().await.map_err(|e| ReconcileError::pve("listing nodes", e))?;
+    if let Some(n) = &spec.node {
+        return Ok(match nodes.iter().any(|i| &i.node == n) {
+            true => Ok(n.clone()),
+            false => Err(Blocked {
+                reason: "NodeNotFound",
+                message: format!(
+                    "node '{n}' is not in the cluster (it has {}); fix spec.node",
+                    nodes.iter().map(|i| i.node.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            }),
+        });
+    }
     let placed = ctx.cache.placements_besides(ctx.cluster, uid);
     let free = |n: &pve::NodeInfo| n.free_memory().saturating_sub(placed.get(&n.node).copied().unwrap_or(0));
     let best = nodes

@@ -7,6 +7,7 @@ use super::state::*;
 
 impl State {
     pub(super) fn guest_interfaces(&mut self, t: &str, node: &str, kind: &str, vmid: u32) -> Result<Value, SimError> {
+        let delay = self.config.agent_delay;
         match t {
             "/nodes/{node}/{kind}/{vmid}/agent/network-get-interfaces" => {
                 let g = self.guest_mut(node, kind, vmid)?;
@@ -16,14 +17,17 @@ impl State {
                 if !g.running {
                     return Err(fail(500, format!("VM {vmid} is not running")));
                 }
+                if !g.agent_up(delay) {
+                    return Err(fail(500, "QEMU guest agent is not running"));
+                }
                 let mut ifaces = vec![json!({"name": "lo", "hardware-address": "00:00:00:00:00:00",
                     "ip-addresses": [{"ip-address": "127.0.0.1", "ip-address-type": "ipv4", "prefix": 8}]})];
-                for (i, (ip4, ip6)) in guest_addresses(g).into_iter().enumerate() {
-                    let mut addrs = vec![json!({"ip-address": ip4, "ip-address-type": "ipv4", "prefix": 24})];
-                    if let Some(ip6) = ip6 {
+                for n in guest_addresses(g) {
+                    let mut addrs = vec![json!({"ip-address": n.ip4, "ip-address-type": "ipv4", "prefix": 24})];
+                    if let Some(ip6) = n.ip6 {
                         addrs.push(json!({"ip-address": ip6, "ip-address-type": "ipv6", "prefix": 64}));
                     }
-                    ifaces.push(json!({"name": format!("eth{i}"), "hardware-address": "bc:24:11:00:00:01", "ip-addresses": addrs}));
+                    ifaces.push(json!({"name": n.name, "hardware-address": n.mac, "ip-addresses": addrs}));
                 }
                 Ok(json!({ "result": ifaces }))
             }
@@ -33,9 +37,9 @@ impl State {
                     return Err(fail(500, format!("CT {vmid} not running")));
                 }
                 let mut list = vec![json!({"name": "lo", "hwaddr": "00:00:00:00:00:00", "inet": "127.0.0.1/8", "inet6": "::1/128"})];
-                for (i, (ip4, ip6)) in guest_addresses(g).into_iter().enumerate() {
-                    let mut e = json!({"name": format!("eth{i}"), "hwaddr": "bc:24:11:00:00:02", "inet": format!("{ip4}/24")});
-                    if let Some(ip6) = ip6 {
+                for n in guest_addresses(g) {
+                    let mut e = json!({"name": n.name, "hwaddr": n.mac, "inet": format!("{}/24", n.ip4)});
+                    if let Some(ip6) = n.ip6 {
                         e["inet6"] = json!(format!("{ip6}/64"));
                     }
                     list.push(e);
@@ -47,35 +51,56 @@ impl State {
     }
 }
 
-/// Addresses a guest would get: static ones from its config, a documentation
-/// address (TEST-NET-1) standing in for a DHCP lease.
-pub(super) fn guest_addresses(g: &SimGuest) -> Vec<(String, Option<String>)> {
+/// A NIC as the guest sees it.
+pub(super) struct SeenNic {
+    pub name: String,
+    pub mac: String,
+    pub ip4: String,
+    pub ip6: Option<String>,
+}
+
+/// The NICs a guest would bring up: one per `netN`, with the MAC from its
+/// config, static addresses from the config, and a documentation address
+/// (TEST-NET-1) standing in for a DHCP lease.
+pub(super) fn guest_addresses(g: &SimGuest) -> Vec<SeenNic> {
     let mut out = Vec::new();
-    for i in 0..8 {
+    for i in 0..32u32 {
+        let Some(net) = g.get(&format!("net{i}")) else { continue };
+        let items = split_props(&net);
+        let mac = if g.kind == "qemu" {
+            items
+                .iter()
+                .find(|(k, _)| k.as_deref().is_some_and(|k| NIC_MODELS.contains(&k)))
+                .map(|(_, v)| v.clone())
+        } else {
+            prop(&items, "hwaddr").map(str::to_string)
+        };
         let (ip, ip6) = if g.kind == "qemu" {
-            let Some(cfg) = g.get(&format!("ipconfig{i}")) else {
-                if i == 0 && g.get("net0").is_some() {
-                    out.push((format!("192.0.2.{}", g.vmid % 200 + 10), None));
-                }
-                continue;
-            };
+            let cfg = g.get(&format!("ipconfig{i}")).unwrap_or_default();
             let items = split_props(&cfg);
             (prop(&items, "ip").map(str::to_string), prop(&items, "ip6").map(str::to_string))
         } else {
-            let Some(net) = g.get(&format!("net{i}")) else {
-                continue;
-            };
-            let items = split_props(&net);
             (prop(&items, "ip").map(str::to_string), prop(&items, "ip6").map(str::to_string))
         };
-        let v4 = match ip.as_deref() {
+        let ip4 = match ip.as_deref() {
             Some(a) if a != "dhcp" => a.split('/').next().unwrap_or_default().to_string(),
             _ => format!("192.0.2.{}", g.vmid % 200 + 10 + i),
         };
-        let v6 = ip6
+        let ip6 = ip6
             .filter(|a| a != "dhcp" && a != "auto")
             .map(|a| a.split('/').next().unwrap_or_default().to_string());
-        out.push((v4, v6));
+        let name = match prop(&items, "name") {
+            Some(n) => n.to_string(),
+            None if g.kind == "qemu" => format!("ens{}", 18 + i),
+            None => format!("eth{i}"),
+        };
+        out.push(SeenNic {
+            name,
+            // Guests report MACs in lower case.
+            mac: mac.unwrap_or_default().to_lowercase(),
+            ip4,
+            ip6,
+        });
     }
     out
 }

@@ -34,9 +34,7 @@ impl State {
                 return Err(param_fail(key, format!("invalid format - unable to parse volume ID '{file}'")));
             };
             let is_iso = rest.starts_with("iso/");
-            if !self.config.storages.iter().any(|s| s == storage) {
-                return Err(fail(500, format!("storage '{storage}' does not exist")));
-            }
+            self.storage(storage)?;
             if is_iso {
                 if !self.config.volumes.iter().any(|v| v == &file) {
                     return Err(fail(500, format!("volume '{file}' does not exist")));
@@ -52,6 +50,7 @@ impl State {
             }
             if let Ok(gib) = rest.parse::<f64>() {
                 // New volume: STORAGE:SIZE_IN_GiB.
+                self.check_volume_storage(kind, key, storage)?;
                 let marker = format!("-{vmid}-disk-");
                 let n = self.guests.get(&vmid).map_or(0, |g| {
                     g.config
@@ -118,7 +117,11 @@ impl State {
                 let mac = self.new_mac();
                 items.push((Some("hwaddr".into()), mac));
             }
+            // PVE plugs a NIC into its bridge when the guest starts; only a
+            // running guest (hot-plug) finds out at config time.
+            let running = self.guests.get(&vmid).is_some_and(|g| g.running);
             if let Some(bridge) = prop(&items, "bridge")
+                && running
                 && !self.config.bridges.iter().any(|b| b == bridge)
             {
                 return Err(fail(500, format!("bridge '{bridge}' does not exist")));
@@ -199,6 +202,7 @@ impl State {
         failure: Option<String>,
     ) -> Result<Value, SimError> {
         self.check_node(node)?;
+        self.check_pool(params)?;
         let vmid: u32 = params
             .get("vmid")
             .and_then(|v| v.parse().ok())
@@ -279,6 +283,7 @@ impl State {
         failure: Option<String>,
     ) -> Result<Value, SimError> {
         let newid: u32 = params.get("newid").and_then(|v| v.parse().ok()).unwrap_or(0);
+        self.check_pool(params)?;
         let source = self.guest_mut(node, kind, src)?.clone();
         Self::unlocked(&source)?;
         if self.guests.contains_key(&newid) {
@@ -292,9 +297,7 @@ impl State {
             if !full {
                 return Err(fail(500, "parameter 'storage' not allowed for linked clones"));
             }
-            if !self.config.storages.contains(storage) {
-                return Err(fail(500, format!("storage '{storage}' does not exist")));
-            }
+            self.check_volume_storage(kind, "storage", storage)?;
         }
         let target = params.get("target").cloned().unwrap_or_else(|| node.to_string());
         self.check_node(&target)?;
@@ -342,5 +345,13 @@ impl State {
         self.guests.insert(newid, g);
         let task = if kind == "lxc" { "vzclone" } else { "qmclone" };
         Ok(self.start_task(node, task, &src.to_string(), Effect::Created(newid), failure))
+    }
+
+    /// PVE checks the pool before anything else (RPCEnvironment::check_pool_exist).
+    fn check_pool(&self, params: &BTreeMap<String, String>) -> Result<(), SimError> {
+        match params.get("pool") {
+            Some(p) if !self.config.pools.contains(p) => Err(fail(403, format!("Permission check failed (pool '{p}' does not exist)"))),
+            _ => Ok(()),
+        }
     }
 }

@@ -10,6 +10,7 @@ mod props;
 mod routes;
 pub mod schema;
 mod state;
+mod storage;
 
 use std::{
     collections::BTreeMap,
@@ -23,6 +24,7 @@ use serde_json::{Value, json};
 pub use schema::PveSchema;
 use state::State;
 pub use state::{SimGuest, SimNode};
+pub use storage::SimStorage;
 
 use super::{
     faults::{FaultKind, Faults},
@@ -33,13 +35,17 @@ use super::{
 #[derive(Clone, Debug)]
 pub struct PveSimConfig {
     pub nodes: Vec<SimNode>,
-    pub storages: Vec<String>,
+    pub storages: Vec<SimStorage>,
     pub bridges: Vec<String>,
+    /// Resource pools (`/pools`).
+    pub pools: Vec<String>,
     /// Volumes that exist on every node (`local:vztmpl/…`, `local:iso/…`).
     pub volumes: Vec<String>,
     pub token_id: String,
     pub token_secret: String,
     pub task_duration: Duration,
+    /// How long after a QEMU guest boots its agent starts answering.
+    pub agent_delay: Duration,
     pub tls: bool,
 }
 
@@ -66,8 +72,13 @@ impl Default for PveSimConfig {
                     online: true,
                 },
             ],
-            storages: vec!["local".into(), "local-lvm".into(), "tank".into()],
+            storages: vec![
+                SimStorage::new("local", "dir", "iso,vztmpl,backup"),
+                SimStorage::new("local-lvm", "lvmthin", "images,rootdir"),
+                SimStorage::new("tank", "zfspool", "images,rootdir"),
+            ],
             bridges: vec!["vmbr0".into(), "vmbr1".into()],
+            pools: vec!["homelab".into()],
             volumes: vec![
                 "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into(),
                 "local:vztmpl/alpine-3.22-default_20250617_amd64.tar.xz".into(),
@@ -76,6 +87,7 @@ impl Default for PveSimConfig {
             token_id: "operator@pve!homelab".into(),
             token_secret: "5e1f0c1a-sim0-4b8e-9c1d-000000000000".into(),
             task_duration: Duration::from_millis(300),
+            agent_delay: Duration::ZERO,
             tls: true,
         }
     }
@@ -138,6 +150,16 @@ impl PveSim {
     /// Insert a guest as if someone made it in the Proxmox UI.
     pub fn add_guest(&self, guest: SimGuest) {
         self.state.lock().unwrap().insert_guest(guest);
+    }
+
+    /// Upload an ISO image or container template (`local:iso/…`) to every node.
+    pub fn add_volume(&self, volid: &str) {
+        self.state.lock().unwrap().config.volumes.push(volid.into());
+    }
+
+    /// Create a bridge on every node.
+    pub fn add_bridge(&self, name: &str) {
+        self.state.lock().unwrap().config.bridges.push(name.into());
     }
 
     /// Change a guest's config behind the operator's back (drift).

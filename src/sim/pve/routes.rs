@@ -40,6 +40,13 @@ impl State {
                 };
                 Ok(Value::Array([vec![json!({"n": 1, "t": "starting task"})], last].concat()))
             }
+            ("GET", "/nodes/{node}/storage") => self.node_storages(&node, p),
+            ("GET", "/nodes/{node}/storage/{storage}/content") => self.storage_content(
+                &node,
+                p.get("storage").map_or("", String::as_str),
+                p.get("content").map(String::as_str),
+            ),
+            ("GET", "/nodes/{node}/network") => self.node_network(&node, p.get("type").map(String::as_str)),
             ("POST", "/nodes/{node}/{kind}") => self.create(&node, kind, p, failure),
             ("POST", "/nodes/{node}/{kind}/{vmid}/clone") => self.clone_guest(&node, kind, vmid, p, failure),
             ("GET", "/nodes/{node}/{kind}/{vmid}/config") => {
@@ -119,7 +126,7 @@ impl State {
                 let mut out = json!({
                     "vmid": vmid, "status": if g.running { "running" } else { "stopped" },
                     "name": g.get("name").or_else(|| g.get("hostname")), "maxmem": g.memory_bytes(), "cpus": 1,
-                    "uptime": if g.running { 3600 } else { 0 }, "ha": {"managed": 0},
+                    "uptime": g.uptime(), "ha": {"managed": 0},
                 });
                 if let Some(l) = &g.lock {
                     out["lock"] = json!(l);

@@ -29,6 +29,8 @@ pub struct SimGuest {
     pub pending: BTreeMap<String, String>,
     pub pending_delete: BTreeSet<String>,
     pub running: bool,
+    /// When it was started or rebooted here (`None`: running since before the simulation).
+    pub started_at: Option<Instant>,
     pub lock: Option<String>,
     pub template: bool,
     pub snapshots: BTreeMap<String, (BTreeMap<String, Value>, u64)>,
@@ -46,6 +48,7 @@ impl SimGuest {
             pending: BTreeMap::new(),
             pending_delete: BTreeSet::new(),
             running: false,
+            started_at: None,
             lock: None,
             template,
             snapshots: BTreeMap::new(),
@@ -59,6 +62,21 @@ impl SimGuest {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         })
+    }
+
+    /// Seconds since it started, as PVE counts them (whole seconds); a guest
+    /// running since before the simulation has been up an hour.
+    pub fn uptime(&self) -> u64 {
+        match (self.running, self.started_at) {
+            (false, _) => 0,
+            (true, None) => 3600,
+            (true, Some(at)) => at.elapsed().as_secs(),
+        }
+    }
+
+    /// Whether the guest agent answers yet (it starts `delay` after boot).
+    pub fn agent_up(&self, delay: std::time::Duration) -> bool {
+        self.running && self.started_at.is_none_or(|at| at.elapsed() >= delay)
     }
 
     pub(super) fn what(&self) -> &'static str {
@@ -192,7 +210,14 @@ impl State {
     pub(super) fn effect_failure(&self, e: &Effect) -> Option<String> {
         let g = |vmid: &u32| self.guests.get(vmid);
         match e {
-            Effect::Start(v) => g(v).filter(|g| g.running).map(|g| format!("{} {v} already running", g.what())),
+            Effect::Start(v) => g(v).and_then(|g| {
+                if g.running {
+                    return Some(format!("{} {v} already running", g.what()));
+                }
+                let mut next = g.clone();
+                next.apply_pending();
+                self.missing_bridge(&next).map(|b| format!("bridge '{b}' does not exist"))
+            }),
             Effect::Stop(v) | Effect::Reboot(v) => g(v).filter(|g| !g.running).map(|g| format!("{} {v} not running", g.what())),
             _ => None,
         }
@@ -220,6 +245,7 @@ impl State {
                 if let Some(g) = self.guests.get_mut(&v) {
                     g.apply_pending();
                     g.running = true;
+                    g.started_at = Some(Instant::now());
                 }
             }
             Effect::Stop(v) => {
@@ -230,6 +256,7 @@ impl State {
             Effect::Reboot(v) => {
                 if let Some(g) = self.guests.get_mut(&v) {
                     g.apply_pending();
+                    g.started_at = Some(Instant::now());
                 }
             }
             Effect::Delete(v) => {
@@ -350,7 +377,7 @@ impl State {
                     "name": g.get("name").or_else(|| g.get("hostname")), "node": g.node,
                     "status": if g.running { "running" } else { "stopped" }, "template": g.template as u8,
                     "maxmem": g.memory_bytes(), "mem": if g.running { g.memory_bytes() / 3 } else { 0 },
-                    "cpu": 0, "maxcpu": 2, "disk": 0, "maxdisk": 0, "uptime": if g.running { 3600 } else { 0 },
+                    "cpu": 0, "maxcpu": 2, "disk": 0, "maxdisk": 0, "uptime": g.uptime(),
                     "netin": 0, "netout": 0, "diskread": 0, "diskwrite": 0,
                 });
                 if let Some(t) = g.tags() {
