@@ -1,7 +1,7 @@
 //! Benchmark: converge N guests over 3 simulated nodes with API latency and
 //! task durations, then measure a steady-state resync.
 //!
-//!     cargo run --release --example bench -- [GUESTS] [LATENCY_MS] [TASK_MS]
+//!     cargo run --release --example bench -- [GUESTS] [LATENCY_MS] [TASK_MS] [CONCURRENCY]
 //!
 //! Reports convergence time, outside calls per created guest, outside calls
 //! per steady-state resync, and peak RSS of the whole process (operator and
@@ -57,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
     let n = *args.first().unwrap_or(&1000);
     let latency = Duration::from_millis(*args.get(1).unwrap_or(&20) as u64);
     let task = Duration::from_millis(*args.get(2).unwrap_or(&500) as u64);
+    let concurrency = *args.get(3).unwrap_or(&64);
 
     let sim = PveSim::with_defaults(PveSimConfig {
         task_duration: task,
@@ -76,9 +77,9 @@ async fn main() -> anyhow::Result<()> {
     let engine = Engine::new(&config, metrics.clone())?;
     let guests: Vec<ProxmoxGuest> = (0..n).map(guest).collect();
 
-    println!("converging {n} LXC guests over 3 nodes, {latency:?} per API call, {task:?} per task");
+    println!("converging {n} LXC guests over 3 nodes, {latency:?} per API call, {task:?} per task, {concurrency} at once");
     let start = Instant::now();
-    let results = oneshot::apply_all(&engine, &guests, 64, Duration::from_secs(1800), &|_| {}).await;
+    let results = oneshot::apply_all(&engine, &guests, concurrency, Duration::from_secs(1800), &|_| {}).await;
     let converge = start.elapsed();
     let failed = results.iter().filter(|r| r.error.is_some()).count();
     let create_calls = sim.total_calls();
@@ -103,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(11)).await;
     sim.reset_calls();
     let resync_start = Instant::now();
-    let resync = oneshot::apply_all(&engine, &settled, 64, Duration::from_secs(600), &|_| {}).await;
+    let resync = oneshot::apply_all(&engine, &settled, concurrency, Duration::from_secs(600), &|_| {}).await;
     let resync_time = resync_start.elapsed();
     let resync_calls = sim.total_calls();
     let ready = resync

@@ -117,7 +117,12 @@ pub struct ProxmoxEndpoint {
     pub tls: TlsTrust,
     /// Per-call timeout.
     pub timeout: std::time::Duration,
+    /// How long after a QEMU guest starts its agent is first asked for addresses.
+    pub agent_boot_grace: std::time::Duration,
 }
+
+/// Default `agentBootGraceSeconds`: a cloud image boots and starts qemu-guest-agent in about this long.
+pub const AGENT_BOOT_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// A DNS server the DnsRecord reconciler writes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,6 +195,7 @@ struct RawProxmox {
     #[serde(default)]
     insecure_skip_tls_verify: bool,
     timeout_seconds: Option<u64>,
+    agent_boot_grace_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -291,6 +297,7 @@ impl Config {
                     token_secret,
                     tls,
                     timeout,
+                    agent_boot_grace: r.agent_boot_grace_seconds.map_or(AGENT_BOOT_GRACE, std::time::Duration::from_secs),
                 },
             );
         }

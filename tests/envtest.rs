@@ -20,7 +20,9 @@ use homelab_operator::{
     api::{self, ProxmoxGuest},
     sim::{
         SimServer,
+        npm::NpmSim,
         pve::{PveSim, PveSimConfig},
+        technitium::TechnitiumSim,
     },
 };
 use kube::{
@@ -66,7 +68,9 @@ async fn namespace(client: &Client, name: &str) -> String {
 
 struct World {
     sim: Arc<PveSim>,
-    _server: SimServer,
+    dns: Arc<TechnitiumSim>,
+    npm: Arc<NpmSim>,
+    _servers: Vec<SimServer>,
     dir: tempfile::TempDir,
     config: PathBuf,
 }
@@ -78,23 +82,40 @@ async fn world(task_duration: Duration) -> World {
     })
     .unwrap();
     let server = sim.serve().await.unwrap();
+    // DNS and reverse proxy for the children `spec.dns` / `spec.proxy` make.
+    let dns = TechnitiumSim::new("dns-token-1", &["home.arpa"]).unwrap();
+    let dns_server = dns.serve().await.unwrap();
+    let npm = NpmSim::new("operator@home.arpa", "npm-secret-1").unwrap();
+    let npm_server = npm.serve().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (token_id, secret) = sim.token();
-    std::fs::write(dir.path().join("pve-token"), &secret).unwrap();
+    let file = |name: &str, content: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        p.display().to_string()
+    };
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
         format!(
-            "proxmox:\n  default:\n    url: {}\n    tokenId: \"{token_id}\"\n    tokenSecretFile: {}\n    fingerprint: \"{}\"\n",
+            "proxmox:\n  default:\n    url: {}\n    tokenId: \"{token_id}\"\n    tokenSecretFile: {}\n    fingerprint: \"{}\"\n\
+             dns:\n  default:\n    type: technitium\n    url: {}\n    tokenFile: {}\n\
+             proxy:\n  default:\n    type: nginx-proxy-manager\n    url: {}\n    identity: operator@home.arpa\n    secretFile: {}\n",
             server.url,
-            dir.path().join("pve-token").display(),
-            server.fingerprint.clone().unwrap()
+            file("pve-token", &secret),
+            server.fingerprint.clone().unwrap(),
+            dns_server.url,
+            file("dns-token", "dns-token-1"),
+            npm_server.url,
+            file("npm-secret", "npm-secret-1"),
         ),
     )
     .unwrap();
     World {
         sim,
-        _server: server,
+        dns,
+        npm,
+        _servers: vec![server, dns_server, npm_server],
         dir,
         config,
     }
@@ -394,4 +415,50 @@ async fn only_the_lease_holder_acts_and_a_killed_leader_is_replaced() {
     api.create(&PostParams::default(), &lxc("two", json!({}))).await.unwrap();
     wait_for(&api, "two", "Ready under the new leader", &second, |g| is_true(g, "Ready")).await;
     assert_eq!(w.sim.guests().len(), 2, "nothing created twice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn children_are_garbage_collected_with_their_guest() {
+    let plane = installed();
+    let client = plane.admin().await;
+    let ns = namespace(&client, "collected").await;
+    let w = world(Duration::from_millis(200)).await;
+    let mut op = Operator::start(plane, &w, &ns, &["--no-leader-election"], "gc-1");
+    let guests: Api<ProxmoxGuest> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({"dns": {"zone": "home.arpa"}, "proxy": {"domains": ["web.home.arpa"], "port": 8080}});
+    guests.create(&PostParams::default(), &lxc("web", spec)).await.unwrap();
+    wait_for(&guests, "web", "Ready with its children", &op, |g| is_true(g, "Ready")).await;
+    let records: Api<api::DnsRecord> = Api::namespaced(client.clone(), &ns);
+    let proxies: Api<api::ProxyHost> = Api::namespaced(client.clone(), &ns);
+    let record = records.get("web-dns").await.unwrap();
+    assert_eq!(record.owner_references()[0].name, "web");
+    assert!(proxies.get("web-proxy").await.is_ok());
+    assert!(!w.dns.records("web.home.arpa").is_empty());
+    assert_eq!(w.npm.hosts().len(), 1);
+
+    // The operator is gone and someone deletes the guest past its finalizer
+    // (an uninstall, a stuck namespace): kube-controller-manager's garbage
+    // collector deletes the children through their owner references.
+    op.kill9();
+    guests
+        .patch("web", &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"finalizers": null}})))
+        .await
+        .unwrap();
+    guests.delete("web", &DeleteParams::default()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while records.get("web-dns").await.unwrap().metadata.deletion_timestamp.is_none()
+        || proxies.get("web-proxy").await.unwrap().metadata.deletion_timestamp.is_none()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "children not collected");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Back up, the operator finishes the children's own cleanup outside.
+    let op = Operator::start(plane, &w, &ns, &["--no-leader-election"], "gc-2");
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while records.get_opt("web-dns").await.unwrap().is_some() || proxies.get_opt("web-proxy").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "children kept; log:\n{}", op.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(w.dns.records("web.home.arpa").is_empty(), "record removed from the DNS server");
+    assert!(w.npm.hosts().is_empty(), "proxy host removed from NPM");
 }

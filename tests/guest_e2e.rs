@@ -38,16 +38,24 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with(Duration::ZERO, None).await
+}
+
+/// A world whose QEMU agents start `agent_delay` after boot; the operator
+/// waits `grace` (default: as long as the agents take).
+async fn world_with(agent_delay: Duration, grace: Option<Duration>) -> World {
     let sim = PveSim::with_defaults(PveSimConfig {
         // Tasks finish at the next look: how many reconciles convergence takes
         // depends on the logic only, never on the machine's load.
         task_duration: Duration::ZERO,
+        agent_delay,
         ..Default::default()
     })
     .unwrap();
     let server = sim.serve().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ep = endpoint_for("default", &sim, &server, dir.path()).unwrap();
+    let mut ep = endpoint_for("default", &sim, &server, dir.path()).unwrap();
+    ep.agent_boot_grace = grace.unwrap_or(ep.agent_boot_grace);
     let config = Config {
         path: "test".into(),
         proxmox: [("default".to_string(), ep)].into(),
@@ -477,6 +485,9 @@ impl KillAfter<'_> {
 }
 
 impl PveApi for KillAfter<'_> {
+    fn agent_boot_grace(&self) -> Duration {
+        self.inner.agent_boot_grace()
+    }
     async fn cluster_resources(&self) -> Result<Vec<pve::ClusterResource>, pve::Error> {
         self.check(self.inner.cluster_resources().await)
     }
@@ -789,4 +800,75 @@ async fn a_batch_of_new_guests_spreads_over_the_allowed_nodes() {
     let on = |node: &str| w.sim.guests().iter().filter(|g| g.node == node).count();
     assert!(on("pve1") >= 2 && on("pve3") >= 2, "pve1: {}, pve3: {}", on("pve1"), on("pve3"));
     assert_eq!(on("pve2"), 0, "only allowed nodes");
+}
+
+/// Agent calls by outcome.
+fn agent_calls(w: &World, outcome: &str) -> i64 {
+    let text = w.metrics.render();
+    text.lines()
+        .filter(|l| l.contains("op=\"guest_interfaces\"") && l.contains(&format!("outcome=\"{outcome}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as i64
+}
+
+/// Reconcile a Ready guest as the controller would (sleeping the requeue it
+/// asks for) until its addresses are known.
+async fn until_addresses(w: &World, g: &ProxmoxGuest, status: ProxmoxGuestStatus) -> ProxmoxGuestStatus {
+    let ctx = w.engine.ctx("default", false).unwrap();
+    let id = oneshot::identity(g);
+    let sink = MemoryStatus::default();
+    *sink.0.lock().unwrap() = status;
+    let spec = g.effective_spec();
+    loop {
+        let status = sink.0.lock().unwrap().clone();
+        if !status.ips.is_empty() {
+            return status;
+        }
+        let obj = GuestObject {
+            id: &id,
+            spec: &spec,
+            status,
+            generation: Some(1),
+            ci_password: None,
+        };
+        let out = proxmox_guest::reconcile(&ctx, obj, &sink).await.unwrap();
+        assert!(
+            out.requeue < Duration::from_secs(60),
+            "comes back for the addresses soon: {:?}",
+            out.requeue
+        );
+        *sink.0.lock().unwrap() = out.status;
+        tokio::time::sleep(out.requeue).await;
+    }
+}
+
+#[tokio::test]
+async fn the_agent_is_asked_once_the_guest_has_booted() {
+    // Agents answer 2 s after boot and the operator waits that long: no call fails.
+    let w = world_with(Duration::from_secs(2), None).await;
+    let g = example("web01");
+    let r = apply(&w, &g).await;
+    assert!(ready(&r.status), "{:?}", r.status.conditions);
+    let s = until_addresses(&w, &g, r.status).await;
+    assert!(!s.interfaces.is_empty() && !s.interfaces[0].ips.is_empty(), "{s:?}");
+    assert_eq!(agent_calls(&w, "not_ready"), 0, "no question before the agent could answer");
+    assert_eq!(agent_calls(&w, "ok"), 1);
+}
+
+#[tokio::test]
+async fn a_silent_agent_is_asked_again_after_a_pause_not_counted_as_an_error() {
+    // The operator is told to ask at once, but the agent needs 2 s: after the
+    // first "not running" it pauses 5 s, long enough.
+    let w = world_with(Duration::from_secs(2), Some(Duration::ZERO)).await;
+    let g = example("web01");
+    let r = apply(&w, &g).await;
+    assert!(ready(&r.status), "{:?}", r.status.conditions);
+    let s = until_addresses(&w, &g, r.status).await;
+    assert!(!s.ips.is_empty());
+    assert!(
+        agent_calls(&w, "not_ready") <= 1,
+        "{} failing agent calls",
+        agent_calls(&w, "not_ready")
+    );
+    assert_eq!(agent_calls(&w, "error"), 0, "a booting guest is not an error");
 }

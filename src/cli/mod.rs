@@ -68,9 +68,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 600)]
     pub drift_interval: u64,
     /// Concurrent reconciles per kind.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: u16,
 }
+
+/// Reconciles in flight at once, for `run` (per kind) and `apply` alike.
+pub const DEFAULT_CONCURRENCY: u16 = 8;
 
 #[derive(Args, Debug)]
 pub struct CrdsArgs {
@@ -89,6 +92,9 @@ pub struct FilesArgs {
     /// Give up on a resource after this many seconds (apply).
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// Resources worked on at once (apply), as `run --concurrency`.
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
+    pub concurrency: u16,
     /// Output of `plan`: `text` (for people, like `terraform plan`) or `json` (for bots).
     #[arg(long, value_enum, default_value = "text")]
     pub output: PlanOutput,
@@ -342,7 +348,14 @@ async fn apply(a: FilesArgs) -> anyhow::Result<i32> {
     let loaded = resources::load(&a.files)?;
     let engine = oneshot::Engine::new(&config, Arc::new(Metrics::default()))?;
     let progress = |line: &str| println!("{line}");
-    let results = oneshot::apply_all(&engine, &loaded.guests, 8, Duration::from_secs(a.timeout), &progress).await;
+    let results = oneshot::apply_all(
+        &engine,
+        &loaded.guests,
+        a.concurrency.into(),
+        Duration::from_secs(a.timeout),
+        &progress,
+    )
+    .await;
     // Records after guests, so records that target a guest see its addresses.
     let addresses = oneshot::guest_addresses(results.iter().map(|r| (r.name.clone(), &r.status)));
     let mut records = vec![];

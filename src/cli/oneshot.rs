@@ -6,7 +6,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
 
 use crate::{
     api::{self, ProxmoxGuest, ProxmoxGuestStatus},
@@ -66,7 +65,7 @@ impl Engine {
         })
     }
 
-    fn ctx<'a>(&'a self, cluster: &'a str, dry_run: bool) -> Result<GuestCtx<'a, PveClient>, ReconcileError> {
+    pub fn ctx<'a>(&'a self, cluster: &'a str, dry_run: bool) -> Result<GuestCtx<'a, PveClient>, ReconcileError> {
         let api = self
             .clients
             .get(cluster)
@@ -151,6 +150,19 @@ fn finish<S>(
 
 /// Reconcile one guest until it is Ready, Stalled, fails, or `deadline` passes.
 pub async fn apply_one(engine: &Engine, g: &ProxmoxGuest, deadline: Duration, progress: &(dyn Fn(&str) + Sync)) -> Applied {
+    apply_scheduled(engine, g, deadline, progress, &tokio::sync::Semaphore::new(1)).await
+}
+
+/// Reconcile `g` until it settles, holding one of `workers` only while a
+/// reconcile runs (never while waiting for a task or a requeue), exactly as a
+/// controller worker is held: many guests progress while their tasks run.
+async fn apply_scheduled(
+    engine: &Engine,
+    g: &ProxmoxGuest,
+    deadline: Duration,
+    progress: &(dyn Fn(&str) + Sync),
+    workers: &tokio::sync::Semaphore,
+) -> Applied {
     let name = display_name(g);
     if let Err(e) = admit(g) {
         return Applied {
@@ -184,13 +196,25 @@ pub async fn apply_one(engine: &Engine, g: &ProxmoxGuest, deadline: Duration, pr
             generation: Some(1),
             ci_password: None,
         };
-        match proxmox_guest::reconcile(&ctx, obj, &sink).await {
+        let result = {
+            let _worker = workers.acquire().await.expect("semaphore open");
+            proxmox_guest::reconcile(&ctx, obj, &sink).await
+        };
+        match result {
             Ok(out) => {
                 failures = 0;
                 for e in &out.events {
                     progress(&format!("{name}: {}{}", if e.warning { "warning: " } else { "" }, e.note));
                 }
                 let ready = api::find_condition(&out.status.conditions, api::CONDITION_READY).is_some_and(|c| c.status == "True");
+                // Its DNS record or proxy host needs the address the agent has not reported yet.
+                let publishes = spec.dns.is_some() || spec.proxy.is_some();
+                let awaiting_address = publishes && out.status.state.as_deref() == Some("running") && out.status.ips.is_empty();
+                if ready && awaiting_address && started.elapsed() < deadline {
+                    *sink.0.lock().unwrap() = out.status.clone();
+                    tokio::time::sleep(out.requeue.min(Duration::from_secs(10))).await;
+                    continue;
+                }
                 let stalled = api::find_condition(&out.status.conditions, api::CONDITION_STALLED).is_some_and(|c| c.status == "True");
                 let settled = out.plan.actions.is_empty() && out.status.current_task.is_none() && out.requeue > Duration::from_secs(5);
                 *sink.0.lock().unwrap() = out.status.clone();
@@ -226,7 +250,8 @@ pub async fn apply_one(engine: &Engine, g: &ProxmoxGuest, deadline: Duration, pr
     }
 }
 
-/// Apply many guests concurrently (bounded), in input order for the report.
+/// Apply many guests with at most `concurrency` reconciles running at once
+/// (the controller's `--concurrency`), in input order for the report.
 pub async fn apply_all(
     engine: &Engine,
     guests: &[ProxmoxGuest],
@@ -234,10 +259,8 @@ pub async fn apply_all(
     deadline: Duration,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Vec<Applied> {
-    futures::stream::iter(guests.iter().map(|g| apply_one(engine, g, deadline, progress)))
-        .buffered(concurrency.max(1))
-        .collect()
-        .await
+    let workers = tokio::sync::Semaphore::new(concurrency.max(1));
+    futures::future::join_all(guests.iter().map(|g| apply_scheduled(engine, g, deadline, progress, &workers))).await
 }
 
 /// A fixed-width table of results, as `kubectl get` would show them.

@@ -27,6 +27,8 @@ pub struct ClusterCache {
     placed: Mutex<HashMap<String, HashMap<String, Placement>>>,
     /// Nodes' storages, bridges and images, for the checks before a creation.
     pub inventory: super::inventory::InventoryCache,
+    /// When each guest's agent is worth asking.
+    pub agent: super::agent::AgentClock,
 }
 
 /// A recent placement: node, memory in bytes, when.
@@ -43,6 +45,7 @@ impl ClusterCache {
             reserved: Mutex::new(HashMap::new()),
             placed: Mutex::new(HashMap::new()),
             inventory: super::inventory::InventoryCache::new(ttl),
+            agent: Default::default(),
         }
     }
 
@@ -129,6 +132,16 @@ impl ClusterCache {
             .entry(cluster.to_string())
             .or_default()
             .insert(uid.to_string(), (node.to_string(), bytes, Instant::now()));
+    }
+
+    /// How old the cluster's snapshot is (zero when there is none): uptimes
+    /// read from it are at least that much older now.
+    pub async fn snapshot_age(&self, cluster: &str) -> Duration {
+        self.slot(cluster)
+            .lock()
+            .await
+            .as_ref()
+            .map_or(Duration::ZERO, |(at, _)| at.elapsed())
     }
 
     /// After a write, the next reader fetches fresh data.

@@ -2,6 +2,7 @@
 //! Nothing here talks to Kubernetes; the controller and the CLI supply status
 //! persistence through [`StatusSink`].
 
+pub mod agent;
 pub mod cache;
 pub mod dns_record;
 pub mod inventory;

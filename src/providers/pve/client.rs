@@ -23,6 +23,7 @@ pub struct PveClient {
     base: String,
     token_id: String,
     secret: SecretSource,
+    agent_boot_grace: std::time::Duration,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -66,6 +67,7 @@ impl PveClient {
             base: format!("{}/api2/json", ep.url.as_str().trim_end_matches('/')),
             token_id: ep.token_id.clone(),
             secret: ep.token_secret.clone(),
+            agent_boot_grace: ep.agent_boot_grace,
             metrics,
         })
     }
@@ -215,6 +217,10 @@ fn p(pairs: &[(&str, String)]) -> Params {
 }
 
 impl PveApi for PveClient {
+    fn agent_boot_grace(&self) -> std::time::Duration {
+        self.agent_boot_grace
+    }
+
     async fn cluster_resources(&self) -> Result<Vec<ClusterResource>, Error> {
         self.call(Method::Get, "cluster_resources", "/cluster/resources", &p(&[("type", "vm".into())]))
             .await

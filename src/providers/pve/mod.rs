@@ -39,6 +39,10 @@ impl GuestKind {
 
 /// The Proxmox VE operations the guest reconciler uses. Method names follow the API.
 pub trait PveApi: Send + Sync {
+    /// How long after a QEMU guest starts its agent is worth asking (from the endpoint's config).
+    fn agent_boot_grace(&self) -> std::time::Duration {
+        crate::config::AGENT_BOOT_GRACE
+    }
     fn cluster_resources(&self) -> impl Future<Output = Result<Vec<ClusterResource>, Error>> + Send;
     fn nodes(&self) -> impl Future<Output = Result<Vec<NodeInfo>, Error>> + Send;
     /// `/cluster/nextid`: the next free VMID, or `wanted` if it is free (Conflict if not).

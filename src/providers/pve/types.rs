@@ -26,6 +26,9 @@ pub struct ClusterResource {
     pub lock: Option<String>,
     #[serde(default)]
     pub pool: Option<String>,
+    /// Seconds since the guest started (0 when stopped).
+    #[serde(default, deserialize_with = "de::opt_u64_lenient")]
+    pub uptime: Option<u64>,
 }
 
 impl ClusterResource {

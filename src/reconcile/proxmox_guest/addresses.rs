@@ -37,6 +37,17 @@ pub fn interfaces(cfg: &ObservedConfig, nics: &[GuestNic]) -> Vec<GuestInterface
         .collect()
 }
 
+/// A stand-in config holding only the NIC MACs recorded in status.
+pub fn config_from(recorded: &[GuestInterface]) -> ObservedConfig {
+    ObservedConfig {
+        current: recorded
+            .iter()
+            .filter_map(|i| Some((i.slot.clone(), format!("hwaddr={}", i.mac.as_deref()?))))
+            .collect(),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -240,6 +240,7 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
     };
 
     // Observed facts into status.
+    let mut ask_addresses_in = None;
     status.observed_generation = generation;
     status.pending_changes = plan.pending.clone();
     match &guest {
@@ -247,20 +248,7 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
             status.vmid = Some(g.vmid);
             status.node = Some(g.node.clone());
             status.state = Some(if g.running { "running" } else { "stopped" }.into());
-            if g.running
-                && let Some(cfg) = &g.config
-            {
-                let nics = ctx
-                    .api
-                    .guest_interfaces(&g.node, kind_of(spec.guest_type), g.vmid)
-                    .await
-                    .unwrap_or_default();
-                status.ips = nics.iter().flat_map(|n| n.ips.iter().cloned()).collect();
-                status.interfaces = addresses::interfaces(cfg, &nics);
-            } else if !g.running {
-                status.ips.clear();
-                status.interfaces.clear();
-            }
+            ask_addresses_in = observe_addresses(ctx, &id.uid, g, &mut status).await;
         }
         None => {
             status.state = Some("absent".into());
@@ -285,8 +273,10 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
         let requeue = if guest.is_none() && plan.actions.is_empty() {
             VERIFY_SOON
         } else {
-            // Come back for the next drift check when it is due sooner than a resync.
-            RESYNC.min(ctx.drift.period().max(VERIFY_SOON))
+            // Come back for the next drift check when it is due sooner than a
+            // resync, or when the agent is worth asking for still unknown addresses.
+            let drift = RESYNC.min(ctx.drift.period().max(VERIFY_SOON));
+            ask_addresses_in.map_or(drift, |d: Duration| drift.min(d.max(VERIFY_SOON)))
         };
         return Ok(Outcome {
             status,
@@ -388,6 +378,56 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
     })
 }
 
+/// Refresh the guest's addresses when its config was read (or none are known
+/// yet) and its agent can answer; `Some` is when to come back for them.
+async fn observe_addresses<P: PveApi>(
+    ctx: &GuestCtx<'_, P>,
+    uid: &str,
+    g: &ObservedGuest,
+    status: &mut ProxmoxGuestStatus,
+) -> Option<Duration> {
+    if !g.running {
+        status.ips.clear();
+        status.interfaces.clear();
+        return None;
+    }
+    let unknown = status.ips.is_empty();
+    if g.config.is_none() && !unknown {
+        return None;
+    }
+    let kind = kind_of(g.guest_type);
+    // Containers answer from the host at once; a VM's agent starts with its OS.
+    let grace = if kind == GuestKind::Qemu {
+        ctx.api.agent_boot_grace()
+    } else {
+        Duration::ZERO
+    };
+    let uptime = g.uptime + ctx.cache.snapshot_age(ctx.cluster).await;
+    let wait = ctx.cache.agent.wait(uid, uptime, grace);
+    if !wait.is_zero() {
+        return unknown.then_some(wait);
+    }
+    let nics = match ctx.api.guest_interfaces(&g.node, kind, g.vmid).await {
+        Ok(nics) => nics,
+        // Still booting: ask again later, without calling it an error.
+        Err(e) if e.is_agent_not_running() => return unknown.then(|| ctx.cache.agent.pause(uid)),
+        Err(_) => return None,
+    };
+    if nics.iter().all(|n| n.ips.is_empty()) {
+        // Up, but no lease yet.
+        return unknown.then(|| ctx.cache.agent.pause(uid));
+    }
+    ctx.cache.agent.answered(uid);
+    // Without a fresh config, the slots keep the MACs seen before.
+    let cfg = match &g.config {
+        Some(c) => c.clone(),
+        None => addresses::config_from(&status.interfaces),
+    };
+    status.ips = nics.iter().flat_map(|n| n.ips.iter().cloned()).collect();
+    status.interfaces = addresses::interfaces(&cfg, &nics);
+    None
+}
+
 enum Identified {
     Ours(ObservedGuest),
     Foreign(ObservedGuest),
@@ -404,6 +444,7 @@ fn observed_from(r: &ClusterResource, guest_type: GuestType) -> ObservedGuest {
             None => guest_type,
         },
         running: r.status.as_deref() == Some("running"),
+        uptime: Duration::from_secs(r.uptime.unwrap_or(0)),
         lock: r.lock.clone(),
         tags: r.tag_list(),
         config: None,

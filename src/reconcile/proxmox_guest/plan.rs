@@ -48,6 +48,8 @@ pub struct ObservedGuest {
     pub node: String,
     pub guest_type: GuestType,
     pub running: bool,
+    /// How long it has been running (as of the cluster snapshot).
+    pub uptime: std::time::Duration,
     pub lock: Option<String>,
     pub tags: Vec<String>,
     /// `None` when the config was not read this time (steady state).

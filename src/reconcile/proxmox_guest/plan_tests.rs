@@ -75,6 +75,7 @@ fn guest(s: &ProxmoxGuestSpec, running: bool, cfg: BTreeMap<String, String>) -> 
         node: "pve1".into(),
         guest_type: s.guest_type,
         running,
+        uptime: std::time::Duration::from_secs(3600),
         lock: None,
         tags: vec![id().mark_tag()],
         config: Some(ObservedConfig {

@@ -372,5 +372,7 @@ pub fn endpoint_for(
         token_secret: SecretSource::File(path),
         tls: server.fingerprint.clone().map_or(TlsTrust::System, TlsTrust::Fingerprint),
         timeout: Duration::from_secs(5),
+        // As long as this simulator's agents take to answer.
+        agent_boot_grace: sim.state.lock().unwrap().config.agent_delay,
     })
 }
