@@ -50,6 +50,26 @@ fn installed() -> &'static ControlPlane {
             let (ok, out) = plane.kubectl(&args);
             assert!(ok, "{cmd}: {out}");
         }
+        // ArgoCD's health scripts, merged by the README's command into the
+        // argocd-cm an ArgoCD install has.
+        let patch = "kubectl -n argocd patch configmap argocd-cm --patch-file manifests/argocd/argocd-cm-patch.yaml";
+        assert!(readme.contains(patch), "README no longer says {patch:?}");
+        for args in [
+            &["create", "namespace", "argocd"][..],
+            &["-n", "argocd", "create", "configmap", "argocd-cm"],
+        ] {
+            let (ok, out) = plane.kubectl(args);
+            assert!(ok, "{out}");
+        }
+        let (ok, out) = plane.kubectl(&patch.split_whitespace().skip(1).collect::<Vec<_>>());
+        assert!(ok, "{patch}: {out}");
+        let (ok, out) = plane.kubectl(&["-n", "argocd", "get", "configmap", "argocd-cm", "-o", "yaml"]);
+        for kind in ["ProxmoxGuest", "DnsRecord", "ProxyHost"] {
+            assert!(
+                ok && out.contains(&format!("resource.customizations.health.homelab.dev_{kind}")),
+                "{out}"
+            );
+        }
         // Established before anyone creates a resource.
         let (ok, out) = plane.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"]);
         assert!(ok, "{out}");
@@ -436,12 +456,28 @@ async fn children_are_garbage_collected_with_their_guest() {
     assert!(!w.dns.records("web.home.arpa").is_empty());
     assert_eq!(w.npm.hosts().len(), 1);
 
+    // The README's `kubectl get` tables, with the columns it shows.
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    for short in ["pxg", "dns", "ph"] {
+        let cmd = format!("$ kubectl get {short}");
+        let shown = readme.lines().skip_while(|l| *l != cmd).nth(1).expect("README table");
+        let (ok, out) = plane.kubectl(&["-n", &ns, "get", short]);
+        assert!(ok, "{out}");
+        let header: Vec<&str> = out.lines().next().unwrap_or_default().split_whitespace().collect();
+        assert_eq!(header, shown.split_whitespace().collect::<Vec<_>>(), "kubectl get {short}");
+        assert!(out.lines().nth(1).is_some_and(|row| row.contains("True")), "{out}");
+    }
+
     // The operator is gone and someone deletes the guest past its finalizer
     // (an uninstall, a stuck namespace): kube-controller-manager's garbage
     // collector deletes the children through their owner references.
     op.kill9();
     guests
-        .patch("web", &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"finalizers": null}})))
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+        )
         .await
         .unwrap();
     guests.delete("web", &DeleteParams::default()).await.unwrap();

@@ -28,6 +28,10 @@ use homelab_operator::{
 };
 use serde_json::json;
 
+mod support {
+    pub mod pve_permissions;
+}
+
 struct World {
     sim: Arc<PveSim>,
     engine: Engine,
@@ -871,4 +875,50 @@ async fn a_silent_agent_is_asked_again_after_a_pause_not_counted_as_an_error() {
         agent_calls(&w, "not_ready")
     );
     assert_eq!(agent_calls(&w, "error"), 0, "a booting guest is not an error");
+}
+
+#[tokio::test]
+async fn the_readme_role_grants_every_call_the_operator_makes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("pveum role add HomelabOperator -privs "))
+        .expect("README's pveum role command");
+    let privs: std::collections::BTreeSet<String> = line.split('"').nth(1).unwrap().split_whitespace().map(str::to_string).collect();
+    // Everything the operator does: create (clone, ISO, template), read, edit with
+    // a reboot and a resize, firewall, snapshot, delete.
+    let w = world().await;
+    let mut applied = vec![];
+    for mut g in examples() {
+        g.spec.update_policy = api::UpdatePolicy::RebootIfNeeded;
+        g.spec.safety = Some(serde_json::from_value(json!({"snapshotBeforeChange": true})).unwrap());
+        let first = apply(&w, &g).await;
+        assert!(ready(&first.status), "{:?}", first.status.conditions);
+        g.spec.cpu.cores += 1;
+        if let Some(d) = g.spec.disks.first_mut() {
+            d.size_gib += 1;
+        }
+        g.status = Some(first.status);
+        let second = apply(&w, &g).await;
+        assert!(ready(&second.status), "{:?}", second.status.conditions);
+        g.spec.protection = false;
+        g.spec.deletion_policy = api::DeletionPolicy::Delete;
+        applied.push((g, second.status));
+    }
+    for (g, status) in applied {
+        delete(&w, &g, status).await.unwrap();
+    }
+    let calls: Vec<String> = w.sim.calls().into_keys().collect();
+    for wanted in [
+        "POST /nodes/{node}/qemu/{vmid}/clone",
+        "POST /nodes/{node}/lxc",
+        "PUT /nodes/{node}/lxc/{vmid}/resize",
+    ] {
+        assert!(calls.contains(&wanted.to_string()), "{wanted} not exercised: {calls:?}");
+    }
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("tests/data/pve-api-subset.json")).unwrap()).unwrap();
+    let unmet = support::pve_permissions::unmet(&schema, &calls, &privs);
+    assert!(unmet.is_empty(), "the README's role lacks:\n{}", unmet.join("\n"));
 }

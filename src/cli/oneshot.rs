@@ -6,7 +6,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-
 use crate::{
     api::{self, ProxmoxGuest, ProxmoxGuestStatus},
     config::Config,

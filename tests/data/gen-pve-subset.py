@@ -20,6 +20,7 @@ out = {
             "path": e["path"],
             "returns_task_upid": e.get("returns_task_upid", "never"),
             "parameters": e.get("parameters", {}),
+            "permissions": e.get("permissions", {}),
         }
         for e in index["endpoints"]
     ],
