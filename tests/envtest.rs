@@ -218,7 +218,10 @@ fn is_true(g: &ProxmoxGuest, t: &str) -> bool {
 }
 
 /// Poll the object until `done` holds (or LIMIT ends a hang).
-async fn wait_for(api: &Api<ProxmoxGuest>, name: &str, what: &str, op: &Operator, done: impl Fn(&ProxmoxGuest) -> bool) -> ProxmoxGuest {
+async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, op: &Operator, done: impl Fn(&K) -> bool) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let deadline = tokio::time::Instant::now() + LIMIT;
     loop {
         if let Some(g) = api.get_opt(name).await.unwrap()
@@ -497,4 +500,80 @@ async fn children_are_garbage_collected_with_their_guest() {
     }
     assert!(w.dns.records("web.home.arpa").is_empty(), "record removed from the DNS server");
     assert!(w.npm.hosts().is_empty(), "proxy host removed from NPM");
+}
+
+fn ready_now(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], generation: Option<i64>) -> bool {
+    api::find_condition(conditions, "Ready").is_some_and(|c| c.status == "True" && c.observed_generation == generation)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_and_proxy_hosts_converge_are_corrected_and_deleted_by_policy() {
+    let plane = installed();
+    let client = plane.admin().await;
+    let ns = namespace(&client, "published").await;
+    let w = world(Duration::from_millis(200)).await;
+    let op = Operator::start(plane, &w, &ns, &["--no-leader-election"], "published");
+    let records: Api<api::DnsRecord> = Api::namespaced(client.clone(), &ns);
+    let proxies: Api<api::ProxyHost> = Api::namespaced(client.clone(), &ns);
+    let record = |name: &str, policy: &str| -> api::DnsRecord {
+        serde_json::from_value(json!({
+            "apiVersion": "homelab.dev/v1alpha1", "kind": "DnsRecord", "metadata": {"name": name},
+            "spec": {"zone": "home.arpa", "name": name, "type": "A", "values": ["10.0.0.5"], "deletionPolicy": policy}
+        }))
+        .unwrap()
+    };
+    let rec_ready = |r: &api::DnsRecord| r.status.as_ref().is_some_and(|s| ready_now(&s.conditions, r.metadata.generation));
+    for (name, policy) in [("nas", "Delete"), ("kept", "Retain")] {
+        records.create(&PostParams::default(), &record(name, policy)).await.unwrap();
+        wait_for(&records, name, "Ready", &op, rec_ready).await;
+    }
+    let a = |name: &str| {
+        w.dns
+            .records(&format!("{name}.home.arpa"))
+            .iter()
+            .map(|r| r.rdata["ipAddress"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(a("nas"), [json!("10.0.0.5")]);
+    // Spec edit: converged.
+    let edit = json!({"spec": {"values": ["10.0.0.6"]}});
+    records.patch("nas", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
+    wait_for(&records, "nas", "converged", &op, |r| {
+        rec_ready(r) && a("nas") == [json!("10.0.0.6")]
+    })
+    .await;
+    // Someone edits the record on the server: corrected at the next re-read.
+    w.dns.edit_records("nas.home.arpa", |r| r.rdata["ipAddress"] = json!("10.9.9.9"));
+    wait_for(&records, "nas", "corrected", &op, |_| a("nas") == [json!("10.0.0.6")]).await;
+
+    let host: api::ProxyHost = serde_json::from_value(json!({
+        "apiVersion": "homelab.dev/v1alpha1", "kind": "ProxyHost", "metadata": {"name": "media"},
+        "spec": {"domains": ["media.home.arpa"], "forward": {"host": "10.0.0.7", "port": 8096}}
+    }))
+    .unwrap();
+    proxies.create(&PostParams::default(), &host).await.unwrap();
+    let ph_ready = |p: &api::ProxyHost| p.status.as_ref().is_some_and(|s| ready_now(&s.conditions, p.metadata.generation));
+    wait_for(&proxies, "media", "Ready", &op, ph_ready).await;
+    let port = || w.npm.hosts().first().map(|h| h["forward_port"].clone());
+    assert_eq!(port(), Some(json!(8096)));
+    let edit = json!({"spec": {"forward": {"host": "10.0.0.7", "port": 8097}}});
+    proxies.patch("media", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
+    wait_for(&proxies, "media", "converged", &op, |p| ph_ready(p) && port() == Some(json!(8097))).await;
+    let id = w.npm.hosts()[0]["id"].as_u64().unwrap();
+    w.npm.edit_host(id, json!({"forward_port": 9999}));
+    wait_for(&proxies, "media", "corrected", &op, |_| port() == Some(json!(8097))).await;
+
+    // Deletion by policy: Delete removes what it made, Retain keeps it; both release the finalizer.
+    for name in ["nas", "kept"] {
+        records.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    proxies.delete("media", &DeleteParams::default()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !records.list(&Default::default()).await.unwrap().items.is_empty() || proxies.get_opt("media").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "finalizers kept; log:\n{}", op.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(a("nas").is_empty(), "Delete removed the record");
+    assert_eq!(a("kept"), [json!("10.0.0.5")], "Retain kept it");
+    assert!(w.npm.hosts().is_empty(), "the proxy host was removed");
 }

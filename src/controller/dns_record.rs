@@ -58,7 +58,10 @@ async fn apply(r: &DnsRecord, ctx: &Context, writer: &StatusWriter<DnsRecord>) -
     let out = dns_record::reconcile(dns, obj, false).await?;
     publish_all(ctx, &r.object_ref(&()), &out.events, "Reconcile").await;
     writer.apply(&out.status).await.map_err(Error::Kube)?;
-    Ok(Action::requeue(out.requeue))
+    // Outside state is re-read at least every --drift-interval, as for guests.
+    Ok(Action::requeue(
+        out.requeue.min(ctx.drift.period().max(std::time::Duration::from_secs(1))),
+    ))
 }
 
 async fn cleanup(r: &DnsRecord, ctx: &Context) -> Result<Action, Error> {

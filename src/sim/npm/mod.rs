@@ -69,6 +69,15 @@ impl NpmSim {
             .collect()
     }
 
+    /// Change a host's fields as someone would in the NPM UI.
+    pub fn edit_host(&self, id: u64, fields: Value) {
+        if let (Some(h), Some(f)) = (self.hosts.lock().unwrap().get_mut(&id), fields.as_object()) {
+            for (k, v) in f {
+                h[k] = v.clone();
+            }
+        }
+    }
+
     /// Add a host as someone would in the NPM UI.
     pub fn add_host(&self, body: Value) -> u64 {
         self.create(&body).1

@@ -90,6 +90,14 @@ impl TechnitiumSim {
         SimServer::start(self.clone(), false).await
     }
 
+    /// Change the records at `name` behind the operator's back (someone in the web console).
+    pub fn edit_records(&self, name: &str, mut edit: impl FnMut(&mut SimRecord)) {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        for r in self.zones.lock().unwrap().values_mut().flatten().filter(|r| r.name == name) {
+            edit(r);
+        }
+    }
+
     /// Records at `name` (any type), as the server holds them.
     pub fn records(&self, name: &str) -> Vec<SimRecord> {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
