@@ -226,3 +226,39 @@ fn proxy_host_rules() {
         "forceSsl needs a certificate",
     );
 }
+
+fn policy(yaml: &str) -> homelab_operator::api::BackupPolicy {
+    serde_yaml_ng::from_str(&format!(
+        "apiVersion: homelab.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: nightly, namespace: homelab}}\nspec:\n{yaml}"
+    ))
+    .unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+#[test]
+fn backup_policy_rules() {
+    for yaml in support::admission_cases::admitted_policies() {
+        policy(&yaml).validate_cel().unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    }
+    for (yaml, needle, by) in support::admission_cases::refused_policies() {
+        if by != support::admission_cases::By::Cel {
+            continue;
+        }
+        let e = policy(&yaml).validate_cel().expect_err(needle).to_string();
+        assert!(e.contains(needle), "expected {needle:?} in {e}\n{yaml}");
+    }
+    let p = policy(support::admission_cases::BASE_POLICY);
+    assert_eq!(
+        (p.spec.cluster.as_str(), p.spec.max_age.as_str(), p.spec.notes_template.as_str()),
+        ("default", "26h", "{{guestname}}")
+    );
+    assert_eq!(p.spec.deletion_policy, homelab_operator::api::DeletionPolicy::Delete);
+    let mut moved = p.clone();
+    moved.spec.cluster = "lab".into();
+    assert!(
+        moved
+            .validate_cel_update(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("cluster is immutable")
+    );
+}

@@ -289,6 +289,29 @@ async fn admission_matches_the_local_rules_and_examples_are_admitted() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("metadata.name must be a DNS label"), "{e}");
+    // Untyped: some refused specs do not even fit the Rust types (that is the point).
+    let resource = kube::discovery::ApiResource::erase::<api::BackupPolicy>(&());
+    let policies: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+    let policy = |yaml: &str, name: &str| -> kube::api::DynamicObject {
+        serde_yaml_ng::from_str(&format!(
+            "apiVersion: homelab.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: {name}}}\nspec:\n{yaml}"
+        ))
+        .unwrap()
+    };
+    for yaml in support::admission_cases::admitted_policies() {
+        policies
+            .create(&dry, &policy(&yaml, "ok-policy"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    }
+    for (yaml, needle, _) in support::admission_cases::refused_policies() {
+        let err = policies
+            .create(&dry, &policy(&yaml, "bad-policy"))
+            .await
+            .expect_err(needle)
+            .to_string();
+        assert!(err.contains(needle), "expected {needle:?} in {err}\n{yaml}");
+    }
     // Every example, server-side, as a person would apply them.
     let (ok, out) = plane.kubectl(&["create", "namespace", "homelab"]);
     assert!(ok || out.contains("AlreadyExists"), "{out}");

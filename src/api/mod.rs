@@ -1,5 +1,6 @@
 //! CRD types. Depends only on serde, schemars and kube-derive: no I/O here.
 
+pub mod backup_policy;
 pub mod common;
 pub mod dns_record;
 pub mod proxmox_guest;
@@ -8,6 +9,7 @@ pub mod proxy_host;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+pub use backup_policy::*;
 pub use common::*;
 pub use dns_record::*;
 pub use proxmox_guest::*;
@@ -21,10 +23,13 @@ pub const FIELD_MANAGER: &str = "homelab-operator";
 pub const GUEST_FINALIZER: &str = "proxmoxguests.homelab.dev/cleanup";
 pub const DNS_FINALIZER: &str = "dnsrecords.homelab.dev/cleanup";
 pub const PROXY_FINALIZER: &str = "proxyhosts.homelab.dev/cleanup";
+pub const BACKUP_FINALIZER: &str = "backuppolicies.homelab.dev/cleanup";
+/// Annotation whose every new value runs a one-off backup of a policy's members.
+pub const BACKUP_NOW_ANNOTATION: &str = "homelab.dev/backup-now";
 
 /// Every CRD the operator serves, in the order `crds/` lists them.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![ProxmoxGuest::crd(), DnsRecord::crd(), ProxyHost::crd()]
+    vec![ProxmoxGuest::crd(), DnsRecord::crd(), ProxyHost::crd(), BackupPolicy::crd()]
         .into_iter()
         .map(clean_crd)
         .collect()

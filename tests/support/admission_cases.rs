@@ -118,3 +118,77 @@ pub fn admitted_guests() -> Vec<String> {
         with("  allowedNodes: [pve1, pve2]\n"),
     ]
 }
+
+pub const BASE_POLICY: &str = r#"
+  selector: {matchLabels: {backup: nightly}}
+  schedule: "02:30"
+  storage: pbs1
+  retention: {keepDaily: 7, keepWeekly: 4}
+"#;
+
+/// BackupPolicy specs the apiserver must refuse: (spec YAML, words, who).
+pub fn refused_policies() -> Vec<(String, &'static str, By)> {
+    let with = |extra: &str| format!("{BASE_POLICY}{extra}");
+    vec![
+        (
+            BASE_POLICY.replace("  selector: {matchLabels: {backup: nightly}}\n", ""),
+            "name the members: selector and/or vmids",
+            By::Cel,
+        ),
+        (
+            BASE_POLICY.replace("{keepDaily: 7, keepWeekly: 4}", "{keepDaily: 0}"),
+            "keep at least one backup",
+            By::Cel,
+        ),
+        (
+            BASE_POLICY.replace("{keepDaily: 7, keepWeekly: 4}", "{}"),
+            "keep at least one backup",
+            By::Cel,
+        ),
+        (
+            with("  restoreTest: {schedule: \"0 5 * * 0\", scratchVmids: {first: 9990, last: 9900}, storage: local-lvm, node: pve1}\n"),
+            "scratchVmids.first must not be above scratchVmids.last",
+            By::Cel,
+        ),
+        (BASE_POLICY.replace("\"02:30\"", "\"every night\""), "schedule", By::Schema),
+        (with("  maxAge: 26 hours\n"), "maxAge", By::Schema),
+        (with("  vmids: [42]\n"), "vmids", By::Schema),
+        (
+            BASE_POLICY.replace("{keepDaily: 7, keepWeekly: 4}", "{keepDaily: 100001}"),
+            "keepDaily",
+            By::Schema,
+        ),
+        (
+            with(
+                "  restoreTest: {schedule: \"weekly on sunday\", scratchVmids: {first: 9900, last: 9990}, storage: local-lvm, node: pve1}\n",
+            ),
+            "schedule",
+            By::Schema,
+        ),
+        (with("  pbs: {datastore: store1}\n"), "endpoint", By::Schema),
+        (with("  mode: live\n"), "mode", By::Schema),
+        (with("  notify: [\"\"]\n"), "notify", By::Schema),
+    ]
+}
+
+/// BackupPolicy specs that must be admitted.
+pub fn admitted_policies() -> Vec<String> {
+    let with = |extra: &str| format!("{BASE_POLICY}{extra}");
+    vec![
+        BASE_POLICY.to_string(),
+        BASE_POLICY.replace("  selector: {matchLabels: {backup: nightly}}\n", "  vmids: [100, 101, 250]\n"),
+        BASE_POLICY.replace("\"02:30\"", "\"mon..fri 22:00\""),
+        BASE_POLICY.replace("\"02:30\"", "\"sat 03:00\""),
+        BASE_POLICY.replace("\"02:30\"", "daily"),
+        BASE_POLICY.replace("{keepDaily: 7, keepWeekly: 4}", "{keepLast: 3}"),
+        with("  maxAge: 1d12h\n  mode: stop\n  compress: none\n  notify: [telegram]\n"),
+        with(
+            "  pbs: {endpoint: main, datastore: store1, verify: {schedule: daily, reverifyAfterDays: 30}, prune: {schedule: daily}, \
+             garbageCollection: {schedule: \"sun 04:00\"}, sync: {remote: offsite, remoteStore: store2, schedule: daily}}\n",
+        ),
+        with("  restoreTest: {schedule: \"@weekly\", scratchVmids: {first: 9900, last: 9990}, storage: local-lvm, node: pve1}\n"),
+        with(
+            "  restoreTest: {schedule: \"0 5 * * 0\", scratchVmids: {first: 9900, last: 9900}, storage: local-lvm, node: pve1, start: false}\n",
+        ),
+    ]
+}

@@ -206,5 +206,16 @@ zone "home.arpa" {{ type primary; file "{d}/home.arpa.db"; update-policy {{ gran
         dns_port: port,
     };
     wait_tcp(port, "named", &server.dir.path().join("named.err"));
+    // named listens before it has loaded the zone and answers SERVFAIL
+    // until then: wait until it serves the zone's SOA.
+    let start = Instant::now();
+    while dig(port, "home.arpa.", "SOA").is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "named did not load home.arpa: {}",
+            std::fs::read_to_string(server.dir.path().join("named.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Bind { server, key_name, secret }
 }

@@ -1,0 +1,370 @@
+//! `BackupPolicy`: which guests are backed up, when, where, for how long; and
+//! what the operator found out about each one's newest backup.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::*;
+
+/// A vzdump schedule on Proxmox VE (and, for a PBS datastore, its verify,
+/// prune, garbage-collection and sync jobs) for a set of guests.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "homelab.dev",
+    version = "v1alpha1",
+    kind = "BackupPolicy",
+    namespaced,
+    status = "BackupPolicyStatus",
+    shortname = "bkp",
+    category = "homelab",
+    cel,
+    printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".spec.schedule"}"#,
+    printcolumn = r#"{"name":"Storage","type":"string","jsonPath":".spec.storage"}"#,
+    printcolumn = r#"{"name":"Members","type":"integer","jsonPath":".status.memberCount"}"#,
+    printcolumn = r#"{"name":"Fresh","type":"string","jsonPath":".status.fresh"}"#,
+    printcolumn = r#"{"name":"Last backup","type":"date","jsonPath":".status.lastBackup"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.selector) || (has(self.vmids) && size(self.vmids) > 0)").message("name the members: selector and/or vmids"),
+    validation = Rule::new("self.cluster == oldSelf.cluster").message("cluster is immutable")
+)]
+pub struct BackupPolicySpec {
+    /// Proxmox endpoint name in the config's `proxmox:` section.
+    #[serde(default = "default_endpoint")]
+    #[schemars(length(min = 1, max = 63))]
+    pub cluster: String,
+    /// ProxmoxGuests in this namespace to back up, by label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Guests the operator does not manage, by VMID (backing them up changes nothing on them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10000), inner(range(min = 100, max = 999999999)))]
+    pub vmids: Vec<u32>,
+    /// When backups run, as a Proxmox calendar event (`02:30`, `sat 03:00`, `mon..fri 22:00`).
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(
+            pattern = r"^(minutely|hourly|daily|weekly|monthly|yearly|annually|quarterly|semiannually|(mon|tue|wed|thu|fri|sat|sun)((\.\.|,)(mon|tue|wed|thu|fri|sat|sun))*( +[0-9*/.,:-]+)*|[0-9*/.,:-]+( +[0-9*/.,:-]+)*)$"
+        )
+    )]
+    pub schedule: String,
+    /// PVE storage the backups go to (a PBS datastore storage or a dir/NFS one with `backup` content).
+    #[schemars(length(min = 2, max = 63), regex(pattern = r"^[a-zA-Z][a-zA-Z0-9\-_.]*[a-zA-Z0-9]$"))]
+    pub storage: String,
+    /// vzdump mode: `snapshot` (default, no downtime), `suspend` or `stop`.
+    #[serde(default)]
+    pub mode: BackupMode,
+    /// Compression for file-based storages (PBS always compresses): `zstd` (default), `gzip`, `lzo`, `none`.
+    #[serde(default)]
+    pub compress: Compression,
+    /// Notes attached to each backup; `{{guestname}}`, `{{vmid}}`, `{{node}}`, `{{cluster}}` are expanded.
+    #[serde(default = "default_notes")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub notes_template: String,
+    /// Whether the schedule runs (a disabled policy still reports freshness).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How many backups are kept (PVE `prune-backups`).
+    pub retention: Retention,
+    /// A member whose newest backup is older than this is stale (`26h`, `7d`, `1d12h`).
+    #[serde(default = "default_max_age")]
+    #[schemars(regex(pattern = r"^([0-9]{1,5}[wdhm])+$"))]
+    pub max_age: String,
+    /// Proxmox Backup Server jobs for the datastore behind `storage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pbs: Option<PbsOptions>,
+    /// Prove the backups restore: restore the newest one to a scratch guest, then destroy it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_test: Option<RestoreTest>,
+    /// Notification channels (names in the config's `notifications:` section) for failures, stale and recovered members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(length(min = 1, max = 63)))]
+    pub notify: Vec<String>,
+    /// `Delete` (default) removes the jobs this policy created; backups themselves are never deleted.
+    #[serde(default = "delete_policy")]
+    pub deletion_policy: DeletionPolicy,
+    /// Take over an existing vzdump job (by its id) instead of creating one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub adopt_job_id: Option<String>,
+    /// `Reconcile` (default), `ObserveOnly` (report, never write) or `Paused`.
+    #[serde(default)]
+    pub management_mode: ManagementMode,
+}
+
+fn default_notes() -> String {
+    "{{guestname}}".into()
+}
+
+fn default_max_age() -> String {
+    "26h".into()
+}
+
+fn delete_policy() -> DeletionPolicy {
+    DeletionPolicy::Delete
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupMode {
+    /// Live backup (QEMU dirty bitmaps, LXC snapshots where the storage can).
+    #[default]
+    Snapshot,
+    /// Suspend the guest for the backup.
+    Suspend,
+    /// Stop the guest for the backup.
+    Stop,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Zstd,
+    Gzip,
+    Lzo,
+    None,
+}
+
+/// Backups kept per guest, as PVE's `prune-backups` (all unset keeps everything, which is refused).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "(has(self.keepLast) && self.keepLast > 0) || (has(self.keepHourly) && self.keepHourly > 0) || (has(self.keepDaily) && self.keepDaily > 0) || (has(self.keepWeekly) && self.keepWeekly > 0) || (has(self.keepMonthly) && self.keepMonthly > 0) || (has(self.keepYearly) && self.keepYearly > 0)"
+).message("keep at least one backup: set one of keepLast, keepHourly, keepDaily, keepWeekly, keepMonthly, keepYearly above 0"))]
+pub struct Retention {
+    /// The newest N backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100000))]
+    pub keep_last: Option<u32>,
+    /// The newest backup of each of the last N hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100000))]
+    pub keep_hourly: Option<u32>,
+    /// The newest backup of each of the last N days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100000))]
+    pub keep_daily: Option<u32>,
+    /// The newest backup of each of the last N weeks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100000))]
+    pub keep_weekly: Option<u32>,
+    /// The newest backup of each of the last N months.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100000))]
+    pub keep_monthly: Option<u32>,
+    /// The newest backup of each of the last N years.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100000))]
+    pub keep_yearly: Option<u32>,
+}
+
+/// Jobs on the Proxmox Backup Server that holds the backups.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PbsOptions {
+    /// Endpoint name in the config's `pbs:` section.
+    #[schemars(length(min = 1, max = 63))]
+    pub endpoint: String,
+    /// Datastore on that server (the one the PVE storage points at).
+    #[schemars(length(min = 3, max = 32), regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._\-]*$"))]
+    pub datastore: String,
+    /// Verify backups on a schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<PbsVerify>,
+    /// Prune on the server with the policy's retention (instead of PVE pruning after each backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PbsSchedule>,
+    /// The datastore's garbage-collection schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub garbage_collection: Option<PbsSchedule>,
+    /// Copy the backups to (or from) another datastore, e.g. offsite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<PbsSync>,
+}
+
+/// A PBS job schedule (a calendar event, as for `schedule`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PbsSchedule {
+    /// Calendar event, e.g. `daily`, `sun 04:00`.
+    #[schemars(length(min = 1, max = 128))]
+    pub schedule: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PbsVerify {
+    /// Calendar event, e.g. `daily`.
+    #[schemars(length(min = 1, max = 128))]
+    pub schedule: String,
+    /// Skip snapshots that verified already (default true).
+    #[serde(default = "default_true")]
+    pub ignore_verified: bool,
+    /// Verify again after this many days (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub reverify_after_days: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PbsSync {
+    /// Remote name configured on the PBS (`proxmox-backup-manager remote list`).
+    #[schemars(length(min = 1, max = 32))]
+    pub remote: String,
+    /// Datastore on the remote.
+    #[schemars(length(min = 3, max = 32))]
+    pub remote_store: String,
+    /// `Pull` (default: this server pulls from the remote) or `Push`.
+    #[serde(default)]
+    pub direction: SyncDirection,
+    /// Calendar event, e.g. `daily`.
+    #[schemars(length(min = 1, max = 128))]
+    pub schedule: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum SyncDirection {
+    #[default]
+    Pull,
+    Push,
+}
+
+/// Restore the newest backup of a member to a scratch VMID, check it, destroy it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.scratchVmids.first <= self.scratchVmids.last").message("scratchVmids.first must not be above scratchVmids.last"))]
+pub struct RestoreTest {
+    /// When, in cron syntax as a Kubernetes CronJob (`0 5 * * 0`, `@weekly`).
+    #[schemars(regex(
+        pattern = r"^(@(yearly|annually|monthly|weekly|daily|hourly)|[0-9*/,-]+ [0-9*/,-]+ [0-9*/,?LW-]+ [0-9A-Za-z*/,-]+ [0-9A-Za-z*/,?L#-]+)$"
+    ))]
+    pub schedule: String,
+    /// VMIDs the scratch guest may use (never one in use).
+    pub scratch_vmids: VmidRange,
+    /// Storage for the restored disks.
+    #[schemars(length(min = 2, max = 63))]
+    pub storage: String,
+    /// Node to restore on.
+    #[schemars(length(min = 1, max = 63))]
+    pub node: String,
+    /// Start the restored guest and wait until it runs (default true).
+    #[serde(default = "default_true")]
+    pub start: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VmidRange {
+    /// Lowest VMID.
+    #[schemars(range(min = 100, max = 999999999))]
+    pub first: u32,
+    /// Highest VMID.
+    #[schemars(range(min = 100, max = 999999999))]
+    pub last: u32,
+}
+
+/// What the operator observed, written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPolicyStatus {
+    /// Generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The PVE vzdump job (`/cluster/backup/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// The members resolved from selector and vmids, each with its newest backup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<BackupMember>,
+    /// How many members there are.
+    #[serde(default)]
+    pub member_count: u32,
+    /// Fresh members out of all (`3/4`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fresh: Option<String>,
+    /// Time of the newest backup of any member (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<String>,
+    /// The newest run (scheduled or "back up now").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<BackupRun>,
+    /// When the schedule runs next (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<String>,
+    /// The `homelab.dev/backup-now` value already run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_now: Option<String>,
+    /// Ready, Reconciling, Degraded, Stalled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupMember {
+    /// ProxmoxGuest name (unset for a member named by VMID only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its VMID.
+    pub vmid: u32,
+    /// Node it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Its newest backup on the policy's storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest: Option<BackupRef>,
+    /// Whether the newest backup is younger than `maxAge`.
+    #[serde(default)]
+    pub fresh: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRef {
+    /// Volume id (`pbs1:backup/vm/100/2026-12-02T02:30:00Z`).
+    pub volid: String,
+    /// When it was taken (RFC 3339).
+    pub time: String,
+    /// Size in bytes.
+    #[serde(default)]
+    pub size: u64,
+    /// PBS verification state (`ok`, `failed`; unset when not verified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
+    /// Protected from pruning.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub protected: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRun {
+    /// The vzdump task.
+    pub upid: String,
+    /// Start (RFC 3339).
+    pub started: String,
+    /// End (RFC 3339), unset while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+    /// `OK`, `WARNINGS: n` or the error; unset while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// Guests whose backup failed, with the error line of the task log.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedGuest>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedGuest {
+    /// VMID of the guest.
+    pub vmid: u32,
+    /// The error line from the task log.
+    pub error: String,
+}
