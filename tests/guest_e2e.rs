@@ -549,6 +549,18 @@ impl PveApi for KillAfter<'_> {
     async fn guest_interfaces(&self, n: &str, k: GuestKind, v: u32) -> Result<Vec<pve::GuestNic>, pve::Error> {
         self.check(self.inner.guest_interfaces(n, k, v).await)
     }
+    async fn backup_jobs(&self) -> Result<Vec<pve::BackupJob>, pve::Error> {
+        self.check(self.inner.backup_jobs().await)
+    }
+    async fn create_backup_job(&self, p: Params) -> Result<(), pve::Error> {
+        self.check(self.inner.create_backup_job(p).await)
+    }
+    async fn update_backup_job(&self, id: &str, p: Params) -> Result<(), pve::Error> {
+        self.check(self.inner.update_backup_job(id, p).await)
+    }
+    async fn delete_backup_job(&self, id: &str) -> Result<(), pve::Error> {
+        self.check(self.inner.delete_backup_job(id).await)
+    }
     async fn node_storages(&self, n: &str) -> Result<Vec<pve::StorageInfo>, pve::Error> {
         self.check(self.inner.node_storages(n).await)
     }

@@ -347,3 +347,67 @@ async fn agent_interfaces_carry_the_nic_macs() {
     assert_eq!(seen[0].2, ["10.5.0.9".to_string()]);
     assert_eq!(seen[1].1, Some("BC:24:11:AA:00:02"));
 }
+
+#[tokio::test]
+async fn backup_jobs_round_trip_with_pves_shapes_and_refusals() {
+    use homelab_operator::providers::pve::codec::prune_backups;
+    let f = fixture().await;
+    let job = p(&[
+        ("id", "hlo-nightly"),
+        ("schedule", "mon..fri 22:00"),
+        ("storage", "pbs1"),
+        ("mode", "snapshot"),
+        ("vmid", "100,101"),
+        ("prune-backups", "keep-daily=7,keep-weekly=4"),
+        ("notes-template", "{{guestname}}"),
+        ("comment", "homelab-operator: homelab/nightly uid=u-1"),
+    ]);
+    f.client.create_backup_job(job.clone()).await.unwrap();
+    let jobs = f.client.backup_jobs().await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    let j = &jobs[0];
+    assert_eq!(
+        (j.id.as_str(), j.schedule.as_deref(), j.vmid.as_deref()),
+        ("hlo-nightly", Some("mon..fri 22:00"), Some("100,101"))
+    );
+    assert!(j.is_enabled() && j.next_run.is_some());
+    // Read back as an object of strings, written as a property string: one map either way.
+    assert_eq!(
+        prune_backups(j.prune_backups.as_ref().unwrap()),
+        [("keep-daily".to_string(), 7), ("keep-weekly".to_string(), 4)].into()
+    );
+    assert_eq!(
+        prune_backups(&serde_json::json!("keep-daily=7,keep-weekly=4")),
+        prune_backups(j.prune_backups.as_ref().unwrap())
+    );
+
+    f.client
+        .update_backup_job("hlo-nightly", p(&[("vmid", "100"), ("delete", "notes-template")]))
+        .await
+        .unwrap();
+    let j = f.client.backup_jobs().await.unwrap().remove(0);
+    assert_eq!((j.vmid.as_deref(), j.notes_template.as_deref()), (Some("100"), None));
+
+    // PVE's refusals.
+    let e = f.client.create_backup_job(job.clone()).await.unwrap_err();
+    assert!(e.to_string().contains("job 'hlo-nightly' already exists"), "{e}");
+    let mut bad = job.clone();
+    bad[0].1 = "hlo-other".into();
+    bad[1].1 = "every night".into();
+    let e = f.client.create_backup_job(bad).await.unwrap_err();
+    assert!(e.to_string().contains("unable to parse calendar event"), "{e}");
+    assert_eq!(e.class(), ErrorClass::Invalid);
+    let mut local = job.clone();
+    local[0].1 = "hlo-local".into();
+    local[2].1 = "local-lvm".into();
+    let e = f.client.create_backup_job(local).await.unwrap_err();
+    assert!(e.to_string().contains("storage 'local-lvm' does not support backups"), "{e}");
+    assert!(!e.is_transient());
+
+    f.client.delete_backup_job("hlo-nightly").await.unwrap();
+    let e = f.client.delete_backup_job("hlo-nightly").await.unwrap_err();
+    assert_eq!(e.class(), ErrorClass::NotFound, "{e}");
+    assert!(f.client.backup_jobs().await.unwrap().is_empty());
+    // A job create is never retried (it is not idempotent).
+    assert_eq!(f.sim.calls().get("POST /cluster/backup"), Some(&4), "four creates, four calls");
+}

@@ -387,6 +387,27 @@ impl PveApi for PveClient {
             .collect())
     }
 
+    async fn backup_jobs(&self) -> Result<Vec<BackupJob>, Error> {
+        self.call(Method::Get, "backup_jobs", "/cluster/backup", &vec![]).await
+    }
+
+    async fn create_backup_job(&self, params: Params) -> Result<(), Error> {
+        let _: serde_json::Value = self.call(Method::Post, "create_backup_job", "/cluster/backup", &params).await?;
+        Ok(())
+    }
+
+    async fn update_backup_job(&self, id: &str, params: Params) -> Result<(), Error> {
+        let path = format!("/cluster/backup/{}", urlencode_path(id));
+        let _: serde_json::Value = self.call(Method::Put, "update_backup_job", &path, &params).await?;
+        Ok(())
+    }
+
+    async fn delete_backup_job(&self, id: &str) -> Result<(), Error> {
+        let path = format!("/cluster/backup/{}", urlencode_path(id));
+        let _: serde_json::Value = self.call(Method::Delete, "delete_backup_job", &path, &vec![]).await?;
+        Ok(())
+    }
+
     async fn node_storages(&self, node: &str) -> Result<Vec<StorageInfo>, Error> {
         let path = format!("/nodes/{}/storage", urlencode_path(node));
         self.call(Method::Get, "node_storages", &path, &vec![]).await

@@ -112,6 +112,11 @@ pub mod de {
         let v = Option::<serde_json::Value>::deserialize(d)?;
         Ok(v.as_ref().and_then(super::lenient_bool).unwrap_or(false))
     }
+
+    pub fn opt_bool_lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        let v = Option::<serde_json::Value>::deserialize(d)?;
+        Ok(v.as_ref().and_then(super::lenient_bool))
+    }
 }
 
 /// Size strings (`32G`, `512M`, `1T`, bare bytes) in bytes.
@@ -227,5 +232,19 @@ mod tests {
         let e = pve_urlencode(k);
         assert_eq!(e, "ssh-ed25519%20AAAA%20admin%40homelab%0A");
         assert_eq!(pve_urldecode(&e), k);
+    }
+}
+
+/// `prune-backups` as `key → count`, from either spelling PVE uses: the
+/// object of strings it answers with, or the property string it is sent.
+pub fn prune_backups(v: &serde_json::Value) -> BTreeMap<String, u64> {
+    match v {
+        serde_json::Value::Object(m) => m.iter().filter_map(|(k, v)| Some((k.clone(), lenient_u64(v)?))).collect(),
+        serde_json::Value::String(s) => PropertyString::parse(s, "keep-all")
+            .items
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+            .collect(),
+        _ => BTreeMap::new(),
     }
 }

@@ -89,6 +89,10 @@ pub trait PveApi: Send + Sync {
     fn delete_firewall_rule(&self, node: &str, kind: GuestKind, vmid: u32, pos: u64) -> impl Future<Output = Result<(), Error>> + Send;
     /// The guest's interfaces with their addresses (loopback left out).
     fn guest_interfaces(&self, node: &str, kind: GuestKind, vmid: u32) -> impl Future<Output = Result<Vec<GuestNic>, Error>> + Send;
+    fn backup_jobs(&self) -> impl Future<Output = Result<Vec<BackupJob>, Error>> + Send;
+    fn create_backup_job(&self, params: Params) -> impl Future<Output = Result<(), Error>> + Send;
+    fn update_backup_job(&self, id: &str, params: Params) -> impl Future<Output = Result<(), Error>> + Send;
+    fn delete_backup_job(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
     fn node_storages(&self, node: &str) -> impl Future<Output = Result<Vec<StorageInfo>, Error>> + Send;
     fn storage_content(
         &self,

@@ -133,6 +133,45 @@ pub struct FirewallRuleEntry {
     pub enable: bool,
 }
 
+/// One entry of `GET /cluster/backup` (a scheduled vzdump job).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct BackupJob {
+    pub id: String,
+    #[serde(default, deserialize_with = "de::opt_bool_lenient")]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub schedule: Option<String>,
+    #[serde(default)]
+    pub storage: Option<String>,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub compress: Option<String>,
+    /// Comma-separated VMIDs.
+    #[serde(default)]
+    pub vmid: Option<String>,
+    #[serde(default, deserialize_with = "de::bool_lenient")]
+    pub all: bool,
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// An object of strings when read (`{"keep-daily": "7"}`), a property string when written.
+    #[serde(default, rename = "prune-backups")]
+    pub prune_backups: Option<serde_json::Value>,
+    #[serde(default, rename = "notes-template")]
+    pub notes_template: Option<String>,
+    #[serde(default)]
+    pub comment: Option<String>,
+    #[serde(default, rename = "next-run", deserialize_with = "de::opt_u64_lenient")]
+    pub next_run: Option<u64>,
+}
+
+impl BackupJob {
+    /// PVE's default is enabled.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or(true)
+    }
+}
+
 /// One entry of `GET /nodes/{node}/storage`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct StorageInfo {

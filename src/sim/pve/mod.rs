@@ -4,6 +4,7 @@
 //! shapes and quirks (0/1 booleans, `nextid` as a string, UPIDs, reason phrases).
 
 mod agent;
+mod backup;
 mod firewall;
 mod guest_config;
 mod props;
@@ -76,6 +77,7 @@ impl Default for PveSimConfig {
                 SimStorage::new("local", "dir", "iso,vztmpl,backup"),
                 SimStorage::new("local-lvm", "lvmthin", "images,rootdir"),
                 SimStorage::new("tank", "zfspool", "images,rootdir"),
+                SimStorage::new("pbs1", "pbs", "backup"),
             ],
             bridges: vec!["vmbr0".into(), "vmbr1".into()],
             pools: vec!["homelab".into()],
@@ -155,6 +157,19 @@ impl PveSim {
     /// Upload an ISO image or container template (`local:iso/…`) to every node.
     pub fn add_volume(&self, volid: &str) {
         self.state.lock().unwrap().config.volumes.push(volid.into());
+    }
+
+    /// The vzdump jobs as `jobs.cfg` holds them.
+    pub fn backup_jobs(&self) -> Vec<BTreeMap<String, Value>> {
+        self.state.lock().unwrap().backup_jobs.values().cloned().collect()
+    }
+
+    /// A job someone made in the Proxmox UI.
+    pub fn add_backup_job(&self, id: &str, fields: Value) {
+        let mut job: BTreeMap<String, Value> = fields.as_object().cloned().unwrap_or_default().into_iter().collect();
+        job.insert("id".into(), json!(id));
+        job.insert("type".into(), json!("vzdump"));
+        self.state.lock().unwrap().backup_jobs.insert(id.into(), job);
     }
 
     /// Create a bridge on every node.

@@ -19,6 +19,9 @@ impl State {
         let vmid: u32 = p.get("vmid").and_then(|v| v.parse().ok()).unwrap_or(0);
         let kind = if template.contains("/lxc") { "lxc" } else { "qemu" };
         let t = template.replace("/lxc", "/{kind}").replace("/qemu", "/{kind}");
+        if t.starts_with("/cluster/backup") {
+            return self.backup_routes(method, &t, p);
+        }
         if t.contains("/firewall/") {
             return self.firewall(method, &t, &node, kind, vmid, p);
         }

@@ -153,6 +153,8 @@ pub struct State {
     pub(super) tasks: Vec<Task>,
     pub(super) next_pid: u32,
     pub(super) next_mac: u32,
+    /// Scheduled vzdump jobs by id, as `jobs.cfg` holds them.
+    pub(super) backup_jobs: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
 /// Keys PVE types as integers (JSON numbers) in a config answer; all others are strings.
@@ -164,6 +166,7 @@ impl State {
             tasks: Vec::new(),
             next_pid: 0x3F000,
             next_mac: 1,
+            backup_jobs: BTreeMap::new(),
         }
     }
 
