@@ -195,6 +195,20 @@ pub fn pve_urldecode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `prune-backups` as `key → count`, from either spelling PVE uses: the
+/// object of strings it answers with, or the property string it is sent.
+pub fn prune_backups(v: &serde_json::Value) -> BTreeMap<String, u64> {
+    match v {
+        serde_json::Value::Object(m) => m.iter().filter_map(|(k, v)| Some((k.clone(), lenient_u64(v)?))).collect(),
+        serde_json::Value::String(s) => PropertyString::parse(s, "keep-all")
+            .items
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,19 +246,5 @@ mod tests {
         let e = pve_urlencode(k);
         assert_eq!(e, "ssh-ed25519%20AAAA%20admin%40homelab%0A");
         assert_eq!(pve_urldecode(&e), k);
-    }
-}
-
-/// `prune-backups` as `key → count`, from either spelling PVE uses: the
-/// object of strings it answers with, or the property string it is sent.
-pub fn prune_backups(v: &serde_json::Value) -> BTreeMap<String, u64> {
-    match v {
-        serde_json::Value::Object(m) => m.iter().filter_map(|(k, v)| Some((k.clone(), lenient_u64(v)?))).collect(),
-        serde_json::Value::String(s) => PropertyString::parse(s, "keep-all")
-            .items
-            .into_iter()
-            .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
-            .collect(),
-        _ => BTreeMap::new(),
     }
 }
