@@ -3,6 +3,7 @@
 //! persistence through [`StatusSink`].
 
 pub mod agent;
+pub mod backup_policy;
 pub mod cache;
 pub mod dns_record;
 pub mod inventory;

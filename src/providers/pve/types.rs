@@ -207,6 +207,20 @@ pub struct StorageVolume {
     pub ctime: Option<u64>,
     #[serde(default, deserialize_with = "de::opt_u64_lenient")]
     pub vmid: Option<u64>,
+    /// Backups: protected from pruning.
+    #[serde(default, deserialize_with = "de::bool_lenient")]
+    pub protected: bool,
+    /// Backups on a PBS storage: the last verification.
+    #[serde(default)]
+    pub verification: Option<Verification>,
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct Verification {
+    /// `ok` or `failed`.
+    pub state: String,
 }
 
 /// One entry of `GET /nodes/{node}/network`.
