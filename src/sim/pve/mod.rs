@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 pub use schema::PveSchema;
 use state::State;
 pub use state::{SimGuest, SimNode};
-pub use storage::SimStorage;
+pub use storage::{SimBackup, SimStorage};
 
 use super::{
     faults::{FaultKind, Faults},
@@ -162,6 +162,11 @@ impl PveSim {
     /// The vzdump jobs as `jobs.cfg` holds them.
     pub fn backup_jobs(&self) -> Vec<BTreeMap<String, Value>> {
         self.state.lock().unwrap().backup_jobs.values().cloned().collect()
+    }
+
+    /// A backup archive, as a vzdump run would leave it.
+    pub fn add_backup(&self, backup: SimBackup) {
+        self.state.lock().unwrap().backups.push(backup);
     }
 
     /// A job someone made in the Proxmox UI.

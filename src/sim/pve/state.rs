@@ -155,6 +155,7 @@ pub struct State {
     pub(super) next_mac: u32,
     /// Scheduled vzdump jobs by id, as `jobs.cfg` holds them.
     pub(super) backup_jobs: BTreeMap<String, BTreeMap<String, Value>>,
+    pub(super) backups: Vec<super::storage::SimBackup>,
 }
 
 /// Keys PVE types as integers (JSON numbers) in a config answer; all others are strings.
@@ -167,6 +168,7 @@ impl State {
             next_pid: 0x3F000,
             next_mac: 1,
             backup_jobs: BTreeMap::new(),
+            backups: Vec::new(),
         }
     }
 

@@ -34,6 +34,61 @@ impl SimStorage {
 
 const TOTAL: u64 = 500 << 30;
 
+/// A backup archive on a storage (a PBS snapshot when the storage is `pbs`).
+#[derive(Clone, Debug)]
+pub struct SimBackup {
+    pub storage: String,
+    pub vmid: u32,
+    /// `qemu` or `lxc`.
+    pub kind: String,
+    pub ctime: u64,
+    pub size: u64,
+    /// PBS verification state (`ok`, `failed`), none when not verified.
+    pub verified: Option<String>,
+    pub protected: bool,
+    pub notes: String,
+}
+
+impl SimBackup {
+    fn volid(&self, s: &SimStorage) -> String {
+        let t = jiff::Timestamp::from_second(self.ctime as i64).expect("time");
+        if s.kind == "pbs" {
+            let group = if self.kind == "lxc" { "ct" } else { "vm" };
+            format!("{}:backup/{group}/{}/{}", s.id, self.vmid, t.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        } else {
+            let (kind, ext) = if self.kind == "lxc" {
+                ("lxc", "tar.zst")
+            } else {
+                ("qemu", "vma.zst")
+            };
+            format!(
+                "{}:backup/vzdump-{kind}-{}-{}.{ext}",
+                s.id,
+                self.vmid,
+                t.strftime("%Y_%m_%d-%H_%M_%S")
+            )
+        }
+    }
+
+    fn answer(&self, s: &SimStorage) -> Value {
+        let format = match (s.kind.as_str(), self.kind.as_str()) {
+            ("pbs", "lxc") => "pbs-ct",
+            ("pbs", _) => "pbs-vm",
+            (_, "lxc") => "tar.zst",
+            _ => "vma.zst",
+        };
+        let mut e = json!({
+            "volid": self.volid(s), "content": "backup", "format": format, "size": self.size,
+            "ctime": self.ctime, "vmid": self.vmid, "notes": self.notes, "protected": self.protected as u8,
+            "subtype": self.kind,
+        });
+        if let Some(v) = &self.verified {
+            e["verification"] = json!({"state": v, "upid": "UPID:pbs:00000001:00000001:00000001:00000001:verify:store1:root@pam:"});
+        }
+        e
+    }
+}
+
 impl State {
     pub(super) fn storage(&self, id: &str) -> Result<&SimStorage, SimError> {
         self.config
@@ -110,6 +165,9 @@ impl State {
         }
         let prefix = format!("{storage}:");
         let mut out = Vec::new();
+        if content.is_none_or(|c| c == "backup") {
+            out.extend(self.backups.iter().filter(|b| b.storage == storage).map(|b| b.answer(s)));
+        }
         for volid in self.config.volumes.iter().filter(|v| v.starts_with(&prefix)) {
             let rest = &volid[prefix.len()..];
             let (kind, format) = match rest.split_once('/') {

@@ -1,0 +1,257 @@
+//! BackupPolicy through its reconciler, over HTTPS to the PVE simulator: the
+//! vzdump job, freshness per member, foreign jobs, deletion, call counts.
+
+use std::{sync::Arc, time::Duration};
+
+use homelab_operator::{
+    api::{self, BackupPolicySpec, BackupPolicyStatus},
+    providers::pve::{PveApi, PveClient},
+    reconcile::{
+        ReconcileError,
+        backup_policy::{self, PolicyObject, PolicyOutcome, freshness::Member, job::JobPlan},
+        proxmox_guest::GuestIdentity,
+    },
+    sim::{
+        SimServer,
+        pve::{PveSim, PveSimConfig, SimBackup, endpoint_for},
+    },
+};
+use serde_json::json;
+
+struct World {
+    sim: Arc<PveSim>,
+    client: PveClient,
+    _server: SimServer,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let sim = PveSim::with_defaults(PveSimConfig {
+        task_duration: Duration::ZERO,
+        ..Default::default()
+    })
+    .unwrap();
+    let server = sim.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ep = endpoint_for("default", &sim, &server, dir.path()).unwrap();
+    let client = PveClient::new(&ep, None).unwrap();
+    World {
+        sim,
+        client,
+        _server: server,
+        _dir: dir,
+    }
+}
+
+fn spec(extra: &str) -> BackupPolicySpec {
+    serde_yaml_ng::from_str(&format!(
+        "selector: {{matchLabels: {{backup: nightly}}}}\nschedule: \"02:30\"\nstorage: pbs1\nretention: {{keepDaily: 7}}\n{extra}"
+    ))
+    .unwrap()
+}
+
+fn id() -> GuestIdentity {
+    GuestIdentity::new("homelab", "nightly", Some("0b5e4a1c-1111-4222-8333-444455556666"))
+}
+
+fn member(name: &str, vmid: u32) -> Member {
+    Member {
+        name: Some(name.into()),
+        vmid,
+        node: Some("pve1".into()),
+    }
+}
+
+async fn run(
+    w: &World,
+    spec: &BackupPolicySpec,
+    status: BackupPolicyStatus,
+    members: Vec<Member>,
+) -> Result<PolicyOutcome, ReconcileError> {
+    let id = id();
+    backup_policy::reconcile(
+        &w.client,
+        PolicyObject {
+            id: &id,
+            spec,
+            status,
+            generation: Some(1),
+            members,
+        },
+        false,
+    )
+    .await
+}
+
+fn condition(s: &BackupPolicyStatus, t: &str) -> (String, String, String) {
+    let c = api::find_condition(&s.conditions, t).unwrap();
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+fn backup(vmid: u32, age: Duration, verified: Option<&str>) -> SimBackup {
+    SimBackup {
+        storage: "pbs1".into(),
+        vmid,
+        kind: "qemu".into(),
+        ctime: jiff::Timestamp::now().as_second() as u64 - age.as_secs(),
+        size: 8 << 30,
+        verified: verified.map(str::to_string),
+        protected: false,
+        notes: "web01".into(),
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test]
+async fn a_policy_keeps_one_job_and_reports_each_members_freshness() {
+    let w = world().await;
+    w.sim.add_backup_job(
+        "backup-1d0e9c44-a1b0",
+        json!({"schedule": "sat 03:00", "storage": "pbs1", "pool": "homelab"}),
+    );
+    let s = spec("");
+    let members = || vec![member("web01", 100), member("jellyfin", 101)];
+
+    // First reconcile: our job is created; no backups yet.
+    let out = run(&w, &s, BackupPolicyStatus::default(), members()).await.unwrap();
+    assert!(matches!(out.job, JobPlan::Create { .. }), "{:?}", out.job);
+    let jobs = w.sim.backup_jobs();
+    let ours = jobs.iter().find(|j| j["id"] == json!("hlo-0b5e4a1c1111")).expect("our job");
+    assert_eq!((ours["schedule"].clone(), ours["vmid"].clone()), (json!("02:30"), json!("100,101")));
+    assert_eq!(ours["prune-backups"], json!({"keep-daily": "7"}));
+    assert!(
+        ours["comment"]
+            .as_str()
+            .unwrap()
+            .contains("uid=0b5e4a1c-1111-4222-8333-444455556666")
+    );
+    let (ready, reason, msg) = condition(&out.status, "Ready");
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "BackupsNotFresh"));
+    assert!(msg.contains("web01: no backup") && msg.contains("jellyfin: no backup"), "{msg}");
+    assert_eq!(out.status.fresh.as_deref(), Some("0/2"));
+    assert_eq!(out.status.job_id.as_deref(), Some("hlo-0b5e4a1c1111"));
+
+    // Backups appear: web01 fresh and verified, jellyfin's only one is stale.
+    w.sim.add_backup(backup(100, HOUR, Some("ok")));
+    w.sim.add_backup(backup(101, 30 * HOUR, None));
+    let out = run(&w, &s, out.status, members()).await.unwrap();
+    assert!(matches!(out.job, JobPlan::NoChange { .. }), "{:?}", out.job);
+    assert!(out.status.next_run.is_some());
+    let web = &out.status.members[0];
+    assert!(web.fresh && web.newest.as_ref().unwrap().verified.as_deref() == Some("ok"));
+    assert!(web.newest.as_ref().unwrap().volid.starts_with("pbs1:backup/vm/100/"));
+    let (_, _, msg) = condition(&out.status, "Degraded");
+    assert!(msg.contains("jellyfin: newest backup") && !msg.contains("web01"), "{msg}");
+
+    w.sim.add_backup(backup(101, HOUR, Some("ok")));
+    let out = run(&w, &s, out.status, members()).await.unwrap();
+    assert_eq!(condition(&out.status, "Ready").0, "True");
+    assert_eq!(out.status.fresh.as_deref(), Some("2/2"));
+
+    // A guest joins: only the VMID list changes; the foreign job is untouched.
+    let foreign_before = w.sim.backup_jobs().into_iter().find(|j| j["id"] == json!("backup-1d0e9c44-a1b0"));
+    let mut more = members();
+    more.push(member("dns01", 102));
+    let out = run(&w, &s, out.status, more).await.unwrap();
+    assert_eq!(
+        out.job,
+        JobPlan::Update {
+            id: "hlo-0b5e4a1c1111".into(),
+            params: vec![("vmid".into(), "100,101,102".into())]
+        }
+    );
+    assert!(condition(&out.status, "Degraded").2.contains("dns01: no backup"));
+    let foreign_after = w.sim.backup_jobs().into_iter().find(|j| j["id"] == json!("backup-1d0e9c44-a1b0"));
+    assert_eq!(foreign_before, foreign_after);
+
+    // Deleting the policy removes its job only; every backup stays.
+    let events = backup_policy::cleanup(&w.client, &id(), &s).await.unwrap();
+    assert_eq!(events[0].reason, "JobDeleted");
+    let ids: Vec<_> = w.sim.backup_jobs().into_iter().map(|j| j["id"].clone()).collect();
+    assert_eq!(ids, [json!("backup-1d0e9c44-a1b0")]);
+    let left = w.client.storage_content("pve1", "pbs1", Some("backup")).await.unwrap();
+    assert_eq!(left.len(), 3);
+}
+
+#[tokio::test]
+async fn steady_state_costs_two_calls_whatever_the_number_of_members() {
+    let w = world().await;
+    let s = spec("");
+    let members: Vec<Member> = (0..100).map(|i| member(&format!("ct{i:03}"), 200 + i)).collect();
+    for m in &members {
+        w.sim.add_backup(backup(m.vmid, HOUR, Some("ok")));
+    }
+    let out = run(&w, &s, BackupPolicyStatus::default(), members.clone()).await.unwrap();
+    assert_eq!(out.status.fresh.as_deref(), Some("100/100"));
+    w.sim.reset_calls();
+    let out = run(&w, &s, out.status, members).await.unwrap();
+    assert_eq!(condition(&out.status, "Ready").0, "True");
+    assert_eq!(
+        w.sim.calls(),
+        [
+            ("GET /cluster/backup".to_string(), 1),
+            ("GET /nodes/{node}/storage/{storage}/content".to_string(), 1)
+        ]
+        .into()
+    );
+}
+
+#[tokio::test]
+async fn what_pve_refuses_is_permanent_and_foreign_jobs_are_never_taken() {
+    let w = world().await;
+    // A storage without backup content: PVE's words, not retried.
+    let e = run(
+        &w,
+        &spec("").with_storage("local-lvm"),
+        BackupPolicyStatus::default(),
+        vec![member("web01", 100)],
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(e.to_string().contains("storage 'local-lvm' does not support backups"), "{e}");
+    assert!(!e.is_transient());
+    // A job with our id that someone else made (no mark): Stalled, untouched.
+    w.sim.add_backup_job(
+        "hlo-0b5e4a1c1111",
+        json!({"schedule": "sun 01:00", "storage": "pbs1", "vmid": "300"}),
+    );
+    let out = run(&w, &spec(""), BackupPolicyStatus::default(), vec![member("web01", 100)])
+        .await
+        .unwrap();
+    let (stalled, reason, msg) = condition(&out.status, "Stalled");
+    assert_eq!((stalled.as_str(), reason.as_str()), ("True", "Conflict"));
+    assert!(msg.contains("adoptJobId"), "{msg}");
+    assert_eq!(w.sim.backup_jobs()[0]["vmid"], json!("300"));
+    // Adopting it by opt-in: it becomes the policy's job.
+    let adopt = spec("adoptJobId: hlo-0b5e4a1c1111\n");
+    let out = run(&w, &adopt, BackupPolicyStatus::default(), vec![member("web01", 100)])
+        .await
+        .unwrap();
+    assert!(matches!(out.job, JobPlan::Update { .. }));
+    let j = &w.sim.backup_jobs()[0];
+    assert_eq!((j["vmid"].clone(), j["schedule"].clone()), (json!("100"), json!("02:30")));
+    // ObserveOnly writes nothing.
+    let watch = spec("managementMode: ObserveOnly\nadoptJobId: hlo-0b5e4a1c1111\n").with_schedule("03:00");
+    run(&w, &watch, BackupPolicyStatus::default(), vec![member("web01", 100)])
+        .await
+        .unwrap();
+    assert_eq!(w.sim.backup_jobs()[0]["schedule"], json!("02:30"));
+}
+
+trait With {
+    fn with_storage(self, s: &str) -> Self;
+    fn with_schedule(self, s: &str) -> Self;
+}
+
+impl With for BackupPolicySpec {
+    fn with_storage(mut self, s: &str) -> Self {
+        self.storage = s.into();
+        self
+    }
+    fn with_schedule(mut self, s: &str) -> Self {
+        self.schedule = s.into();
+        self
+    }
+}
