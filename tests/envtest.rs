@@ -600,3 +600,110 @@ async fn records_and_proxy_hosts_converge_are_corrected_and_deleted_by_policy() 
     assert_eq!(a("kept"), [json!("10.0.0.5")], "Retain kept it");
     assert!(w.npm.hosts().is_empty(), "the proxy host was removed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_policy_keeps_one_job_for_its_members_and_reports_freshness() {
+    let plane = installed();
+    let client = plane.admin().await;
+    let ns = namespace(&client, "backups").await;
+    let w = world(Duration::from_millis(200)).await;
+    w.sim.add_backup_job(
+        "backup-foreign-0001",
+        json!({"schedule": "sat 03:00", "storage": "pbs1", "vmid": "999"}),
+    );
+    let op = Operator::start(plane, &w, &ns, &["--no-leader-election"], "backups");
+    let guests: Api<ProxmoxGuest> = Api::namespaced(client.clone(), &ns);
+    let labelled = |name: &str, tier: &str| {
+        let mut g = lxc(name, json!({}));
+        g.metadata.labels = Some([("backup".to_string(), tier.to_string())].into());
+        g
+    };
+    guests.create(&PostParams::default(), &labelled("web", "nightly")).await.unwrap();
+    guests.create(&PostParams::default(), &labelled("lab", "none")).await.unwrap();
+    for name in ["web", "lab"] {
+        wait_for(&guests, name, "Ready", &op, |g| is_true(g, "Ready")).await;
+    }
+    let vmid = |name: &str| {
+        let guests = guests.clone();
+        let name = name.to_string();
+        async move { guests.get(&name).await.unwrap().status.unwrap().vmid.unwrap() }
+    };
+    let (web, lab) = (vmid("web").await, vmid("lab").await);
+    let policies: Api<api::BackupPolicy> = Api::namespaced(client.clone(), &ns);
+    let policy: api::BackupPolicy = serde_json::from_value(json!({
+        "apiVersion": "homelab.dev/v1alpha1", "kind": "BackupPolicy", "metadata": {"name": "nightly"},
+        "spec": {"selector": {"matchLabels": {"backup": "nightly"}}, "schedule": "02:30", "storage": "pbs1",
+                 "retention": {"keepDaily": 7, "keepWeekly": 4}, "maxAge": "26h"}
+    }))
+    .unwrap();
+    policies.create(&PostParams::default(), &policy).await.unwrap();
+    let ours = || {
+        w.sim
+            .backup_jobs()
+            .into_iter()
+            .filter(|j| j["id"] != json!("backup-foreign-0001"))
+            .collect::<Vec<_>>()
+    };
+    let p = wait_for(&policies, "nightly", "reporting", &op, |p| {
+        p.status.as_ref().is_some_and(|s| s.job_id.is_some())
+    })
+    .await;
+    assert_eq!(ours().len(), 1, "exactly one job");
+    let job = &ours()[0];
+    assert_eq!((job["schedule"].clone(), job["storage"].clone()), (json!("02:30"), json!("pbs1")));
+    assert_eq!(job["prune-backups"], json!({"keep-daily": "7", "keep-weekly": "4"}));
+    assert_eq!(job["vmid"], json!(web.to_string()));
+    let degraded = condition_of(&p.status.as_ref().unwrap().conditions, "Degraded");
+    assert!(degraded.contains("web: no backup"), "{degraded}");
+
+    // Relabelling a guest puts it in the job; its backup makes the policy Ready.
+    let relabel = json!({"metadata": {"labels": {"backup": "nightly"}}});
+    guests.patch("lab", &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap();
+    let both = format!("{},{}", web.min(lab), web.max(lab));
+    wait_for(&policies, "nightly", "updated", &op, |_| {
+        ours().first().is_some_and(|j| j["vmid"] == json!(both))
+    })
+    .await;
+    for v in [web, lab] {
+        w.sim.add_backup(homelab_operator::sim::pve::SimBackup {
+            storage: "pbs1".into(),
+            vmid: v,
+            kind: "lxc".into(),
+            ctime: jiff::Timestamp::now().as_second() as u64 - 600,
+            size: 1 << 30,
+            verified: Some("ok".into()),
+            protected: false,
+            notes: String::new(),
+        });
+    }
+    let p = wait_for(&policies, "nightly", "Ready", &op, |p| {
+        p.status.as_ref().is_some_and(|s| ready_now(&s.conditions, p.metadata.generation))
+    })
+    .await;
+    let s = p.status.unwrap();
+    assert_eq!((s.fresh.as_deref(), s.member_count), (Some("2/2"), 2));
+    assert!(
+        s.members
+            .iter()
+            .all(|m| m.newest.as_ref().is_some_and(|b| b.verified.as_deref() == Some("ok")))
+    );
+    let (ok, out) = plane.kubectl(&["-n", &ns, "get", "bkp"]);
+    assert!(
+        ok && out.contains("2/2") && out.lines().next().unwrap_or_default().contains("FRESH"),
+        "{out}"
+    );
+
+    // Deleting the policy removes its job only, and no backup.
+    policies.delete("nightly", &DeleteParams::default()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while policies.get_opt("nightly").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "finalizer kept; log:\n{}", op.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ours().is_empty());
+    assert_eq!(w.sim.backup_jobs().len(), 1, "the foreign job stays");
+}
+
+fn condition_of(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], t: &str) -> String {
+    api::find_condition(conditions, t).map(|c| c.message.clone()).unwrap_or_default()
+}

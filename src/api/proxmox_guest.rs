@@ -168,6 +168,17 @@ pub struct ProxmoxGuestSpec {
     /// ProxyHost `<name>-proxy` that forwards the domains to this guest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<GuestProxy>,
+    /// Back this guest up with a BackupPolicy of this namespace (besides any whose selector matches it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<GuestBackup>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestBackup {
+    /// Name of the BackupPolicy.
+    #[schemars(length(min = 1, max = 253))]
+    pub policy: String,
 }
 
 impl ProxmoxGuest {

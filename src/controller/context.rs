@@ -78,6 +78,15 @@ impl Context {
         self
     }
 
+    /// The client of a `proxmox:` endpoint named in a spec.
+    pub fn pve_client(&self, cluster: &str) -> Result<&PveClient, crate::reconcile::ReconcileError> {
+        self.pve.get(cluster).ok_or_else(|| {
+            crate::reconcile::ReconcileError::Config(format!(
+                "spec.cluster {cluster:?} names no endpoint in the config's proxmox: section"
+            ))
+        })
+    }
+
     /// Record whether this object has a task in flight and update the gauge.
     pub fn track_task(&self, uid: &str, in_flight: bool) {
         let mut tasks = self.tasks.lock().expect("tasks lock");

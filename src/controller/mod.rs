@@ -2,6 +2,7 @@
 //! status patches, events, metrics, health and leader election.
 
 pub mod backoff;
+pub mod backup_policy;
 pub mod context;
 pub mod dns_record;
 pub mod health;
@@ -27,7 +28,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{DnsRecord, ProxmoxGuest, ProxyHost},
+    api::{BackupPolicy, DnsRecord, ProxmoxGuest, ProxyHost},
     cli::RunArgs,
     config::Config,
     metrics::Metrics,
@@ -147,11 +148,22 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         .watches(scope.api::<ProxmoxGuest>(), watcher::Config::default(), move |g| {
             proxy_host::proxies_targeting(&store, &g)
         })
-        .with_config(config)
+        .with_config(config.clone())
         .graceful_shutdown_on(stop())
         .run(proxy_host::reconcile, proxy_host::error_policy, ctx.clone())
         .for_each(log_result("proxy"));
-    tokio::join!(guests, records, proxies);
+    let policies = main_controller::<BackupPolicy>(&scope);
+    let store = policies.store();
+    // A guest created, relabelled or deleted changes the members of its policies.
+    let policies = policies
+        .watches(scope.api::<ProxmoxGuest>(), watcher::Config::default(), move |g| {
+            backup_policy::policies_of(&store, &g)
+        })
+        .with_config(config)
+        .graceful_shutdown_on(stop())
+        .run(backup_policy::reconcile, backup_policy::error_policy, ctx.clone())
+        .for_each(log_result("backup"));
+    tokio::join!(guests, records, proxies, policies);
 }
 
 fn log_result<T, E: std::fmt::Display>(kind: &'static str) -> impl FnMut(Result<T, E>) -> std::future::Ready<()> {

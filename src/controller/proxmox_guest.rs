@@ -68,11 +68,7 @@ fn object_parts(g: &ProxmoxGuest) -> (GuestIdentity, String) {
 }
 
 fn guest_ctx<'a>(ctx: &'a Context, cluster: &'a str) -> Result<GuestCtx<'a, crate::providers::pve::PveClient>, ReconcileError> {
-    let api = ctx.pve.get(cluster).ok_or_else(|| {
-        ReconcileError::Config(format!(
-            "spec.cluster {cluster:?} names no endpoint in the config's proxmox: section"
-        ))
-    })?;
+    let api = ctx.pve_client(cluster)?;
     Ok(GuestCtx {
         api,
         cache: &ctx.cache,

@@ -94,6 +94,12 @@ impl Conditioned for api::ProxyHostStatus {
     }
 }
 
+impl Conditioned for api::BackupPolicyStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}
+
 impl Conditioned for api::DnsRecordStatus {
     fn conditions_mut(&mut self) -> &mut Vec<Condition> {
         &mut self.conditions
@@ -292,6 +298,15 @@ impl Reconciled for api::ProxmoxGuest {
     type Status = api::ProxmoxGuestStatus;
     const KIND: &'static str = "ProxmoxGuest";
     const FINALIZER: &'static str = api::GUEST_FINALIZER;
+    fn current_status(&self) -> Option<Self::Status> {
+        self.status.clone()
+    }
+}
+
+impl Reconciled for api::BackupPolicy {
+    type Status = api::BackupPolicyStatus;
+    const KIND: &'static str = "BackupPolicy";
+    const FINALIZER: &'static str = api::BACKUP_FINALIZER;
     fn current_status(&self) -> Option<Self::Status> {
         self.status.clone()
     }

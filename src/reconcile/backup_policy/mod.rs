@@ -4,6 +4,7 @@
 
 pub mod freshness;
 pub mod job;
+pub mod members;
 
 use std::time::Duration;
 

@@ -1,0 +1,82 @@
+//! BackupPolicy controller glue: finalizer, members from the apiserver,
+//! status, events. The logic lives in `reconcile::backup_policy`.
+
+use std::sync::Arc;
+
+use kube::{
+    Api, Resource, ResourceExt,
+    api::ListParams,
+    core::DeserializeGuard,
+    runtime::{
+        controller::Action,
+        reflector::{ObjectRef, Store},
+    },
+};
+
+use super::{
+    context::Context,
+    shared::{Error, StatusWriter, error_policy as shared_error_policy, identity, publish_all, reconcile_kind},
+};
+use crate::{
+    api::{BackupPolicy, ProxmoxGuest},
+    reconcile::{
+        ReconcileError,
+        backup_policy::{self, PolicyObject, members},
+    },
+};
+
+pub async fn reconcile(obj: Arc<DeserializeGuard<BackupPolicy>>, ctx: Arc<Context>) -> Result<Action, Error> {
+    reconcile_kind(obj, ctx, |p, c, w| Box::pin(apply(p, c, w)), |p, c, _| Box::pin(cleanup(p, c))).await
+}
+
+async fn apply(p: &BackupPolicy, ctx: &Context, writer: &StatusWriter<BackupPolicy>) -> Result<Action, Error> {
+    let api = ctx.pve_client(&p.spec.cluster)?;
+    let guests: Api<ProxmoxGuest> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    let guests = guests.list(&ListParams::default()).await.map_err(Error::Kube)?.items;
+    let members = members::members(p, &guests).map_err(ReconcileError::Config)?;
+    let id = identity(p);
+    let obj = PolicyObject {
+        id: &id,
+        spec: &p.spec,
+        status: p.status.clone().unwrap_or_default(),
+        generation: p.metadata.generation,
+        members,
+    };
+    let out = backup_policy::reconcile(api, obj, false).await?;
+    publish_all(ctx, &p.object_ref(&()), &out.events, "Reconcile").await;
+    writer.apply(&out.status).await.map_err(Error::Kube)?;
+    // Freshness changes with time alone: look again at least every --drift-interval.
+    Ok(Action::requeue(
+        out.requeue.min(ctx.drift.period().max(std::time::Duration::from_secs(1))),
+    ))
+}
+
+async fn cleanup(p: &BackupPolicy, ctx: &Context) -> Result<Action, Error> {
+    let events = backup_policy::cleanup(ctx.pve_client(&p.spec.cluster)?, &identity(p), &p.spec).await?;
+    publish_all(ctx, &p.object_ref(&()), &events, "Delete").await;
+    Ok(Action::await_change())
+}
+
+pub fn error_policy(obj: Arc<DeserializeGuard<BackupPolicy>>, err: &Error, ctx: Arc<Context>) -> Action {
+    shared_error_policy(obj.0.as_ref().ok().and_then(|p| p.uid()), err, &ctx)
+}
+
+/// The policies a guest belongs to, by selector or by name (for `Controller::watches`):
+/// a guest created, relabelled or given its VMID updates the job's VMID list.
+pub fn policies_of(store: &Store<DeserializeGuard<BackupPolicy>>, guest: &ProxmoxGuest) -> Vec<ObjectRef<DeserializeGuard<BackupPolicy>>> {
+    store
+        .state()
+        .iter()
+        .filter_map(|p| p.0.as_ref().ok())
+        .filter(|p| p.namespace() == guest.namespace())
+        // A guest that left a policy must update it too: every policy of the
+        // namespace that selects it now, or lists it in status.
+        .filter(|p| {
+            members::selects(p, guest).unwrap_or(false)
+                || p.status
+                    .as_ref()
+                    .is_some_and(|s| s.members.iter().any(|m| m.name.as_deref() == Some(&guest.name_any())))
+        })
+        .map(|p| ObjectRef::new(&p.name_any()).within(&p.namespace().unwrap_or_default()))
+        .collect()
+}
