@@ -255,3 +255,44 @@ impl With for BackupPolicySpec {
         self
     }
 }
+
+mod support {
+    pub mod pve_permissions;
+}
+
+#[tokio::test]
+async fn the_readme_roles_grant_every_call_a_policy_makes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let privs: std::collections::BTreeSet<String> = ["pveum role add HomelabOperator -privs ", "pveum role add HomelabBackup -privs "]
+        .iter()
+        .flat_map(|prefix| {
+            let line = readme
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("README lacks {prefix:?}"));
+            line.split('"')
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let w = world().await;
+    let s = spec("");
+    let out = run(&w, &s, BackupPolicyStatus::default(), vec![member("web01", 100)])
+        .await
+        .unwrap();
+    let more = vec![member("web01", 100), member("db01", 101)];
+    run(&w, &s, out.status, more).await.unwrap();
+    run(&w, &s, BackupPolicyStatus::default(), vec![]).await.unwrap();
+    let calls: Vec<String> = w.sim.calls().into_keys().collect();
+    for wanted in ["POST /cluster/backup", "PUT /cluster/backup/{id}", "DELETE /cluster/backup/{id}"] {
+        assert!(calls.contains(&wanted.to_string()), "{wanted} not exercised: {calls:?}");
+    }
+    let subset: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("tests/data/pve-api-subset.json")).unwrap()).unwrap();
+    let unmet = support::pve_permissions::unmet(&subset, &calls, &privs);
+    assert!(unmet.is_empty(), "the README's roles lack:\n{}", unmet.join("\n"));
+}

@@ -688,10 +688,20 @@ async fn a_backup_policy_keeps_one_job_for_its_members_and_reports_freshness() {
             .all(|m| m.newest.as_ref().is_some_and(|b| b.verified.as_deref() == Some("ok")))
     );
     let (ok, out) = plane.kubectl(&["-n", &ns, "get", "bkp"]);
-    assert!(
-        ok && out.contains("2/2") && out.lines().next().unwrap_or_default().contains("FRESH"),
-        "{out}"
-    );
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let shown = readme
+        .lines()
+        .skip_while(|l| *l != "$ kubectl get bkp")
+        .nth(1)
+        .expect("README table");
+    let columns = |l: &str| {
+        l.replace("LAST BACKUP", "LAST_BACKUP")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(columns(out.lines().next().unwrap_or_default()), columns(shown), "kubectl get bkp");
+    assert!(ok && out.contains("2/2"), "{out}");
 
     // Deleting the policy removes its job only, and no backup.
     policies.delete("nightly", &DeleteParams::default()).await.unwrap();
