@@ -234,10 +234,13 @@ async fn what_pve_refuses_is_permanent_and_foreign_jobs_are_never_taken() {
     assert_eq!((j["vmid"].clone(), j["schedule"].clone()), (json!("100"), json!("02:30")));
     // ObserveOnly writes nothing.
     let watch = spec("managementMode: ObserveOnly\nadoptJobId: hlo-0b5e4a1c1111\n").with_schedule("03:00");
-    run(&w, &watch, BackupPolicyStatus::default(), vec![member("web01", 100)])
+    let out = run(&w, &watch, BackupPolicyStatus::default(), vec![member("web01", 100)])
         .await
         .unwrap();
     assert_eq!(w.sim.backup_jobs()[0]["schedule"], json!("02:30"));
+    let (ready, reason, msg) = condition(&out.status, "Ready");
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "DriftDetected"));
+    assert!(msg.contains("schedule"), "{msg}");
 }
 
 trait With {

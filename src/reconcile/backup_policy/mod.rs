@@ -72,13 +72,16 @@ pub async fn reconcile<P: PveApi>(api: &P, obj: PolicyObject<'_>, dry_run: bool)
             });
         }
     };
-    if !dry_run && spec.management_mode == ManagementMode::Reconcile {
+    let writes = !dry_run && spec.management_mode == ManagementMode::Reconcile;
+    if writes {
         write_job(api, &plan, &mut events).await?;
     }
     status.observed_generation = generation;
     status.job_id = match &plan {
-        JobPlan::Create { id, .. } | JobPlan::Update { id, .. } | JobPlan::NoChange { id } => Some(id.clone()),
-        JobPlan::Delete { .. } | JobPlan::Absent => None,
+        JobPlan::Create { id, .. } if writes => Some(id.clone()),
+        JobPlan::Update { id, .. } | JobPlan::NoChange { id } => Some(id.clone()),
+        JobPlan::Delete { id } if !writes => Some(id.clone()),
+        _ => None,
     };
     status.next_run = jobs
         .iter()
@@ -87,7 +90,7 @@ pub async fn reconcile<P: PveApi>(api: &P, obj: PolicyObject<'_>, dry_run: bool)
         .and_then(|t| jiff::Timestamp::from_second(t as i64).ok())
         .map(|t| t.to_string());
     observe_backups(api, spec, &members, &mut status).await?;
-    report(spec, &plan, &mut status, generation, dry_run);
+    report(spec, &plan, &mut status, generation, writes);
     Ok(PolicyOutcome {
         status,
         job: plan,
@@ -165,11 +168,20 @@ async fn observe_backups<P: PveApi>(
     Ok(())
 }
 
-/// Ready only when the job matches the spec and every member is fresh.
-fn report(spec: &BackupPolicySpec, plan: &JobPlan, status: &mut BackupPolicyStatus, generation: Option<i64>, dry_run: bool) {
+/// Ready only when the job matches the spec (or was just made to) and every member is fresh.
+fn report(spec: &BackupPolicySpec, plan: &JobPlan, status: &mut BackupPolicyStatus, generation: Option<i64>, wrote: bool) {
     let unfresh = freshness::unfresh(&status.members, &spec.max_age);
-    let job_matches = matches!(plan, JobPlan::NoChange { .. } | JobPlan::Absent) || !dry_run;
-    let wanted = if status.members.is_empty() {
+    let job_matches = matches!(plan, JobPlan::NoChange { .. } | JobPlan::Absent) || wrote;
+    let wanted = if !job_matches {
+        let msg = format!(
+            "the backup job differs from the spec and is not written ({:?}): {plan:?}",
+            spec.management_mode
+        );
+        vec![
+            ConditionState::new(api::CONDITION_READY, false, "DriftDetected", &msg),
+            ConditionState::new(api::CONDITION_DEGRADED, true, "DriftDetected", msg),
+        ]
+    } else if status.members.is_empty() {
         let msg = "no members: the selector matches no ProxmoxGuest and vmids is empty";
         vec![
             ConditionState::new(api::CONDITION_READY, false, "NoMembers", msg),
