@@ -173,10 +173,16 @@ fn report(spec: &BackupPolicySpec, plan: &JobPlan, status: &mut BackupPolicyStat
     let unfresh = freshness::unfresh(&status.members, &spec.max_age);
     let job_matches = matches!(plan, JobPlan::NoChange { .. } | JobPlan::Absent) || wrote;
     let wanted = if !job_matches {
-        let msg = format!(
-            "the backup job differs from the spec and is not written ({:?}): {plan:?}",
-            spec.management_mode
-        );
+        let what = match plan {
+            JobPlan::Create { id, .. } => format!("job {id} does not exist"),
+            JobPlan::Update { id, params } => {
+                let fields: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+                format!("job {id} differs in {}", fields.join(", "))
+            }
+            JobPlan::Delete { id } => format!("job {id} exists but the policy has no members"),
+            JobPlan::NoChange { .. } | JobPlan::Absent => String::new(),
+        };
+        let msg = format!("{what}; not written ({:?})", spec.management_mode);
         vec![
             ConditionState::new(api::CONDITION_READY, false, "DriftDetected", &msg),
             ConditionState::new(api::CONDITION_DEGRADED, true, "DriftDetected", msg),
