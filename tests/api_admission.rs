@@ -147,6 +147,10 @@ fn every_example_parses_and_is_admitted() {
     for p in &loaded.proxies {
         p.validate_cel().unwrap_or_else(|e| panic!("{:?}: {e}", p.metadata.name));
     }
+    assert!(!loaded.policies.is_empty());
+    for b in &loaded.policies {
+        b.validate_cel().unwrap_or_else(|e| panic!("{:?}: {e}", b.metadata.name));
+    }
 }
 
 fn record(yaml: &str) -> homelab_operator::api::DnsRecord {

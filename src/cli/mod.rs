@@ -1,5 +1,6 @@
 //! Command-line commands, each a thin function over the library.
 
+pub mod backups;
 pub mod demo;
 pub mod oneshot;
 pub mod resources;
@@ -300,6 +301,9 @@ async fn plan(a: FilesArgs) -> anyhow::Result<i32> {
         }
         entries.push(e);
     }
+    for p in &loaded.policies {
+        entries.push(policy_entry(&engine, p, &loaded.guests).await);
+    }
     for s in &loaded.skipped {
         eprintln!("skipped (kind not handled yet): {s}");
     }
@@ -316,6 +320,27 @@ async fn plan(a: FilesArgs) -> anyhow::Result<i32> {
     } else {
         0
     })
+}
+
+/// A policy's plan: its job's change and, when nothing changes, why it is not Ready.
+async fn policy_entry(engine: &oneshot::Engine, p: &api::BackupPolicy, guests: &[api::ProxmoxGuest]) -> PlanEntry {
+    let mut e = PlanEntry {
+        kind: "BackupPolicy",
+        name: backups::policy_name(p),
+        ..Default::default()
+    };
+    match backups::run(engine, p, guests, true).await {
+        Ok(out) => {
+            if let Some((symbol, what)) = backups::job_change(&out.job) {
+                e.changes.push(PlanChange::new(symbol, what));
+            }
+            if e.changes.is_empty() {
+                e.changes.extend(waiting(&out.status.conditions));
+            }
+        }
+        Err(err) => e.error = Some(err.to_string()),
+    }
+    e
 }
 
 fn print_plan(entries: &[PlanEntry]) {
@@ -375,10 +400,29 @@ async fn apply(a: FilesArgs) -> anyhow::Result<i32> {
     if !proxies.is_empty() {
         println!("\n{}", oneshot::proxy_table(&proxies));
     }
+    // Policies last: their members are the guests just applied, with their VMIDs.
+    let applied: Vec<api::ProxmoxGuest> = loaded
+        .guests
+        .iter()
+        .zip(&results)
+        .map(|(g, r)| api::ProxmoxGuest {
+            status: Some(r.status.clone()),
+            ..g.clone()
+        })
+        .collect();
+    let mut policies = vec![];
+    for p in &loaded.policies {
+        policies.push(backups::apply(&engine, p, &applied, &progress).await);
+    }
+    if !policies.is_empty() {
+        println!("\n{}", backups::table(&policies));
+    }
     for s in &loaded.skipped {
         eprintln!("skipped (kind not handled yet): {s}");
     }
-    let failed =
-        results.iter().any(|r| r.error.is_some()) || records.iter().any(|r| r.error.is_some()) || proxies.iter().any(|r| r.error.is_some());
+    let failed = results.iter().any(|r| r.error.is_some())
+        || records.iter().any(|r| r.error.is_some())
+        || proxies.iter().any(|r| r.error.is_some())
+        || policies.iter().any(|p| p.outcome.is_err());
     Ok(if failed { 1 } else { 0 })
 }

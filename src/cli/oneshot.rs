@@ -507,7 +507,7 @@ pub fn all_proxies(guests: &[ProxmoxGuest], proxies: &[api::ProxyHost]) -> Vec<a
 }
 
 /// Columns padded to their widest cell; the last (message) column is left ragged.
-fn render_table<const N: usize>(rows: &[[String; N]]) -> String {
+pub fn render_table<const N: usize>(rows: &[[String; N]]) -> String {
     let widths: Vec<usize> = (0..N).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
     rows.iter()
         .map(|r| {

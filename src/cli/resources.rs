@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::api::{DnsRecord, ProxmoxGuest, ProxyHost};
+use crate::api::{BackupPolicy, DnsRecord, ProxmoxGuest, ProxyHost};
 
 /// Every resource file under the given paths (directories are read recursively, sorted).
 pub fn files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
@@ -38,6 +38,7 @@ pub struct Loaded {
     pub guests: Vec<ProxmoxGuest>,
     pub records: Vec<DnsRecord>,
     pub proxies: Vec<ProxyHost>,
+    pub policies: Vec<BackupPolicy>,
     pub skipped: Vec<String>,
 }
 
@@ -45,6 +46,7 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
     let mut guests = vec![];
     let mut records = vec![];
     let mut proxies = vec![];
+    let mut policies = vec![];
     let mut skipped = vec![];
     for file in files(paths)? {
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -71,6 +73,11 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
                     r.metadata.namespace.get_or_insert_with(|| "default".into());
                     records.push(r);
                 }
+                ("homelab.dev/v1alpha1", "BackupPolicy") => {
+                    let mut b: BackupPolicy = parse(&file, i, value)?;
+                    b.metadata.namespace.get_or_insert_with(|| "default".into());
+                    policies.push(b);
+                }
                 _ => skipped.push(format!("{}: {api_version} {kind}", file.display())),
             }
         }
@@ -79,6 +86,7 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
         guests,
         records,
         proxies,
+        policies,
         skipped,
     })
 }

@@ -1,0 +1,109 @@
+//! `plan` and `apply` for BackupPolicies: members from the guests in the
+//! same files (with the status `apply` just produced), one reconcile each.
+
+use crate::{
+    api::{self, BackupPolicy, ProxmoxGuest},
+    cli::oneshot::{Engine, render_table},
+    reconcile::{
+        EventNote, ReconcileError,
+        backup_policy::{self, PolicyObject, PolicyOutcome, job::JobPlan, members},
+    },
+};
+
+pub fn policy_name(p: &BackupPolicy) -> String {
+    format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref().unwrap_or("default"),
+        p.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// One reconcile of `p` (a dry run writes nothing), members taken from `guests`.
+pub async fn run(engine: &Engine, p: &BackupPolicy, guests: &[ProxmoxGuest], dry_run: bool) -> Result<PolicyOutcome, ReconcileError> {
+    p.validate_cel().map_err(|e| ReconcileError::Config(format!("invalid spec: {e}")))?;
+    let api = engine
+        .clients
+        .get(&p.spec.cluster)
+        .ok_or_else(|| ReconcileError::Config(format!("spec.cluster {:?} is not in the config's proxmox: section", p.spec.cluster)))?;
+    let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+    let same_ns: Vec<ProxmoxGuest> = guests
+        .iter()
+        .filter(|g| g.metadata.namespace.as_deref().unwrap_or("default") == ns)
+        .cloned()
+        .collect();
+    let members = members::members(p, &same_ns).map_err(ReconcileError::Config)?;
+    let id = crate::reconcile::proxmox_guest::GuestIdentity::new(ns, p.metadata.name.as_deref().unwrap_or(""), p.metadata.uid.as_deref());
+    let obj = PolicyObject {
+        id: &id,
+        spec: &p.spec,
+        status: p.status.clone().unwrap_or_default(),
+        generation: Some(1),
+        members,
+    };
+    backup_policy::reconcile(api, obj, dry_run).await
+}
+
+/// What `plan` shows for a policy's job: `(symbol, what)`.
+pub fn job_change(job: &JobPlan) -> Option<(char, String)> {
+    match job {
+        JobPlan::Create { id, params } => {
+            let get = |k: &str| params.iter().find(|(key, _)| key == k).map_or("", |(_, v)| v.as_str());
+            Some((
+                '+',
+                format!(
+                    "create backup job {id}: {} to {} for VMIDs {} ({})",
+                    get("schedule"),
+                    get("storage"),
+                    get("vmid"),
+                    get("prune-backups")
+                ),
+            ))
+        }
+        JobPlan::Update { id, params } => {
+            let fields: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            Some(('~', format!("update backup job {id}: {}", fields.join(", "))))
+        }
+        JobPlan::Delete { id } => Some(('-', format!("delete backup job {id} (no members; backups are kept)"))),
+        JobPlan::NoChange { .. } | JobPlan::Absent => None,
+    }
+}
+
+/// The result of applying one policy.
+pub struct PolicyApplied {
+    pub name: String,
+    pub outcome: Result<PolicyOutcome, ReconcileError>,
+}
+
+pub async fn apply(engine: &Engine, p: &BackupPolicy, guests: &[ProxmoxGuest], progress: &(dyn Fn(&str) + Sync)) -> PolicyApplied {
+    let name = policy_name(p);
+    let outcome = run(engine, p, guests, false).await;
+    if let Ok(out) = &outcome {
+        for EventNote { note, warning, .. } in &out.events {
+            progress(&format!("{name}: {}{note}", if *warning { "warning: " } else { "" }));
+        }
+    }
+    PolicyApplied { name, outcome }
+}
+
+/// NAME, JOB, MEMBERS, FRESH, READY, MESSAGE.
+pub fn table(results: &[PolicyApplied]) -> String {
+    let mut rows = vec![["NAME", "JOB", "MEMBERS", "FRESH", "READY", "MESSAGE"].map(String::from)];
+    for r in results {
+        rows.push(match &r.outcome {
+            Ok(out) => {
+                let s = &out.status;
+                let ready = api::find_condition(&s.conditions, api::CONDITION_READY);
+                [
+                    r.name.clone(),
+                    s.job_id.clone().unwrap_or_else(|| "-".into()),
+                    s.member_count.to_string(),
+                    s.fresh.clone().unwrap_or_else(|| "-".into()),
+                    ready.map_or("Unknown".into(), |c| c.status.clone()),
+                    ready.map_or(String::new(), |c| c.message.clone()),
+                ]
+            }
+            Err(e) => [r.name.clone(), "-".into(), "-".into(), "-".into(), "False".into(), e.to_string()],
+        });
+    }
+    render_table(&rows)
+}
