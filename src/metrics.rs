@@ -1,5 +1,7 @@
 //! Prometheus metrics (prefix `homelab_operator_`), bounded labels only:
-//! kind, error category, system, operation, outcome. Never an object name.
+//! kind, error category, system, operation, outcome; the per-guest backup
+//! series carry namespace, policy and guest, bounded by the number of guests
+//! (a member that leaves its policy loses its series).
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -30,6 +32,23 @@ pub struct SystemLabels {
     pub system: &'static str,
 }
 
+/// One member of one BackupPolicy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackupLabels {
+    pub namespace: String,
+    pub policy: String,
+    /// The ProxmoxGuest's name, or `vmid-<N>` for a member named by VMID.
+    pub guest: String,
+}
+
+/// What the backup series say about one member.
+pub struct MemberBackup {
+    pub guest: String,
+    /// Seconds since the epoch of the newest backup, if any.
+    pub last_success: Option<i64>,
+    pub fresh: bool,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Family<KindLabels, Counter>,
@@ -37,6 +56,11 @@ pub struct Metrics {
     pub reconcile_duration: Family<KindLabels, Histogram>,
     pub outside_calls: Family<CallLabels, Counter>,
     pub tasks_in_flight: Family<SystemLabels, Gauge>,
+    pub backup_last_success: Family<BackupLabels, Gauge>,
+    pub backup_age: Family<BackupLabels, Gauge>,
+    pub backup_fresh: Family<BackupLabels, Gauge>,
+    /// The guests each policy has series for, to drop those that left.
+    backup_series: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
 }
 
 impl Default for Metrics {
@@ -70,6 +94,24 @@ impl Default for Metrics {
             "Long-running outside tasks being polled",
             tasks_in_flight.clone(),
         );
+        let backup_last_success = Family::<BackupLabels, Gauge>::default();
+        let backup_age = Family::<BackupLabels, Gauge>::default();
+        let backup_fresh = Family::<BackupLabels, Gauge>::default();
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "Time of each BackupPolicy member's newest backup",
+            backup_last_success.clone(),
+        );
+        registry.register(
+            "backup_age_seconds",
+            "Age of each BackupPolicy member's newest backup",
+            backup_age.clone(),
+        );
+        registry.register(
+            "backup_fresh",
+            "1 when a BackupPolicy member's newest backup is younger than maxAge, else 0",
+            backup_fresh.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -77,6 +119,10 @@ impl Default for Metrics {
             reconcile_duration,
             outside_calls,
             tasks_in_flight,
+            backup_last_success,
+            backup_age,
+            backup_fresh,
+            backup_series: Default::default(),
         }
     }
 }
@@ -96,9 +142,78 @@ impl Metrics {
             .sum()
     }
 
+    /// Set a policy's per-member backup series (an empty list drops them all).
+    pub fn set_backups(&self, namespace: &str, policy: &str, members: &[MemberBackup], now: i64) {
+        let labels = |guest: &str| BackupLabels {
+            namespace: namespace.to_string(),
+            policy: policy.to_string(),
+            guest: guest.to_string(),
+        };
+        let mut series = self.backup_series.lock().expect("metrics lock");
+        let before = series.remove(&(namespace.to_string(), policy.to_string())).unwrap_or_default();
+        for gone in before.iter().filter(|g| !members.iter().any(|m| &m.guest == *g)) {
+            for family in [&self.backup_last_success, &self.backup_age, &self.backup_fresh] {
+                family.remove(&labels(gone));
+            }
+        }
+        for m in members {
+            let l = labels(&m.guest);
+            self.backup_fresh.get_or_create(&l).set(m.fresh as i64);
+            match m.last_success {
+                Some(t) => {
+                    self.backup_last_success.get_or_create(&l).set(t);
+                    self.backup_age.get_or_create(&l).set((now - t).max(0));
+                }
+                None => {
+                    self.backup_last_success.remove(&l);
+                    self.backup_age.remove(&l);
+                }
+            }
+        }
+        if !members.is_empty() {
+            series.insert(
+                (namespace.to_string(), policy.to_string()),
+                members.iter().map(|m| m.guest.clone()).collect(),
+            );
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("metrics encode into a String");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_series_follow_the_members() {
+        let m = Metrics::default();
+        let member = |guest: &str, t: Option<i64>, fresh: bool| MemberBackup {
+            guest: guest.into(),
+            last_success: t,
+            fresh,
+        };
+        m.set_backups(
+            "homelab",
+            "nightly",
+            &[member("web01", Some(1000), true), member("vmid-250", None, false)],
+            1600,
+        );
+        let text = m.render();
+        assert!(
+            text.contains(r#"homelab_operator_backup_age_seconds{namespace="homelab",policy="nightly",guest="web01"} 600"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"homelab_operator_backup_fresh{namespace="homelab",policy="nightly",guest="vmid-250"} 0"#));
+        assert!(!text.contains(r#"backup_last_success_timestamp_seconds{namespace="homelab",policy="nightly",guest="vmid-250"}"#));
+        // web01 leaves the policy; then the policy goes.
+        m.set_backups("homelab", "nightly", &[member("vmid-250", Some(1500), true)], 1600);
+        assert!(!m.render().contains("guest=\"web01\""));
+        m.set_backups("homelab", "nightly", &[], 1600);
+        assert!(!m.render().contains("policy=\"nightly\""));
     }
 }

@@ -145,6 +145,7 @@ async fn world(task_duration: Duration) -> World {
 struct Operator {
     child: Child,
     log: PathBuf,
+    metrics_port: u16,
 }
 
 impl Operator {
@@ -171,12 +172,21 @@ impl Operator {
             .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
             .spawn()
             .unwrap();
-        Operator { child, log }
+        Operator {
+            child,
+            log,
+            metrics_port: port,
+        }
     }
 
     fn kill9(&mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
+    }
+
+    async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        reqwest::get(url).await.unwrap().text().await.unwrap()
     }
 
     fn logs(&self) -> String {
@@ -702,6 +712,12 @@ async fn a_backup_policy_keeps_one_job_for_its_members_and_reports_freshness() {
     };
     assert_eq!(columns(out.lines().next().unwrap_or_default()), columns(shown), "kubectl get bkp");
     assert!(ok && out.contains("2/2"), "{out}");
+    let metrics = op.metrics().await;
+    for guest in ["web", "lab"] {
+        let fresh = format!("homelab_operator_backup_fresh{{namespace=\"{ns}\",policy=\"nightly\",guest=\"{guest}\"}} 1");
+        assert!(metrics.contains(&fresh), "{fresh} not in\n{metrics}");
+    }
+    assert!(metrics.contains("homelab_operator_backup_age_seconds{"), "{metrics}");
 
     // Deleting the policy removes its job only, and no backup.
     policies.delete("nightly", &DeleteParams::default()).await.unwrap();

@@ -19,6 +19,7 @@ use super::{
 };
 use crate::{
     api::{BackupPolicy, ProxmoxGuest},
+    metrics::MemberBackup,
     reconcile::{
         ReconcileError,
         backup_policy::{self, PolicyObject, members},
@@ -43,6 +44,7 @@ async fn apply(p: &BackupPolicy, ctx: &Context, writer: &StatusWriter<BackupPoli
         members,
     };
     let out = backup_policy::reconcile(api, obj, false).await?;
+    export_metrics(ctx, p, &out.status.members);
     publish_all(ctx, &p.object_ref(&()), &out.events, "Reconcile").await;
     writer.apply(&out.status).await.map_err(Error::Kube)?;
     // Freshness changes with time alone: look again at least every --drift-interval.
@@ -51,7 +53,27 @@ async fn apply(p: &BackupPolicy, ctx: &Context, writer: &StatusWriter<BackupPoli
     ))
 }
 
+/// The per-member backup series (`…_backup_last_success_timestamp_seconds`, `…_age_seconds`, `…_fresh`).
+fn export_metrics(ctx: &Context, p: &BackupPolicy, members: &[crate::api::BackupMember]) {
+    let series: Vec<MemberBackup> = members
+        .iter()
+        .map(|m| MemberBackup {
+            guest: m.name.clone().unwrap_or_else(|| format!("vmid-{}", m.vmid)),
+            last_success: m
+                .newest
+                .as_ref()
+                .and_then(|b| b.time.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.as_second()),
+            fresh: m.fresh,
+        })
+        .collect();
+    let now = jiff::Timestamp::now().as_second();
+    ctx.metrics
+        .set_backups(&p.namespace().unwrap_or_default(), &p.name_any(), &series, now);
+}
+
 async fn cleanup(p: &BackupPolicy, ctx: &Context) -> Result<Action, Error> {
+    export_metrics(ctx, p, &[]);
     let events = backup_policy::cleanup(ctx.pve_client(&p.spec.cluster)?, &identity(p), &p.spec).await?;
     publish_all(ctx, &p.object_ref(&()), &events, "Delete").await;
     Ok(Action::await_change())
