@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use homelab_operator::{
     api::{self, BackupPolicySpec, BackupPolicyStatus},
+    cli::oneshot::MemoryStatus,
     providers::pve::{PveApi, PveClient},
     reconcile::{
         ReconcileError,
@@ -77,7 +78,9 @@ async fn run(
             status,
             generation: Some(1),
             members,
+            backup_now: None,
         },
+        &MemoryStatus::<BackupPolicyStatus>::default(),
         false,
     )
     .await
@@ -363,5 +366,96 @@ async fn plan_and_apply_handle_the_example_policy() {
     assert!(
         out.contains("homelab/nightly") && out.contains("0/2"),
         "the table reports freshness: {out}"
+    );
+}
+
+fn sim_guest(vmid: u32, kind: &str, node: &str, name: &str) -> homelab_operator::sim::pve::SimGuest {
+    let key = if kind == "lxc" { "hostname" } else { "name" };
+    let mut g = homelab_operator::sim::pve::SimGuest::new(vmid, kind, node, [(key.to_string(), json!(name))].into(), false);
+    g.running = true;
+    g
+}
+
+async fn run_now(
+    w: &World,
+    s: &BackupPolicySpec,
+    status: BackupPolicyStatus,
+    members: Vec<Member>,
+    request: &str,
+    sink: &MemoryStatus<BackupPolicyStatus>,
+) -> PolicyOutcome {
+    let id = id();
+    backup_policy::reconcile(
+        &w.client,
+        PolicyObject {
+            id: &id,
+            spec: s,
+            status,
+            generation: Some(1),
+            members,
+            backup_now: Some(request.into()),
+        },
+        sink,
+        false,
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn back_up_now_runs_once_per_value_names_failing_guests_and_survives_a_restart() {
+    let w = world().await;
+    w.sim.add_guest(sim_guest(100, "qemu", "pve1", "web01"));
+    w.sim.add_guest(sim_guest(101, "lxc", "pve2", "jellyfin"));
+    w.sim.fail_backups_of(
+        101,
+        Some("unable to create temporary directory '/var/tmp/vzdumptmp' - No space left on device"),
+    );
+    let s = spec("");
+    let members = || {
+        vec![
+            member("web01", 100),
+            Member {
+                node: Some("pve2".into()),
+                ..member("jellyfin", 101)
+            },
+        ]
+    };
+    let sink = MemoryStatus::<BackupPolicyStatus>::default();
+    let out = run_now(&w, &s, BackupPolicyStatus::default(), members(), "2026-12-02", &sink).await;
+    assert!(out.events.iter().any(|e| e.reason == "BackupStarted"), "{:?}", out.events);
+    // Saved as soon as each task started: a restart finds them instead of starting them again.
+    let saved = sink.0.lock().unwrap().clone();
+    assert_eq!(saved.last_run.as_ref().unwrap().tasks.len(), 2, "one vzdump per node");
+    let again = run_now(&w, &s, saved, members(), "2026-12-02", &sink).await;
+    assert_eq!(w.sim.calls().get("POST /nodes/{node}/vzdump"), Some(&2), "not started twice");
+    let run = again.status.last_run.clone().unwrap();
+    assert_eq!(run.result.as_deref(), Some("1 guests failed"));
+    assert_eq!(run.failed[0].vmid, 101);
+    assert!(run.failed[0].error.contains("No space left on device"));
+    assert!(
+        again
+            .events
+            .iter()
+            .any(|e| e.reason == "BackupFailed" && e.note.contains("backup failed for jellyfin (VMID 101)"))
+    );
+    let (ready, reason, msg) = condition(&again.status, "Degraded");
+    assert_eq!((ready.as_str(), reason.as_str()), ("True", "BackupFailed"));
+    assert!(msg.contains("jellyfin") && msg.contains("No space left"), "{msg}");
+    assert!(again.status.members[0].fresh, "web01 got its backup");
+
+    // The same value again runs nothing; a new one, with the disk freed, makes it Ready.
+    let same = run_now(&w, &s, again.status, members(), "2026-12-02", &sink).await;
+    assert_eq!(w.sim.calls().get("POST /nodes/{node}/vzdump"), Some(&2));
+    w.sim.fail_backups_of(101, None);
+    let next = run_now(&w, &s, same.status, members(), "2026-12-03", &sink).await;
+    let done = run_now(&w, &s, next.status, members(), "2026-12-03", &sink).await;
+    assert_eq!(done.status.last_run.as_ref().unwrap().result.as_deref(), Some("OK"));
+    assert_eq!(condition(&done.status, "Ready").0, "True", "{:?}", done.status.conditions);
+    assert_eq!(done.status.fresh.as_deref(), Some("2/2"));
+    let notes: Vec<_> = w.client.storage_content("pve2", "pbs1", Some("backup")).await.unwrap();
+    assert!(
+        notes.iter().any(|b| b.notes.as_deref() == Some("jellyfin")),
+        "notesTemplate expanded"
     );
 }

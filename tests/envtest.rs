@@ -674,28 +674,24 @@ async fn a_backup_policy_keeps_one_job_for_its_members_and_reports_freshness() {
         ours().first().is_some_and(|j| j["vmid"] == json!(both))
     })
     .await;
-    for v in [web, lab] {
-        w.sim.add_backup(homelab_operator::sim::pve::SimBackup {
-            storage: "pbs1".into(),
-            vmid: v,
-            kind: "lxc".into(),
-            ctime: jiff::Timestamp::now().as_second() as u64 - 600,
-            size: 1 << 30,
-            verified: Some("ok".into()),
-            protected: false,
-            notes: String::new(),
-        });
-    }
+    // "Back up now": the annotation's new value runs one backup of every member.
+    let now = json!({"metadata": {"annotations": {"homelab.dev/backup-now": "first"}}});
+    policies
+        .patch("nightly", &PatchParams::default(), &Patch::Merge(&now))
+        .await
+        .unwrap();
     let p = wait_for(&policies, "nightly", "Ready", &op, |p| {
         p.status.as_ref().is_some_and(|s| ready_now(&s.conditions, p.metadata.generation))
     })
     .await;
     let s = p.status.unwrap();
     assert_eq!((s.fresh.as_deref(), s.member_count), (Some("2/2"), 2));
+    let run = s.last_run.as_ref().unwrap();
+    assert_eq!((run.request.as_str(), run.result.as_deref()), ("first", Some("OK")));
     assert!(
         s.members
             .iter()
-            .all(|m| m.newest.as_ref().is_some_and(|b| b.verified.as_deref() == Some("ok")))
+            .all(|m| m.newest.as_ref().is_some_and(|b| b.volid.starts_with("pbs1:backup/ct/")))
     );
     let (ok, out) = plane.kubectl(&["-n", &ns, "get", "bkp"]);
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();

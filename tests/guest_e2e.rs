@@ -549,6 +549,12 @@ impl PveApi for KillAfter<'_> {
     async fn guest_interfaces(&self, n: &str, k: GuestKind, v: u32) -> Result<Vec<pve::GuestNic>, pve::Error> {
         self.check(self.inner.guest_interfaces(n, k, v).await)
     }
+    async fn vzdump(&self, n: &str, p: Params) -> Result<Upid, pve::Error> {
+        self.check(self.inner.vzdump(n, p).await)
+    }
+    async fn task_log(&self, u: &Upid) -> Result<Vec<String>, pve::Error> {
+        self.check(self.inner.task_log(u).await)
+    }
     async fn backup_jobs(&self) -> Result<Vec<pve::BackupJob>, pve::Error> {
         self.check(self.inner.backup_jobs().await)
     }

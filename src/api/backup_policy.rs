@@ -291,15 +291,12 @@ pub struct BackupPolicyStatus {
     /// Time of the newest backup of any member (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<String>,
-    /// The newest run (scheduled or "back up now").
+    /// The newest "back up now" run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<BackupRun>,
     /// When the schedule runs next (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run: Option<String>,
-    /// The `homelab.dev/backup-now` value already run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup_now: Option<String>,
     /// Ready, Reconciling, Degraded, Stalled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -342,22 +339,38 @@ pub struct BackupRef {
     pub protected: bool,
 }
 
+/// A "back up now" run: one vzdump task per node that has members.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupRun {
-    /// The vzdump task.
-    pub upid: String,
+    /// The `homelab.dev/backup-now` value that asked for it (each value runs once).
+    pub request: String,
     /// Start (RFC 3339).
     pub started: String,
+    /// The vzdump tasks, per node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<RunTask>,
     /// End (RFC 3339), unset while running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<String>,
-    /// `OK`, `WARNINGS: n` or the error; unset while running.
+    /// `OK`, or how many guests failed; unset while running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
     /// Guests whose backup failed, with the error line of the task log.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<FailedGuest>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunTask {
+    /// Node the task runs on.
+    pub node: String,
+    /// The task (`UPID:…:vzdump:…`).
+    pub upid: String,
+    /// Its exit status once it ended (`OK`, `job errors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]

@@ -1,6 +1,8 @@
 //! `plan` and `apply` for BackupPolicies: members from the guests in the
 //! same files (with the status `apply` just produced), one reconcile each.
 
+use kube::ResourceExt;
+
 use crate::{
     api::{self, BackupPolicy, ProxmoxGuest},
     cli::oneshot::{Engine, render_table},
@@ -39,8 +41,10 @@ pub async fn run(engine: &Engine, p: &BackupPolicy, guests: &[ProxmoxGuest], dry
         status: p.status.clone().unwrap_or_default(),
         generation: Some(1),
         members,
+        backup_now: p.annotations().get(api::BACKUP_NOW_ANNOTATION).cloned(),
     };
-    backup_policy::reconcile(api, obj, dry_run).await
+    let sink = crate::cli::oneshot::MemoryStatus::<api::BackupPolicyStatus>::default();
+    backup_policy::reconcile(api, obj, &sink, dry_run).await
 }
 
 /// What `plan` shows for a policy's job: `(symbol, what)`.

@@ -20,10 +20,10 @@ use crate::{
 
 /// Status kept in memory (a one-shot run has no apiserver).
 #[derive(Default)]
-pub struct MemoryStatus(pub Mutex<ProxmoxGuestStatus>);
+pub struct MemoryStatus<S = ProxmoxGuestStatus>(pub Mutex<S>);
 
-impl StatusSink<ProxmoxGuestStatus> for MemoryStatus {
-    async fn save(&self, status: &ProxmoxGuestStatus) -> Result<(), String> {
+impl<S: Clone + Send + Sync> StatusSink<S> for MemoryStatus<S> {
+    async fn save(&self, status: &S) -> Result<(), String> {
         *self.0.lock().unwrap() = status.clone();
         Ok(())
     }

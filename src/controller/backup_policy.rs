@@ -42,8 +42,9 @@ async fn apply(p: &BackupPolicy, ctx: &Context, writer: &StatusWriter<BackupPoli
         status: p.status.clone().unwrap_or_default(),
         generation: p.metadata.generation,
         members,
+        backup_now: p.annotations().get(crate::api::BACKUP_NOW_ANNOTATION).cloned(),
     };
-    let out = backup_policy::reconcile(api, obj, false).await?;
+    let out = backup_policy::reconcile(api, obj, writer, false).await?;
     export_metrics(ctx, p, &out.status.members);
     publish_all(ctx, &p.object_ref(&()), &out.events, "Reconcile").await;
     writer.apply(&out.status).await.map_err(Error::Kube)?;

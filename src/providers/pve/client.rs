@@ -387,6 +387,22 @@ impl PveApi for PveClient {
             .collect())
     }
 
+    async fn vzdump(&self, node: &str, params: Params) -> Result<Upid, Error> {
+        let path = format!("/nodes/{}/vzdump", urlencode_path(node));
+        let s: String = self.call(Method::Post, "vzdump", &path, &params).await?;
+        upid(s, "POST", &path)
+    }
+
+    async fn task_log(&self, u: &Upid) -> Result<Vec<String>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Line {
+            t: String,
+        }
+        let path = format!("/nodes/{}/tasks/{}/log", u.node, urlencode_path(&u.raw));
+        let lines: Vec<Line> = self.call(Method::Get, "task_log", &path, &p(&[("limit", "5000".into())])).await?;
+        Ok(lines.into_iter().map(|l| l.t).collect())
+    }
+
     async fn backup_jobs(&self) -> Result<Vec<BackupJob>, Error> {
         self.call(Method::Get, "backup_jobs", "/cluster/backup", &vec![]).await
     }

@@ -89,6 +89,10 @@ pub trait PveApi: Send + Sync {
     fn delete_firewall_rule(&self, node: &str, kind: GuestKind, vmid: u32, pos: u64) -> impl Future<Output = Result<(), Error>> + Send;
     /// The guest's interfaces with their addresses (loopback left out).
     fn guest_interfaces(&self, node: &str, kind: GuestKind, vmid: u32) -> impl Future<Output = Result<Vec<GuestNic>, Error>> + Send;
+    /// Start a one-off backup on `node` (`vmid` lists that node's guests).
+    fn vzdump(&self, node: &str, params: Params) -> impl Future<Output = Result<Upid, Error>> + Send;
+    /// The lines a task wrote.
+    fn task_log(&self, upid: &Upid) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
     fn backup_jobs(&self) -> impl Future<Output = Result<Vec<BackupJob>, Error>> + Send;
     fn create_backup_job(&self, params: Params) -> impl Future<Output = Result<(), Error>> + Send;
     fn update_backup_job(&self, id: &str, params: Params) -> impl Future<Output = Result<(), Error>> + Send;

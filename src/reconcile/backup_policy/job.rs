@@ -32,17 +32,22 @@ pub fn prune_string(r: &Retention) -> String {
     .join(",")
 }
 
+/// vzdump's name for a mode.
+pub fn mode_str(mode: BackupMode) -> &'static str {
+    match mode {
+        BackupMode::Snapshot => "snapshot",
+        BackupMode::Suspend => "suspend",
+        BackupMode::Stop => "stop",
+    }
+}
+
 /// The job's fields, as they are compared and written (`vmid` sorted,
 /// `prune-backups` as a property string in a fixed order).
 pub fn desired(spec: &BackupPolicySpec, members: &[u32], id: &GuestIdentity) -> BTreeMap<&'static str, String> {
     let mut vmids = members.to_vec();
     vmids.sort_unstable();
     vmids.dedup();
-    let mode = match spec.mode {
-        BackupMode::Snapshot => "snapshot",
-        BackupMode::Suspend => "suspend",
-        BackupMode::Stop => "stop",
-    };
+    let mode = mode_str(spec.mode);
     let compress = match spec.compress {
         Compression::Zstd => "zstd",
         Compression::Gzip => "gzip",

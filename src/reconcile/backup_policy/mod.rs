@@ -5,12 +5,13 @@
 pub mod freshness;
 pub mod job;
 pub mod members;
+pub mod run;
 
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{EventNote, RESYNC, ReconcileError, conditions, proxmox_guest::GuestIdentity};
+use super::{EventNote, POLL_TASK, RESYNC, ReconcileError, StatusSink, conditions, proxmox_guest::GuestIdentity};
 use crate::{
     api::{self, BackupPolicySpec, BackupPolicyStatus, ConditionState, ManagementMode},
     providers::pve::PveApi,
@@ -25,6 +26,8 @@ pub struct PolicyObject<'a> {
     pub generation: Option<i64>,
     /// Resolved by the caller from `selector`, `vmids` and guests naming the policy.
     pub members: Vec<Member>,
+    /// The `homelab.dev/backup-now` annotation's value.
+    pub backup_now: Option<String>,
 }
 
 pub struct PolicyOutcome {
@@ -38,14 +41,20 @@ fn set_conditions(status: &mut BackupPolicyStatus, generation: Option<i64>, want
     status.conditions = api::merge_conditions(&status.conditions, wanted, generation, Time(jiff::Timestamp::now()));
 }
 
-/// One reconcile of a policy that is not being deleted: job, then freshness.
-pub async fn reconcile<P: PveApi>(api: &P, obj: PolicyObject<'_>, dry_run: bool) -> Result<PolicyOutcome, ReconcileError> {
+/// One reconcile of a policy that is not being deleted: job, "back up now", then freshness.
+pub async fn reconcile<P: PveApi, S: StatusSink<BackupPolicyStatus>>(
+    api: &P,
+    obj: PolicyObject<'_>,
+    sink: &S,
+    dry_run: bool,
+) -> Result<PolicyOutcome, ReconcileError> {
     let PolicyObject {
         id,
         spec,
         mut status,
         generation,
         members,
+        backup_now,
     } = obj;
     let mut events = vec![];
     if spec.management_mode == ManagementMode::Paused {
@@ -89,14 +98,67 @@ pub async fn reconcile<P: PveApi>(api: &P, obj: PolicyObject<'_>, dry_run: bool)
         .and_then(|j| j.next_run)
         .and_then(|t| jiff::Timestamp::from_second(t as i64).ok())
         .map(|t| t.to_string());
+    let in_flight = backup_now_step(api, spec, &members, backup_now.as_deref(), writes, &mut status, sink, &mut events).await?;
     observe_backups(api, spec, &members, &mut status).await?;
     report(spec, &plan, &mut status, generation, writes);
     Ok(PolicyOutcome {
         status,
         job: plan,
         events,
-        requeue: RESYNC,
+        requeue: if in_flight { POLL_TASK } else { RESYNC },
     })
+}
+
+/// Start a requested run, poll the one in flight; true while it runs.
+#[allow(clippy::too_many_arguments)]
+async fn backup_now_step<P: PveApi, S: StatusSink<BackupPolicyStatus>>(
+    api: &P,
+    spec: &BackupPolicySpec,
+    members: &[Member],
+    request: Option<&str>,
+    writes: bool,
+    status: &mut BackupPolicyStatus,
+    sink: &S,
+    events: &mut Vec<EventNote>,
+) -> Result<bool, ReconcileError> {
+    if writes
+        && !members.is_empty()
+        && let Some(r) = run::requested(request, status)
+    {
+        run::start(api, spec, members, r.clone(), status, sink).await?;
+        events.push(EventNote::normal(
+            "BackupStarted",
+            format!("backup of {} guests started ({r})", members.len()),
+        ));
+    }
+    let Some(last) = status.last_run.as_mut() else { return Ok(false) };
+    let was_running = last.finished.is_none();
+    if !run::poll(api, last).await? {
+        return Ok(true);
+    }
+    if was_running {
+        events.push(match last.failed.is_empty() {
+            true => EventNote::normal("BackupFinished", "backup run finished: OK"),
+            false => EventNote::warning("BackupFailed", failed_line(last, members)),
+        });
+    }
+    Ok(false)
+}
+
+/// `backup failed for web01 (VMID 100): <error>; …`
+fn failed_line(run: &api::BackupRun, members: &[Member]) -> String {
+    let each: Vec<String> = run
+        .failed
+        .iter()
+        .map(|f| {
+            let name = members.iter().find(|m| m.vmid == f.vmid).and_then(|m| m.name.clone());
+            match name {
+                Some(n) => format!("backup failed for {n} (VMID {}): {}", f.vmid, f.error),
+                None => format!("backup failed for VMID {}: {}", f.vmid, f.error),
+            }
+        })
+        .collect();
+    each.join("; ")
 }
 
 async fn write_job<P: PveApi>(api: &P, plan: &JobPlan, events: &mut Vec<EventNote>) -> Result<(), ReconcileError> {
@@ -192,6 +254,24 @@ fn report(spec: &BackupPolicySpec, plan: &JobPlan, status: &mut BackupPolicyStat
         vec![
             ConditionState::new(api::CONDITION_READY, false, "NoMembers", msg),
             ConditionState::new(api::CONDITION_DEGRADED, true, "NoMembers", msg),
+        ]
+    } else if let Some(run) = status.last_run.as_ref().filter(|r| !r.failed.is_empty()) {
+        let members: Vec<Member> = status
+            .members
+            .iter()
+            .map(|m| Member {
+                name: m.name.clone(),
+                vmid: m.vmid,
+                node: m.node.clone(),
+            })
+            .collect();
+        let mut msg = failed_line(run, &members);
+        if !unfresh.is_empty() {
+            msg = format!("{msg}; not fresh: {}", unfresh.join("; "));
+        }
+        vec![
+            ConditionState::new(api::CONDITION_READY, false, "BackupFailed", &msg),
+            ConditionState::new(api::CONDITION_DEGRADED, true, "BackupFailed", msg),
         ]
     } else if !unfresh.is_empty() {
         let msg = format!(

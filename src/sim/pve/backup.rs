@@ -117,3 +117,108 @@ impl State {
         Value::Object(out)
     }
 }
+
+impl State {
+    /// `POST /nodes/{node}/vzdump`: one task for the guests given.
+    pub(super) fn vzdump(&mut self, node: &str, p: &BTreeMap<String, String>, failure: Option<String>) -> Result<Value, SimError> {
+        self.check_node(node)?;
+        let storage = p.get("storage").cloned().unwrap_or_else(|| "local".into());
+        if !self.storage(&storage)?.accepts("backup") {
+            return Err(fail(500, format!("storage '{storage}' does not support backups")));
+        }
+        let vmids: Vec<u32> = p
+            .get("vmid")
+            .map(String::as_str)
+            .unwrap_or("")
+            .split([',', ' '])
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if vmids.is_empty() && p.get("all").is_none_or(|a| a != "1") {
+            return Err(param_fail("vmid", "property is missing and it is not optional"));
+        }
+        let effect = Effect::Backup {
+            node: node.into(),
+            vmids,
+            storage,
+            notes: p.get("notes-template").cloned().unwrap_or_default(),
+        };
+        Ok(self.start_task(node, "vzdump", "", effect, failure))
+    }
+
+    /// What a finished vzdump did: a backup per guest on this node, an error
+    /// line per guest that failed (or is not here); the log and whether any failed.
+    pub(super) fn run_backup(&mut self, e: &Effect) -> (Vec<String>, bool) {
+        let Effect::Backup {
+            node,
+            vmids,
+            storage,
+            notes,
+        } = e
+        else {
+            return (vec![], false);
+        };
+        let mut log = vec![];
+        let mut failed = false;
+        for vmid in vmids {
+            let guest = self.guests.get(vmid).filter(|g| &g.node == node).cloned();
+            let error = match (&guest, self.backup_failures.get(vmid)) {
+                (None, _) => Some(format!("unable to find VM {vmid} on node '{node}'")),
+                (Some(_), Some(msg)) => Some(msg.clone()),
+                (Some(_), None) => None,
+            };
+            let kind = guest.as_ref().map_or("qemu".to_string(), |g| g.kind.clone());
+            log.push(format!("INFO: Starting Backup of VM {vmid} ({kind})"));
+            match error {
+                Some(msg) => {
+                    failed = true;
+                    log.push(format!("ERROR: Backup of VM {vmid} failed - {msg}"));
+                }
+                None => {
+                    let g = guest.expect("found");
+                    let name = g.get("name").or_else(|| g.get("hostname")).unwrap_or_default();
+                    self.backups.push(super::storage::SimBackup {
+                        storage: storage.clone(),
+                        vmid: *vmid,
+                        kind: kind.clone(),
+                        ctime: now_epoch(),
+                        size: g.memory_bytes().max(1 << 30),
+                        verified: None,
+                        protected: false,
+                        notes: notes.replace("{{guestname}}", &name).replace("{{vmid}}", &vmid.to_string()),
+                    });
+                    log.push(format!("INFO: Finished Backup of VM {vmid} (00:00:02)"));
+                }
+            }
+        }
+        log.push(
+            if failed {
+                "INFO: Backup job finished with errors"
+            } else {
+                "INFO: Backup job finished successfully"
+            }
+            .into(),
+        );
+        (log, failed)
+    }
+
+    /// The lines of a task's log as `/tasks/{upid}/log` answers them.
+    pub(super) fn task_log(&mut self, node: &str, upid: &str) -> Result<Value, SimError> {
+        let st = self.task_status(node, upid)?;
+        let extra = self
+            .tasks
+            .iter()
+            .find(|t| t.upid == upid)
+            .map(|t| t.log.clone())
+            .unwrap_or_default();
+        let mut lines = vec!["starting task".to_string()];
+        lines.extend(extra);
+        match st["exitstatus"].as_str() {
+            None => {}
+            Some("OK") => lines.push("TASK OK".into()),
+            Some(e) => lines.push(format!("TASK ERROR: {e}")),
+        }
+        Ok(Value::Array(
+            lines.into_iter().enumerate().map(|(i, t)| json!({"n": i + 1, "t": t})).collect(),
+        ))
+    }
+}

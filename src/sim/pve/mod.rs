@@ -169,6 +169,15 @@ impl PveSim {
         self.state.lock().unwrap().backups.push(backup);
     }
 
+    /// Make every backup of `vmid` fail with vzdump's `message` (`None`: succeed again).
+    pub fn fail_backups_of(&self, vmid: u32, message: Option<&str>) {
+        let mut s = self.state.lock().unwrap();
+        match message {
+            Some(m) => s.backup_failures.insert(vmid, m.into()),
+            None => s.backup_failures.remove(&vmid),
+        };
+    }
+
     /// A job someone made in the Proxmox UI.
     pub fn add_backup_job(&self, id: &str, fields: Value) {
         let mut job: BTreeMap<String, Value> = fields.as_object().cloned().unwrap_or_default().into_iter().collect();

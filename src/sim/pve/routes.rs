@@ -34,15 +34,8 @@ impl State {
             ("GET", "/cluster/nextid") => self.next_id(p.get("vmid")),
             ("GET", "/nodes") => Ok(self.nodes()),
             ("GET", "/nodes/{node}/tasks/{upid}/status") => self.task_status(&node, p.get("upid").map(String::as_str).unwrap_or("")),
-            ("GET", "/nodes/{node}/tasks/{upid}/log") => {
-                let st = self.task_status(&node, p.get("upid").map(String::as_str).unwrap_or(""))?;
-                let last = match st["exitstatus"].as_str() {
-                    None => vec![],
-                    Some("OK") => vec![json!({"n": 2, "t": "TASK OK"})],
-                    Some(e) => vec![json!({"n": 2, "t": format!("TASK ERROR: {e}")})],
-                };
-                Ok(Value::Array([vec![json!({"n": 1, "t": "starting task"})], last].concat()))
-            }
+            ("GET", "/nodes/{node}/tasks/{upid}/log") => self.task_log(&node, p.get("upid").map(String::as_str).unwrap_or("")),
+            ("POST", "/nodes/{node}/vzdump") => self.vzdump(&node, p, failure),
             ("GET", "/nodes/{node}/storage") => self.node_storages(&node, p),
             ("GET", "/nodes/{node}/storage/{storage}/content") => self.storage_content(
                 &node,

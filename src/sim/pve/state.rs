@@ -127,14 +127,34 @@ pub(super) enum Effect {
     Stop(u32),
     Reboot(u32),
     Delete(u32),
-    Resize { vmid: u32, disk: String, bytes: u64 },
-    Snapshot { vmid: u32, name: String },
-    DeleteSnapshot { vmid: u32, name: String },
-    Rollback { vmid: u32, name: String },
+    Resize {
+        vmid: u32,
+        disk: String,
+        bytes: u64,
+    },
+    Snapshot {
+        vmid: u32,
+        name: String,
+    },
+    DeleteSnapshot {
+        vmid: u32,
+        name: String,
+    },
+    Rollback {
+        vmid: u32,
+        name: String,
+    },
+    /// A vzdump run: a backup per guest, except those set to fail.
+    Backup {
+        node: String,
+        vmids: Vec<u32>,
+        storage: String,
+        notes: String,
+    },
 }
 
 pub(super) struct Task {
-    upid: String,
+    pub(super) upid: String,
     node: String,
     task_type: String,
     id: String,
@@ -145,6 +165,8 @@ pub(super) struct Task {
     failure: Option<String>,
     effect: Effect,
     exitstatus: Option<String>,
+    /// Lines the task wrote besides the first and last (vzdump's per-guest lines).
+    pub(super) log: Vec<String>,
 }
 
 pub struct State {
@@ -156,6 +178,8 @@ pub struct State {
     /// Scheduled vzdump jobs by id, as `jobs.cfg` holds them.
     pub(super) backup_jobs: BTreeMap<String, BTreeMap<String, Value>>,
     pub(super) backups: Vec<super::storage::SimBackup>,
+    /// Guests whose next backups fail, with vzdump's error.
+    pub(super) backup_failures: BTreeMap<u32, String>,
 }
 
 /// Keys PVE types as integers (JSON numbers) in a config answer; all others are strings.
@@ -169,6 +193,7 @@ impl State {
             next_mac: 1,
             backup_jobs: BTreeMap::new(),
             backups: Vec::new(),
+            backup_failures: BTreeMap::new(),
         }
     }
 
@@ -202,6 +227,11 @@ impl State {
                         self.unlock(&effect);
                     }
                     self.tasks[i].exitstatus = Some(msg.clone());
+                }
+                None if matches!(effect, Effect::Backup { .. }) => {
+                    let (log, failed) = self.run_backup(&effect);
+                    self.tasks[i].log = log;
+                    self.tasks[i].exitstatus = Some(if failed { "job errors".into() } else { "OK".into() });
                 }
                 None => {
                     self.apply_effect(effect);
@@ -288,6 +318,7 @@ impl State {
                     g.snapshots.remove(&name);
                 }
             }
+            Effect::Backup { .. } => {}
             Effect::Rollback { vmid, name } => {
                 if let Some(g) = self.guests.get_mut(&vmid)
                     && let Some((cfg, _)) = g.snapshots.get(&name).cloned()
@@ -322,6 +353,7 @@ impl State {
             failure,
             effect,
             exitstatus: None,
+            log: Vec::new(),
         });
         json!(upid)
     }
