@@ -1,0 +1,225 @@
+//! What a new guest needs and what it reports: references checked on the
+//! node before creating, addresses per NIC, when the agent is asked, and the
+//! privileges all of that takes.
+
+use std::time::Duration;
+
+use homelab_operator::{
+    api::{self, ProxmoxGuest, ProxmoxGuestStatus},
+    cli::oneshot::{self, MemoryStatus},
+    providers::pve::{GuestKind, Params, PveApi},
+    reconcile::proxmox_guest::{self, GuestObject},
+};
+use serde_json::json;
+
+mod support {
+    pub mod guest_world;
+    pub mod pve_permissions;
+}
+
+use support::guest_world::*;
+
+fn stalled(r: &oneshot::Applied) -> (String, String) {
+    let c = api::find_condition(&r.status.conditions, api::CONDITION_STALLED).expect("Stalled condition");
+    assert_eq!(c.status, "True", "{c:?}");
+    (c.reason.clone(), c.message.clone())
+}
+
+#[tokio::test]
+async fn what_a_spec_references_is_checked_on_the_node_before_creating() {
+    let w = world().await;
+    let creates = |w: &World| {
+        let c = w.sim.calls();
+        c.get("POST /nodes/{node}/lxc").copied().unwrap_or(0) + c.get("POST /nodes/{node}/qemu").copied().unwrap_or(0)
+    };
+    let mut ct = example("jellyfin");
+    ct.spec.source.os_template = Some("local:vztmpl/missing.tar.zst".into());
+    ct.spec.network[1].bridge = "vmbr9".into();
+    ct.spec.mounts[0].storage = Some("local".into());
+    let (reason, msg) = stalled(&apply(&w, &ct).await);
+    assert_eq!(reason, "MissingReference");
+    for part in [
+        "container template 'local:vztmpl/missing.tar.zst' is not on storage 'local' of node",
+        "bridge 'vmbr9' (net1) does not exist on node",
+        "storage 'local' (mount mp0) does not take content 'rootdir'",
+    ] {
+        assert!(msg.contains(part), "{part:?} missing in {msg}");
+    }
+    let mut vm = example("lab-installer");
+    vm.spec.source.iso.as_mut().unwrap().image = "local:iso/nope.iso".into();
+    let (reason, msg) = stalled(&apply(&w, &vm).await);
+    assert_eq!(reason, "MissingReference");
+    assert!(msg.contains("ISO image 'local:iso/nope.iso' is not on storage 'local'"), "{msg}");
+    let mut lost = example("web01");
+    lost.spec.node = Some("pve9".into());
+    lost.spec.allowed_nodes.clear();
+    let (reason, msg) = stalled(&apply(&w, &lost).await);
+    assert_eq!(reason, "NodeNotFound");
+    assert!(msg.contains("node 'pve9' is not in the cluster (it has pve1, pve2, pve3)"), "{msg}");
+    assert_eq!(creates(&w), 0, "nothing was created");
+    assert!(w.sim.guests().is_empty());
+
+    // What was missing shows up on the node: the next attempt creates the guest.
+    w.sim.add_volume("local:vztmpl/missing.tar.zst");
+    w.sim.add_bridge("vmbr9");
+    ct.spec.mounts[0].storage = Some("tank".into());
+    let r = apply(&w, &ct).await;
+    assert!(ready(&r.status), "{:?} {:?}", r.error, r.status.conditions);
+    assert_eq!(creates(&w), 1);
+}
+
+#[test]
+fn the_simulator_fails_a_start_on_a_missing_bridge_as_pve_does() {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let w = world().await;
+        // Bypass the operator's check: the config write is accepted, the start task fails.
+        let client = &w.engine.clients["default"];
+        let params: Params = vec![
+            ("vmid".into(), "150".into()),
+            ("ostemplate".into(), "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into()),
+            ("rootfs".into(), "local-lvm:4".into()),
+            ("net0".into(), "name=eth0,bridge=vmbr9,ip=dhcp".into()),
+        ];
+        let created = client.create("pve1", GuestKind::Lxc, params).await.unwrap();
+        assert!(client.task_status(&created).await.unwrap().failure().is_none());
+        let started = client.power("pve1", GuestKind::Lxc, 150, "start").await.unwrap();
+        let st = client.task_status(&started).await.unwrap();
+        assert_eq!(st.failure(), Some("bridge 'vmbr9' does not exist"));
+    });
+}
+
+#[tokio::test]
+async fn addresses_are_reported_per_nic_and_the_first_nic_is_the_default() {
+    let w = world().await;
+    let r = apply(&w, &example("jellyfin")).await;
+    assert!(ready(&r.status), "{:?}", r.status.conditions);
+    let ifs = &r.status.interfaces;
+    assert_eq!(ifs.iter().map(|i| i.slot.as_str()).collect::<Vec<_>>(), ["net0", "net1"]);
+    assert_eq!(ifs[0].ips, ["10.5.0.50"]);
+    assert_eq!(ifs[1].ips.len(), 1, "the storage NIC has its own (DHCP) address");
+    assert_ne!(ifs[1].ips, ifs[0].ips);
+    assert_eq!(
+        r.status.addresses(None),
+        ["10.5.0.50"],
+        "the storage address is not published by default"
+    );
+    assert_eq!(r.status.addresses(Some("net1")), ifs[1].ips);
+    assert_eq!(r.status.ips.len(), 2);
+}
+
+/// Agent calls by outcome.
+fn agent_calls(w: &World, outcome: &str) -> i64 {
+    let text = w.metrics.render();
+    text.lines()
+        .filter(|l| l.contains("op=\"guest_interfaces\"") && l.contains(&format!("outcome=\"{outcome}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as i64
+}
+
+/// Reconcile a Ready guest as the controller would (sleeping the requeue it
+/// asks for) until its addresses are known.
+async fn until_addresses(w: &World, g: &ProxmoxGuest, status: ProxmoxGuestStatus) -> ProxmoxGuestStatus {
+    let ctx = w.engine.ctx("default", false).unwrap();
+    let id = oneshot::identity(g);
+    let sink = MemoryStatus::default();
+    *sink.0.lock().unwrap() = status;
+    let spec = g.effective_spec();
+    loop {
+        let status = sink.0.lock().unwrap().clone();
+        if !status.ips.is_empty() {
+            return status;
+        }
+        let obj = GuestObject {
+            id: &id,
+            spec: &spec,
+            status,
+            generation: Some(1),
+            ci_password: None,
+        };
+        let out = proxmox_guest::reconcile(&ctx, obj, &sink).await.unwrap();
+        assert!(
+            out.requeue < Duration::from_secs(60),
+            "comes back for the addresses soon: {:?}",
+            out.requeue
+        );
+        *sink.0.lock().unwrap() = out.status;
+        tokio::time::sleep(out.requeue).await;
+    }
+}
+
+#[tokio::test]
+async fn the_agent_is_asked_once_the_guest_has_booted() {
+    // Agents answer 2 s after boot and the operator waits that long: no call fails.
+    let w = world_with(Duration::from_secs(2), None).await;
+    let g = example("web01");
+    let r = apply(&w, &g).await;
+    assert!(ready(&r.status), "{:?}", r.status.conditions);
+    let s = until_addresses(&w, &g, r.status).await;
+    assert!(!s.interfaces.is_empty() && !s.interfaces[0].ips.is_empty(), "{s:?}");
+    assert_eq!(agent_calls(&w, "not_ready"), 0, "no question before the agent could answer");
+    assert_eq!(agent_calls(&w, "ok"), 1);
+}
+
+#[tokio::test]
+async fn a_silent_agent_is_asked_again_after_a_pause_not_counted_as_an_error() {
+    // The operator is told to ask at once, but the agent needs 2 s: after the
+    // first "not running" it pauses 5 s, long enough.
+    let w = world_with(Duration::from_secs(2), Some(Duration::ZERO)).await;
+    let g = example("web01");
+    let r = apply(&w, &g).await;
+    assert!(ready(&r.status), "{:?}", r.status.conditions);
+    let s = until_addresses(&w, &g, r.status).await;
+    assert!(!s.ips.is_empty());
+    assert!(
+        agent_calls(&w, "not_ready") <= 1,
+        "{} failing agent calls",
+        agent_calls(&w, "not_ready")
+    );
+    assert_eq!(agent_calls(&w, "error"), 0, "a booting guest is not an error");
+}
+
+#[tokio::test]
+async fn the_readme_role_grants_every_call_the_operator_makes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("pveum role add HomelabOperator -privs "))
+        .expect("README's pveum role command");
+    let privs: std::collections::BTreeSet<String> = line.split('"').nth(1).unwrap().split_whitespace().map(str::to_string).collect();
+    // Everything the operator does: create (clone, ISO, template), read, edit with
+    // a reboot and a resize, firewall, snapshot, delete.
+    let w = world().await;
+    let mut applied = vec![];
+    for mut g in examples() {
+        g.spec.update_policy = api::UpdatePolicy::RebootIfNeeded;
+        g.spec.safety = Some(serde_json::from_value(json!({"snapshotBeforeChange": true})).unwrap());
+        let first = apply(&w, &g).await;
+        assert!(ready(&first.status), "{:?}", first.status.conditions);
+        g.spec.cpu.cores += 1;
+        if let Some(d) = g.spec.disks.first_mut() {
+            d.size_gib += 1;
+        }
+        g.status = Some(first.status);
+        let second = apply(&w, &g).await;
+        assert!(ready(&second.status), "{:?}", second.status.conditions);
+        g.spec.protection = false;
+        g.spec.deletion_policy = api::DeletionPolicy::Delete;
+        applied.push((g, second.status));
+    }
+    for (g, status) in applied {
+        delete(&w, &g, status).await.unwrap();
+    }
+    let calls: Vec<String> = w.sim.calls().into_keys().collect();
+    for wanted in [
+        "POST /nodes/{node}/qemu/{vmid}/clone",
+        "POST /nodes/{node}/lxc",
+        "PUT /nodes/{node}/lxc/{vmid}/resize",
+    ] {
+        assert!(calls.contains(&wanted.to_string()), "{wanted} not exercised: {calls:?}");
+    }
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("tests/data/pve-api-subset.json")).unwrap()).unwrap();
+    let unmet = support::pve_permissions::unmet(&schema, &calls, &privs);
+    assert!(unmet.is_empty(), "the README's role lacks:\n{}", unmet.join("\n"));
+}
