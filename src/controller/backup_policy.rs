@@ -103,3 +103,45 @@ pub fn policies_of(store: &Store<DeserializeGuard<BackupPolicy>>, guest: &Proxmo
         .map(|p| ObjectRef::new(&p.name_any()).within(&p.namespace().unwrap_or_default()))
         .collect()
 }
+
+/// What makes a guest a member of a policy: labels, `spec.backup`, VMID,
+/// node and state. Other changes (addresses, conditions) keep the key.
+pub fn membership_key(g: &ProxmoxGuest) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    g.metadata.labels.hash(&mut h);
+    g.spec.backup.as_ref().map(|b| &b.policy).hash(&mut h);
+    let s = g.status.as_ref();
+    (
+        s.and_then(|s| s.vmid),
+        s.and_then(|s| s.node.as_ref()),
+        s.and_then(|s| s.state.as_ref()),
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_membership_changes_change_the_key() {
+        let mut g: ProxmoxGuest = serde_yaml_ng::from_str(
+            "apiVersion: homelab.dev/v1alpha1\nkind: ProxmoxGuest\nmetadata: {name: web, labels: {backup: nightly}}\n\
+             spec: {type: lxc, memoryMiB: 512, source: {osTemplate: 'local:vztmpl/x.tar.zst'}}\n",
+        )
+        .unwrap();
+        let before = membership_key(&g);
+        g.status = Some(crate::api::ProxmoxGuestStatus {
+            ips: vec!["10.0.0.5".into()],
+            ..Default::default()
+        });
+        assert_eq!(membership_key(&g), before, "addresses do not matter");
+        g.status.as_mut().unwrap().vmid = Some(101);
+        let with_vmid = membership_key(&g);
+        assert_ne!(with_vmid, before, "a VMID makes it a member");
+        g.metadata.labels = Some([("backup".to_string(), "weekly".to_string())].into());
+        assert_ne!(membership_key(&g), with_vmid, "relabelling moves it");
+    }
+}

@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use kube::{
     Api, Client, Resource,
     core::DeserializeGuard,
@@ -156,7 +156,7 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
     let store = policies.store();
     // A guest created, relabelled or deleted changes the members of its policies.
     let policies = policies
-        .watches(scope.api::<ProxmoxGuest>(), watcher::Config::default(), move |g| {
+        .watches_stream(membership_changes(scope.api::<ProxmoxGuest>()), move |g| {
             backup_policy::policies_of(&store, &g)
         })
         .with_config(config)
@@ -204,6 +204,35 @@ where
         .reflect(writer)
         .applied_objects()
         .predicate_filter(changed, Default::default())
+}
+
+/// Guests, but only when what makes them a policy member changes (labels,
+/// `spec.backup`, VMID, node) or they go: a guest's other status writes must
+/// not cost its policies a reconcile (and PVE calls) each.
+fn membership_changes(api: Api<ProxmoxGuest>) -> impl Stream<Item = Result<ProxmoxGuest, watcher::Error>> + Send + 'static {
+    use std::collections::HashMap;
+    let key = backup_policy::membership_key;
+    let name = |g: &ProxmoxGuest| (g.metadata.namespace.clone(), g.metadata.name.clone());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<(Option<String>, Option<String>), u64>::new()));
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .try_filter_map(move |event| {
+            let seen = seen.clone();
+            async move {
+                let mut seen = seen.lock().expect("membership lock");
+                Ok(match event {
+                    watcher::Event::Apply(g) | watcher::Event::InitApply(g) => {
+                        let k = key(&g);
+                        (seen.insert(name(&g), k) != Some(k)).then_some(g)
+                    }
+                    watcher::Event::Delete(g) => {
+                        seen.remove(&name(&g));
+                        Some(g)
+                    }
+                    watcher::Event::Init | watcher::Event::InitDone => None,
+                })
+            }
+        })
 }
 
 fn spawn_signal_handler(token: CancellationToken) {
