@@ -14,7 +14,7 @@ use homelab_operator::{
     },
     sim::{
         SimServer,
-        pve::{PveSim, PveSimConfig, SimBackup, endpoint_for},
+        pve::{PveSim, PveSimConfig, SimBackup, config_section, endpoint_for},
     },
 };
 use serde_json::json;
@@ -309,19 +309,8 @@ async fn the_readme_roles_grant_every_call_a_policy_makes() {
 async fn plan_and_apply_handle_the_example_policy() {
     let w = world().await;
     let dir = tempfile::tempdir().unwrap();
-    let (token_id, secret) = w.sim.token();
-    std::fs::write(dir.path().join("token"), secret).unwrap();
     let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "proxmox:\n  default:\n    url: {}\n    tokenId: \"{token_id}\"\n    tokenSecretFile: {}\n    fingerprint: \"{}\"\n",
-            w._server.url,
-            dir.path().join("token").display(),
-            w._server.fingerprint.clone().unwrap()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, config_section(&w.sim, &w._server, dir.path()).unwrap()).unwrap();
     let run = |command: &'static str| {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {

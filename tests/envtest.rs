@@ -21,7 +21,7 @@ use homelab_operator::{
     sim::{
         SimServer,
         npm::NpmSim,
-        pve::{PveSim, PveSimConfig},
+        pve::{PveSim, PveSimConfig, config_section},
         technitium::TechnitiumSim,
     },
 };
@@ -108,7 +108,6 @@ async fn world(task_duration: Duration) -> World {
     let npm = NpmSim::new("operator@home.arpa", "npm-secret-1").unwrap();
     let npm_server = npm.serve().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (token_id, secret) = sim.token();
     let file = |name: &str, content: &str| {
         let p = dir.path().join(name);
         std::fs::write(&p, content).unwrap();
@@ -118,12 +117,9 @@ async fn world(task_duration: Duration) -> World {
     std::fs::write(
         &config,
         format!(
-            "proxmox:\n  default:\n    url: {}\n    tokenId: \"{token_id}\"\n    tokenSecretFile: {}\n    fingerprint: \"{}\"\n\
-             dns:\n  default:\n    type: technitium\n    url: {}\n    tokenFile: {}\n\
+            "{}dns:\n  default:\n    type: technitium\n    url: {}\n    tokenFile: {}\n\
              proxy:\n  default:\n    type: nginx-proxy-manager\n    url: {}\n    identity: operator@home.arpa\n    secretFile: {}\n",
-            server.url,
-            file("pve-token", &secret),
-            server.fingerprint.clone().unwrap(),
+            config_section(&sim, &server, dir.path()).unwrap(),
             dns_server.url,
             file("dns-token", "dns-token-1"),
             npm_server.url,

@@ -16,7 +16,7 @@ use homelab_operator::{
         cache::{ClusterCache, DriftClock},
         proxmox_guest::{self, GuestCtx, GuestObject},
     },
-    sim::pve::SimGuest,
+    sim::pve::{SimGuest, config_section},
 };
 use serde_json::json;
 
@@ -482,13 +482,7 @@ async fn a_failed_reboot_rolls_back_to_the_safety_snapshot_and_stalls() {
     let id = oneshot::identity(&g);
     let sink = MemoryStatus::default();
     *sink.0.lock().unwrap() = g.status.clone().unwrap();
-    let ctx = GuestCtx {
-        api: &w.engine.clients["default"],
-        cache: &w.engine.cache,
-        drift: &w.engine.drift,
-        cluster: "default",
-        dry_run: false,
-    };
+    let ctx = w.engine.ctx("default", false).unwrap();
     let mut stalled = None;
     for _ in 0..1000 {
         let status = sink.0.lock().unwrap().clone();
@@ -553,19 +547,8 @@ async fn a_failed_reboot_rolls_back_to_the_safety_snapshot_and_stalls() {
 async fn plan_shows_every_creation_and_offers_json() {
     let w = world().await;
     let dir = tempfile::tempdir().unwrap();
-    let (token_id, secret) = w.sim.token();
-    std::fs::write(dir.path().join("token"), &secret).unwrap();
     let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "proxmox:\n  default:\n    url: {}\n    tokenId: \"{token_id}\"\n    tokenSecretFile: {}\n    fingerprint: \"{}\"\n",
-            w._server.url,
-            dir.path().join("token").display(),
-            w._server.fingerprint.clone().unwrap()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, config_section(&w.sim, &w._server, dir.path()).unwrap()).unwrap();
     let guest = dir.path().join("guest.yaml");
     std::fs::write(
         &guest,

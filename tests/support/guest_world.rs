@@ -14,7 +14,7 @@ use homelab_operator::{
     metrics::Metrics,
     reconcile::{
         cache::DriftClock,
-        proxmox_guest::{self, CleanupOutcome, GuestCtx, GuestObject},
+        proxmox_guest::{self, CleanupOutcome, GuestObject},
     },
     sim::{
         SimServer,
@@ -92,13 +92,7 @@ pub fn cfg(g: &SimGuest, key: &str) -> String {
 }
 
 pub async fn delete(w: &World, g: &ProxmoxGuest, status: ProxmoxGuestStatus) -> Result<Vec<String>, String> {
-    let ctx = GuestCtx {
-        api: &w.engine.clients["default"],
-        cache: &w.engine.cache,
-        drift: &w.engine.drift,
-        cluster: "default",
-        dry_run: false,
-    };
+    let ctx = w.engine.ctx("default", false).unwrap();
     let id = oneshot::identity(g);
     let sink = MemoryStatus::default();
     *sink.0.lock().unwrap() = status;

@@ -139,23 +139,23 @@ async fn backup_now_step<P: PveApi, S: StatusSink<BackupPolicyStatus>>(
     if was_running {
         events.push(match last.failed.is_empty() {
             true => EventNote::normal("BackupFinished", "backup run finished: OK"),
-            false => EventNote::warning("BackupFailed", failed_line(last, members)),
+            false => EventNote::warning(
+                "BackupFailed",
+                failed_line(last, |v| members.iter().find(|m| m.vmid == v).and_then(|m| m.name.clone())),
+            ),
         });
     }
     Ok(false)
 }
 
-/// `backup failed for web01 (VMID 100): <error>; …`
-fn failed_line(run: &api::BackupRun, members: &[Member]) -> String {
+/// `backup failed for web01 (VMID 100): <error>; …`, names from `name_of`.
+fn failed_line(run: &api::BackupRun, name_of: impl Fn(u32) -> Option<String>) -> String {
     let each: Vec<String> = run
         .failed
         .iter()
-        .map(|f| {
-            let name = members.iter().find(|m| m.vmid == f.vmid).and_then(|m| m.name.clone());
-            match name {
-                Some(n) => format!("backup failed for {n} (VMID {}): {}", f.vmid, f.error),
-                None => format!("backup failed for VMID {}: {}", f.vmid, f.error),
-            }
+        .map(|f| match name_of(f.vmid) {
+            Some(n) => format!("backup failed for {n} (VMID {}): {}", f.vmid, f.error),
+            None => format!("backup failed for VMID {}: {}", f.vmid, f.error),
         })
         .collect();
     each.join("; ")
@@ -256,16 +256,7 @@ fn report(spec: &BackupPolicySpec, plan: &JobPlan, status: &mut BackupPolicyStat
             ConditionState::new(api::CONDITION_DEGRADED, true, "NoMembers", msg),
         ]
     } else if let Some(run) = status.last_run.as_ref().filter(|r| !r.failed.is_empty()) {
-        let members: Vec<Member> = status
-            .members
-            .iter()
-            .map(|m| Member {
-                name: m.name.clone(),
-                vmid: m.vmid,
-                node: m.node.clone(),
-            })
-            .collect();
-        let mut msg = failed_line(run, &members);
+        let mut msg = failed_line(run, |v| status.members.iter().find(|m| m.vmid == v).and_then(|m| m.name.clone()));
         if !unfresh.is_empty() {
             msg = format!("{msg}; not fresh: {}", unfresh.join("; "));
         }

@@ -381,6 +381,21 @@ fn param_error(errors: BTreeMap<String, String>) -> SimResponse {
     )
 }
 
+/// The `proxmox: {default: …}` section of an operator config file pointing
+/// at a running simulator, as a person writes it: the token secret in
+/// `dir/pve-token`, the certificate pinned by fingerprint.
+pub fn config_section(sim: &PveSim, server: &SimServer, dir: &std::path::Path) -> std::io::Result<String> {
+    let (token_id, secret) = sim.token();
+    let token = dir.join("pve-token");
+    std::fs::write(&token, &secret)?;
+    let fingerprint = server.fingerprint.clone().unwrap_or_default();
+    Ok(format!(
+        "proxmox:\n  default:\n    url: {}\n    tokenId: \"{token_id}\"\n    tokenSecretFile: {}\n    fingerprint: \"{fingerprint}\"\n",
+        server.url,
+        token.display()
+    ))
+}
+
 /// A config endpoint pointing at a running simulator, with the token secret
 /// written to `dir/pve-token` as a mounted Secret would be, and the
 /// certificate pinned by fingerprint.
