@@ -121,6 +121,18 @@ pub struct ProxmoxEndpoint {
     pub agent_boot_grace: std::time::Duration,
 }
 
+/// A Proxmox Backup Server (`pbs:` section). Tokens join id and secret with `:`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PbsEndpoint {
+    pub name: String,
+    pub url: url::Url,
+    /// `USER@REALM!TOKENNAME`.
+    pub token_id: String,
+    pub token_secret: SecretSource,
+    pub tls: TlsTrust,
+    pub timeout: std::time::Duration,
+}
+
 /// Default `agentBootGraceSeconds`: a cloud image boots and starts qemu-guest-agent in about this long.
 pub const AGENT_BOOT_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
@@ -162,9 +174,8 @@ pub struct Config {
     pub proxmox: BTreeMap<String, ProxmoxEndpoint>,
     pub dns: BTreeMap<String, DnsEndpoint>,
     pub proxy: BTreeMap<String, ProxyEndpoint>,
-    /// Sections later kinds use; parsed as YAML so typos in them do not go unnoticed
-    /// once their kinds land, kept raw until then.
-    pub pbs: BTreeMap<String, serde_yaml_ng::Value>,
+    pub pbs: BTreeMap<String, PbsEndpoint>,
+    /// Kept raw until the notifier lands (parsed as YAML so it is at least well-formed).
     pub notifications: BTreeMap<String, serde_yaml_ng::Value>,
 }
 
@@ -174,7 +185,7 @@ struct RawConfig {
     #[serde(default)]
     proxmox: BTreeMap<String, RawProxmox>,
     #[serde(default)]
-    pbs: BTreeMap<String, serde_yaml_ng::Value>,
+    pbs: BTreeMap<String, RawPbs>,
     #[serde(default)]
     dns: BTreeMap<String, RawDns>,
     #[serde(default)]
@@ -196,6 +207,20 @@ struct RawProxmox {
     insecure_skip_tls_verify: bool,
     timeout_seconds: Option<u64>,
     agent_boot_grace_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPbs {
+    url: String,
+    token_id: String,
+    token_secret_file: Option<PathBuf>,
+    token_secret_env: Option<String>,
+    fingerprint: Option<String>,
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    insecure_skip_tls_verify: bool,
+    timeout_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -261,32 +286,10 @@ impl Config {
         let mut proxmox = BTreeMap::new();
         for (name, r) in raw.proxmox {
             let key = format!("proxmox.{name}");
-            let url = url::Url::parse(&r.url).map_err(|e| invalid(format!("{key}.url"), format!("{e}: {:?}", r.url)))?;
-            if !matches!(url.scheme(), "https" | "http") {
-                return Err(invalid(format!("{key}.url"), "scheme must be https (or http)".into()));
-            }
-            if !r.token_id.contains('!') || !r.token_id.contains('@') {
-                return Err(invalid(
-                    format!("{key}.tokenId"),
-                    format!("expected USER@REALM!TOKENNAME, got {:?}", r.token_id),
-                ));
-            }
+            let (url, tls) = proxmox_api_endpoint(&key, &r.url, &r.token_id, r.fingerprint, r.ca_file, r.insecure_skip_tls_verify)
+                .map_err(|(k, m)| invalid(k, m))?;
             let token_secret =
                 SecretSource::from_pair("tokenSecret", r.token_secret_file, r.token_secret_env).map_err(|m| invalid(key.clone(), m))?;
-            let tls = match (r.fingerprint, r.ca_file, r.insecure_skip_tls_verify) {
-                (Some(fp), None, false) => {
-                    TlsTrust::Fingerprint(normalize_fingerprint(&fp).map_err(|m| invalid(format!("{key}.fingerprint"), m))?)
-                }
-                (None, Some(ca), false) => TlsTrust::CaFile(ca),
-                (None, None, true) => TlsTrust::InsecureSkipVerify,
-                (None, None, false) => TlsTrust::System,
-                _ => {
-                    return Err(invalid(
-                        key.clone(),
-                        "set at most one of fingerprint, caFile, insecureSkipTlsVerify".into(),
-                    ));
-                }
-            };
             let timeout = std::time::Duration::from_secs(r.timeout_seconds.unwrap_or(30).max(1));
             proxmox.insert(
                 name.clone(),
@@ -300,6 +303,23 @@ impl Config {
                     agent_boot_grace: r.agent_boot_grace_seconds.map_or(AGENT_BOOT_GRACE, std::time::Duration::from_secs),
                 },
             );
+        }
+        let mut pbs = BTreeMap::new();
+        for (name, r) in raw.pbs {
+            let key = format!("pbs.{name}");
+            let (url, tls) = proxmox_api_endpoint(&key, &r.url, &r.token_id, r.fingerprint, r.ca_file, r.insecure_skip_tls_verify)
+                .map_err(|(k, m)| invalid(k, m))?;
+            let token_secret =
+                SecretSource::from_pair("tokenSecret", r.token_secret_file, r.token_secret_env).map_err(|m| invalid(key.clone(), m))?;
+            let ep = PbsEndpoint {
+                name: name.clone(),
+                url,
+                token_id: r.token_id,
+                token_secret,
+                tls,
+                timeout: std::time::Duration::from_secs(r.timeout_seconds.unwrap_or(30).max(1)),
+            };
+            pbs.insert(name, ep);
         }
         let mut dns = BTreeMap::new();
         for (name, r) in raw.dns {
@@ -383,7 +403,7 @@ impl Config {
             proxmox,
             dns,
             proxy,
-            pbs: raw.pbs,
+            pbs,
             notifications: raw.notifications,
         })
     }
@@ -391,6 +411,33 @@ impl Config {
     pub fn proxmox(&self, name: &str) -> Option<&ProxmoxEndpoint> {
         self.proxmox.get(name)
     }
+}
+
+/// URL, token id and TLS trust of a Proxmox VE or Backup Server endpoint;
+/// errors carry the key they are about.
+fn proxmox_api_endpoint(
+    key: &str,
+    url: &str,
+    token_id: &str,
+    fingerprint: Option<String>,
+    ca_file: Option<PathBuf>,
+    insecure: bool,
+) -> Result<(url::Url, TlsTrust), (String, String)> {
+    let parsed = url::Url::parse(url).map_err(|e| (format!("{key}.url"), format!("{e}: {url:?}")))?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err((format!("{key}.url"), "scheme must be https (or http)".into()));
+    }
+    if !token_id.contains('!') || !token_id.contains('@') {
+        return Err((format!("{key}.tokenId"), format!("expected USER@REALM!TOKENNAME, got {token_id:?}")));
+    }
+    let tls = match (fingerprint, ca_file, insecure) {
+        (Some(fp), None, false) => TlsTrust::Fingerprint(normalize_fingerprint(&fp).map_err(|m| (format!("{key}.fingerprint"), m))?),
+        (None, Some(ca), false) => TlsTrust::CaFile(ca),
+        (None, None, true) => TlsTrust::InsecureSkipVerify,
+        (None, None, false) => TlsTrust::System,
+        _ => return Err((key.to_string(), "set at most one of fingerprint, caFile, insecureSkipTlsVerify".into())),
+    };
+    Ok((parsed, tls))
 }
 
 /// Accept `AA:BB:…` or plain hex in either case; store as lower-case hex without colons.
@@ -478,13 +525,33 @@ mod tests {
     }
 
     #[test]
+    fn pbs_endpoints_parse_like_proxmox_ones() {
+        let c = Config::parse(
+            "c.yaml",
+            &format!("pbs:\n  main: {{url: https://pbs.lan:8007, tokenId: operator@pbs!homelab, tokenSecretFile: /s/pbs, fingerprint: \"{FP}\"}}\n"),
+        )
+        .unwrap();
+        let ep = &c.pbs["main"];
+        assert_eq!((ep.token_id.as_str(), ep.url.port()), ("operator@pbs!homelab", Some(8007)));
+        assert!(matches!(&ep.tls, TlsTrust::Fingerprint(f) if f.len() == 64));
+        let e = Config::parse("c.yaml", "pbs:\n  main: {url: https://pbs:8007, tokenId: nope, tokenSecretEnv: T}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pbs.main.tokenId: expected USER@REALM!TOKENNAME"), "{e}");
+        let e = Config::parse("c.yaml", "pbs:\n  main: {url: https://pbs:8007, tokenId: a@pbs!b}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pbs.main: missing tokenSecretFile or tokenSecretEnv"), "{e}");
+    }
+
+    #[test]
     fn later_sections_parse() {
         let c = Config::parse(
             "c.yaml",
-            "pbs:\n  default: {url: https://pbs:8007}\nproxy:\n  default: {type: nginx-proxy-manager, url: http://npm:81, identity: admin@example.com, secretFile: /s}\n",
+            "proxy:\n  default: {type: nginx-proxy-manager, url: http://npm:81, identity: admin@example.com, secretFile: /s}\n",
         )
         .unwrap();
-        assert_eq!((c.pbs.len(), c.proxy.len()), (1, 1));
+        assert_eq!(c.proxy.len(), 1);
         let e = Config::parse(
             "c.yaml",
             "proxy:\n  default: {type: nginx-proxy-manager, url: http://npm:81, identity: a, secret: inline}\n",

@@ -2,4 +2,5 @@
 pub mod dns;
 pub mod http;
 pub mod npm;
+pub mod pbs;
 pub mod pve;

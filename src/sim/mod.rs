@@ -4,6 +4,7 @@
 
 pub mod faults;
 pub mod npm;
+pub mod pbs;
 pub mod pve;
 pub mod server;
 pub mod technitium;

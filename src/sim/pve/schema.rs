@@ -90,15 +90,27 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Which server's value rules apply: PVE takes booleans as 0/1 only; PBS
+/// (proxmox-schema) also takes true/false, yes/no, on/off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Pve,
+    Pbs,
+}
+
 /// Check all parameters (path + query/body) of a request. Returns the
 /// `errors` map of a 400 "Parameter verification failed." answer.
 pub fn check_params(schema: &Value, params: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    check_params_as(Dialect::Pve, schema, params)
+}
+
+pub fn check_params_as(dialect: Dialect, schema: &Value, params: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut errors = BTreeMap::new();
     let props = schema["properties"].as_object().cloned().unwrap_or_default();
     for (name, value) in params {
         match lookup_property(&props, name) {
             Some(p) => {
-                if let Err(e) = check_value(p, value) {
+                if let Err(e) = check_value(dialect, p, value) {
                     errors.insert(name.clone(), e);
                 }
             }
@@ -133,10 +145,21 @@ fn lookup_property<'a>(props: &'a serde_json::Map<String, Value>, name: &str) ->
     None
 }
 
-fn check_value(p: &Value, value: &str) -> Result<(), String> {
+fn check_value(dialect: Dialect, p: &Value, value: &str) -> Result<(), String> {
+    let boolean = |v: &str| match dialect {
+        Dialect::Pve => v == "0" || v == "1",
+        Dialect::Pbs => matches!(v.to_ascii_lowercase().as_str(), "0" | "1" | "true" | "false" | "yes" | "no" | "on" | "off"),
+    };
     match p["type"].as_str().unwrap_or("string") {
+        // Repeated form keys arrive joined; each element is checked against `items`.
+        "array" => {
+            return value
+                .split('\n')
+                .filter(|v| !v.is_empty())
+                .try_for_each(|v| check_value(dialect, &p["items"], v));
+        }
         "boolean" => {
-            if value != "0" && value != "1" {
+            if !boolean(value) {
                 return Err(format!("type check ('boolean') failed - got '{value}'"));
             }
         }
@@ -179,7 +202,7 @@ fn check_value(p: &Value, value: &str) -> Result<(), String> {
         return Err("value does not match the regex pattern".into());
     }
     match &p["format"] {
-        Value::Object(fmt) => check_property_string(fmt, value),
+        Value::Object(fmt) => check_property_string(dialect, fmt, value),
         Value::String(name) => check_named_format(name, value).map_err(|e| format!("invalid format - {e}")),
         _ => Ok(()),
     }
@@ -211,7 +234,7 @@ fn perl_regex(pattern: &str) -> Option<Regex> {
 }
 
 /// `key=value,...` checked key by key against the format object.
-fn check_property_string(fmt: &serde_json::Map<String, Value>, value: &str) -> Result<(), String> {
+fn check_property_string(dialect: Dialect, fmt: &serde_json::Map<String, Value>, value: &str) -> Result<(), String> {
     let default_key = fmt
         .iter()
         .find(|(_, d)| d["default_key"] == 1 || d["default_key"] == true)
@@ -238,7 +261,7 @@ fn check_property_string(fmt: &serde_json::Map<String, Value>, value: &str) -> R
         let (key, def) = match (def["keyAlias"].as_str(), def["alias"].as_str()) {
             (Some(key_alias), Some(alias)) => {
                 if let Some(kdef) = fmt.get(key_alias) {
-                    check_value(kdef, &key).map_err(|e| format!("invalid format - property {key_alias}: {e}"))?;
+                    check_value(dialect, kdef, &key).map_err(|e| format!("invalid format - property {key_alias}: {e}"))?;
                 }
                 if seen.insert(key_alias.to_string(), ()).is_some() {
                     return Err(format!(
@@ -255,7 +278,7 @@ fn check_property_string(fmt: &serde_json::Map<String, Value>, value: &str) -> R
                 "invalid format - property {key}: duplicate key in comma-separated list property"
             ));
         }
-        check_value(def, &val).map_err(|e| format!("invalid format - property {key}: {e}"))?;
+        check_value(dialect, def, &val).map_err(|e| format!("invalid format - property {key}: {e}"))?;
     }
     for (k, d) in fmt {
         let optional = d["optional"] == 1 || d["optional"] == true || d.get("alias").is_some() || d.get("default").is_some();
