@@ -1,110 +1,15 @@
 //! BackupPolicy through its reconciler, over HTTPS to the PVE simulator: the
 //! vzdump job, freshness per member, foreign jobs, deletion, call counts.
 
-use std::{sync::Arc, time::Duration};
-
 use homelab_operator::{
-    api::{self, BackupPolicySpec, BackupPolicyStatus},
+    api::{BackupPolicySpec, BackupPolicyStatus},
     cli::oneshot::MemoryStatus,
-    providers::pve::{PveApi, PveClient},
-    reconcile::{
-        ReconcileError,
-        backup_policy::{self, PolicyObject, PolicyOutcome, freshness::Member, job::JobPlan},
-        proxmox_guest::GuestIdentity,
-    },
-    sim::{
-        SimServer,
-        pve::{PveSim, PveSimConfig, SimBackup, config_section, endpoint_for},
-    },
+    providers::pve::PveApi,
+    reconcile::backup_policy::{self, PolicyOutcome, freshness::Member, job::JobPlan},
+    sim::pve::config_section,
 };
 use serde_json::json;
-
-struct World {
-    sim: Arc<PveSim>,
-    client: PveClient,
-    _server: SimServer,
-    _dir: tempfile::TempDir,
-}
-
-async fn world() -> World {
-    let sim = PveSim::with_defaults(PveSimConfig {
-        task_duration: Duration::ZERO,
-        ..Default::default()
-    })
-    .unwrap();
-    let server = sim.serve().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let ep = endpoint_for("default", &sim, &server, dir.path()).unwrap();
-    let client = PveClient::new(&ep, None).unwrap();
-    World {
-        sim,
-        client,
-        _server: server,
-        _dir: dir,
-    }
-}
-
-fn spec(extra: &str) -> BackupPolicySpec {
-    serde_yaml_ng::from_str(&format!(
-        "selector: {{matchLabels: {{backup: nightly}}}}\nschedule: \"02:30\"\nstorage: pbs1\nretention: {{keepDaily: 7}}\n{extra}"
-    ))
-    .unwrap()
-}
-
-fn id() -> GuestIdentity {
-    GuestIdentity::new("homelab", "nightly", Some("0b5e4a1c-1111-4222-8333-444455556666"))
-}
-
-fn member(name: &str, vmid: u32) -> Member {
-    Member {
-        name: Some(name.into()),
-        vmid,
-        node: Some("pve1".into()),
-    }
-}
-
-async fn run(
-    w: &World,
-    spec: &BackupPolicySpec,
-    status: BackupPolicyStatus,
-    members: Vec<Member>,
-) -> Result<PolicyOutcome, ReconcileError> {
-    let id = id();
-    backup_policy::reconcile(
-        &w.client,
-        PolicyObject {
-            id: &id,
-            spec,
-            status,
-            generation: Some(1),
-            members,
-            backup_now: None,
-        },
-        &MemoryStatus::<BackupPolicyStatus>::default(),
-        false,
-    )
-    .await
-}
-
-fn condition(s: &BackupPolicyStatus, t: &str) -> (String, String, String) {
-    let c = api::find_condition(&s.conditions, t).unwrap();
-    (c.status.clone(), c.reason.clone(), c.message.clone())
-}
-
-fn backup(vmid: u32, age: Duration, verified: Option<&str>) -> SimBackup {
-    SimBackup {
-        storage: "pbs1".into(),
-        vmid,
-        kind: "qemu".into(),
-        ctime: jiff::Timestamp::now().as_second() as u64 - age.as_secs(),
-        size: 8 << 30,
-        verified: verified.map(str::to_string),
-        protected: false,
-        notes: "web01".into(),
-    }
-}
-
-const HOUR: Duration = Duration::from_secs(3600);
+use support::backup_world::*;
 
 #[tokio::test]
 async fn a_policy_keeps_one_job_and_reports_each_members_freshness() {
@@ -169,7 +74,7 @@ async fn a_policy_keeps_one_job_and_reports_each_members_freshness() {
     assert_eq!(foreign_before, foreign_after);
 
     // Deleting the policy removes its job only; every backup stays.
-    let events = backup_policy::cleanup(&w.client, &id(), &s).await.unwrap();
+    let events = backup_policy::cleanup(apis(&w, &s), &id(), &s).await.unwrap();
     assert_eq!(events[0].reason, "JobDeleted");
     let ids: Vec<_> = w.sim.backup_jobs().into_iter().map(|j| j["id"].clone()).collect();
     assert_eq!(ids, [json!("backup-1d0e9c44-a1b0")]);
@@ -263,6 +168,7 @@ impl With for BackupPolicySpec {
 }
 
 mod support {
+    pub mod backup_world;
     pub mod pve_permissions;
 }
 
@@ -310,7 +216,7 @@ async fn plan_and_apply_handle_the_example_policy() {
     let w = world().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, config_section(&w.sim, &w._server, dir.path()).unwrap()).unwrap();
+    std::fs::write(&config, config_section(&w.sim, &w._servers.0, dir.path()).unwrap()).unwrap();
     let run = |command: &'static str| {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
@@ -358,13 +264,6 @@ async fn plan_and_apply_handle_the_example_policy() {
     );
 }
 
-fn sim_guest(vmid: u32, kind: &str, node: &str, name: &str) -> homelab_operator::sim::pve::SimGuest {
-    let key = if kind == "lxc" { "hostname" } else { "name" };
-    let mut g = homelab_operator::sim::pve::SimGuest::new(vmid, kind, node, [(key.to_string(), json!(name))].into(), false);
-    g.running = true;
-    g
-}
-
 async fn run_now(
     w: &World,
     s: &BackupPolicySpec,
@@ -373,22 +272,11 @@ async fn run_now(
     request: &str,
     sink: &MemoryStatus<BackupPolicyStatus>,
 ) -> PolicyOutcome {
-    let id = id();
-    backup_policy::reconcile(
-        &w.client,
-        PolicyObject {
-            id: &id,
-            spec: s,
-            status,
-            generation: Some(1),
-            members,
-            backup_now: Some(request.into()),
-        },
-        sink,
-        false,
-    )
-    .await
-    .unwrap()
+    let ask = Ask {
+        backup_now: Some(request),
+        ..Default::default()
+    };
+    reconcile(w, s, status, members, ask, sink).await.unwrap()
 }
 
 #[tokio::test]

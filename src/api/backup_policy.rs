@@ -297,6 +297,12 @@ pub struct BackupPolicyStatus {
     /// When the schedule runs next (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run: Option<String>,
+    /// The Proxmox Backup Server jobs of this policy and how they last ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pbs_jobs: Vec<PbsJobState>,
+    /// The newest restore test (kept across restarts: a scratch guest is always destroyed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restore_test: Option<RestoreTestRun>,
     /// Ready, Reconciling, Degraded, Stalled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -380,4 +386,60 @@ pub struct FailedGuest {
     pub vmid: u32,
     /// The error line from the task log.
     pub error: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PbsJobState {
+    /// `prune`, `verify`, `sync` or `garbage-collection`.
+    pub kind: String,
+    /// The job id on the server (the datastore for garbage collection).
+    pub id: String,
+    /// Its calendar event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// `ok`, or the error of the last run; unset before the first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_state: Option<String>,
+    /// End of the last run (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<String>,
+    /// Next run (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<String>,
+}
+
+/// A restore test: the newest backup of a member restored to a scratch VMID, started, destroyed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreTestRun {
+    /// What started it: the scheduled time, or the `homelab.dev/restore-test-now` value.
+    pub request: String,
+    /// The backup restored (volume id).
+    pub backup: String,
+    /// The member it belongs to (name, or `VMID n`).
+    pub guest: String,
+    /// The scratch guest's VMID.
+    pub scratch_vmid: u32,
+    /// Node it was restored on.
+    pub node: String,
+    /// `Restoring`, `Starting`, `Destroying` or `Done`.
+    pub phase: String,
+    /// The task in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upid: Option<String>,
+    /// Start (RFC 3339).
+    pub started: String,
+    /// `OK`, or what failed; unset while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    /// End (RFC 3339), once the scratch guest is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+    /// Seconds from start to end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<u64>,
+    /// The newest `homelab.dev/restore-test-now` value acted on (each value runs once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_request: Option<String>,
 }

@@ -26,6 +26,8 @@ pub const PROXY_FINALIZER: &str = "proxyhosts.homelab.dev/cleanup";
 pub const BACKUP_FINALIZER: &str = "backuppolicies.homelab.dev/cleanup";
 /// Annotation whose every new value runs a one-off backup of a policy's members.
 pub const BACKUP_NOW_ANNOTATION: &str = "homelab.dev/backup-now";
+/// Annotation whose every new value runs a restore test of a policy now.
+pub const RESTORE_TEST_NOW_ANNOTATION: &str = "homelab.dev/restore-test-now";
 
 /// Every CRD the operator serves, in the order `crds/` lists them.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {

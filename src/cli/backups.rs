@@ -1,14 +1,13 @@
 //! `plan` and `apply` for BackupPolicies: members from the guests in the
 //! same files (with the status `apply` just produced), one reconcile each.
 
-use kube::ResourceExt;
 
 use crate::{
     api::{self, BackupPolicy, ProxmoxGuest},
     cli::oneshot::{Engine, render_table},
     reconcile::{
         EventNote, ReconcileError,
-        backup_policy::{self, PolicyObject, PolicyOutcome, job::JobPlan, members},
+        backup_policy::{self, Apis, PolicyObject, PolicyOutcome, job::JobPlan, members},
     },
 };
 
@@ -35,16 +34,13 @@ pub async fn run(engine: &Engine, p: &BackupPolicy, guests: &[ProxmoxGuest], dry
         .collect();
     let members = members::members(p, &same_ns).map_err(ReconcileError::Config)?;
     let id = crate::reconcile::proxmox_guest::GuestIdentity::new(ns, p.metadata.name.as_deref().unwrap_or(""), p.metadata.uid.as_deref());
-    let obj = PolicyObject {
-        id: &id,
-        spec: &p.spec,
-        status: p.status.clone().unwrap_or_default(),
-        generation: Some(1),
-        members,
-        backup_now: p.annotations().get(api::BACKUP_NOW_ANNOTATION).cloned(),
-    };
+    let obj = PolicyObject::of(p, &id, members);
     let sink = crate::cli::oneshot::MemoryStatus::<api::BackupPolicyStatus>::default();
-    backup_policy::reconcile(api, obj, &sink, dry_run).await
+    let apis = Apis {
+        pve: api,
+        pbs: p.spec.pbs.as_ref().and_then(|x| engine.pbs.get(&x.endpoint)),
+    };
+    backup_policy::reconcile(apis, obj, &sink, dry_run).await
 }
 
 /// What `plan` shows for a policy's job: `(symbol, what)`.

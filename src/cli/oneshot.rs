@@ -33,6 +33,7 @@ pub struct Engine {
     pub clients: BTreeMap<String, PveClient>,
     pub dns: BTreeMap<String, crate::providers::dns::DnsClient>,
     pub proxy: BTreeMap<String, crate::providers::npm::Npm>,
+    pub pbs: BTreeMap<String, crate::providers::pbs::PbsClient>,
     pub cache: ClusterCache,
     pub drift: DriftClock,
     pub metrics: Arc<Metrics>,
@@ -54,10 +55,12 @@ impl Engine {
                 .map_err(|e| anyhow::anyhow!("proxy.{name}: {e}"))?;
             proxy.insert(name.clone(), client);
         }
+        let pbs = crate::providers::pbs::client::clients_from_config(config, Some(metrics.clone())).map_err(|e| anyhow::anyhow!(e))?;
         Ok(Self {
             clients,
             dns,
             proxy,
+            pbs,
             cache: ClusterCache::new(Duration::from_secs(10)),
             drift: DriftClock::new(Duration::from_secs(600)),
             metrics,

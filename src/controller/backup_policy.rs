@@ -22,7 +22,7 @@ use crate::{
     metrics::MemberBackup,
     reconcile::{
         ReconcileError,
-        backup_policy::{self, PolicyObject, members},
+        backup_policy::{self, Apis, PolicyObject, members},
     },
 };
 
@@ -36,15 +36,12 @@ async fn apply(p: &BackupPolicy, ctx: &Context, writer: &StatusWriter<BackupPoli
     let guests = guests.list(&ListParams::default()).await.map_err(Error::Kube)?.items;
     let members = members::members(p, &guests).map_err(ReconcileError::Config)?;
     let id = identity(p);
-    let obj = PolicyObject {
-        id: &id,
-        spec: &p.spec,
-        status: p.status.clone().unwrap_or_default(),
-        generation: p.metadata.generation,
-        members,
-        backup_now: p.annotations().get(crate::api::BACKUP_NOW_ANNOTATION).cloned(),
+    let obj = PolicyObject::of(p, &id, members);
+    let apis = Apis {
+        pve: api,
+        pbs: p.spec.pbs.as_ref().and_then(|x| ctx.pbs.get(&x.endpoint)),
     };
-    let out = backup_policy::reconcile(api, obj, writer, false).await?;
+    let out = backup_policy::reconcile(apis, obj, writer, false).await?;
     export_metrics(ctx, p, &out.status.members);
     publish_all(ctx, &p.object_ref(&()), &out.events, "Reconcile").await;
     writer.apply(&out.status).await.map_err(Error::Kube)?;
@@ -75,7 +72,11 @@ fn export_metrics(ctx: &Context, p: &BackupPolicy, members: &[crate::api::Backup
 
 async fn cleanup(p: &BackupPolicy, ctx: &Context) -> Result<Action, Error> {
     export_metrics(ctx, p, &[]);
-    let events = backup_policy::cleanup(ctx.pve_client(&p.spec.cluster)?, &identity(p), &p.spec).await?;
+    let apis = Apis {
+        pve: ctx.pve_client(&p.spec.cluster)?,
+        pbs: p.spec.pbs.as_ref().and_then(|x| ctx.pbs.get(&x.endpoint)),
+    };
+    let events = backup_policy::cleanup(apis, &identity(p), &p.spec).await?;
     publish_all(ctx, &p.object_ref(&()), &events, "Delete").await;
     Ok(Action::await_change())
 }

@@ -22,6 +22,7 @@ pub struct Context {
     pub pve: BTreeMap<String, PveClient>,
     pub dns: BTreeMap<String, crate::providers::dns::DnsClient>,
     pub proxy: BTreeMap<String, crate::providers::npm::Npm>,
+    pub pbs: BTreeMap<String, crate::providers::pbs::PbsClient>,
     pub cache: ClusterCache,
     pub drift: DriftClock,
     pub backoff: Backoff,
@@ -47,6 +48,7 @@ impl Context {
             pve,
             dns,
             proxy: BTreeMap::new(),
+            pbs: BTreeMap::new(),
             // One bulk read serves every guest reconciled in this window; our own
             // writes invalidate it, so the TTL only bounds how late an
             // out-of-band power change is seen.
@@ -69,12 +71,19 @@ impl Context {
                 .map_err(|e| at(format!("proxy.{name}: {e}")))?;
             proxy.insert(name.clone(), c);
         }
-        Ok(Self::new(client, pve, dns, metrics).with_proxies(proxy))
+        let pbs = crate::providers::pbs::client::clients_from_config(config, Some(metrics.clone())).map_err(at)?;
+        Ok(Self::new(client, pve, dns, metrics).with_proxies(proxy).with_backup_servers(pbs))
     }
 
     /// The `proxy:` endpoints' clients.
     pub fn with_proxies(mut self, proxy: BTreeMap<String, crate::providers::npm::Npm>) -> Self {
         self.proxy = proxy;
+        self
+    }
+
+    /// The `pbs:` endpoints' clients.
+    pub fn with_backup_servers(mut self, pbs: BTreeMap<String, crate::providers::pbs::PbsClient>) -> Self {
+        self.pbs = pbs;
         self
     }
 

@@ -61,6 +61,12 @@ pub enum ReconcileError {
         source: dns::Error,
     },
     #[error("{step}: {source}")]
+    Pbs {
+        step: String,
+        #[source]
+        source: crate::providers::pbs::Error,
+    },
+    #[error("{step}: {source}")]
     Proxy {
         step: String,
         #[source]
@@ -79,12 +85,17 @@ impl ReconcileError {
         ReconcileError::Pve { step: step.into(), source }
     }
 
+    pub fn pbs(step: impl Into<String>, source: crate::providers::pbs::Error) -> Self {
+        ReconcileError::Pbs { step: step.into(), source }
+    }
+
     /// Transient errors are retried with backoff; the rest need a person.
     pub fn is_transient(&self) -> bool {
         match self {
             ReconcileError::Pve { source, .. } => source.is_transient(),
             ReconcileError::Dns { source, .. } => source.is_transient(),
             ReconcileError::Proxy { source, .. } => source.is_transient(),
+            ReconcileError::Pbs { source, .. } => source.is_transient(),
             // A failed task is as transient as its exit status says (a lock: yes; a missing bridge: no).
             ReconcileError::TaskFailed { message, .. } => pve::error::classify_message(message) == pve::ErrorClass::Transient,
             ReconcileError::Status(_) => true,
@@ -106,6 +117,9 @@ impl ReconcileError {
             ReconcileError::Dns { source, .. } if source.is_transient() => "DnsUnavailable",
             ReconcileError::Dns { source, .. } if source.is_permission() => "PermissionDenied",
             ReconcileError::Dns { .. } => "RefusedByDnsServer",
+            ReconcileError::Pbs { source, .. } if source.is_transient() => "BackupServerUnavailable",
+            ReconcileError::Pbs { source, .. } if source.is_permission() => "PermissionDenied",
+            ReconcileError::Pbs { .. } => "RefusedByBackupServer",
             ReconcileError::Proxy { source, .. } if source.is_transient() => "ProxyUnavailable",
             ReconcileError::Proxy { source, .. } if source.is_permission() => "PermissionDenied",
             ReconcileError::Proxy { .. } => "RefusedByProxy",

@@ -5,6 +5,10 @@
 pub mod freshness;
 pub mod job;
 pub mod members;
+pub mod pbs;
+pub mod pbs_jobs;
+pub mod restore_plan;
+pub mod restore_test;
 pub mod run;
 
 use std::time::Duration;
@@ -14,10 +18,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::{EventNote, POLL_TASK, RESYNC, ReconcileError, StatusSink, conditions, proxmox_guest::GuestIdentity};
 use crate::{
     api::{self, BackupPolicySpec, BackupPolicyStatus, ConditionState, ManagementMode},
-    providers::pve::PveApi,
+    providers::{
+        pbs::PbsApi,
+        pve::{PveApi, StorageVolume},
+    },
+    reconcile::proxmox_guest::plan::Blocked,
 };
 use freshness::Member;
 use job::JobPlan;
+use pbs_jobs::PbsStep;
 
 pub struct PolicyObject<'a> {
     pub id: &'a GuestIdentity,
@@ -28,26 +37,69 @@ pub struct PolicyObject<'a> {
     pub members: Vec<Member>,
     /// The `homelab.dev/backup-now` annotation's value.
     pub backup_now: Option<String>,
+    /// The `homelab.dev/restore-test-now` annotation's value.
+    pub restore_test_now: Option<String>,
+    /// When the policy was created: the restore-test schedule counts from here.
+    pub created: Option<jiff::Timestamp>,
+}
+
+impl<'a> PolicyObject<'a> {
+    /// The policy as stored: spec, status, annotations; members resolved by the caller.
+    pub fn of(p: &'a api::BackupPolicy, id: &'a GuestIdentity, members: Vec<Member>) -> Self {
+        let annotation = |k: &str| p.metadata.annotations.as_ref().and_then(|a| a.get(k)).cloned();
+        Self {
+            id,
+            spec: &p.spec,
+            status: p.status.clone().unwrap_or_default(),
+            generation: p.metadata.generation.or(Some(1)),
+            members,
+            backup_now: annotation(api::BACKUP_NOW_ANNOTATION),
+            restore_test_now: annotation(api::RESTORE_TEST_NOW_ANNOTATION),
+            created: p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        }
+    }
 }
 
 pub struct PolicyOutcome {
     pub status: BackupPolicyStatus,
     pub job: JobPlan,
+    /// PBS job changes planned (written unless dry-run or not `Reconcile`).
+    pub pbs_steps: Vec<PbsStep>,
     pub events: Vec<EventNote>,
     pub requeue: Duration,
+}
+
+/// The outside systems a policy talks to: its cluster, and its backup server when `spec.pbs` names one.
+pub struct Apis<'a, P, B> {
+    pub pve: &'a P,
+    pub pbs: Option<&'a B>,
 }
 
 fn set_conditions(status: &mut BackupPolicyStatus, generation: Option<i64>, wanted: &[ConditionState]) {
     status.conditions = api::merge_conditions(&status.conditions, wanted, generation, Time(jiff::Timestamp::now()));
 }
 
-/// One reconcile of a policy that is not being deleted: job, "back up now", then freshness.
-pub async fn reconcile<P: PveApi, S: StatusSink<BackupPolicyStatus>>(
-    api: &P,
+fn blocked(mut status: BackupPolicyStatus, generation: Option<i64>, b: Blocked, mut events: Vec<EventNote>) -> PolicyOutcome {
+    set_conditions(&mut status, generation, &conditions(false, false, true, b.reason, &b.message));
+    events.push(EventNote::warning(b.reason, b.message));
+    PolicyOutcome {
+        status,
+        job: JobPlan::Absent,
+        pbs_steps: vec![],
+        events,
+        requeue: RESYNC,
+    }
+}
+
+/// One reconcile of a policy that is not being deleted: the vzdump job, the
+/// PBS jobs, "back up now", freshness, then the restore test.
+pub async fn reconcile<P: PveApi, B: PbsApi, S: StatusSink<BackupPolicyStatus>>(
+    apis: Apis<'_, P, B>,
     obj: PolicyObject<'_>,
     sink: &S,
     dry_run: bool,
 ) -> Result<PolicyOutcome, ReconcileError> {
+    let api = apis.pve;
     let PolicyObject {
         id,
         spec,
@@ -55,12 +107,15 @@ pub async fn reconcile<P: PveApi, S: StatusSink<BackupPolicyStatus>>(
         generation,
         members,
         backup_now,
+        restore_test_now,
+        created,
     } = obj;
     let mut events = vec![];
     if spec.management_mode == ManagementMode::Paused {
         return Ok(PolicyOutcome {
             status,
             job: JobPlan::Absent,
+            pbs_steps: vec![],
             events,
             requeue: RESYNC,
         });
@@ -70,20 +125,28 @@ pub async fn reconcile<P: PveApi, S: StatusSink<BackupPolicyStatus>>(
     let jobs = api.backup_jobs().await.map_err(|e| ReconcileError::pve("listing backup jobs", e))?;
     let plan = match job::plan(want.as_ref(), &jobs, id, spec.adopt_job_id.as_deref()) {
         Ok(p) => p,
-        Err(b) => {
-            set_conditions(&mut status, generation, &conditions(false, false, true, b.reason, &b.message));
-            events.push(EventNote::warning(b.reason, b.message));
-            return Ok(PolicyOutcome {
-                status,
-                job: JobPlan::Absent,
-                events,
-                requeue: RESYNC,
-            });
+        Err(b) => return Ok(blocked(status, generation, b, events)),
+    };
+    let server = match (&spec.pbs, apis.pbs) {
+        (Some(p), Some(b)) => Some((p, b, pbs::observe(b, p).await?)),
+        (Some(p), None) => {
+            return Err(ReconcileError::Config(format!(
+                "spec.pbs.endpoint {:?} names no endpoint in the config's pbs: section",
+                p.endpoint
+            )));
         }
+        (None, _) => None,
+    };
+    let pbs_steps = match server.as_ref().map(|(_, _, obs)| pbs::plan(Some(spec), obs, id)).transpose() {
+        Ok(steps) => steps.unwrap_or_default(),
+        Err(b) => return Ok(blocked(status, generation, b, events)),
     };
     let writes = !dry_run && spec.management_mode == ManagementMode::Reconcile;
     if writes {
         write_job(api, &plan, &mut events).await?;
+        if let Some((p, b, obs)) = &server {
+            pbs::apply(*b, &p.datastore, &pbs_steps, obs, &mut events).await?;
+        }
     }
     status.observed_generation = generation;
     status.job_id = match &plan {
@@ -98,15 +161,40 @@ pub async fn reconcile<P: PveApi, S: StatusSink<BackupPolicyStatus>>(
         .and_then(|j| j.next_run)
         .and_then(|t| jiff::Timestamp::from_second(t as i64).ok())
         .map(|t| t.to_string());
-    let in_flight = backup_now_step(api, spec, &members, backup_now.as_deref(), writes, &mut status, sink, &mut events).await?;
-    observe_backups(api, spec, &members, &mut status).await?;
-    report(spec, &plan, &mut status, generation, writes);
+    status.pbs_jobs = server.as_ref().map_or_else(Vec::new, |(p, _, obs)| pbs::job_states(obs, id, &p.datastore));
+    let mut in_flight = backup_now_step(api, spec, &members, backup_now.as_deref(), writes, &mut status, sink, &mut events).await?;
+    let backups = match &server {
+        Some((_, _, obs)) => pbs::as_volumes(&spec.storage, &obs.snapshots),
+        None => storage_backups(api, spec, &members).await?,
+    };
+    observe_backups(spec, &members, &backups, &mut status);
+    if let Some(rt) = spec.restore_test.as_ref().filter(|_| writes) {
+        let trigger = restore_trigger(rt, restore_test_now.as_deref(), &status, created).map_err(ReconcileError::Config)?;
+        in_flight |= restore_test::step(api, rt, trigger, &mut status, sink, &mut events).await?;
+    }
+    report(spec, &plan, &pbs_steps, &mut status, generation, writes);
     Ok(PolicyOutcome {
         status,
         job: plan,
+        pbs_steps,
         events,
         requeue: if in_flight { POLL_TASK } else { RESYNC },
     })
+}
+
+fn restore_trigger(
+    rt: &api::RestoreTest,
+    request: Option<&str>,
+    status: &BackupPolicyStatus,
+    created: Option<jiff::Timestamp>,
+) -> Result<Option<restore_test::Trigger>, String> {
+    let now = jiff::Timestamp::now();
+    let last = status.last_restore_test.as_ref();
+    let due = restore_plan::due(rt, request, last, created.unwrap_or(now), now)?;
+    Ok(due.map(|r| restore_test::Trigger {
+        annotation: request.filter(|a| *a == r).map(str::to_string),
+        request: r,
+    }))
 }
 
 /// Start a requested run, poll the one in flight; true while it runs.
@@ -190,14 +278,9 @@ async fn write_job<P: PveApi>(api: &P, plan: &JobPlan, events: &mut Vec<EventNot
     Ok(())
 }
 
-/// Every member's newest backup from one listing of the storage (on the
-/// node of the first member; a PBS or shared storage lists the same everywhere).
-async fn observe_backups<P: PveApi>(
-    api: &P,
-    spec: &BackupPolicySpec,
-    members: &[Member],
-    status: &mut BackupPolicyStatus,
-) -> Result<(), ReconcileError> {
+/// Every member's backups from one listing of the storage (on the node of
+/// the first member; a PBS or shared storage lists the same everywhere).
+async fn storage_backups<P: PveApi>(api: &P, spec: &BackupPolicySpec, members: &[Member]) -> Result<Vec<StorageVolume>, ReconcileError> {
     let node = match members.iter().find_map(|m| m.node.clone()) {
         Some(n) => Some(n),
         None => api
@@ -208,16 +291,19 @@ async fn observe_backups<P: PveApi>(
             .find(|n| n.status == "online")
             .map(|n| n.node),
     };
-    let backups = match &node {
+    match &node {
         Some(n) => api
             .storage_content(n, &spec.storage, Some("backup"))
             .await
-            .map_err(|e| ReconcileError::pve(format!("listing backups on storage {}", spec.storage), e))?,
-        None => vec![],
-    };
+            .map_err(|e| ReconcileError::pve(format!("listing backups on storage {}", spec.storage), e)),
+        None => Ok(vec![]),
+    }
+}
+
+fn observe_backups(spec: &BackupPolicySpec, members: &[Member], backups: &[StorageVolume], status: &mut BackupPolicyStatus) {
     let max_age = freshness::parse_age(&spec.max_age).unwrap_or(Duration::from_secs(26 * 3600));
     let now = jiff::Timestamp::now().as_second().max(0) as u64;
-    status.members = freshness::members(members, &backups, now, max_age);
+    status.members = freshness::members(members, backups, now, max_age);
     status.member_count = status.members.len() as u32;
     let fresh = status.members.iter().filter(|m| m.fresh).count();
     status.fresh = Some(format!("{fresh}/{}", status.members.len()));
@@ -227,79 +313,101 @@ async fn observe_backups<P: PveApi>(
         .filter_map(|m| m.newest.as_ref())
         .map(|b| b.time.clone())
         .max();
-    Ok(())
 }
 
-/// Ready only when the job matches the spec (or was just made to) and every member is fresh.
-fn report(spec: &BackupPolicySpec, plan: &JobPlan, status: &mut BackupPolicyStatus, generation: Option<i64>, wrote: bool) {
-    let unfresh = freshness::unfresh(&status.members, &spec.max_age);
-    let job_matches = matches!(plan, JobPlan::NoChange { .. } | JobPlan::Absent) || wrote;
-    let wanted = if !job_matches {
-        let what = match plan {
-            JobPlan::Create { id, .. } => format!("job {id} does not exist"),
-            JobPlan::Update { id, params } => {
-                let fields: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
-                format!("job {id} differs in {}", fields.join(", "))
-            }
-            JobPlan::Delete { id } => format!("job {id} exists but the policy has no members"),
-            JobPlan::NoChange { .. } | JobPlan::Absent => String::new(),
-        };
-        let msg = format!("{what}; not written ({:?})", spec.management_mode);
-        vec![
-            ConditionState::new(api::CONDITION_READY, false, "DriftDetected", &msg),
-            ConditionState::new(api::CONDITION_DEGRADED, true, "DriftDetected", msg),
-        ]
-    } else if status.members.is_empty() {
-        let msg = "no members: the selector matches no ProxmoxGuest and vmids is empty";
-        vec![
-            ConditionState::new(api::CONDITION_READY, false, "NoMembers", msg),
-            ConditionState::new(api::CONDITION_DEGRADED, true, "NoMembers", msg),
-        ]
-    } else if let Some(run) = status.last_run.as_ref().filter(|r| !r.failed.is_empty()) {
-        let mut msg = failed_line(run, |v| status.members.iter().find(|m| m.vmid == v).and_then(|m| m.name.clone()));
-        if !unfresh.is_empty() {
-            msg = format!("{msg}; not fresh: {}", unfresh.join("; "));
-        }
-        vec![
-            ConditionState::new(api::CONDITION_READY, false, "BackupFailed", &msg),
-            ConditionState::new(api::CONDITION_DEGRADED, true, "BackupFailed", msg),
-        ]
-    } else if !unfresh.is_empty() {
-        let msg = format!(
-            "{} of {} members not fresh: {}",
-            unfresh.len(),
-            status.members.len(),
-            unfresh.join("; ")
-        );
-        vec![
-            ConditionState::new(api::CONDITION_READY, false, "BackupsNotFresh", &msg),
-            ConditionState::new(api::CONDITION_DEGRADED, true, "BackupsNotFresh", msg),
-        ]
-    } else {
-        let msg = format!("{} members backed up within {}", status.members.len(), spec.max_age);
-        vec![
-            ConditionState::new(api::CONDITION_READY, job_matches, "Fresh", msg),
+/// Ready only when the jobs match the spec (or were just made to) and every
+/// member has a fresh backup that did not fail verification or a restore test.
+fn report(spec: &BackupPolicySpec, plan: &JobPlan, pbs_steps: &[PbsStep], status: &mut BackupPolicyStatus, generation: Option<i64>, wrote: bool) {
+    let problem = (!wrote).then(|| drift(spec, plan, pbs_steps)).flatten().or_else(|| problem(spec, status));
+    let mut all = match problem {
+        Some((reason, msg)) => vec![
+            ConditionState::new(api::CONDITION_READY, false, reason, &msg),
+            ConditionState::new(api::CONDITION_DEGRADED, true, reason, msg),
+        ],
+        None => vec![
+            ConditionState::new(
+                api::CONDITION_READY,
+                true,
+                "Fresh",
+                format!("{} members backed up within {}", status.members.len(), spec.max_age),
+            ),
             ConditionState::new(api::CONDITION_DEGRADED, false, "AsExpected", ""),
-        ]
+        ],
     };
-    let mut all = wanted;
     all.push(ConditionState::new(api::CONDITION_RECONCILING, false, "AsExpected", ""));
     all.push(ConditionState::new(api::CONDITION_STALLED, false, "AsExpected", ""));
     set_conditions(status, generation, &all);
 }
 
-/// The policy goes: delete the job it created (`Delete`) or leave it
-/// (`Retain`); backups are never deleted.
-pub async fn cleanup<P: PveApi>(api: &P, id: &GuestIdentity, spec: &BackupPolicySpec) -> Result<Vec<EventNote>, ReconcileError> {
+/// What differs on the servers and was not written (ObserveOnly, dry runs).
+fn drift(spec: &BackupPolicySpec, plan: &JobPlan, pbs_steps: &[PbsStep]) -> Option<(&'static str, String)> {
+    let mut what: Vec<String> = match plan {
+        JobPlan::Create { id, .. } => vec![format!("job {id} does not exist")],
+        JobPlan::Update { id, params } => {
+            let fields: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+            vec![format!("job {id} differs in {}", fields.join(", "))]
+        }
+        JobPlan::Delete { id } => vec![format!("job {id} exists but the policy has no members")],
+        JobPlan::NoChange { .. } | JobPlan::Absent => vec![],
+    };
+    what.extend(pbs_steps.iter().map(|s| format!("PBS needs: {}", s.describe())));
+    (!what.is_empty()).then(|| ("DriftDetected", format!("{}; not written ({:?})", what.join("; "), spec.management_mode)))
+}
+
+/// The first thing wrong with the backups themselves.
+fn problem(spec: &BackupPolicySpec, status: &BackupPolicyStatus) -> Option<(&'static str, String)> {
+    let unfresh = freshness::unfresh(&status.members, &spec.max_age);
+    let name_of = |v: u32| status.members.iter().find(|m| m.vmid == v).and_then(|m| m.name.clone());
+    if status.members.is_empty() {
+        return Some(("NoMembers", "no members: the selector matches no ProxmoxGuest and vmids is empty".into()));
+    }
+    if let Some(run) = status.last_run.as_ref().filter(|r| !r.failed.is_empty()) {
+        let mut msg = failed_line(run, name_of);
+        if !unfresh.is_empty() {
+            msg = format!("{msg}; not fresh: {}", unfresh.join("; "));
+        }
+        return Some(("BackupFailed", msg));
+    }
+    if !unfresh.is_empty() {
+        let msg = format!("{} of {} members not fresh: {}", unfresh.len(), status.members.len(), unfresh.join("; "));
+        return Some(("BackupsNotFresh", msg));
+    }
+    let corrupt: Vec<String> = status
+        .members
+        .iter()
+        .filter(|m| m.newest.as_ref().is_some_and(|b| b.verified.as_deref() == Some("failed")))
+        .map(|m| format!("{}: {}", m.name.clone().unwrap_or_else(|| format!("VMID {}", m.vmid)), m.newest.as_ref().map_or("", |b| b.volid.as_str())))
+        .collect();
+    if !corrupt.is_empty() {
+        return Some(("VerificationFailed", format!("newest backup failed PBS verification: {}", corrupt.join("; "))));
+    }
+    let rt = status.last_restore_test.as_ref().filter(|t| t.finished.is_some());
+    if let Some(t) = rt.filter(|t| t.result.as_deref() != Some("OK")) {
+        let msg = format!("restore test of {} ({}) failed: {}", t.backup, t.guest, t.result.clone().unwrap_or_default());
+        return Some(("RestoreTestFailed", msg));
+    }
+    None
+}
+
+/// The policy goes: delete the jobs it created on PVE and PBS (`Delete`) or
+/// leave them (`Retain`); backups and the datastore's GC schedule stay.
+pub async fn cleanup<P: PveApi, B: PbsApi>(apis: Apis<'_, P, B>, id: &GuestIdentity, spec: &BackupPolicySpec) -> Result<Vec<EventNote>, ReconcileError> {
     let mut events = vec![];
     if spec.deletion_policy == api::DeletionPolicy::Retain || spec.management_mode != ManagementMode::Reconcile {
         return Ok(events);
     }
-    let jobs = api.backup_jobs().await.map_err(|e| ReconcileError::pve("listing backup jobs", e))?;
+    let jobs = apis.pve.backup_jobs().await.map_err(|e| ReconcileError::pve("listing backup jobs", e))?;
     match job::plan(None, &jobs, id, spec.adopt_job_id.as_deref()) {
-        Ok(plan) => write_job(api, &plan, &mut events).await?,
+        Ok(plan) => write_job(apis.pve, &plan, &mut events).await?,
         // A job with our id but not our mark is not ours to delete.
         Err(b) => events.push(EventNote::warning(b.reason, b.message)),
+    }
+    if let (Some(p), Some(b)) = (&spec.pbs, apis.pbs) {
+        let obs = pbs::observe(b, p).await?;
+        match pbs::plan(None, &obs, id) {
+            Ok(steps) => pbs::apply(b, &p.datastore, &steps, &obs, &mut events).await?,
+            Err(blocked) => events.push(EventNote::warning(blocked.reason, blocked.message)),
+        }
     }
     Ok(events)
 }

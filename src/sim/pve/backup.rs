@@ -176,7 +176,7 @@ impl State {
                 None => {
                     let g = guest.expect("found");
                     let name = g.get("name").or_else(|| g.get("hostname")).unwrap_or_default();
-                    self.backups.push(super::storage::SimBackup {
+                    self.store_backup(super::storage::SimBackup {
                         storage: storage.clone(),
                         vmid: *vmid,
                         kind: kind.clone(),
@@ -185,6 +185,7 @@ impl State {
                         verified: None,
                         protected: false,
                         notes: notes.replace("{{guestname}}", &name).replace("{{vmid}}", &vmid.to_string()),
+                        config: g.config.clone(),
                     });
                     log.push(format!("INFO: Finished Backup of VM {vmid} (00:00:02)"));
                 }

@@ -210,6 +210,9 @@ impl State {
         if self.guests.contains_key(&vmid) {
             return Err(param_fail("vmid", format!("VM {vmid} already exists")));
         }
+        if super::restore::is_restore(kind, params) {
+            return self.restore(node, kind, vmid, params, failure);
+        }
         if kind == "lxc" {
             let tmpl = params.get("ostemplate").cloned().unwrap_or_default();
             if !self.config.volumes.iter().any(|v| v == &tmpl) {

@@ -8,6 +8,7 @@ mod backup;
 mod firewall;
 mod guest_config;
 mod props;
+mod restore;
 mod routes;
 pub mod schema;
 mod state;
@@ -166,7 +167,23 @@ impl PveSim {
 
     /// A backup archive, as a vzdump run would leave it.
     pub fn add_backup(&self, backup: SimBackup) {
-        self.state.lock().unwrap().backups.push(backup);
+        self.state.lock().unwrap().store_backup(backup);
+    }
+
+    /// Keep the backups of `pbs` storage `storage` in a PBS simulator's `datastore`.
+    pub fn attach_pbs(&self, storage: &str, pbs: Arc<crate::sim::pbs::PbsSim>, datastore: &str) {
+        let link = storage::PbsLink {
+            sim: pbs,
+            datastore: datastore.into(),
+        };
+        self.state.lock().unwrap().pbs_links.insert(storage.into(), link);
+    }
+
+    /// The backups on a storage, as its content listing shows them.
+    pub fn backups_on(&self, storage: &str) -> Vec<SimBackup> {
+        let mut s = self.state.lock().unwrap();
+        s.advance();
+        s.backups_on(storage)
     }
 
     /// Make every backup of `vmid` fail with vzdump's `message` (`None`: succeed again).

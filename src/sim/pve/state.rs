@@ -180,6 +180,8 @@ pub struct State {
     pub(super) backups: Vec<super::storage::SimBackup>,
     /// Guests whose next backups fail, with vzdump's error.
     pub(super) backup_failures: BTreeMap<u32, String>,
+    /// `pbs` storages backed by a PBS simulator, by storage id.
+    pub(super) pbs_links: BTreeMap<String, super::storage::PbsLink>,
 }
 
 /// Keys PVE types as integers (JSON numbers) in a config answer; all others are strings.
@@ -194,6 +196,7 @@ impl State {
             backup_jobs: BTreeMap::new(),
             backups: Vec::new(),
             backup_failures: BTreeMap::new(),
+            pbs_links: BTreeMap::new(),
         }
     }
 

@@ -1,6 +1,8 @@
 //! Storages, their content and the nodes' network interfaces, as
 //! `/nodes/{node}/storage…` and `/nodes/{node}/network` show them.
 
+use std::{collections::BTreeMap, sync::Arc};
+
 use serde_json::{Value, json};
 
 use super::props::*;
@@ -35,7 +37,7 @@ impl SimStorage {
 const TOTAL: u64 = 500 << 30;
 
 /// A backup archive on a storage (a PBS snapshot when the storage is `pbs`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct SimBackup {
     pub storage: String,
     pub vmid: u32,
@@ -47,10 +49,12 @@ pub struct SimBackup {
     pub verified: Option<String>,
     pub protected: bool,
     pub notes: String,
+    /// The guest's config when it was backed up (what a restore recreates).
+    pub config: BTreeMap<String, Value>,
 }
 
 impl SimBackup {
-    fn volid(&self, s: &SimStorage) -> String {
+    pub(super) fn volid(&self, s: &SimStorage) -> String {
         let t = jiff::Timestamp::from_second(self.ctime as i64).expect("time");
         if s.kind == "pbs" {
             let group = if self.kind == "lxc" { "ct" } else { "vm" };
@@ -89,7 +93,73 @@ impl SimBackup {
     }
 }
 
+/// A `pbs` storage whose backups live in a PBS simulator's datastore.
+#[derive(Clone)]
+pub(super) struct PbsLink {
+    pub sim: Arc<crate::sim::pbs::PbsSim>,
+    pub datastore: String,
+}
+
+impl SimBackup {
+    fn into_snapshot(self) -> crate::sim::pbs::SimSnapshot {
+        crate::sim::pbs::SimSnapshot {
+            backup_type: if self.kind == "lxc" { "ct" } else { "vm" }.into(),
+            backup_id: self.vmid.to_string(),
+            backup_time: self.ctime as i64,
+            size: self.size,
+            protected: self.protected,
+            comment: self.notes,
+            verified: self.verified,
+            guest_config: self.config,
+            corrupt: false,
+        }
+    }
+
+    fn from_snapshot(storage: &str, s: crate::sim::pbs::SimSnapshot) -> Option<SimBackup> {
+        Some(SimBackup {
+            storage: storage.into(),
+            vmid: s.backup_id.parse().ok()?,
+            kind: if s.backup_type == "ct" { "lxc" } else { "qemu" }.into(),
+            ctime: s.backup_time as u64,
+            size: s.size,
+            verified: s.verified,
+            protected: s.protected,
+            notes: s.comment,
+            config: s.guest_config,
+        })
+    }
+}
+
 impl State {
+    /// The backups on a storage: from the PBS simulator for a linked `pbs` storage.
+    pub(super) fn backups_on(&self, storage: &str) -> Vec<SimBackup> {
+        match self.pbs_links.get(storage) {
+            Some(l) => l
+                .sim
+                .snapshots(&l.datastore)
+                .into_iter()
+                .filter(|s| matches!(s.backup_type.as_str(), "vm" | "ct"))
+                .filter_map(|s| SimBackup::from_snapshot(storage, s))
+                .collect(),
+            None => self.backups.iter().filter(|b| b.storage == storage).cloned().collect(),
+        }
+    }
+
+    /// Where a finished vzdump puts a guest's archive.
+    pub(super) fn store_backup(&mut self, b: SimBackup) {
+        match self.pbs_links.get(&b.storage) {
+            Some(l) => l.sim.add_snapshot(&l.datastore, b.into_snapshot()),
+            None => self.backups.push(b),
+        }
+    }
+
+    /// A backup by its volume id, on whichever storage holds it.
+    pub(super) fn find_backup(&self, volid: &str) -> Option<SimBackup> {
+        let (storage, _) = volid.split_once(':')?;
+        let s = self.storage(storage).ok()?;
+        self.backups_on(storage).into_iter().find(|b| b.volid(s) == volid)
+    }
+
     pub(super) fn storage(&self, id: &str) -> Result<&SimStorage, SimError> {
         self.config
             .storages
@@ -166,7 +236,7 @@ impl State {
         let prefix = format!("{storage}:");
         let mut out = Vec::new();
         if content.is_none_or(|c| c == "backup") {
-            out.extend(self.backups.iter().filter(|b| b.storage == storage).map(|b| b.answer(s)));
+            out.extend(self.backups_on(storage).iter().map(|b| b.answer(s)));
         }
         for volid in self.config.volumes.iter().filter(|v| v.starts_with(&prefix)) {
             let rest = &volid[prefix.len()..];
