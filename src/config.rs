@@ -435,7 +435,12 @@ fn proxmox_api_endpoint(
         (None, Some(ca), false) => TlsTrust::CaFile(ca),
         (None, None, true) => TlsTrust::InsecureSkipVerify,
         (None, None, false) => TlsTrust::System,
-        _ => return Err((key.to_string(), "set at most one of fingerprint, caFile, insecureSkipTlsVerify".into())),
+        _ => {
+            return Err((
+                key.to_string(),
+                "set at most one of fingerprint, caFile, insecureSkipTlsVerify".into(),
+            ));
+        }
     };
     Ok((parsed, tls))
 }
@@ -534,9 +539,12 @@ mod tests {
         let ep = &c.pbs["main"];
         assert_eq!((ep.token_id.as_str(), ep.url.port()), ("operator@pbs!homelab", Some(8007)));
         assert!(matches!(&ep.tls, TlsTrust::Fingerprint(f) if f.len() == 64));
-        let e = Config::parse("c.yaml", "pbs:\n  main: {url: https://pbs:8007, tokenId: nope, tokenSecretEnv: T}\n")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse(
+            "c.yaml",
+            "pbs:\n  main: {url: https://pbs:8007, tokenId: nope, tokenSecretEnv: T}\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("pbs.main.tokenId: expected USER@REALM!TOKENNAME"), "{e}");
         let e = Config::parse("c.yaml", "pbs:\n  main: {url: https://pbs:8007, tokenId: a@pbs!b}\n")
             .unwrap_err()

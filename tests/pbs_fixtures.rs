@@ -46,7 +46,10 @@ fn gc_and_task_states_decode() {
     let ok: TaskStatus = serde_json::from_value(fixture("task-status-ok.json")["data"].clone()).unwrap();
     assert!(!ok.is_running() && exit_ok(ok.exitstatus.as_deref().unwrap()));
     let err: TaskStatus = serde_json::from_value(fixture("task-status-error.json")["data"].clone()).unwrap();
-    assert!(!exit_ok(err.exitstatus.as_deref().unwrap()), "the bare error text is the exit status");
+    assert!(
+        !exit_ok(err.exitstatus.as_deref().unwrap()),
+        "the bare error text is the exit status"
+    );
     let running: TaskStatus = serde_json::from_value(fixture("task-status-running.json")["data"].clone()).unwrap();
     assert!(running.is_running());
     for f in ["gc-started.json", "prune-datastore-started.json"] {
@@ -57,7 +60,12 @@ fn gc_and_task_states_decode() {
 #[test]
 fn error_bodies_in_the_index_are_plain_text() {
     let index = fixture("INDEX.json");
-    let raw: Vec<&serde_json::Value> = index["fixtures"].as_array().unwrap().iter().filter(|f| f.get("raw_body").is_some()).collect();
+    let raw: Vec<&serde_json::Value> = index["fixtures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f.get("raw_body").is_some())
+        .collect();
     assert_eq!(raw.len(), 5);
     for f in raw {
         let body = f["raw_body"].as_str().unwrap();

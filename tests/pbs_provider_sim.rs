@@ -59,15 +59,27 @@ fn snapshot(id: &str, time: i64, comment: &str) -> SimSnapshot {
 #[tokio::test]
 async fn prune_jobs_are_created_updated_and_deleted() {
     let f = fixture().await;
-    let create = p(&[("id", "hlo-abc"), ("store", "store1"), ("schedule", "daily"), ("keep-daily", "7"), ("comment", "mark")]);
+    let create = p(&[
+        ("id", "hlo-abc"),
+        ("store", "store1"),
+        ("schedule", "daily"),
+        ("keep-daily", "7"),
+        ("comment", "mark"),
+    ]);
     f.client.create_job(JobKind::Prune, create.clone()).await.unwrap();
     let jobs = f.client.jobs(JobKind::Prune).await.unwrap();
     assert_eq!(jobs.len(), 1);
-    assert_eq!((jobs[0].param("keep-daily").as_deref(), jobs[0].comment()), (Some("7"), Some("mark")));
+    assert_eq!(
+        (jobs[0].param("keep-daily").as_deref(), jobs[0].comment()),
+        (Some("7"), Some("mark"))
+    );
     assert!(jobs[0].next_run().is_some());
     let e = f.client.create_job(JobKind::Prune, create).await.unwrap_err();
     assert!(e.to_string().contains("job 'hlo-abc' already exists."), "{e}");
-    f.client.update_job(JobKind::Prune, "hlo-abc", p(&[("keep-daily", "14"), ("delete", "comment")])).await.unwrap();
+    f.client
+        .update_job(JobKind::Prune, "hlo-abc", p(&[("keep-daily", "14"), ("delete", "comment")]))
+        .await
+        .unwrap();
     let job = &f.sim.jobs("prune")["hlo-abc"];
     assert_eq!((job["keep-daily"].as_i64(), job.get("comment")), (Some(14), None));
     f.client.delete_job(JobKind::Prune, "hlo-abc").await.unwrap();
@@ -80,22 +92,43 @@ async fn the_server_refuses_what_pbs_refuses() {
     let f = fixture().await;
     let e = f
         .client
-        .create_job(JobKind::Prune, p(&[("id", "x1x"), ("store", "store1"), ("schedule", "daily"), ("keep-last", "0")]))
+        .create_job(
+            JobKind::Prune,
+            p(&[("id", "x1x"), ("store", "store1"), ("schedule", "daily"), ("keep-last", "0")]),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(&e, Error::Api { status: 400, message, .. } if message.contains("'keep-last'")), "{e}");
+    assert!(
+        matches!(&e, Error::Api { status: 400, message, .. } if message.contains("'keep-last'")),
+        "{e}"
+    );
     assert!(!e.is_transient());
     let e = f.client.snapshots("nosuch").await.unwrap_err();
-    assert!(matches!(&e, Error::Api { status: 400, message, .. } if message == "no such datastore 'nosuch'"), "{e}");
+    assert!(
+        matches!(&e, Error::Api { status: 400, message, .. } if message == "no such datastore 'nosuch'"),
+        "{e}"
+    );
     let e = f
         .client
-        .create_job(JobKind::Sync, p(&[("id", "s-1"), ("store", "store1"), ("remote", "nowhere"), ("remote-store", "x1x"), ("schedule", "daily")]))
+        .create_job(
+            JobKind::Sync,
+            p(&[
+                ("id", "s-1"),
+                ("store", "store1"),
+                ("remote", "nowhere"),
+                ("remote-store", "x1x"),
+                ("schedule", "daily"),
+            ]),
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("remote 'nowhere' does not exist."), "{e}");
     let e = f
         .client
-        .create_job(JobKind::Verify, p(&[("id", "v-1"), ("store", "store1"), ("schedule", "every tuesday")]))
+        .create_job(
+            JobKind::Verify,
+            p(&[("id", "v-1"), ("store", "store1"), ("schedule", "every tuesday")]),
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("unable to parse calendar event"), "{e}");
@@ -111,10 +144,16 @@ async fn a_wrong_token_is_refused_and_booleans_come_back_as_json() {
     let dir = tempfile::tempdir().unwrap();
     let ep = endpoint_for("main", &f.sim, &f._server, dir.path()).unwrap();
     std::fs::write(dir.path().join("pbs-token-main"), "wrong").unwrap();
-    assert!(matches!(ep.tls, TlsTrust::Fingerprint(_)), "pinned, as a person configures a self-signed PBS");
+    assert!(
+        matches!(ep.tls, TlsTrust::Fingerprint(_)),
+        "pinned, as a person configures a self-signed PBS"
+    );
     let bad = PbsClient::new(&ep, None).unwrap();
     let e = bad.snapshots("store1").await.unwrap_err();
-    assert!(e.is_permission() && e.to_string().contains("authentication failed - invalid token"), "{e}");
+    assert!(
+        e.is_permission() && e.to_string().contains("authentication failed - invalid token"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -124,7 +163,15 @@ async fn verify_jobs_mark_snapshots_and_report_their_run() {
     f.sim.add_snapshot("store1", snapshot("101", 1_746_064_800, ""));
     f.sim.corrupt("store1", "101");
     f.client
-        .create_job(JobKind::Verify, p(&[("id", "hlo-v"), ("store", "store1"), ("schedule", "daily"), ("ignore-verified", "true")]))
+        .create_job(
+            JobKind::Verify,
+            p(&[
+                ("id", "hlo-v"),
+                ("store", "store1"),
+                ("schedule", "daily"),
+                ("ignore-verified", "true"),
+            ]),
+        )
         .await
         .unwrap();
     let upid = f.client.run_job(JobKind::Verify, "hlo-v").await.unwrap();
@@ -135,7 +182,16 @@ async fn verify_jobs_mark_snapshots_and_report_their_run() {
     let st = f.client.task_status(&upid).await.unwrap();
     assert!(st.exitstatus.unwrap().starts_with("verification failed"));
     let snaps = f.client.snapshots("store1").await.unwrap();
-    let state = |id: &str| snaps.iter().find(|s| s.backup_id == id).unwrap().verification.clone().unwrap().state;
+    let state = |id: &str| {
+        snaps
+            .iter()
+            .find(|s| s.backup_id == id)
+            .unwrap()
+            .verification
+            .clone()
+            .unwrap()
+            .state
+    };
     assert_eq!((state("100"), state("101")), ("ok".to_string(), "failed".to_string()));
     let jobs = f.client.jobs(JobKind::Verify).await.unwrap();
     assert!(jobs[0].last_run_state().unwrap().starts_with("verification failed"));
@@ -152,13 +208,19 @@ async fn prune_keeps_what_the_rules_say_and_protected_snapshots() {
     protected.protected = true;
     f.sim.add_snapshot("store1", protected);
     f.client
-        .create_job(JobKind::Prune, p(&[("id", "hlo-p"), ("store", "store1"), ("schedule", "daily"), ("keep-last", "2")]))
+        .create_job(
+            JobKind::Prune,
+            p(&[("id", "hlo-p"), ("store", "store1"), ("schedule", "daily"), ("keep-last", "2")]),
+        )
         .await
         .unwrap();
     f.client.run_job(JobKind::Prune, "hlo-p").await.unwrap();
     f.sim.finish_tasks();
     let times: Vec<i64> = f.sim.snapshots("store1").iter().map(|s| s.backup_time).collect();
-    assert_eq!(times, vec![1_746_064_800 + 3 * day, 1_746_064_800 + 4 * day, 1_746_064_800 - 30 * day]);
+    assert_eq!(
+        times,
+        vec![1_746_064_800 + 3 * day, 1_746_064_800 + 4 * day, 1_746_064_800 - 30 * day]
+    );
 }
 
 #[tokio::test]
@@ -166,10 +228,17 @@ async fn gc_schedule_writes_are_guarded_by_the_digest() {
     let f = fixture().await;
     let cfg = f.client.datastore_config("store1").await.unwrap();
     assert_eq!(cfg.gc_schedule, None);
-    f.client.set_gc_schedule("store1", "sun 04:00", cfg.digest.as_deref()).await.unwrap();
+    f.client
+        .set_gc_schedule("store1", "sun 04:00", cfg.digest.as_deref())
+        .await
+        .unwrap();
     assert_eq!(f.sim.gc_schedule("store1").as_deref(), Some("sun 04:00"));
     // The digest read before the first write is stale now.
-    let e = f.client.set_gc_schedule("store1", "daily", cfg.digest.as_deref()).await.unwrap_err();
+    let e = f
+        .client
+        .set_gc_schedule("store1", "daily", cfg.digest.as_deref())
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("detected modified configuration"), "{e}");
     let gc = f.client.gc_status("store1").await.unwrap();
     assert_eq!(gc.schedule.as_deref(), Some("sun 04:00"));
@@ -178,15 +247,35 @@ async fn gc_schedule_writes_are_guarded_by_the_digest() {
 #[tokio::test]
 async fn reads_are_retried_but_a_create_is_sent_once() {
     let f = fixture().await;
-    f.sim.faults.lock().unwrap().scripted.push_back(ScriptedFault::new("GET", "/admin/prune", FaultKind::Status(503, "busy".into()), 1));
+    f.sim
+        .faults
+        .lock()
+        .unwrap()
+        .scripted
+        .push_back(ScriptedFault::new("GET", "/admin/prune", FaultKind::Status(503, "busy".into()), 1));
     assert!(f.client.jobs(JobKind::Prune).await.unwrap().is_empty());
-    assert_eq!(f.sim.calls()["GET /admin/prune"], 1, "the faulted call is not counted by the sim, the retry is");
-    f.sim.faults.lock().unwrap().scripted.push_back(ScriptedFault::new("POST", "/config/prune", FaultKind::Drop, 1));
+    assert_eq!(
+        f.sim.calls()["GET /admin/prune"],
+        1,
+        "the faulted call is not counted by the sim, the retry is"
+    );
+    f.sim
+        .faults
+        .lock()
+        .unwrap()
+        .scripted
+        .push_back(ScriptedFault::new("POST", "/config/prune", FaultKind::Drop, 1));
     let e = f
         .client
-        .create_job(JobKind::Prune, p(&[("id", "hlo-x"), ("store", "store1"), ("schedule", "daily"), ("keep-last", "1")]))
+        .create_job(
+            JobKind::Prune,
+            p(&[("id", "hlo-x"), ("store", "store1"), ("schedule", "daily"), ("keep-last", "1")]),
+        )
         .await
         .unwrap_err();
     assert!(e.is_transient(), "{e}");
-    assert!(f.sim.jobs("prune").is_empty(), "a dropped create is not retried behind the caller's back");
+    assert!(
+        f.sim.jobs("prune").is_empty(),
+        "a dropped create is not retried behind the caller's back"
+    );
 }

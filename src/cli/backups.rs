@@ -1,7 +1,6 @@
 //! `plan` and `apply` for BackupPolicies: members from the guests in the
 //! same files (with the status `apply` just produced), one reconcile each.
 
-
 use crate::{
     api::{self, BackupPolicy, ProxmoxGuest},
     cli::oneshot::{Engine, render_table},

@@ -114,7 +114,12 @@ pub fn apis<'a>(w: &'a World, spec: &BackupPolicySpec) -> Apis<'a, PveClient, Pb
     }
 }
 
-pub async fn run(w: &World, spec: &BackupPolicySpec, status: BackupPolicyStatus, members: Vec<Member>) -> Result<PolicyOutcome, ReconcileError> {
+pub async fn run(
+    w: &World,
+    spec: &BackupPolicySpec,
+    status: BackupPolicyStatus,
+    members: Vec<Member>,
+) -> Result<PolicyOutcome, ReconcileError> {
     reconcile(w, spec, status, members, Ask::default(), &MemoryStatus::default()).await
 }
 

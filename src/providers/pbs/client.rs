@@ -116,7 +116,10 @@ impl PbsClient {
 
 async fn send(m: &'static str, path: &str, req: reqwest::RequestBuilder) -> Result<Value, Error> {
     let transport = |e: reqwest::Error| match e.is_timeout() {
-        true => Error::Timeout { method: m, path: path.to_string() },
+        true => Error::Timeout {
+            method: m,
+            path: path.to_string(),
+        },
         false => Error::Transport {
             method: m,
             path: path.to_string(),

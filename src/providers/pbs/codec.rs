@@ -124,12 +124,18 @@ mod tests {
 
     #[test]
     fn the_token_separator_is_a_colon() {
-        assert_eq!(token_header("operator@pbs!homelab", "s3cr3t"), "PBSAPIToken=operator@pbs!homelab:s3cr3t");
+        assert_eq!(
+            token_header("operator@pbs!homelab", "s3cr3t"),
+            "PBSAPIToken=operator@pbs!homelab:s3cr3t"
+        );
     }
 
     #[test]
     fn error_bodies_are_plain_text() {
-        assert_eq!(error_message(b"no such datastore 'nosuch'", "Bad Request"), "no such datastore 'nosuch'");
+        assert_eq!(
+            error_message(b"no such datastore 'nosuch'", "Bad Request"),
+            "no such datastore 'nosuch'"
+        );
         assert_eq!(error_message(b"", "Bad Request"), "Bad Request");
         assert_eq!(error_message(br#"{"message":"proxy says no\n"}"#, "x"), "proxy says no");
     }

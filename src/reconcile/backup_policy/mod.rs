@@ -161,7 +161,9 @@ pub async fn reconcile<P: PveApi, B: PbsApi, S: StatusSink<BackupPolicyStatus>>(
         .and_then(|j| j.next_run)
         .and_then(|t| jiff::Timestamp::from_second(t as i64).ok())
         .map(|t| t.to_string());
-    status.pbs_jobs = server.as_ref().map_or_else(Vec::new, |(p, _, obs)| pbs::job_states(obs, id, &p.datastore));
+    status.pbs_jobs = server
+        .as_ref()
+        .map_or_else(Vec::new, |(p, _, obs)| pbs::job_states(obs, id, &p.datastore));
     let mut in_flight = backup_now_step(api, spec, &members, backup_now.as_deref(), writes, &mut status, sink, &mut events).await?;
     let backups = match &server {
         Some((_, _, obs)) => pbs::as_volumes(&spec.storage, &obs.snapshots),
@@ -317,8 +319,18 @@ fn observe_backups(spec: &BackupPolicySpec, members: &[Member], backups: &[Stora
 
 /// Ready only when the jobs match the spec (or were just made to) and every
 /// member has a fresh backup that did not fail verification or a restore test.
-fn report(spec: &BackupPolicySpec, plan: &JobPlan, pbs_steps: &[PbsStep], status: &mut BackupPolicyStatus, generation: Option<i64>, wrote: bool) {
-    let problem = (!wrote).then(|| drift(spec, plan, pbs_steps)).flatten().or_else(|| problem(spec, status));
+fn report(
+    spec: &BackupPolicySpec,
+    plan: &JobPlan,
+    pbs_steps: &[PbsStep],
+    status: &mut BackupPolicyStatus,
+    generation: Option<i64>,
+    wrote: bool,
+) {
+    let problem = (!wrote)
+        .then(|| drift(spec, plan, pbs_steps))
+        .flatten()
+        .or_else(|| problem(spec, status));
     let mut all = match problem {
         Some((reason, msg)) => vec![
             ConditionState::new(api::CONDITION_READY, false, reason, &msg),
@@ -351,7 +363,12 @@ fn drift(spec: &BackupPolicySpec, plan: &JobPlan, pbs_steps: &[PbsStep]) -> Opti
         JobPlan::NoChange { .. } | JobPlan::Absent => vec![],
     };
     what.extend(pbs_steps.iter().map(|s| format!("PBS needs: {}", s.describe())));
-    (!what.is_empty()).then(|| ("DriftDetected", format!("{}; not written ({:?})", what.join("; "), spec.management_mode)))
+    (!what.is_empty()).then(|| {
+        (
+            "DriftDetected",
+            format!("{}; not written ({:?})", what.join("; "), spec.management_mode),
+        )
+    })
 }
 
 /// The first thing wrong with the backups themselves.
@@ -359,7 +376,10 @@ fn problem(spec: &BackupPolicySpec, status: &BackupPolicyStatus) -> Option<(&'st
     let unfresh = freshness::unfresh(&status.members, &spec.max_age);
     let name_of = |v: u32| status.members.iter().find(|m| m.vmid == v).and_then(|m| m.name.clone());
     if status.members.is_empty() {
-        return Some(("NoMembers", "no members: the selector matches no ProxmoxGuest and vmids is empty".into()));
+        return Some((
+            "NoMembers",
+            "no members: the selector matches no ProxmoxGuest and vmids is empty".into(),
+        ));
     }
     if let Some(run) = status.last_run.as_ref().filter(|r| !r.failed.is_empty()) {
         let mut msg = failed_line(run, name_of);
@@ -369,21 +389,40 @@ fn problem(spec: &BackupPolicySpec, status: &BackupPolicyStatus) -> Option<(&'st
         return Some(("BackupFailed", msg));
     }
     if !unfresh.is_empty() {
-        let msg = format!("{} of {} members not fresh: {}", unfresh.len(), status.members.len(), unfresh.join("; "));
+        let msg = format!(
+            "{} of {} members not fresh: {}",
+            unfresh.len(),
+            status.members.len(),
+            unfresh.join("; ")
+        );
         return Some(("BackupsNotFresh", msg));
     }
     let corrupt: Vec<String> = status
         .members
         .iter()
         .filter(|m| m.newest.as_ref().is_some_and(|b| b.verified.as_deref() == Some("failed")))
-        .map(|m| format!("{}: {}", m.name.clone().unwrap_or_else(|| format!("VMID {}", m.vmid)), m.newest.as_ref().map_or("", |b| b.volid.as_str())))
+        .map(|m| {
+            format!(
+                "{}: {}",
+                m.name.clone().unwrap_or_else(|| format!("VMID {}", m.vmid)),
+                m.newest.as_ref().map_or("", |b| b.volid.as_str())
+            )
+        })
         .collect();
     if !corrupt.is_empty() {
-        return Some(("VerificationFailed", format!("newest backup failed PBS verification: {}", corrupt.join("; "))));
+        return Some((
+            "VerificationFailed",
+            format!("newest backup failed PBS verification: {}", corrupt.join("; ")),
+        ));
     }
     let rt = status.last_restore_test.as_ref().filter(|t| t.finished.is_some());
     if let Some(t) = rt.filter(|t| t.result.as_deref() != Some("OK")) {
-        let msg = format!("restore test of {} ({}) failed: {}", t.backup, t.guest, t.result.clone().unwrap_or_default());
+        let msg = format!(
+            "restore test of {} ({}) failed: {}",
+            t.backup,
+            t.guest,
+            t.result.clone().unwrap_or_default()
+        );
         return Some(("RestoreTestFailed", msg));
     }
     None
@@ -391,12 +430,20 @@ fn problem(spec: &BackupPolicySpec, status: &BackupPolicyStatus) -> Option<(&'st
 
 /// The policy goes: delete the jobs it created on PVE and PBS (`Delete`) or
 /// leave them (`Retain`); backups and the datastore's GC schedule stay.
-pub async fn cleanup<P: PveApi, B: PbsApi>(apis: Apis<'_, P, B>, id: &GuestIdentity, spec: &BackupPolicySpec) -> Result<Vec<EventNote>, ReconcileError> {
+pub async fn cleanup<P: PveApi, B: PbsApi>(
+    apis: Apis<'_, P, B>,
+    id: &GuestIdentity,
+    spec: &BackupPolicySpec,
+) -> Result<Vec<EventNote>, ReconcileError> {
     let mut events = vec![];
     if spec.deletion_policy == api::DeletionPolicy::Retain || spec.management_mode != ManagementMode::Reconcile {
         return Ok(events);
     }
-    let jobs = apis.pve.backup_jobs().await.map_err(|e| ReconcileError::pve("listing backup jobs", e))?;
+    let jobs = apis
+        .pve
+        .backup_jobs()
+        .await
+        .map_err(|e| ReconcileError::pve("listing backup jobs", e))?;
     match job::plan(None, &jobs, id, spec.adopt_job_id.as_deref()) {
         Ok(plan) => write_job(apis.pve, &plan, &mut events).await?,
         // A job with our id but not our mark is not ours to delete.

@@ -40,8 +40,16 @@ pub async fn observe<B: PbsApi>(api: &B, pbs: &PbsOptions) -> Result<Observed, R
         .map_err(|e| ReconcileError::pbs(format!("listing snapshots of datastore {store}"), e))?;
     let (datastore, gc) = match pbs.garbage_collection {
         Some(_) => (
-            Some(api.datastore_config(store).await.map_err(|e| ReconcileError::pbs("reading the datastore config", e))?),
-            Some(api.gc_status(store).await.map_err(|e| ReconcileError::pbs("reading the garbage-collection state", e))?),
+            Some(
+                api.datastore_config(store)
+                    .await
+                    .map_err(|e| ReconcileError::pbs("reading the datastore config", e))?,
+            ),
+            Some(
+                api.gc_status(store)
+                    .await
+                    .map_err(|e| ReconcileError::pbs("reading the garbage-collection state", e))?,
+            ),
         ),
         None => (None, None),
     };
@@ -130,7 +138,12 @@ pub fn as_volumes(storage: &str, snapshots: &[Snapshot]) -> Vec<StorageVolume> {
         .filter_map(|s| {
             let t = jiff::Timestamp::from_second(s.backup_time).ok()?;
             Some(StorageVolume {
-                volid: format!("{storage}:backup/{}/{}/{}", s.backup_type, s.backup_id, t.strftime("%Y-%m-%dT%H:%M:%SZ")),
+                volid: format!(
+                    "{storage}:backup/{}/{}/{}",
+                    s.backup_type,
+                    s.backup_id,
+                    t.strftime("%Y-%m-%dT%H:%M:%SZ")
+                ),
                 content: Some("backup".into()),
                 format: Some(format!("pbs-{}", s.backup_type)),
                 size: s.size.unwrap_or(0),

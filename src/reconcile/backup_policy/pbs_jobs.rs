@@ -13,11 +13,23 @@ use crate::{
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PbsStep {
-    Create { kind: JobKind, params: Params },
+    Create {
+        kind: JobKind,
+        params: Params,
+    },
     /// Only what differs; `delete` lists fields to drop.
-    Update { kind: JobKind, id: String, params: Params },
-    Delete { kind: JobKind, id: String },
-    SetGcSchedule { schedule: String },
+    Update {
+        kind: JobKind,
+        id: String,
+        params: Params,
+    },
+    Delete {
+        kind: JobKind,
+        id: String,
+    },
+    SetGcSchedule {
+        schedule: String,
+    },
 }
 
 impl PbsStep {
@@ -57,7 +69,17 @@ fn keep_fields(r: &Retention) -> Vec<(&'static str, String)> {
 /// but not wanted is deleted.
 fn managed(kind: JobKind) -> &'static [&'static str] {
     match kind {
-        JobKind::Prune => &["store", "schedule", "comment", "keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly"],
+        JobKind::Prune => &[
+            "store",
+            "schedule",
+            "comment",
+            "keep-last",
+            "keep-hourly",
+            "keep-daily",
+            "keep-weekly",
+            "keep-monthly",
+            "keep-yearly",
+        ],
         JobKind::Verify => &["store", "schedule", "comment", "ignore-verified", "outdated-after"],
         JobKind::Sync => &["store", "schedule", "comment", "remote", "remote-store", "sync-direction"],
     }
@@ -65,7 +87,13 @@ fn managed(kind: JobKind) -> &'static [&'static str] {
 
 /// The wanted fields of each configured job kind.
 pub fn desired(pbs: &PbsOptions, retention: &Retention, id: &GuestIdentity) -> BTreeMap<JobKind, BTreeMap<&'static str, String>> {
-    let base = |schedule: &str| BTreeMap::from([("store", pbs.datastore.clone()), ("schedule", schedule.to_string()), ("comment", id.mark_line())]);
+    let base = |schedule: &str| {
+        BTreeMap::from([
+            ("store", pbs.datastore.clone()),
+            ("schedule", schedule.to_string()),
+            ("comment", id.mark_line()),
+        ])
+    };
     let mut out = BTreeMap::new();
     if let Some(p) = &pbs.prune {
         let mut f = base(&p.schedule);
@@ -136,7 +164,11 @@ pub fn plan(
                         .map(|k| ("delete".to_string(), k.to_string())),
                 );
                 if !params.is_empty() {
-                    steps.push(PbsStep::Update { kind, id: j.id.clone(), params });
+                    steps.push(PbsStep::Update {
+                        kind,
+                        id: j.id.clone(),
+                        params,
+                    });
                 }
             }
         }
@@ -178,7 +210,11 @@ mod tests {
         let mut out: BTreeMap<JobKind, Vec<Job>> = BTreeMap::new();
         for s in steps {
             if let PbsStep::Create { kind, params } = s {
-                let fields = params.iter().filter(|(k, _)| k != "id").map(|(k, v)| (k.clone(), typed(k, v))).collect();
+                let fields = params
+                    .iter()
+                    .filter(|(k, _)| k != "id")
+                    .map(|(k, v)| (k.clone(), typed(k, v)))
+                    .collect();
                 let id = params[0].1.clone();
                 out.entry(*kind).or_default().push(Job { id, fields });
             }
@@ -196,14 +232,25 @@ mod tests {
 
     #[test]
     fn creates_each_configured_job_then_has_nothing_to_do() {
-        let s = spec("{endpoint: main, datastore: store1, prune: {schedule: daily}, verify: {schedule: 'sat 05:00', reverifyAfterDays: 30}, garbageCollection: {schedule: 'sun 04:00'}}");
+        let s = spec(
+            "{endpoint: main, datastore: store1, prune: {schedule: daily}, verify: {schedule: 'sat 05:00', reverifyAfterDays: 30}, garbageCollection: {schedule: 'sun 04:00'}}",
+        );
         let steps = plan(&want(&s), &BTreeMap::new(), &ident(), Some(("sun 04:00", None))).unwrap();
         assert_eq!(steps.len(), 3, "{steps:?}");
-        let PbsStep::Create { kind: JobKind::Prune, params } = &steps[0] else { panic!("{steps:?}") };
+        let PbsStep::Create {
+            kind: JobKind::Prune,
+            params,
+        } = &steps[0]
+        else {
+            panic!("{steps:?}")
+        };
         assert!(params.contains(&("keep-daily".into(), "7".into())) && params.contains(&("id".into(), "hlo-0a1b2c3d4e5f".into())));
         assert!(matches!(&steps[2], PbsStep::SetGcSchedule { schedule } if schedule == "sun 04:00"));
         let listed = as_listed(&steps);
-        assert_eq!(plan(&want(&s), &listed, &ident(), Some(("sun 04:00", Some("sun 04:00")))).unwrap(), vec![]);
+        assert_eq!(
+            plan(&want(&s), &listed, &ident(), Some(("sun 04:00", Some("sun 04:00")))).unwrap(),
+            vec![]
+        );
     }
 
     #[test]
@@ -234,14 +281,19 @@ mod tests {
         let jobs = BTreeMap::from([(JobKind::Verify, vec![foreign.clone()])]);
         let steps = plan(&want(&s), &jobs, &ident(), None).unwrap();
         assert!(matches!(&steps[..], [PbsStep::Create { kind: JobKind::Verify, .. }]), "{steps:?}");
-        let clash = Job { id: "hlo-0a1b2c3d4e5f".into(), ..foreign };
+        let clash = Job {
+            id: "hlo-0a1b2c3d4e5f".into(),
+            ..foreign
+        };
         let jobs = BTreeMap::from([(JobKind::Verify, vec![clash])]);
         assert_eq!(plan(&want(&s), &jobs, &ident(), None).unwrap_err().reason, "Conflict");
     }
 
     #[test]
     fn nothing_wanted_deletes_ours_but_leaves_the_gc_schedule() {
-        let s = spec("{endpoint: main, datastore: store1, prune: {schedule: daily}, sync: {remote: offsite, remoteStore: b2, schedule: daily}}");
+        let s = spec(
+            "{endpoint: main, datastore: store1, prune: {schedule: daily}, sync: {remote: offsite, remoteStore: b2, schedule: daily}}",
+        );
         let listed = as_listed(&plan(&want(&s), &BTreeMap::new(), &ident(), None).unwrap());
         let steps = plan(&BTreeMap::new(), &listed, &ident(), None).unwrap();
         assert_eq!(steps.len(), 2);

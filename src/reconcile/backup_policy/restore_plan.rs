@@ -18,7 +18,13 @@ pub fn parse_schedule(s: &str) -> Result<croner::Cron, String> {
 
 /// Why a test starts now: a new `restore-test-now` value, or an occurrence of
 /// the schedule since the last test (or since `since`, the policy's creation).
-pub fn due(rt: &RestoreTest, request: Option<&str>, last: Option<&RestoreTestRun>, since: jiff::Timestamp, now: jiff::Timestamp) -> Result<Option<String>, String> {
+pub fn due(
+    rt: &RestoreTest,
+    request: Option<&str>,
+    last: Option<&RestoreTestRun>,
+    since: jiff::Timestamp,
+    now: jiff::Timestamp,
+) -> Result<Option<String>, String> {
     if last.is_some_and(|l| l.finished.is_none()) {
         return Ok(None);
     }
@@ -27,7 +33,10 @@ pub fn due(rt: &RestoreTest, request: Option<&str>, last: Option<&RestoreTestRun
     {
         return Ok(Some(r.to_string()));
     }
-    let baseline = last.and_then(|l| l.started.parse::<jiff::Timestamp>().ok()).unwrap_or(since).max(since);
+    let baseline = last
+        .and_then(|l| l.started.parse::<jiff::Timestamp>().ok())
+        .unwrap_or(since)
+        .max(since);
     let cron = parse_schedule(&rt.schedule)?;
     let next = cron
         .find_next_occurrence(&baseline.to_zoned(jiff::tz::TimeZone::UTC), false)
@@ -100,7 +109,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(due(&weekly, None, Some(&last), since, ts("2026-12-10T00:00:00Z")).unwrap(), None);
-        assert!(due(&weekly, None, Some(&last), since, ts("2026-12-13T05:01:00Z")).unwrap().is_some());
+        assert!(
+            due(&weekly, None, Some(&last), since, ts("2026-12-13T05:01:00Z"))
+                .unwrap()
+                .is_some()
+        );
         assert!(due(&rt("@daily"), None, None, since, ts("2026-12-02T00:00:01Z")).unwrap().is_some());
     }
 
@@ -150,7 +163,10 @@ mod tests {
 
     #[test]
     fn restored_nics_come_up_with_their_link_down() {
-        assert_eq!(isolated_nic("net0", "virtio=BC:24:11:00:00:01,bridge=vmbr0").unwrap(), "virtio=BC:24:11:00:00:01,bridge=vmbr0,link_down=1");
+        assert_eq!(
+            isolated_nic("net0", "virtio=BC:24:11:00:00:01,bridge=vmbr0").unwrap(),
+            "virtio=BC:24:11:00:00:01,bridge=vmbr0,link_down=1"
+        );
         assert_eq!(isolated_nic("net0", "name=eth0,bridge=vmbr0,link_down=1"), None);
         assert_eq!(isolated_nic("scsi0", "local-lvm:vm-1-disk-0"), None);
     }

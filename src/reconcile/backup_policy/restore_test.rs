@@ -38,11 +38,15 @@ pub async fn step<P: PveApi, S: StatusSink<BackupPolicyStatus>>(
     }
     // A few phases can pass in one reconcile; a running task ends the loop.
     for _ in 0..6 {
-        let Some(run) = status.last_restore_test.clone() else { return Ok(false) };
+        let Some(run) = status.last_restore_test.clone() else {
+            return Ok(false);
+        };
         if run.phase == DONE {
             return Ok(false);
         }
-        let Some(next) = advance(api, rt, run, &status.members, events).await? else { return Ok(true) };
+        let Some(next) = advance(api, rt, run, &status.members, events).await? else {
+            return Ok(true);
+        };
         status.last_restore_test = Some(next);
         sink.save(status).await.map_err(ReconcileError::Status)?;
     }
@@ -67,7 +71,10 @@ async fn start<P: PveApi, S: StatusSink<BackupPolicyStatus>>(
     sink: &S,
     events: &mut Vec<EventNote>,
 ) -> Result<(), ReconcileError> {
-    let handled = t.annotation.clone().or_else(|| status.last_restore_test.as_ref().and_then(|l| l.handled_request.clone()));
+    let handled = t
+        .annotation
+        .clone()
+        .or_else(|| status.last_restore_test.as_ref().and_then(|l| l.handled_request.clone()));
     let mut run = RestoreTestRun {
         request: t.request,
         node: rt.node.clone(),
@@ -139,7 +146,9 @@ fn finish(run: &mut RestoreTestRun, failure: Option<String>) {
 
 /// The task in flight: `None` while it runs, `Some(Err(exit))` when it failed.
 async fn task<P: PveApi>(api: &P, run: &RestoreTestRun) -> Result<Option<Result<(), String>>, ReconcileError> {
-    let Some(upid) = run.upid.as_deref().and_then(Upid::parse) else { return Ok(Some(Ok(()))) };
+    let Some(upid) = run.upid.as_deref().and_then(Upid::parse) else {
+        return Ok(Some(Ok(())));
+    };
     let st = match api.task_status(&upid).await {
         Ok(st) => st,
         Err(e) if e.is_transient() => return Err(ReconcileError::pve("polling the restore test", e)),
@@ -165,7 +174,10 @@ async fn advance<P: PveApi>(
     run.upid = None;
     match (run.phase.as_str(), outcome) {
         (RESTORING | STARTING, Err(exit)) => {
-            run.result = Some(format!("{} failed: {exit}", if run.phase == RESTORING { "restore" } else { "start" }));
+            run.result = Some(format!(
+                "{} failed: {exit}",
+                if run.phase == RESTORING { "restore" } else { "start" }
+            ));
             run.phase = DESTROYING.into();
         }
         (RESTORING, Ok(())) if rt.start => {
@@ -182,13 +194,23 @@ async fn advance<P: PveApi>(
             run.phase = DESTROYING.into();
         }
         (STARTING, Ok(())) => {
-            let running = used_vmids(api).await?.iter().any(|r| r.vmid == run.scratch_vmid as u64 && r.status.as_deref() == Some("running"));
-            run.result = Some(if running { "OK".into() } else { "the restored guest did not stay running".into() });
+            let running = used_vmids(api)
+                .await?
+                .iter()
+                .any(|r| r.vmid == run.scratch_vmid as u64 && r.status.as_deref() == Some("running"));
+            run.result = Some(if running {
+                "OK".into()
+            } else {
+                "the restored guest did not stay running".into()
+            });
             run.phase = DESTROYING.into();
         }
         (_, Err(exit)) if run.phase == DESTROYING => {
             // A failed stop or delete: say so, and try again on the next step.
-            events.push(EventNote::warning("RestoreTestCleanup", format!("removing scratch VMID {}: {exit}", run.scratch_vmid)));
+            events.push(EventNote::warning(
+                "RestoreTestCleanup",
+                format!("removing scratch VMID {}: {exit}", run.scratch_vmid),
+            ));
         }
         _ => {}
     }
@@ -199,14 +221,22 @@ async fn advance<P: PveApi>(
 }
 
 /// Stop, then delete the scratch guest; done once it is gone. A member's VMID is never touched.
-async fn destroy<P: PveApi>(api: &P, run: &mut RestoreTestRun, members: &[BackupMember], events: &mut Vec<EventNote>) -> Result<(), ReconcileError> {
+async fn destroy<P: PveApi>(
+    api: &P,
+    run: &mut RestoreTestRun,
+    members: &[BackupMember],
+    events: &mut Vec<EventNote>,
+) -> Result<(), ReconcileError> {
     let vmid = run.scratch_vmid;
     let here = used_vmids(api).await?.into_iter().find(|r| r.vmid == vmid as u64);
     let Some(guest) = here.filter(|_| !members.iter().any(|m| m.vmid == vmid)) else {
         finish(run, None);
         let result = run.result.clone().unwrap_or_default();
         events.push(match result.as_str() {
-            "OK" => EventNote::normal("RestoreTestSucceeded", format!("{} restored and ran; scratch VMID {vmid} removed", run.backup)),
+            "OK" => EventNote::normal(
+                "RestoreTestSucceeded",
+                format!("{} restored and ran; scratch VMID {vmid} removed", run.backup),
+            ),
             _ => EventNote::warning("RestoreTestFailed", format!("restore test of {}: {result}", run.backup)),
         });
         return Ok(());

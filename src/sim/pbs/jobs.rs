@@ -21,7 +21,9 @@ pub(super) fn check_calendar(s: &str) -> Result<(), SimError> {
     .expect("regex");
     match !s.trim().is_empty() && re.is_match(s.trim()) {
         true => Ok(()),
-        false => Err(bad(format!("parameter verification failed - 'schedule': unable to parse calendar event '{s}'"))),
+        false => Err(bad(format!(
+            "parameter verification failed - 'schedule': unable to parse calendar event '{s}'"
+        ))),
     }
 }
 
@@ -48,7 +50,17 @@ fn typed(k: &str, v: &str) -> Value {
 }
 
 fn is_bool(k: &str) -> bool {
-    matches!(k, "disable" | "ignore-verified" | "remove-vanished" | "encrypted-only" | "verified-only" | "resync-corrupt" | "run-on-mount" | "unmount-on-done")
+    matches!(
+        k,
+        "disable"
+            | "ignore-verified"
+            | "remove-vanished"
+            | "encrypted-only"
+            | "verified-only"
+            | "resync-corrupt"
+            | "run-on-mount"
+            | "unmount-on-done"
+    )
 }
 
 fn check_job(s: &State, kind: &str, job: &BTreeMap<String, Value>) -> Result<(), SimError> {
@@ -78,10 +90,22 @@ pub(super) fn dispatch(s: &mut State, method: &str, t: &str, p: &BTreeMap<String
             if !s.jobs[kind].contains_key(&id) {
                 return Err(SimError(404, format!("job '{id}' does not exist.")));
             }
-            let worker = if kind == "verify" { "verificationjob".to_string() } else { format!("{kind}job") };
-            let store = s.jobs[kind][&id].get("store").and_then(Value::as_str).unwrap_or_default().to_string();
+            let worker = if kind == "verify" {
+                "verificationjob".to_string()
+            } else {
+                format!("{kind}job")
+            };
+            let store = s.jobs[kind][&id]
+                .get("store")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             let kind_s = kind.to_string();
-            data(json!(s.start_task(&worker, &format!("{store}:{id}"), Effect::Job { kind: kind_s, id })))
+            data(json!(s.start_task(
+                &worker,
+                &format!("{store}:{id}"),
+                Effect::Job { kind: kind_s, id }
+            )))
         }
         ("GET", Some("config"), false, _) => {
             let list: Vec<Value> = s.jobs[kind].values().map(|j| json!(j)).collect();
@@ -97,16 +121,27 @@ pub(super) fn dispatch(s: &mut State, method: &str, t: &str, p: &BTreeMap<String
             data(Value::Null)
         }
         ("GET", Some("config"), true, _) => {
-            let job = s.jobs[kind].get(&id).ok_or_else(|| SimError(404, format!("job '{id}' does not exist.")))?;
+            let job = s.jobs[kind]
+                .get(&id)
+                .ok_or_else(|| SimError(404, format!("job '{id}' does not exist.")))?;
             Ok(json!({"data": job, "digest": digest(&s.jobs[kind])}))
         }
         ("PUT", Some("config"), true, _) => {
             check_digest(p, &s.jobs[kind])?;
-            let mut job = s.jobs[kind].get(&id).cloned().ok_or_else(|| SimError(404, format!("job '{id}' does not exist.")))?;
+            let mut job = s.jobs[kind]
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| SimError(404, format!("job '{id}' does not exist.")))?;
             for (k, v) in p.iter().filter(|(k, _)| !matches!(k.as_str(), "id" | "delete" | "digest")) {
                 job.insert(k.clone(), typed(k, v));
             }
-            for k in p.get("delete").map(String::as_str).unwrap_or("").split(['\n', ',']).filter(|k| !k.is_empty()) {
+            for k in p
+                .get("delete")
+                .map(String::as_str)
+                .unwrap_or("")
+                .split(['\n', ','])
+                .filter(|k| !k.is_empty())
+            {
                 job.remove(k);
             }
             check_job(s, kind, &job)?;
@@ -149,7 +184,11 @@ fn admin_list(s: &State, kind: &str, p: &BTreeMap<String, String>) -> Value {
 }
 
 pub(super) fn task_status(s: &State, upid: &str) -> Result<Value, SimError> {
-    let t = s.tasks.iter().find(|t| t.upid == upid).ok_or_else(|| bad(format!("no such task '{upid}'")))?;
+    let t = s
+        .tasks
+        .iter()
+        .find(|t| t.upid == upid)
+        .ok_or_else(|| bad(format!("no such task '{upid}'")))?;
     let mut v = json!({
         "upid": t.upid, "node": "pbs", "pid": 2587, "pstart": 115411, "starttime": t.started,
         "type": t.worker_type, "id": upid.split(':').nth(7).unwrap_or(""), "user": "root@pam",

@@ -108,7 +108,13 @@ impl PbsSim {
     pub fn add_job(&self, kind: &str, id: &str, fields: Value) {
         let mut job: BTreeMap<String, Value> = serde_json::from_value(fields).unwrap_or_default();
         job.insert("id".into(), json!(id));
-        self.state.lock().unwrap().jobs.entry(kind.into()).or_default().insert(id.into(), job);
+        self.state
+            .lock()
+            .unwrap()
+            .jobs
+            .entry(kind.into())
+            .or_default()
+            .insert(id.into(), job);
     }
 
     pub fn gc_schedule(&self, store: &str) -> Option<String> {
@@ -197,7 +203,10 @@ fn dispatch(s: &mut State, method: &str, t: &str, p: &BTreeMap<String, String>) 
     match (method, t) {
         ("GET", "/version") => data(json!({"version": "4.0", "release": "14", "repoid": "simulated"})),
         ("GET", "/admin/datastore") => data(Value::Array(
-            s.stores.keys().map(|k| json!({"store": k, "backend-type": "filesystem", "mount-status": "nonremovable"})).collect(),
+            s.stores
+                .keys()
+                .map(|k| json!({"store": k, "backend-type": "filesystem", "mount-status": "nonremovable"}))
+                .collect(),
         )),
         ("GET", "/admin/datastore/{store}/snapshots") => data(s.snapshots(&store, p)?),
         ("DELETE", "/admin/datastore/{store}/snapshots") => data(s.delete_snapshot(&store, p)?),
@@ -218,7 +227,11 @@ fn dispatch(s: &mut State, method: &str, t: &str, p: &BTreeMap<String, String>) 
             if s.tasks.iter().any(|t| t.exit.is_none() && t.worker_type == "garbage_collection") {
                 return Err(bad("garbage collection already running"));
             }
-            data(json!(s.start_task("garbage_collection", &store, Effect::Gc { store: store.clone() })))
+            data(json!(s.start_task(
+                "garbage_collection",
+                &store,
+                Effect::Gc { store: store.clone() }
+            )))
         }
         ("GET", "/config/datastore/{name}") => {
             let name = &p["name"];
@@ -231,7 +244,10 @@ fn dispatch(s: &mut State, method: &str, t: &str, p: &BTreeMap<String, String>) 
         }
         ("PUT", "/config/datastore/{name}") => {
             let name = p["name"].clone();
-            let cfg = s.store_config.get_mut(&name).ok_or_else(|| bad(format!("no such datastore '{name}'")))?;
+            let cfg = s
+                .store_config
+                .get_mut(&name)
+                .ok_or_else(|| bad(format!("no such datastore '{name}'")))?;
             jobs::check_digest(p, cfg)?;
             if let Some(g) = p.get("gc-schedule") {
                 jobs::check_calendar(g)?;
@@ -248,13 +264,18 @@ fn parse_params(req: &SimRequest) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = BTreeMap::new();
     let mut add = |k: String, v: String| {
         // Repeated keys (`delete=a&delete=b`) are an array; kept newline-joined.
-        out.entry(k).and_modify(|e| {
-            e.push('\n');
-            e.push_str(&v);
-        })
-        .or_insert(v);
+        out.entry(k)
+            .and_modify(|e| {
+                e.push('\n');
+                e.push_str(&v);
+            })
+            .or_insert(v);
     };
-    let is_json = req.headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|c| c.contains("json"));
+    let is_json = req
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.contains("json"));
     if is_json {
         let v: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         for (k, v) in v.as_object().cloned().unwrap_or_default() {

@@ -39,8 +39,16 @@ pub struct SimSnapshot {
 
 impl SimSnapshot {
     fn answer(&self) -> Value {
-        let conf = if self.backup_type == "ct" { "pct.conf.blob" } else { "qemu-server.conf.blob" };
-        let disk = if self.backup_type == "ct" { "root.pxar.didx" } else { "drive-scsi0.img.fidx" };
+        let conf = if self.backup_type == "ct" {
+            "pct.conf.blob"
+        } else {
+            "qemu-server.conf.blob"
+        };
+        let disk = if self.backup_type == "ct" {
+            "root.pxar.didx"
+        } else {
+            "drive-scsi0.img.fidx"
+        };
         let mut v = json!({
             "backup-type": self.backup_type, "backup-id": self.backup_id, "backup-time": self.backup_time,
             "files": [
@@ -110,7 +118,10 @@ impl State {
             task_duration,
             stores: stores.iter().map(|s| (s.to_string(), vec![])).collect(),
             store_config: stores.iter().map(|s| (s.to_string(), BTreeMap::new())).collect(),
-            jobs: ["prune", "verify", "sync"].iter().map(|k| (k.to_string(), BTreeMap::new())).collect(),
+            jobs: ["prune", "verify", "sync"]
+                .iter()
+                .map(|k| (k.to_string(), BTreeMap::new()))
+                .collect(),
             job_runs: BTreeMap::new(),
             gc_last: BTreeMap::new(),
             remotes: vec![],
@@ -136,11 +147,13 @@ impl State {
 
     pub fn delete_snapshot(&mut self, store: &str, p: &BTreeMap<String, String>) -> Result<Value, SimError> {
         let time: i64 = p.get("backup-time").and_then(|t| t.parse().ok()).unwrap_or(0);
-        let snaps = self.stores.get_mut(store).ok_or_else(|| bad(format!("no such datastore '{store}'")))?;
-        let Some(pos) = snaps
-            .iter()
-            .position(|s| Some(&s.backup_type) == p.get("backup-type") && Some(&s.backup_id) == p.get("backup-id") && s.backup_time == time)
-        else {
+        let snaps = self
+            .stores
+            .get_mut(store)
+            .ok_or_else(|| bad(format!("no such datastore '{store}'")))?;
+        let Some(pos) = snaps.iter().position(|s| {
+            Some(&s.backup_type) == p.get("backup-type") && Some(&s.backup_id) == p.get("backup-id") && s.backup_time == time
+        }) else {
             return Err(bad("backup dir does not exist"));
         };
         if snaps[pos].protected {
@@ -233,7 +246,9 @@ impl State {
     /// Keep rules as proxmox-backup's prune: per group, newest first, each
     /// `keep-*` marks the newest snapshot of each of its last N periods.
     fn prune(&mut self, store: &str, job: &BTreeMap<String, Value>) -> String {
-        let Some(snaps) = self.stores.get_mut(store) else { return format!("no such datastore '{store}'") };
+        let Some(snaps) = self.stores.get_mut(store) else {
+            return format!("no such datastore '{store}'");
+        };
         let keep = |k: &str| job.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
         let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
         for (i, s) in snaps.iter().enumerate() {

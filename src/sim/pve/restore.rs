@@ -32,7 +32,11 @@ impl State {
             .find_backup(&volid)
             .ok_or_else(|| fail(500, format!("volume '{volid}' does not exist")))?;
         if backup.kind != kind {
-            let what = if kind == "lxc" { "a VM backup as a container" } else { "a container backup as a VM" };
+            let what = if kind == "lxc" {
+                "a VM backup as a container"
+            } else {
+                "a container backup as a VM"
+            };
             return Err(fail(500, format!("unable to restore {what} ({volid})")));
         }
         if let Some(st) = params.get("storage") {
@@ -63,10 +67,20 @@ impl State {
 
     /// One config entry of the restored guest: disks allocated on the target
     /// storage at their backed-up size, MACs new when `unique`.
-    fn restored_value(&mut self, kind: &str, vmid: u32, key: &str, value: &str, storage: Option<&String>, unique: bool) -> Result<String, SimError> {
+    fn restored_value(
+        &mut self,
+        kind: &str,
+        vmid: u32,
+        key: &str,
+        value: &str,
+        storage: Option<&String>,
+        unique: bool,
+    ) -> Result<String, SimError> {
         if is_disk_key(kind, key) {
             let items = split_props(value);
-            let Some((store, rest)) = items[0].1.split_once(':') else { return Ok(value.to_string()) };
+            let Some((store, rest)) = items[0].1.split_once(':') else {
+                return Ok(value.to_string());
+            };
             if rest.starts_with("iso/") || items[0].1 == "none" {
                 return Ok(value.to_string());
             }
@@ -84,7 +98,9 @@ impl State {
             let items: Vec<(Option<String>, String)> = split_props(value)
                 .into_iter()
                 .map(|(k, v)| match (&k, kind) {
-                    (Some(m), "qemu") if !matches!(m.as_str(), "bridge" | "firewall" | "tag" | "mtu" | "queues" | "rate" | "link_down") => (k, mac.clone()),
+                    (Some(m), "qemu") if !matches!(m.as_str(), "bridge" | "firewall" | "tag" | "mtu" | "queues" | "rate" | "link_down") => {
+                        (k, mac.clone())
+                    }
                     (Some(h), "lxc") if h == "hwaddr" => (k, mac.clone()),
                     _ => (k, v),
                 })

@@ -148,7 +148,10 @@ fn lookup_property<'a>(props: &'a serde_json::Map<String, Value>, name: &str) ->
 fn check_value(dialect: Dialect, p: &Value, value: &str) -> Result<(), String> {
     let boolean = |v: &str| match dialect {
         Dialect::Pve => v == "0" || v == "1",
-        Dialect::Pbs => matches!(v.to_ascii_lowercase().as_str(), "0" | "1" | "true" | "false" | "yes" | "no" | "on" | "off"),
+        Dialect::Pbs => matches!(
+            v.to_ascii_lowercase().as_str(),
+            "0" | "1" | "true" | "false" | "yes" | "no" | "on" | "off"
+        ),
     };
     match p["type"].as_str().unwrap_or("string") {
         // Repeated form keys arrive joined; each element is checked against `items`.
