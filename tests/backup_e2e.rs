@@ -216,7 +216,8 @@ async fn plan_and_apply_handle_the_example_policy() {
     let w = world().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, config_section(&w.sim, &w._servers.0, dir.path()).unwrap()).unwrap();
+    let pbs = homelab_operator::sim::pbs::config_section("main", &w.pbs, &w._servers.1, dir.path()).unwrap();
+    std::fs::write(&config, config_section(&w.sim, &w._servers.0, dir.path()).unwrap() + &pbs).unwrap();
     let run = |command: &'static str| {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
@@ -231,12 +232,20 @@ async fn plan_and_apply_handle_the_example_policy() {
     let plan = run("plan").await.unwrap();
     let out = String::from_utf8_lossy(&plan.stdout);
     assert!(out.contains("BackupPolicy homelab/nightly:"), "{out}");
-    assert!(w.sim.backup_jobs().is_empty(), "plan wrote nothing");
+    assert!(
+        out.contains("+ PBS: create prune job hlo-") && out.contains("garbage-collection schedule to sun 06:00"),
+        "{out}"
+    );
+    assert!(
+        w.sim.backup_jobs().is_empty() && w.pbs.jobs("prune").is_empty(),
+        "plan wrote nothing"
+    );
     let applied = run("apply").await.unwrap();
     let out = String::from_utf8_lossy(&applied.stdout);
     // (The examples' DNS records and proxy hosts fail here: this config names no DNS server or proxy.)
     let jobs = w.sim.backup_jobs();
     assert_eq!(jobs.len(), 1, "{out}");
+    assert_eq!((w.pbs.jobs("prune").len(), w.pbs.jobs("verify").len()), (1, 1), "{out}");
     let web01 = w
         .sim
         .guests()

@@ -6,7 +6,7 @@ use crate::{
     cli::oneshot::{Engine, render_table},
     reconcile::{
         EventNote, ReconcileError,
-        backup_policy::{self, Apis, PolicyObject, PolicyOutcome, job::JobPlan, members},
+        backup_policy::{self, Apis, PolicyObject, PolicyOutcome, job::JobPlan, members, pbs_jobs::PbsStep},
     },
 };
 
@@ -64,6 +64,15 @@ pub fn job_change(job: &JobPlan) -> Option<(char, String)> {
         }
         JobPlan::Delete { id } => Some(('-', format!("delete backup job {id} (no members; backups are kept)"))),
         JobPlan::NoChange { .. } | JobPlan::Absent => None,
+    }
+}
+
+/// `+` create, `~` update, `-` delete, as `job_change` marks them.
+pub fn pbs_symbol(step: &PbsStep) -> char {
+    match step {
+        PbsStep::Create { .. } => '+',
+        PbsStep::Update { .. } | PbsStep::SetGcSchedule { .. } => '~',
+        PbsStep::Delete { .. } => '-',
     }
 }
 

@@ -334,6 +334,10 @@ async fn policy_entry(engine: &oneshot::Engine, p: &api::BackupPolicy, guests: &
             if let Some((symbol, what)) = backups::job_change(&out.job) {
                 e.changes.push(PlanChange::new(symbol, what));
             }
+            for step in &out.pbs_steps {
+                e.changes
+                    .push(PlanChange::new(backups::pbs_symbol(step), format!("PBS: {}", step.describe())));
+            }
             if e.changes.is_empty() {
                 e.changes.extend(waiting(&out.status.conditions));
             }

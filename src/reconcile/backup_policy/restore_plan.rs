@@ -66,6 +66,9 @@ pub fn kind_of(volid: &str) -> GuestKind {
     }
 }
 
+/// The only tag a scratch guest carries (the original's include the operator's ownership mark).
+pub const SCRATCH_TAG: &str = "homelab-restore-test";
+
 /// `net0` … as restored: link down, so a started copy never answers on the
 /// original's addresses. Only NIC keys are touched.
 pub fn isolated_nic(key: &str, value: &str) -> Option<String> {

@@ -190,6 +190,7 @@ async fn advance<P: PveApi>(
             run.phase = STARTING.into();
         }
         (RESTORING, Ok(())) => {
+            isolate(api, &run.node, kind, run.scratch_vmid).await?;
             run.result = Some("OK".into());
             run.phase = DESTROYING.into();
         }
@@ -251,7 +252,8 @@ async fn destroy<P: PveApi>(
     Ok(())
 }
 
-/// Set every NIC of the restored guest to link down before it starts.
+/// Before it starts: every NIC of the restored guest link down, and its tags
+/// replaced (the original's carry the operator's ownership mark).
 async fn isolate<P: PveApi>(api: &P, node: &str, kind: GuestKind, vmid: u32) -> Result<(), ReconcileError> {
     let config = api
         .pending(node, kind, vmid)
@@ -261,7 +263,11 @@ async fn isolate<P: PveApi>(api: &P, node: &str, kind: GuestKind, vmid: u32) -> 
         .iter()
         .filter_map(|e| {
             let v = e.value.as_ref()?.as_str()?;
-            Some((e.key.clone(), restore_plan::isolated_nic(&e.key, v)?))
+            let changed = match e.key.as_str() {
+                "tags" => (v != restore_plan::SCRATCH_TAG).then(|| restore_plan::SCRATCH_TAG.to_string()),
+                key => restore_plan::isolated_nic(key, v),
+            };
+            Some((e.key.clone(), changed?))
         })
         .collect();
     if params.is_empty() {

@@ -86,27 +86,7 @@ pub(super) fn dispatch(s: &mut State, method: &str, t: &str, p: &BTreeMap<String
     let data = |v: Value| Ok(json!({ "data": v }));
     match (method, t.split('/').nth(1), t.ends_with("{id}"), t.ends_with("/run")) {
         ("GET", Some("admin"), false, false) => data(admin_list(s, kind, p)),
-        ("POST", Some("admin"), _, true) => {
-            if !s.jobs[kind].contains_key(&id) {
-                return Err(SimError(404, format!("job '{id}' does not exist.")));
-            }
-            let worker = if kind == "verify" {
-                "verificationjob".to_string()
-            } else {
-                format!("{kind}job")
-            };
-            let store = s.jobs[kind][&id]
-                .get("store")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let kind_s = kind.to_string();
-            data(json!(s.start_task(
-                &worker,
-                &format!("{store}:{id}"),
-                Effect::Job { kind: kind_s, id }
-            )))
-        }
+        ("POST", Some("admin"), _, true) => data(json!(run_job(s, kind, &id)?)),
         ("GET", Some("config"), false, _) => {
             let list: Vec<Value> = s.jobs[kind].values().map(|j| json!(j)).collect();
             Ok(json!({"data": list, "digest": digest(&s.jobs[kind])}))
@@ -158,6 +138,26 @@ pub(super) fn dispatch(s: &mut State, method: &str, t: &str, p: &BTreeMap<String
         }
         _ => Err(SimError(404, format!("Path '/api2/json{t}' not found."))),
     }
+}
+
+/// Start a job's task now, as its schedule (or `POST /admin/{kind}/{id}/run`) does.
+pub(super) fn run_job(s: &mut State, kind: &str, id: &str) -> Result<String, SimError> {
+    let job = s
+        .jobs
+        .get(kind)
+        .and_then(|j| j.get(id))
+        .ok_or_else(|| SimError(404, format!("job '{id}' does not exist.")))?;
+    let store = job.get("store").and_then(Value::as_str).unwrap_or_default().to_string();
+    let worker = if kind == "verify" {
+        "verificationjob".to_string()
+    } else {
+        format!("{kind}job")
+    };
+    let effect = Effect::Job {
+        kind: kind.to_string(),
+        id: id.to_string(),
+    };
+    Ok(s.start_task(&worker, &format!("{store}:{id}"), effect))
 }
 
 /// `GET /admin/{kind}`: each job's config plus `next-run` and its last run.

@@ -117,6 +117,11 @@ impl PbsSim {
             .insert(id.into(), job);
     }
 
+    /// Run a job now, as its schedule would; its task ends after the task duration.
+    pub fn run_job(&self, kind: &str, id: &str) -> Result<String, String> {
+        jobs::run_job(&mut self.state.lock().unwrap(), kind, id).map_err(|e| e.1)
+    }
+
     pub fn gc_schedule(&self, store: &str) -> Option<String> {
         let s = self.state.lock().unwrap();
         s.store_config.get(store)?.get("gc-schedule")?.as_str().map(str::to_string)
