@@ -21,6 +21,7 @@ use homelab_operator::{
     sim::{
         SimServer,
         npm::NpmSim,
+        pbs::{PbsSim, PbsSimConfig},
         pve::{PveSim, PveSimConfig, config_section},
         technitium::TechnitiumSim,
     },
@@ -88,6 +89,8 @@ async fn namespace(client: &Client, name: &str) -> String {
 
 struct World {
     sim: Arc<PveSim>,
+    /// The backup server behind PVE storage `pbs1` (datastore `store1`, endpoint `main`).
+    pbs: Arc<PbsSim>,
     dns: Arc<TechnitiumSim>,
     npm: Arc<NpmSim>,
     _servers: Vec<SimServer>,
@@ -102,6 +105,13 @@ async fn world(task_duration: Duration) -> World {
     })
     .unwrap();
     let server = sim.serve().await.unwrap();
+    let pbs = PbsSim::new(PbsSimConfig {
+        task_duration,
+        ..Default::default()
+    })
+    .unwrap();
+    sim.attach_pbs("pbs1", pbs.clone(), "store1");
+    let pbs_server = pbs.serve().await.unwrap();
     // DNS and reverse proxy for the children `spec.dns` / `spec.proxy` make.
     let dns = TechnitiumSim::new("dns-token-1", &["home.arpa"]).unwrap();
     let dns_server = dns.serve().await.unwrap();
@@ -117,9 +127,10 @@ async fn world(task_duration: Duration) -> World {
     std::fs::write(
         &config,
         format!(
-            "{}dns:\n  default:\n    type: technitium\n    url: {}\n    tokenFile: {}\n\
+            "{}{}dns:\n  default:\n    type: technitium\n    url: {}\n    tokenFile: {}\n\
              proxy:\n  default:\n    type: nginx-proxy-manager\n    url: {}\n    identity: operator@home.arpa\n    secretFile: {}\n",
             config_section(&sim, &server, dir.path()).unwrap(),
+            homelab_operator::sim::pbs::config_section("main", &pbs, &pbs_server, dir.path()).unwrap(),
             dns_server.url,
             file("dns-token", "dns-token-1"),
             npm_server.url,
@@ -129,9 +140,10 @@ async fn world(task_duration: Duration) -> World {
     .unwrap();
     World {
         sim,
+        pbs,
         dns,
         npm,
-        _servers: vec![server, dns_server, npm_server],
+        _servers: vec![server, pbs_server, dns_server, npm_server],
         dir,
         config,
     }
@@ -639,7 +651,9 @@ async fn a_backup_policy_keeps_one_job_for_its_members_and_reports_freshness() {
     let policy: api::BackupPolicy = serde_json::from_value(json!({
         "apiVersion": "homelab.dev/v1alpha1", "kind": "BackupPolicy", "metadata": {"name": "nightly"},
         "spec": {"selector": {"matchLabels": {"backup": "nightly"}}, "schedule": "02:30", "storage": "pbs1",
-                 "retention": {"keepDaily": 7, "keepWeekly": 4}, "maxAge": "26h"}
+                 "retention": {"keepDaily": 7, "keepWeekly": 4}, "maxAge": "26h",
+                 "pbs": {"endpoint": "main", "datastore": "store1", "verify": {"schedule": "sat 05:00"}},
+                 "restoreTest": {"schedule": "0 7 * * 0", "scratchVmids": {"first": 9900, "last": 9909}, "storage": "local-lvm", "node": "pve1"}}
     }))
     .unwrap();
     policies.create(&PostParams::default(), &policy).await.unwrap();
@@ -720,6 +734,50 @@ async fn a_backup_policy_keeps_one_job_for_its_members_and_reports_freshness() {
     }
     assert!(metrics.contains("homelab_operator_backup_age_seconds{"), "{metrics}");
 
+    // The PBS verifies the backups; each member's status shows it.
+    let verify_id = s
+        .pbs_jobs
+        .iter()
+        .find(|j| j.kind == "verify")
+        .expect("verify job in status")
+        .id
+        .clone();
+    assert!(w.pbs.jobs("verify").contains_key(&verify_id));
+    w.pbs.run_job("verify", &verify_id).unwrap();
+    wait_for(&policies, "nightly", "verified", &op, |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.members.len() == 2
+                && s.members
+                    .iter()
+                    .all(|m| m.newest.as_ref().and_then(|b| b.verified.as_deref()) == Some("ok"))
+        })
+    })
+    .await;
+    // A restore test by the README's command: restored, started, destroyed.
+    let restore = readme
+        .split('`')
+        .find(|s| s.starts_with("kubectl annotate bkp nightly homelab.dev/restore-test-now="))
+        .expect("README's restore-test command");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("{restore} -n {ns}"))
+        .env("KUBECONFIG", &plane.admin_kubeconfig)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{restore}: {}", String::from_utf8_lossy(&out.stderr));
+    let p = wait_for(&policies, "nightly", "restore test done", &op, |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.last_restore_test.as_ref())
+            .is_some_and(|t| t.phase == "Done")
+    })
+    .await;
+    let t = p.status.unwrap().last_restore_test.unwrap();
+    assert_eq!(t.result.as_deref(), Some("OK"), "{t:?}");
+    assert!(t.backup.starts_with("pbs1:backup/ct/"), "{t:?}");
+    assert!((9900..=9909).contains(&t.scratch_vmid));
+    assert!(w.sim.guests().iter().all(|g| g.vmid < 9900), "no scratch guest left behind");
+
     // Deleting the policy removes its job only, and no backup.
     policies.delete("nightly", &DeleteParams::default()).await.unwrap();
     let deadline = tokio::time::Instant::now() + LIMIT;
@@ -729,6 +787,8 @@ async fn a_backup_policy_keeps_one_job_for_its_members_and_reports_freshness() {
     }
     assert!(ours().is_empty());
     assert_eq!(w.sim.backup_jobs().len(), 1, "the foreign job stays");
+    assert!(w.pbs.jobs("verify").is_empty(), "its PBS job goes too");
+    assert_eq!(w.pbs.snapshots("store1").len(), 2, "no backup is deleted");
 }
 
 fn condition_of(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], t: &str) -> String {

@@ -42,6 +42,18 @@ pub async fn run(engine: &Engine, p: &BackupPolicy, guests: &[ProxmoxGuest], dry
     backup_policy::reconcile(apis, obj, &sink, dry_run).await
 }
 
+/// The guests of the files with the status `apply` just gave them (policies' members need their VMIDs).
+pub fn applied_guests(guests: &[ProxmoxGuest], statuses: &[crate::api::ProxmoxGuestStatus]) -> Vec<ProxmoxGuest> {
+    guests
+        .iter()
+        .zip(statuses)
+        .map(|(g, s)| ProxmoxGuest {
+            status: Some(s.clone()),
+            ..g.clone()
+        })
+        .collect()
+}
+
 /// What `plan` shows for a policy's job: `(symbol, what)`.
 pub fn job_change(job: &JobPlan) -> Option<(char, String)> {
     match job {
@@ -82,15 +94,48 @@ pub struct PolicyApplied {
     pub outcome: Result<PolicyOutcome, ReconcileError>,
 }
 
-pub async fn apply(engine: &Engine, p: &BackupPolicy, guests: &[ProxmoxGuest], progress: &(dyn Fn(&str) + Sync)) -> PolicyApplied {
+/// Reconcile `p` until nothing of it is in flight (a "back up now" run or a
+/// restore test), within `timeout`; each pass starts from the last status.
+pub async fn apply(
+    engine: &Engine,
+    p: &BackupPolicy,
+    guests: &[ProxmoxGuest],
+    timeout: std::time::Duration,
+    progress: &(dyn Fn(&str) + Sync),
+) -> PolicyApplied {
     let name = policy_name(p);
-    let outcome = run(engine, p, guests, false).await;
-    if let Ok(out) = &outcome {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut current = p.clone();
+    loop {
+        let outcome = run(engine, &current, guests, false).await;
+        let Ok(out) = &outcome else {
+            return PolicyApplied { name, outcome };
+        };
         for EventNote { note, warning, .. } in &out.events {
             progress(&format!("{name}: {}{note}", if *warning { "warning: " } else { "" }));
         }
+        if out.requeue != crate::reconcile::POLL_TASK || tokio::time::Instant::now() >= deadline {
+            return PolicyApplied { name, outcome };
+        }
+        current.status = Some(out.status.clone());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    PolicyApplied { name, outcome }
+}
+
+/// Per member: NAME, VMID, NEWEST, VERIFIED, FRESH.
+pub fn members_table(r: &PolicyApplied) -> String {
+    let mut rows = vec![["GUEST", "VMID", "NEWEST BACKUP", "VERIFIED", "FRESH"].map(String::from)];
+    for m in r.outcome.as_ref().map(|o| o.status.members.as_slice()).unwrap_or_default() {
+        let newest = m.newest.as_ref();
+        rows.push([
+            format!("{}/{}", r.name, m.name.clone().unwrap_or_else(|| "-".into())),
+            m.vmid.to_string(),
+            newest.map_or("-".into(), |b| b.time.clone()),
+            newest.and_then(|b| b.verified.clone()).unwrap_or_else(|| "-".into()),
+            m.fresh.to_string(),
+        ]);
+    }
+    render_table(&rows)
 }
 
 /// NAME, JOB, MEMBERS, FRESH, READY, MESSAGE.

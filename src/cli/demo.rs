@@ -4,11 +4,14 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 
-use super::{DemoArgs, oneshot, resources};
+use super::{DemoArgs, backups, oneshot, resources};
 use crate::{
     config::Config,
     metrics::Metrics,
-    sim::pve::{PveSim, PveSimConfig, endpoint_for},
+    sim::{
+        pbs::{PbsSim, PbsSimConfig},
+        pve::{PveSim, PveSimConfig, endpoint_for},
+    },
 };
 
 pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
@@ -39,6 +42,16 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         server.url,
         dir.path().join("pve-token-default").display()
     );
+    println!("== starting the Proxmox Backup Server simulator (datastore store1 behind PVE storage pbs1)");
+    let pbs = PbsSim::new(PbsSimConfig {
+        task_duration: Duration::from_millis(a.task_ms),
+        ..Default::default()
+    })
+    .map_err(anyhow::Error::msg)?;
+    sim.attach_pbs("pbs1", pbs.clone(), "store1");
+    let pbs_server = pbs.serve().await.context("starting the PBS simulator")?;
+    let pbs_ep = crate::sim::pbs::endpoint_for("main", &pbs, &pbs_server, dir.path())?;
+    println!("   {} (token id and secret joined with ':', certificate pinned)", pbs_server.url);
     println!("== starting the Technitium DNS simulator (zone home.arpa)");
     let token = format!("{:064x}", rand::random::<u128>());
     let dns_sim = crate::sim::technitium::TechnitiumSim::new(&token, &["home.arpa"]).map_err(anyhow::Error::msg)?;
@@ -67,6 +80,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         proxmox: [("default".to_string(), ep)].into(),
         dns: [("default".to_string(), dns)].into(),
         proxy: [("default".to_string(), proxy)].into(),
+        pbs: [("main".to_string(), pbs_ep)].into(),
         ..Default::default()
     };
     let metrics = Arc::new(Metrics::default());
@@ -88,6 +102,12 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     }
     if !proxies.is_empty() {
         println!("{}\n", oneshot::proxy_table(&proxies));
+    }
+    let statuses: Vec<crate::api::ProxmoxGuestStatus> = results.iter().map(|r| r.status.clone()).collect();
+    let applied = backups::applied_guests(&loaded.guests, &statuses);
+    let mut backups_ok = true;
+    for p in &loaded.policies {
+        backups_ok &= demo_backups(&engine, p, &applied, &pbs, &progress).await;
     }
     let calls = metrics.outside_call_total("pve");
 
@@ -126,10 +146,77 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         );
         clean &= noop;
     }
+    for p in &loaded.policies {
+        let out = backups::run(&engine, p, &applied, true).await;
+        let noop = out
+            .as_ref()
+            .is_ok_and(|o| backups::job_change(&o.job).is_none() && o.pbs_steps.is_empty());
+        println!(
+            "   {}: {}",
+            backups::policy_name(p),
+            if noop { "no changes" } else { "changes pending" }
+        );
+        clean &= noop;
+    }
     println!("\n{calls} Proxmox API calls to converge; simulator guests: {}", sim.guests().len());
     let ok = results.iter().all(|r| r.error.is_none())
         && records.iter().all(|r| r.error.is_none())
         && proxies.iter().all(|r| r.error.is_none())
+        && backups_ok
         && clean;
     Ok(if ok { 0 } else { 1 })
+}
+
+/// A policy in the demo: "back up now", the PBS verifies, a restore test;
+/// per-guest freshness and the restore result. True when all went well.
+async fn demo_backups(
+    engine: &oneshot::Engine,
+    policy: &crate::api::BackupPolicy,
+    guests: &[crate::api::ProxmoxGuest],
+    pbs: &PbsSim,
+    progress: &(dyn Fn(&str) + Sync),
+) -> bool {
+    let annotate = |p: &mut crate::api::BackupPolicy, key: &str| {
+        p.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(key.to_string(), "demo".to_string());
+    };
+    let mut p = policy.clone();
+    println!(
+        "\n== {}: back up now (kubectl annotate bkp {} homelab.dev/backup-now=demo)",
+        backups::policy_name(&p),
+        p.metadata.name.as_deref().unwrap_or("")
+    );
+    annotate(&mut p, crate::api::BACKUP_NOW_ANNOTATION);
+    let r = backups::apply(engine, &p, guests, Duration::from_secs(120), progress).await;
+    let Ok(out) = &r.outcome else {
+        println!("   error: {}", r.outcome.err().map(|e| e.to_string()).unwrap_or_default());
+        return false;
+    };
+    for job in out.status.pbs_jobs.iter().filter(|j| j.kind == "verify") {
+        println!("   the PBS runs verify job {} now", job.id);
+        let _ = pbs.run_job("verify", &job.id);
+        pbs.finish_tasks();
+    }
+    println!("== {}: restore test (homelab.dev/restore-test-now=demo)", r.name);
+    p.status = Some(out.status.clone());
+    annotate(&mut p, crate::api::RESTORE_TEST_NOW_ANNOTATION);
+    let r = backups::apply(engine, &p, guests, Duration::from_secs(120), progress).await;
+    println!("\n{}\n", backups::table(std::slice::from_ref(&r)));
+    println!("{}\n", backups::members_table(&r));
+    let Ok(out) = &r.outcome else { return false };
+    let t = out.status.last_restore_test.as_ref();
+    if let Some(t) = t {
+        println!(
+            "restore test: {} of {} to scratch VMID {} on {}: {} in {} s, scratch guest destroyed",
+            t.backup,
+            t.guest,
+            t.scratch_vmid,
+            t.node,
+            t.result.as_deref().unwrap_or("?"),
+            t.duration_seconds.unwrap_or(0)
+        );
+    }
+    t.is_some_and(|t| t.result.as_deref() == Some("OK")) && out.status.members.iter().all(|m| m.fresh)
 }

@@ -405,18 +405,11 @@ async fn apply(a: FilesArgs) -> anyhow::Result<i32> {
         println!("\n{}", oneshot::proxy_table(&proxies));
     }
     // Policies last: their members are the guests just applied, with their VMIDs.
-    let applied: Vec<api::ProxmoxGuest> = loaded
-        .guests
-        .iter()
-        .zip(&results)
-        .map(|(g, r)| api::ProxmoxGuest {
-            status: Some(r.status.clone()),
-            ..g.clone()
-        })
-        .collect();
+    let statuses: Vec<api::ProxmoxGuestStatus> = results.iter().map(|r| r.status.clone()).collect();
+    let applied = backups::applied_guests(&loaded.guests, &statuses);
     let mut policies = vec![];
     for p in &loaded.policies {
-        policies.push(backups::apply(&engine, p, &applied, &progress).await);
+        policies.push(backups::apply(&engine, p, &applied, Duration::from_secs(a.timeout), &progress).await);
     }
     if !policies.is_empty() {
         println!("\n{}", backups::table(&policies));
