@@ -241,3 +241,80 @@ async fn a_restore_that_fails_says_why_and_degrades_the_policy() {
     assert!(w.sim.guests().iter().all(|g| g.vmid == 100), "no scratch guest left");
     assert!(out.events.iter().any(|e| e.warning && e.reason == "RestoreTestFailed"));
 }
+
+/// PBS's fixed roles (proxmox-backup `src/config/acl.rs`), the ones the README grants.
+fn role_privileges(role: &str) -> &'static [&'static str] {
+    match role {
+        "DatastoreAdmin" => &[
+            "Datastore.Audit",
+            "Datastore.Modify",
+            "Datastore.Read",
+            "Datastore.Verify",
+            "Datastore.Backup",
+            "Datastore.Prune",
+        ],
+        "RemoteSyncOperator" => &["Remote.Audit", "Remote.Read"],
+        other => panic!("README grants role {other} the test does not know"),
+    }
+}
+
+#[tokio::test]
+async fn the_readme_pbs_acls_grant_every_call_a_policy_makes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let granted: std::collections::BTreeSet<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with("proxmox-backup-manager acl update ") && l.contains("'operator@pbs!homelab'"))
+        .flat_map(|l| role_privileges(l.split_whitespace().nth(4).unwrap()).iter().copied())
+        .collect();
+    assert!(!granted.is_empty(), "README lacks the token's ACLs");
+    let w = world().await;
+    w.sim.add_guest(vm(100, "web01"));
+    let s = spec(&format!(
+        "{}{RESTORE}",
+        PBS.replace(
+            "garbageCollection",
+            "sync: {remote: offsite, remoteStore: b2store, schedule: daily}, garbageCollection"
+        )
+    ));
+    let out = back_up_now(&w, &s, vec![member("web01", 100)], "1").await;
+    run_pbs_job(&w, JobKind::Verify).await;
+    let mut changed = s.clone();
+    changed.retention.keep_daily = Some(14);
+    run(&w, &changed, out.status, vec![member("web01", 100)]).await.unwrap();
+    backup_policy::cleanup(apis(&w, &s), &id(), &s).await.unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("tests/data/pbs-api-subset.json")).unwrap()).unwrap();
+    let calls = w.pbs.calls();
+    for wanted in [
+        "POST /config/sync",
+        "PUT /config/prune/{id}",
+        "DELETE /config/verify/{id}",
+        "PUT /config/datastore/{name}",
+    ] {
+        assert!(calls.contains_key(wanted), "{wanted} not exercised: {calls:?}");
+    }
+    let re = regex::Regex::new(r"(Datastore|Remote|Sys)\.[A-Za-z]+").unwrap();
+    for call in calls.keys() {
+        let (method, path) = call.split_once(' ').unwrap();
+        let e = schema["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["method"] == method && e["path"] == path)
+            .unwrap();
+        let text = e["permissions"]
+            .to_string()
+            .replace("DATASTORE_AUDIT", "Datastore.Audit")
+            .replace("DATASTORE_BACKUP", "Datastore.Backup");
+        let named: Vec<&str> = re.find_iter(&text).map(|m| m.as_str()).collect();
+        // Task status: a token may always read its own tasks.
+        if named.is_empty() || path.starts_with("/nodes/") {
+            continue;
+        }
+        assert!(
+            named.iter().any(|p| granted.contains(p)),
+            "{call} needs one of {named:?}; README grants {granted:?}"
+        );
+    }
+}
