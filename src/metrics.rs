@@ -41,6 +41,11 @@ pub struct BackupLabels {
     pub guest: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: String,
+}
+
 /// What the backup series say about one member.
 pub struct MemberBackup {
     pub guest: String,
@@ -59,6 +64,8 @@ pub struct Metrics {
     pub backup_last_success: Family<BackupLabels, Gauge>,
     pub backup_age: Family<BackupLabels, Gauge>,
     pub backup_fresh: Family<BackupLabels, Gauge>,
+    /// Guests of a cluster in no enabled backup job (`/cluster/backup-info/not-backed-up`).
+    pub guests_not_backed_up: Family<ClusterLabels, Gauge>,
     /// The guests each policy has series for, to drop those that left.
     backup_series: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
 }
@@ -112,8 +119,15 @@ impl Default for Metrics {
             "1 when a BackupPolicy member's newest backup is younger than maxAge, else 0",
             backup_fresh.clone(),
         );
+        let guests_not_backed_up = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "guests_not_backed_up",
+            "Guests of a Proxmox cluster that no enabled backup job covers",
+            guests_not_backed_up.clone(),
+        );
         Self {
             registry,
+            guests_not_backed_up,
             reconciles,
             reconcile_errors,
             reconcile_duration,

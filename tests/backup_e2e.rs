@@ -240,6 +240,7 @@ async fn plan_and_apply_handle_the_example_policy() {
         w.sim.backup_jobs().is_empty() && w.pbs.jobs("prune").is_empty(),
         "plan wrote nothing"
     );
+    assert!(out.contains("cluster default: every guest is in a backup job"), "{out}");
     let applied = run("apply").await.unwrap();
     let out = String::from_utf8_lossy(&applied.stdout);
     // (The examples' DNS records and proxy hosts fail here: this config names no DNS server or proxy.)
@@ -260,6 +261,19 @@ async fn plan_and_apply_handle_the_example_policy() {
         .find(|g| g.get("hostname").as_deref() == Some("jellyfin"))
         .unwrap()
         .vmid;
+    let replan = run("plan").await.unwrap();
+    let out_plan = String::from_utf8_lossy(&replan.stdout);
+    let installer = w
+        .sim
+        .guests()
+        .into_iter()
+        .find(|g| g.get("name").as_deref() == Some("lab-installer"))
+        .unwrap()
+        .vmid;
+    assert!(
+        out_plan.contains(&format!("cluster default: 1 guests in no backup job: {installer} lab-installer")),
+        "the guest no policy selects is named: {out_plan}"
+    );
     let mut both = [web01, jellyfin];
     both.sort();
     assert_eq!(

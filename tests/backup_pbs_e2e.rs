@@ -318,3 +318,48 @@ async fn the_readme_pbs_acls_grant_every_call_a_policy_makes() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_scheduled_run_is_followed_through_the_task_lists_and_names_failing_members() {
+    let w = world().await;
+    w.sim.add_guest(vm(100, "web01"));
+    w.sim.add_guest(vm(101, "db01"));
+    let s = spec("");
+    let members = || vec![member("web01", 100), member("db01", 101)];
+    let out = run(&w, &s, BackupPolicyStatus::default(), members()).await.unwrap();
+    w.sim.reset_calls();
+    let steady = run(&w, &s, out.status.clone(), members()).await.unwrap();
+    assert!(
+        !w.sim.calls().contains_key("GET /nodes/{node}/tasks"),
+        "nothing to follow before the time comes"
+    );
+    // The job's time comes: pvescheduler starts it; db01's backup fails.
+    w.sim
+        .fail_backups_of(101, Some("unable to freeze the guest filesystem - got timeout"));
+    let due = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(5);
+    let mut status = steady.status;
+    status.next_run = Some(due.to_string());
+    let job = status.job_id.clone().unwrap();
+    assert_eq!(w.sim.run_backup_job(&job).unwrap().len(), 1, "both members are on pve1");
+    let out = run(&w, &s, status, members()).await.unwrap();
+    let r = out.status.last_scheduled_run.clone().unwrap();
+    assert_eq!(r.request, format!("schedule {due}"));
+    assert_eq!(r.result.as_deref(), Some("1 guests failed"), "{r:?}");
+    assert_eq!(
+        (r.failed[0].vmid, r.failed[0].error.as_str()),
+        (101, "unable to freeze the guest filesystem - got timeout")
+    );
+    let (degraded, reason, msg) = condition(&out.status, "Degraded");
+    assert_eq!((degraded.as_str(), reason.as_str()), ("True", "BackupFailed"));
+    assert!(msg.contains("backup failed for db01 (VMID 101)"), "{msg}");
+    assert!(
+        out.events.iter().any(|e| e.warning && e.reason == "BackupFailed"),
+        "{:?}",
+        out.events
+    );
+    // Followed once: the next resync reads no task list.
+    w.sim.reset_calls();
+    let again = run(&w, &s, out.status, members()).await.unwrap();
+    assert!(!w.sim.calls().contains_key("GET /nodes/{node}/tasks"));
+    assert_eq!(again.status.last_scheduled_run, Some(r));
+}

@@ -733,6 +733,10 @@ async fn a_backup_policy_keeps_one_job_for_its_members_and_reports_freshness() {
         assert!(metrics.contains(&fresh), "{fresh} not in\n{metrics}");
     }
     assert!(metrics.contains("homelab_operator_backup_age_seconds{"), "{metrics}");
+    assert!(
+        metrics.contains("homelab_operator_guests_not_backed_up{cluster=\"default\"} 0"),
+        "every guest of this cluster is in the job: {metrics}"
+    );
 
     // The PBS verifies the backups; each member's status shows it.
     let verify_id = s

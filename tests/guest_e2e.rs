@@ -351,8 +351,14 @@ impl PveApi for KillAfter<'_> {
     async fn vzdump(&self, n: &str, p: Params) -> Result<Upid, pve::Error> {
         self.check(self.inner.vzdump(n, p).await)
     }
+    async fn node_tasks(&self, n: &str, t: &str, since: u64) -> Result<Vec<pve::TaskListEntry>, pve::Error> {
+        self.check(self.inner.node_tasks(n, t, since).await)
+    }
     async fn task_log(&self, u: &Upid) -> Result<Vec<String>, pve::Error> {
         self.check(self.inner.task_log(u).await)
+    }
+    async fn not_backed_up(&self) -> Result<Vec<pve::UnprotectedGuest>, pve::Error> {
+        self.check(self.inner.not_backed_up().await)
     }
     async fn backup_jobs(&self) -> Result<Vec<pve::BackupJob>, pve::Error> {
         self.check(self.inner.backup_jobs().await)

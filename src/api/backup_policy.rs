@@ -294,6 +294,9 @@ pub struct BackupPolicyStatus {
     /// The newest "back up now" run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<BackupRun>,
+    /// The newest scheduled run of the job, followed through the nodes' task lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_run: Option<BackupRun>,
     /// When the schedule runs next (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run: Option<String>,
@@ -345,11 +348,11 @@ pub struct BackupRef {
     pub protected: bool,
 }
 
-/// A "back up now" run: one vzdump task per node that has members.
+/// A run of vzdump: one task per node that has members ("back up now", or the schedule).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupRun {
-    /// The `homelab.dev/backup-now` value that asked for it (each value runs once).
+    /// The `homelab.dev/backup-now` value that asked for it (each value runs once), or `schedule <time>`.
     pub request: String,
     /// Start (RFC 3339).
     pub started: String,

@@ -88,6 +88,20 @@ pub fn pbs_symbol(step: &PbsStep) -> char {
     }
 }
 
+/// `cluster default: 2 guests in no backup job: 102 lab-installer, 105 (unnamed)` for `plan`.
+pub async fn unprotected_line(engine: &Engine, cluster: &str) -> Option<String> {
+    use crate::providers::pve::PveApi;
+    let list = engine.clients.get(cluster)?.not_backed_up().await.ok()?;
+    let each: Vec<String> = list
+        .iter()
+        .map(|g| format!("{} {}", g.vmid, g.name.as_deref().unwrap_or("(unnamed)")))
+        .collect();
+    Some(match each.is_empty() {
+        true => format!("cluster {cluster}: every guest is in a backup job"),
+        false => format!("cluster {cluster}: {} guests in no backup job: {}", each.len(), each.join(", ")),
+    })
+}
+
 /// The result of applying one policy.
 pub struct PolicyApplied {
     pub name: String,

@@ -309,7 +309,15 @@ async fn plan(a: FilesArgs) -> anyhow::Result<i32> {
     }
     match a.output {
         PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
-        PlanOutput::Text => print_plan(&entries),
+        PlanOutput::Text => {
+            print_plan(&entries);
+            let clusters: std::collections::BTreeSet<&str> = loaded.policies.iter().map(|p| p.spec.cluster.as_str()).collect();
+            for c in clusters {
+                if let Some(line) = backups::unprotected_line(&engine, c).await {
+                    println!("{line}");
+                }
+            }
+        }
     }
     let failed = entries.iter().any(|e| e.error.is_some());
     let pending = entries.iter().any(|e| !e.changes.is_empty());

@@ -42,6 +42,7 @@ async fn apply(p: &BackupPolicy, ctx: &Context, writer: &StatusWriter<BackupPoli
         pbs: p.spec.pbs.as_ref().and_then(|x| ctx.pbs.get(&x.endpoint)),
     };
     let out = backup_policy::reconcile(apis, obj, writer, false).await?;
+    count_unprotected(ctx, &p.spec.cluster).await;
     export_metrics(ctx, p, &out.status.members);
     publish_all(ctx, &p.object_ref(&()), &out.events, "Reconcile").await;
     writer.apply(&out.status).await.map_err(Error::Kube)?;
@@ -49,6 +50,27 @@ async fn apply(p: &BackupPolicy, ctx: &Context, writer: &StatusWriter<BackupPoli
     Ok(Action::requeue(
         out.requeue.min(ctx.drift.period().max(std::time::Duration::from_secs(1))),
     ))
+}
+
+/// The cluster-wide "guests in no backup job" gauge, read at most once per
+/// `--drift-interval` per cluster, whichever policy comes first.
+async fn count_unprotected(ctx: &Context, cluster: &str) {
+    use crate::providers::pve::PveApi;
+    let key = format!("not-backed-up/{cluster}");
+    let Ok(api) = ctx.pve_client(cluster) else { return };
+    if !ctx.drift.due(&key) {
+        return;
+    }
+    match api.not_backed_up().await {
+        Ok(list) => {
+            let labels = crate::metrics::ClusterLabels {
+                cluster: cluster.to_string(),
+            };
+            ctx.metrics.guests_not_backed_up.get_or_create(&labels).set(list.len() as i64);
+            ctx.drift.mark_read(&key);
+        }
+        Err(e) => tracing::debug!(error = %e, cluster, "reading the guests in no backup job"),
+    }
 }
 
 /// The per-member backup series (`…_backup_last_success_timestamp_seconds`, `…_age_seconds`, `…_fresh`).

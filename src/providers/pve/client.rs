@@ -226,6 +226,21 @@ impl PveApi for PveClient {
             .await
     }
 
+    async fn node_tasks(&self, node: &str, typefilter: &str, since: u64) -> Result<Vec<TaskListEntry>, Error> {
+        let path = format!("/nodes/{node}/tasks");
+        let params = p(&[
+            ("typefilter", typefilter.into()),
+            ("since", since.to_string()),
+            ("limit", "500".into()),
+        ]);
+        self.call(Method::Get, "node_tasks", &path, &params).await
+    }
+
+    async fn not_backed_up(&self) -> Result<Vec<UnprotectedGuest>, Error> {
+        self.call(Method::Get, "not_backed_up", "/cluster/backup-info/not-backed-up", &vec![])
+            .await
+    }
+
     async fn nodes(&self) -> Result<Vec<NodeInfo>, Error> {
         self.call(Method::Get, "nodes", "/nodes", &vec![]).await
     }

@@ -91,8 +91,12 @@ pub trait PveApi: Send + Sync {
     fn guest_interfaces(&self, node: &str, kind: GuestKind, vmid: u32) -> impl Future<Output = Result<Vec<GuestNic>, Error>> + Send;
     /// Start a one-off backup on `node` (`vmid` lists that node's guests).
     fn vzdump(&self, node: &str, params: Params) -> impl Future<Output = Result<Upid, Error>> + Send;
+    /// A node's tasks of one type started at or after `since` (epoch seconds), newest first.
+    fn node_tasks(&self, node: &str, typefilter: &str, since: u64) -> impl Future<Output = Result<Vec<TaskListEntry>, Error>> + Send;
     /// The lines a task wrote.
     fn task_log(&self, upid: &Upid) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
+    /// Guests no enabled backup job covers.
+    fn not_backed_up(&self) -> impl Future<Output = Result<Vec<UnprotectedGuest>, Error>> + Send;
     fn backup_jobs(&self) -> impl Future<Output = Result<Vec<BackupJob>, Error>> + Send;
     fn create_backup_job(&self, params: Params) -> impl Future<Output = Result<(), Error>> + Send;
     fn update_backup_job(&self, id: &str, params: Params) -> impl Future<Output = Result<(), Error>> + Send;

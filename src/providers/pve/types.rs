@@ -70,6 +70,29 @@ pub struct TaskStatus {
     pub task_type: String,
 }
 
+/// A guest in no backup job (`GET /cluster/backup-info/not-backed-up`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct UnprotectedGuest {
+    #[serde(deserialize_with = "de::u64_lenient")]
+    pub vmid: u64,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// One entry of `GET /nodes/{node}/tasks` (finished tasks carry their exit status as `status`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct TaskListEntry {
+    pub upid: String,
+    #[serde(default, deserialize_with = "de::u64_lenient")]
+    pub starttime: u64,
+    #[serde(rename = "type")]
+    pub task_type: String,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
 impl TaskStatus {
     pub fn is_running(&self) -> bool {
         self.status == "running"

@@ -10,6 +10,7 @@ pub mod pbs_jobs;
 pub mod restore_plan;
 pub mod restore_test;
 pub mod run;
+pub mod scheduled;
 
 use std::time::Duration;
 
@@ -155,6 +156,7 @@ pub async fn reconcile<P: PveApi, B: PbsApi, S: StatusSink<BackupPolicyStatus>>(
         JobPlan::Delete { id } if !writes => Some(id.clone()),
         _ => None,
     };
+    let due = status.next_run.take();
     status.next_run = jobs
         .iter()
         .find(|j| Some(&j.id) == status.job_id.as_ref())
@@ -165,6 +167,12 @@ pub async fn reconcile<P: PveApi, B: PbsApi, S: StatusSink<BackupPolicyStatus>>(
         .as_ref()
         .map_or_else(Vec::new, |(p, _, obs)| pbs::job_states(obs, id, &p.datastore));
     let mut in_flight = backup_now_step(api, spec, &members, backup_now.as_deref(), writes, &mut status, sink, &mut events).await?;
+    let before = status.last_scheduled_run.clone();
+    let following = scheduled::follow(api, &members, due.as_deref(), &mut status).await?;
+    let ended_now = status.last_scheduled_run.as_ref().is_some_and(|r| r.finished.is_some()) && status.last_scheduled_run != before;
+    if ended_now {
+        events.extend(scheduled_outcome(&status, &members));
+    }
     let backups = match &server {
         Some((_, _, obs)) => pbs::as_volumes(&spec.storage, &obs.snapshots),
         None => storage_backups(api, spec, &members).await?,
@@ -180,7 +188,31 @@ pub async fn reconcile<P: PveApi, B: PbsApi, S: StatusSink<BackupPolicyStatus>>(
         job: plan,
         pbs_steps,
         events,
-        requeue: if in_flight { POLL_TASK } else { RESYNC },
+        requeue: match (in_flight, following) {
+            (true, _) => POLL_TASK,
+            // A scheduled run is watched, not driven: a slower look is enough.
+            (false, true) => Duration::from_secs(30),
+            (false, false) => RESYNC,
+        },
+    })
+}
+
+/// The event for a scheduled run that just ended.
+fn scheduled_outcome(status: &BackupPolicyStatus, members: &[Member]) -> Option<EventNote> {
+    let run = status.last_scheduled_run.as_ref()?;
+    Some(match (run.failed.is_empty(), run.result.as_deref()) {
+        (true, Some("OK")) => EventNote::normal(
+            "ScheduledBackupFinished",
+            format!("scheduled backup ({}) finished: OK", run.started),
+        ),
+        (true, other) => EventNote::warning(
+            "ScheduledBackupMissing",
+            format!("scheduled backup ({}): {}", run.started, other.unwrap_or("")),
+        ),
+        (false, _) => EventNote::warning(
+            "BackupFailed",
+            failed_line(run, |v| members.iter().find(|m| m.vmid == v).and_then(|m| m.name.clone())),
+        ),
     })
 }
 
@@ -381,7 +413,13 @@ fn problem(spec: &BackupPolicySpec, status: &BackupPolicyStatus) -> Option<(&'st
             "no members: the selector matches no ProxmoxGuest and vmids is empty".into(),
         ));
     }
-    if let Some(run) = status.last_run.as_ref().filter(|r| !r.failed.is_empty()) {
+    // The newest run of either kind speaks for the members.
+    let newest = [status.last_run.as_ref(), status.last_scheduled_run.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter(|r| r.finished.is_some())
+        .max_by(|a, b| a.started.cmp(&b.started));
+    if let Some(run) = newest.filter(|r| !r.failed.is_empty()) {
         let mut msg = failed_line(run, name_of);
         if !unfresh.is_empty() {
             msg = format!("{msg}; not fresh: {}", unfresh.join("; "));

@@ -59,6 +59,7 @@ impl State {
     pub(super) fn backup_routes(&mut self, method: &str, t: &str, p: &BTreeMap<String, String>) -> Result<Value, SimError> {
         let id = p.get("id").cloned().unwrap_or_default();
         match (method, t) {
+            ("GET", "/cluster/backup-info/not-backed-up") => Ok(self.not_backed_up()),
             ("GET", "/cluster/backup") => Ok(Value::Array(self.backup_jobs.values().map(|j| self.job_answer(j)).collect())),
             ("POST", "/cluster/backup") => {
                 let id = if id.is_empty() {
@@ -108,6 +109,28 @@ impl State {
         }
     }
 
+    /// Guests (not templates) that no enabled job names (a job with `all` covers everyone).
+    fn not_backed_up(&self) -> Value {
+        let enabled = self
+            .backup_jobs
+            .values()
+            .filter(|j| j.get("enabled").is_none_or(|e| e == &json!(1)));
+        let mut covered = std::collections::BTreeSet::new();
+        for j in enabled {
+            if j.get("all") == Some(&json!(1)) {
+                return Value::Array(vec![]);
+            }
+            let list = j.get("vmid").and_then(Value::as_str).unwrap_or_default();
+            covered.extend(list.split(',').filter_map(|v| v.trim().parse::<u32>().ok()));
+        }
+        let guests = self.guests.values().filter(|g| !g.template && !covered.contains(&g.vmid));
+        Value::Array(
+            guests
+                .map(|g| json!({"vmid": g.vmid, "type": g.kind, "name": g.get("name").or_else(|| g.get("hostname"))}))
+                .collect(),
+        )
+    }
+
     fn job_answer(&self, job: &BTreeMap<String, Value>) -> Value {
         let mut out = serde_json::Map::from_iter(job.clone());
         out.entry("enabled").or_insert(json!(1));
@@ -119,6 +142,58 @@ impl State {
 }
 
 impl State {
+    /// `GET /nodes/{node}/tasks`: newest first; finished tasks carry their exit status as `status`.
+    pub(super) fn task_list(&mut self, node: &str, p: &BTreeMap<String, String>) -> Result<Value, SimError> {
+        self.check_node(node)?;
+        let since: u64 = p.get("since").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut list: Vec<Value> = self
+            .tasks
+            .iter()
+            .filter(|t| t.node == node && t.starttime >= since)
+            .filter(|t| p.get("typefilter").is_none_or(|f| &t.task_type == f))
+            .map(|t| {
+                let mut v = json!({"upid": t.upid, "node": t.node, "pid": t.pid, "pstart": t.pstart,
+                    "starttime": t.starttime, "type": t.task_type, "id": t.id, "user": "root@pam"});
+                if let Some(e) = &t.exitstatus {
+                    v["status"] = json!(e);
+                    v["endtime"] = json!(t.starttime + 2);
+                }
+                v
+            })
+            .collect();
+        list.reverse();
+        Ok(Value::Array(list))
+    }
+
+    /// What pvescheduler does when a job's time comes: one vzdump per node with the job's guests.
+    pub(super) fn run_job_now(&mut self, id: &str) -> Result<Vec<String>, SimError> {
+        let job = self.job_mut(id)?.clone();
+        let text = |k: &str| job.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let vmids: Vec<u32> = text("vmid").split(',').filter_map(|v| v.parse().ok()).collect();
+        let mut by_node: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for v in vmids {
+            if let Some(g) = self.guests.get(&v) {
+                by_node.entry(g.node.clone()).or_default().push(v);
+            }
+        }
+        let storage = text("storage");
+        Ok(by_node
+            .into_iter()
+            .map(|(node, vmids)| {
+                let effect = Effect::Backup {
+                    node: node.clone(),
+                    vmids,
+                    storage: storage.clone(),
+                    notes: text("notes-template"),
+                };
+                self.start_task(&node, "vzdump", "", effect, None)
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect())
+    }
+
     /// `POST /nodes/{node}/vzdump`: one task for the guests given.
     pub(super) fn vzdump(&mut self, node: &str, p: &BTreeMap<String, String>, failure: Option<String>) -> Result<Value, SimError> {
         self.check_node(node)?;

@@ -195,7 +195,14 @@ impl PveSim {
         };
     }
 
-    /// A job someone made in the Proxmox UI.
+    /// Run a scheduled job now, as pvescheduler would at its time; the UPIDs of its tasks.
+    pub fn run_backup_job(&self, id: &str) -> Result<Vec<String>, String> {
+        let mut s = self.state.lock().unwrap();
+        s.advance();
+        s.run_job_now(id).map_err(|e| format!("{e:?}"))
+    }
+
+    /// A job someone made in the PVE UI.
     pub fn add_backup_job(&self, id: &str, fields: Value) {
         let mut job: BTreeMap<String, Value> = fields.as_object().cloned().unwrap_or_default().into_iter().collect();
         job.insert("id".into(), json!(id));

@@ -33,6 +33,7 @@ impl State {
             ("GET", "/cluster/resources") => Ok(self.cluster_resources(p.get("type").map(String::as_str))),
             ("GET", "/cluster/nextid") => self.next_id(p.get("vmid")),
             ("GET", "/nodes") => Ok(self.nodes()),
+            ("GET", "/nodes/{node}/tasks") => self.task_list(&node, p),
             ("GET", "/nodes/{node}/tasks/{upid}/status") => self.task_status(&node, p.get("upid").map(String::as_str).unwrap_or("")),
             ("GET", "/nodes/{node}/tasks/{upid}/log") => self.task_log(&node, p.get("upid").map(String::as_str).unwrap_or("")),
             ("POST", "/nodes/{node}/vzdump") => self.vzdump(&node, p, failure),

@@ -107,6 +107,7 @@ impl SimGuest {
     }
 }
 
+#[derive(Debug)]
 pub enum SimError {
     Status(u16, String),
     Params(BTreeMap<String, String>),
@@ -155,16 +156,16 @@ pub(super) enum Effect {
 
 pub(super) struct Task {
     pub(super) upid: String,
-    node: String,
-    task_type: String,
-    id: String,
-    pid: u32,
-    pstart: u32,
-    starttime: u64,
+    pub(super) node: String,
+    pub(super) task_type: String,
+    pub(super) id: String,
+    pub(super) pid: u32,
+    pub(super) pstart: u32,
+    pub(super) starttime: u64,
     done_at: Instant,
     failure: Option<String>,
     effect: Effect,
-    exitstatus: Option<String>,
+    pub(super) exitstatus: Option<String>,
     /// Lines the task wrote besides the first and last (vzdump's per-guest lines).
     pub(super) log: Vec<String>,
 }
