@@ -63,7 +63,7 @@ pub enum SecretSource {
 }
 
 impl SecretSource {
-    fn from_pair(key: &str, file: Option<PathBuf>, env: Option<String>) -> Result<Self, String> {
+    pub(crate) fn from_pair(key: &str, file: Option<PathBuf>, env: Option<String>) -> Result<Self, String> {
         match (file, env) {
             (Some(f), None) => Ok(SecretSource::File(f)),
             (None, Some(e)) => Ok(SecretSource::Env(e)),
@@ -175,8 +175,8 @@ pub struct Config {
     pub dns: BTreeMap<String, DnsEndpoint>,
     pub proxy: BTreeMap<String, ProxyEndpoint>,
     pub pbs: BTreeMap<String, PbsEndpoint>,
-    /// Kept raw until the notifier lands (parsed as YAML so it is at least well-formed).
-    pub notifications: BTreeMap<String, serde_yaml_ng::Value>,
+    /// Notification channels by name.
+    pub notifications: BTreeMap<String, crate::notify::Channel>,
 }
 
 #[derive(Deserialize)]
@@ -404,7 +404,7 @@ impl Config {
             dns,
             proxy,
             pbs,
-            notifications: raw.notifications,
+            notifications: crate::notify::config::parse(raw.notifications).map_err(|(k, m)| invalid(k, m))?,
         })
     }
 

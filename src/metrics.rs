@@ -42,6 +42,12 @@ pub struct BackupLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotifyLabels {
+    pub channel_type: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterLabels {
     pub cluster: String,
 }
@@ -66,6 +72,7 @@ pub struct Metrics {
     pub backup_fresh: Family<BackupLabels, Gauge>,
     /// Guests of a cluster in no enabled backup job (`/cluster/backup-info/not-backed-up`).
     pub guests_not_backed_up: Family<ClusterLabels, Gauge>,
+    pub notifications: Family<NotifyLabels, Counter>,
     /// The guests each policy has series for, to drop those that left.
     backup_series: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
 }
@@ -125,9 +132,16 @@ impl Default for Metrics {
             "Guests of a Proxmox cluster that no enabled backup job covers",
             guests_not_backed_up.clone(),
         );
+        let notifications = Family::<NotifyLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notifications sent, by channel type and outcome (sent, failed)",
+            notifications.clone(),
+        );
         Self {
             registry,
             guests_not_backed_up,
+            notifications,
             reconciles,
             reconcile_errors,
             reconcile_duration,
@@ -142,6 +156,10 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    pub fn notification(&self, channel_type: &'static str, outcome: &'static str) {
+        self.notifications.get_or_create(&NotifyLabels { channel_type, outcome }).inc();
+    }
+
     pub fn outside_call(&self, system: &'static str, op: &'static str, outcome: &'static str) {
         self.outside_calls.get_or_create(&CallLabels { system, op, outcome }).inc();
     }

@@ -1,0 +1,235 @@
+//! Every notification channel against its simulator (Telegram, Discord,
+//! Slack, ntfy, signed webhook) and email against a real SMTP server
+//! (Debian's python3-aiosmtpd with STARTTLS and AUTH): messages arrive as
+//! sent, rate limits are waited out, refusals are reported with the service's
+//! words and never with a secret.
+
+use std::{
+    io::BufRead,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+};
+
+use homelab_operator::{
+    config::Config,
+    metrics::Metrics,
+    notify::{Event, Message, Notifier, channels::sign},
+    sim::{
+        SimServer,
+        notify::{NotifySim, NotifySimConfig, config_section},
+    },
+};
+
+struct World {
+    sim: Arc<NotifySim>,
+    notifier: Notifier,
+    metrics: Arc<Metrics>,
+    config: Config,
+    _server: SimServer,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let sim = NotifySim::new(NotifySimConfig::default());
+    let server = sim.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::parse("c.yaml", &config_section(&sim, &server, dir.path()).unwrap()).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let notifier = Notifier::new(config.notifications.clone(), Some(metrics.clone())).unwrap();
+    World {
+        sim,
+        notifier,
+        metrics,
+        config,
+        _server: server,
+        _dir: dir,
+    }
+}
+
+fn down() -> Message {
+    Message::new(Event::Failure, "MonitorTarget homelab/web01", "Down: connection refused").with_detail("3 checks failed since 02:14")
+}
+
+#[tokio::test]
+async fn every_http_channel_delivers_the_message() {
+    let w = world().await;
+    for ch in ["telegram", "discord", "slack", "ntfy", "webhook"] {
+        let out = w.notifier.send(ch, &down()).await.unwrap();
+        assert_eq!((out.error.as_deref(), out.attempts), (None, 1), "{ch}");
+    }
+    let got = w.sim.received();
+    let by = |s: &str| got.iter().find(|r| r.service == s).unwrap().clone();
+    for s in ["telegram", "discord", "slack"] {
+        assert!(
+            by(s)
+                .text
+                .starts_with("[FAILURE] MonitorTarget homelab/web01\nDown: connection refused"),
+            "{s}: {:?}",
+            by(s)
+        );
+    }
+    let ntfy = by("ntfy");
+    assert_eq!(ntfy.headers["title"], "[FAILURE] MonitorTarget homelab/web01");
+    assert_eq!(
+        (ntfy.headers["priority"].as_str(), ntfy.headers["tags"].as_str()),
+        ("4", "rotating_light")
+    );
+    let hook = by("webhook");
+    assert_eq!(
+        hook.headers["x-homelab-signature"],
+        sign(b"sim-hmac-key", hook.body.as_bytes()),
+        "signed over the body"
+    );
+    let body: serde_json::Value = serde_json::from_str(&hook.body).unwrap();
+    assert_eq!(
+        (body["event"].as_str(), body["subject"].as_str()),
+        (Some("failure"), Some("MonitorTarget homelab/web01"))
+    );
+    let text = w.metrics.render();
+    assert!(
+        text.contains(r#"homelab_operator_notifications_total{channel_type="discord",outcome="sent"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_are_waited_out_as_the_service_asks() {
+    let w = world().await;
+    w.sim.rate_limit("discord", 1, 0.2);
+    w.sim.rate_limit("telegram", 1, 1.0);
+    w.sim.rate_limit("slack", 1, 1.0);
+    w.sim.rate_limit("ntfy", 1, 1.0);
+    for ch in ["discord", "telegram", "slack", "ntfy"] {
+        let out = w.notifier.send(ch, &down()).await.unwrap();
+        assert_eq!((out.error.as_deref(), out.attempts), (None, 2), "{ch}: {out:?}");
+    }
+    assert_eq!(w.sim.received().len(), 4, "each delivered once");
+}
+
+#[tokio::test]
+async fn refusals_are_reported_with_the_service_words_and_no_secret() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tok"), "999:wrong-token").unwrap();
+    let yaml = format!(
+        "notifications:\n  tg: {{type: telegram, apiUrl: \"{}\", chatId: \"42\", botTokenFile: {}}}\n  \
+         tgwrong: {{type: telegram, apiUrl: \"{}\", chatId: \"-1001234567890\", botTokenFile: {}}}\n",
+        w._server.url,
+        w._dir.path().join("telegram-token").display(),
+        w._server.url,
+        dir.path().join("tok").display()
+    );
+    let bad = Notifier::new(Config::parse("c.yaml", &yaml).unwrap().notifications, None).unwrap();
+    let out = bad.send("tg", &down()).await.unwrap();
+    assert_eq!(
+        (out.error.as_deref(), out.attempts),
+        (Some("Telegram: Bad Request: chat not found"), 1)
+    );
+    let out = bad.send("tgwrong", &down()).await.unwrap();
+    assert_eq!(out.error.as_deref(), Some("Telegram: Unauthorized"));
+    // A server that is gone: retried, then reported without the URL (it holds the token).
+    let gone = format!(
+        "notifications:\n  dc: {{type: discord, webhookUrlFile: {}}}\n",
+        w._dir.path().join("discord-url").display()
+    );
+    let cfg = Config::parse("c.yaml", &gone).unwrap();
+    drop(w._server);
+    let n = Notifier::new(cfg.notifications, None).unwrap();
+    let out = n.send("dc", &down()).await.unwrap();
+    let e = out.error.unwrap();
+    assert_eq!(out.attempts, 4, "{e}");
+    assert!(!e.contains("SIM-discord-webhook-token") && !e.contains("/api/webhooks"), "{e}");
+    assert!(w.notifier.send("nope", &down()).await.is_err());
+    let _ = &w.config;
+}
+
+/// The SMTP server: python3-aiosmtpd with STARTTLS and AUTH, killed on drop.
+struct Smtp {
+    child: Child,
+    port: u16,
+    out: tempfile::TempDir,
+    ca: std::path::PathBuf,
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn smtp() -> Smtp {
+    let out = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert_path, key_path) = (out.path().join("cert.pem"), out.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mails = out.path().join("mail");
+    std::fs::create_dir(&mails).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/notify/smtp_server.py");
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(script)
+        .args([port.to_string(), cert_path.display().to_string(), key_path.display().to_string()])
+        .args(["alerts@home.arpa", "smtp-s3cret", &mails.display().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 with aiosmtpd: apt-get install python3-aiosmtpd (.ci/run does)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "the SMTP server did not start (apt-get install python3-aiosmtpd)"
+    );
+    Smtp {
+        child,
+        port,
+        ca: cert_path,
+        out,
+    }
+}
+
+fn mails(s: &Smtp) -> Vec<String> {
+    let mut files: Vec<_> = std::fs::read_dir(s.out.path().join("mail"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn email_goes_through_a_real_smtp_server_with_starttls_and_auth() {
+    let s = smtp();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "smtp-s3cret\n").unwrap();
+    std::fs::write(dir.path().join("wrong"), "nope").unwrap();
+    let mail = |pw: &str| {
+        format!(
+            "  {pw}: {{type: email, host: 127.0.0.1, port: {}, security: starttls, username: alerts@home.arpa, passwordFile: {}, \
+             from: 'homelab-operator <alerts@home.arpa>', to: [me@home.arpa, ops@home.arpa], caFile: {}}}\n",
+            s.port,
+            dir.path().join(pw).display(),
+            s.ca.display()
+        )
+    };
+    let cfg = Config::parse("c.yaml", &format!("notifications:\n{}{}", mail("pw"), mail("wrong"))).unwrap();
+    let n = Notifier::new(cfg.notifications, None).unwrap();
+    let recovered = Message::new(Event::Recovery, "MonitorTarget homelab/web01", "Up again after 4m 10s");
+    let out = n.send("pw", &recovered).await.unwrap();
+    assert_eq!(out.error, None, "{out:?}");
+    let got = mails(&s);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].contains("X-Envelope-To: me@home.arpa,ops@home.arpa"), "{}", got[0]);
+    assert!(got[0].contains("Subject: [RECOVERED] MonitorTarget homelab/web01"), "{}", got[0]);
+    assert!(got[0].contains("Up again after 4m 10s"), "{}", got[0]);
+    // A wrong password is refused by the server (535) and not retried; the password is not in the error.
+    let out = n.send("wrong", &recovered).await.unwrap();
+    let e = out.error.unwrap();
+    assert_eq!(out.attempts, 1, "{e}");
+    assert!(e.contains("535") || e.to_lowercase().contains("authentication"), "{e}");
+    assert!(!e.contains("nope") && !e.contains("smtp-s3cret"), "{e}");
+    assert_eq!(mails(&s).len(), 1);
+}
