@@ -233,3 +233,34 @@ async fn email_goes_through_a_real_smtp_server_with_starttls_and_auth() {
     assert!(!e.contains("nope") && !e.contains("smtp-s3cret"), "{e}");
     assert_eq!(mails(&s).len(), 1);
 }
+
+#[tokio::test]
+async fn notify_test_sends_one_message_as_the_readme_says() {
+    let w = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, config_section(&w.sim, &w._server, dir.path()).unwrap()).unwrap();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let cmd = readme
+        .split('`')
+        .find(|s| s.starts_with("homelab-operator notify-test --config "))
+        .expect("README's notify-test command");
+    let args: Vec<String> = cmd.split_whitespace().skip(1).map(str::to_string).collect();
+    assert_eq!(args.len(), 4, "{cmd}");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_homelab-operator"))
+            .args([&args[0], "--config"])
+            .arg(&config)
+            .arg(&args[3])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains(": sent (1 attempt)"), "{stdout}");
+    let got = w.sim.received();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].text.starts_with("[TEST] homelab-operator notify-test"), "{:?}", got[0]);
+}

@@ -40,6 +40,17 @@ pub enum Command {
     Apply(FilesArgs),
     /// Start the built-in simulators on loopback, apply manifests/examples, print the result.
     Demo(DemoArgs),
+    /// Send a test message to a notification channel of the config.
+    /// Exit 0 when it was delivered, 1 otherwise.
+    NotifyTest(NotifyTestArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NotifyTestArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Channel name in the config's `notifications:` section.
+    pub channel: String,
 }
 
 #[derive(Args, Debug)]
@@ -133,6 +144,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
         Command::Plan(a) => plan(a).await,
         Command::Apply(a) => apply(a).await,
         Command::Demo(a) => demo::run(a).await,
+        Command::NotifyTest(a) => notify_test(a).await,
         Command::Run(a) => {
             let config = Config::load(&a.config.config)?;
             crate::controller::run(config, a).await.map(|_| 0)
@@ -430,4 +442,26 @@ async fn apply(a: FilesArgs) -> anyhow::Result<i32> {
         || proxies.iter().any(|r| r.error.is_some())
         || policies.iter().any(|p| p.outcome.is_err());
     Ok(if failed { 1 } else { 0 })
+}
+
+async fn notify_test(a: NotifyTestArgs) -> anyhow::Result<i32> {
+    use crate::notify::{Event, Message, Notifier};
+    let config = Config::load(&a.config.config)?;
+    let notifier = Notifier::new(config.notifications, None).map_err(anyhow::Error::msg)?;
+    let msg = Message::new(
+        Event::Test,
+        "homelab-operator notify-test",
+        format!("a test message to channel {:?}", a.channel),
+    );
+    let out = notifier.send(&a.channel, &msg).await?;
+    match &out.error {
+        None => println!(
+            "{}: sent ({} attempt{})",
+            a.channel,
+            out.attempts,
+            if out.attempts == 1 { "" } else { "s" }
+        ),
+        Some(e) => println!("{}: not sent after {} attempts: {e}", a.channel, out.attempts),
+    }
+    Ok(if out.error.is_none() { 0 } else { 1 })
 }
