@@ -98,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
             let apis = Apis {
                 pve,
                 pbs: Some(pbs_client),
+                notifier: None,
             };
             backup_policy::reconcile(apis, PolicyObject::of(&p, id, members), sink, false).await
         }

@@ -363,3 +363,68 @@ async fn a_scheduled_run_is_followed_through_the_task_lists_and_names_failing_me
     assert!(!w.sim.calls().contains_key("GET /nodes/{node}/tasks"));
     assert_eq!(again.status.last_scheduled_run, Some(r));
 }
+
+#[tokio::test]
+async fn a_failing_member_is_notified_once_and_its_recovery_once() {
+    let w = world().await;
+    w.sim.add_guest(vm(100, "web01"));
+    w.sim.add_guest(vm(101, "db01"));
+    w.sim
+        .fail_backups_of(101, Some("unable to freeze the guest filesystem - got timeout"));
+    let s = spec("notify: [telegram, discord]\n");
+    let members = || vec![member("web01", 100), member("db01", 101)];
+    let sink = MemoryStatus::default();
+    let ask = |v| Ask {
+        backup_now: Some(v),
+        ..Default::default()
+    };
+    let out = reconcile(&w, &s, BackupPolicyStatus::default(), members(), ask("1"), &sink)
+        .await
+        .unwrap();
+    let out = reconcile(&w, &s, out.status, members(), ask("1"), &sink).await.unwrap();
+    let got = w.chat.received();
+    assert_eq!(
+        got.iter().map(|r| r.service).collect::<Vec<_>>(),
+        ["telegram", "discord"],
+        "{got:?}"
+    );
+    assert!(
+        got[0]
+            .text
+            .starts_with("[FAILURE] BackupPolicy homelab/nightly\nbackup failed for db01 (VMID 101)"),
+        "{}",
+        got[0].text
+    );
+    let n = out.status.notification.clone().unwrap();
+    assert_eq!((n.event.as_str(), n.channels.len()), ("failure", 2));
+    assert!(n.channels.iter().all(|c| c.outcome == "sent"), "{n:?}");
+    // Resyncs, and a restarted operator reading the saved status, say nothing new.
+    let again = run(&w, &s, out.status.clone(), members()).await.unwrap();
+    let restarted = run(&w, &s, again.status, members()).await.unwrap();
+    assert_eq!(w.chat.received().len(), 2);
+    // Fixed and backed up again: one recovery message per channel.
+    w.sim.fail_backups_of(101, None);
+    let next = reconcile(&w, &s, restarted.status, members(), ask("2"), &sink).await.unwrap();
+    let done = reconcile(&w, &s, next.status, members(), ask("2"), &sink).await.unwrap();
+    assert_eq!(condition(&done.status, "Ready").0, "True", "{:?}", done.status.conditions);
+    let got = w.chat.received();
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(
+        got[2]
+            .text
+            .starts_with("[RECOVERED] BackupPolicy homelab/nightly\nbackups fresh again (2/2 members)"),
+        "{}",
+        got[2].text
+    );
+    assert_eq!(done.status.notification.unwrap().problem, None);
+    // A channel the config does not have stalls the policy before it writes anything.
+    let e = run(&w, &spec("notify: [pager]\n"), BackupPolicyStatus::default(), members())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string()
+            .contains("channel \"pager\" is not in the config's notifications: section"),
+        "{e}"
+    );
+}

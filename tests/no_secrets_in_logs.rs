@@ -76,3 +76,41 @@ async fn trace_logs_never_contain_the_token() {
     assert!(!logs.contains("wrong-secret-value"), "a rejected secret appeared in the logs");
     assert!(!logs.contains("PVEAPIToken="), "the Authorization header appeared in the logs");
 }
+
+#[tokio::test]
+async fn trace_logs_never_contain_a_notification_secret() {
+    use homelab_operator::{
+        notify::{Event, Message, Notifier},
+        sim::notify::{NotifySim, config_section},
+    };
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let sim = NotifySim::new(Default::default());
+    let server = sim.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::parse("c.yaml", &config_section(&sim, &server, dir.path()).unwrap()).unwrap();
+    let n = Notifier::new(config.notifications, None).unwrap();
+    sim.rate_limit("discord", 1, 0.1);
+    let msg = Message::new(Event::Failure, "MonitorTarget homelab/web01", "Down");
+    for ch in ["telegram", "discord", "slack", "ntfy", "webhook"] {
+        assert_eq!(n.send(ch, &msg).await.unwrap().error, None, "{ch}");
+    }
+    drop(server);
+    assert!(n.send("telegram", &msg).await.unwrap().error.is_some());
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("notification sent"), "the capture works");
+    let c = sim.config();
+    for secret in [
+        c.telegram_token.as_str(),
+        "SIM-discord-webhook-token",
+        "SIMslackwebhooksecret",
+        "sim-hmac-key",
+    ] {
+        assert!(!logs.contains(secret), "{secret} leaked into the logs");
+    }
+}

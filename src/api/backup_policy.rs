@@ -303,6 +303,9 @@ pub struct BackupPolicyStatus {
     /// The Proxmox Backup Server jobs of this policy and how they last ran.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pbs_jobs: Vec<PbsJobState>,
+    /// What was last notified (kept so a restarted operator does not alert again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<PolicyNotification>,
     /// The newest restore test (kept across restarts: a scratch guest is always destroyed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restore_test: Option<RestoreTestRun>,
@@ -445,4 +448,31 @@ pub struct RestoreTestRun {
     /// The newest `homelab.dev/restore-test-now` value acted on (each value runs once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_request: Option<String>,
+}
+
+/// The problem the `notify` channels were last told about, and how each send went.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyNotification {
+    /// `Reason: message` of the Degraded condition notified; unset once recovered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// When the problem was first notified (RFC 3339), for the recovery's duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// When the last message went out (RFC 3339).
+    pub at: String,
+    /// `failure` or `recovery`.
+    pub event: String,
+    /// Each channel's outcome: `sent`, or the error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<ChannelOutcome>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelOutcome {
+    pub channel: String,
+    /// `sent`, or why not.
+    pub outcome: String,
 }

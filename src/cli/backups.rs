@@ -38,6 +38,7 @@ pub async fn run(engine: &Engine, p: &BackupPolicy, guests: &[ProxmoxGuest], dry
     let apis = Apis {
         pve: api,
         pbs: p.spec.pbs.as_ref().and_then(|x| engine.pbs.get(&x.endpoint)),
+        notifier: Some(&engine.notifier),
     };
     backup_policy::reconcile(apis, obj, &sink, dry_run).await
 }

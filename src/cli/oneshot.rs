@@ -34,6 +34,7 @@ pub struct Engine {
     pub dns: BTreeMap<String, crate::providers::dns::DnsClient>,
     pub proxy: BTreeMap<String, crate::providers::npm::Npm>,
     pub pbs: BTreeMap<String, crate::providers::pbs::PbsClient>,
+    pub notifier: crate::notify::Notifier,
     pub cache: ClusterCache,
     pub drift: DriftClock,
     pub metrics: Arc<Metrics>,
@@ -56,11 +57,13 @@ impl Engine {
             proxy.insert(name.clone(), client);
         }
         let pbs = crate::providers::pbs::client::clients_from_config(config, Some(metrics.clone())).map_err(|e| anyhow::anyhow!(e))?;
+        let notifier = crate::notify::Notifier::new(config.notifications.clone(), Some(metrics.clone())).map_err(anyhow::Error::msg)?;
         Ok(Self {
             clients,
             dns,
             proxy,
             pbs,
+            notifier,
             cache: ClusterCache::new(Duration::from_secs(10)),
             drift: DriftClock::new(Duration::from_secs(600)),
             metrics,

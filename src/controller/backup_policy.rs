@@ -40,6 +40,7 @@ async fn apply(p: &BackupPolicy, ctx: &Context, writer: &StatusWriter<BackupPoli
     let apis = Apis {
         pve: api,
         pbs: p.spec.pbs.as_ref().and_then(|x| ctx.pbs.get(&x.endpoint)),
+        notifier: Some(&ctx.notifier),
     };
     let out = backup_policy::reconcile(apis, obj, writer, false).await?;
     count_unprotected(ctx, &p.spec.cluster).await;
@@ -97,6 +98,7 @@ async fn cleanup(p: &BackupPolicy, ctx: &Context) -> Result<Action, Error> {
     let apis = Apis {
         pve: ctx.pve_client(&p.spec.cluster)?,
         pbs: p.spec.pbs.as_ref().and_then(|x| ctx.pbs.get(&x.endpoint)),
+        notifier: Some(&ctx.notifier),
     };
     let events = backup_policy::cleanup(apis, &identity(p), &p.spec).await?;
     publish_all(ctx, &p.object_ref(&()), &events, "Delete").await;

@@ -23,6 +23,8 @@ pub struct Context {
     pub dns: BTreeMap<String, crate::providers::dns::DnsClient>,
     pub proxy: BTreeMap<String, crate::providers::npm::Npm>,
     pub pbs: BTreeMap<String, crate::providers::pbs::PbsClient>,
+    /// The `notifications:` channels, built once.
+    pub notifier: Arc<crate::notify::Notifier>,
     pub cache: ClusterCache,
     pub drift: DriftClock,
     pub backoff: Backoff,
@@ -49,6 +51,7 @@ impl Context {
             dns,
             proxy: BTreeMap::new(),
             pbs: BTreeMap::new(),
+            notifier: Arc::new(crate::notify::Notifier::new(BTreeMap::new(), None).expect("HTTP client")),
             // One bulk read serves every guest reconciled in this window; our own
             // writes invalidate it, so the TTL only bounds how late an
             // out-of-band power change is seen.
@@ -72,7 +75,10 @@ impl Context {
             proxy.insert(name.clone(), c);
         }
         let pbs = crate::providers::pbs::client::clients_from_config(config, Some(metrics.clone())).map_err(at)?;
-        Ok(Self::new(client, pve, dns, metrics).with_proxies(proxy).with_backup_servers(pbs))
+        let notifier = crate::notify::Notifier::new(config.notifications.clone(), Some(metrics.clone())).map_err(at)?;
+        let mut ctx = Self::new(client, pve, dns, metrics).with_proxies(proxy).with_backup_servers(pbs);
+        ctx.notifier = Arc::new(notifier);
+        Ok(ctx)
     }
 
     /// The `proxy:` endpoints' clients.

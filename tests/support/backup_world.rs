@@ -8,6 +8,7 @@ use std::{sync::Arc, time::Duration};
 use homelab_operator::{
     api::{self, BackupPolicySpec, BackupPolicyStatus},
     cli::oneshot::MemoryStatus,
+    notify::Notifier,
     providers::{pbs::PbsClient, pve::PveClient},
     reconcile::{
         ReconcileError,
@@ -16,6 +17,7 @@ use homelab_operator::{
     },
     sim::{
         SimServer,
+        notify::{NotifySim, config_section as notify_section},
         pbs::{PbsSim, PbsSimConfig},
         pve::{PveSim, PveSimConfig, SimBackup, SimGuest, endpoint_for},
     },
@@ -27,7 +29,10 @@ pub struct World {
     pub client: PveClient,
     pub pbs: Arc<PbsSim>,
     pub pbs_client: PbsClient,
-    pub _servers: (SimServer, SimServer),
+    /// Telegram, Discord, … as the policy's `notify` channels reach them.
+    pub chat: Arc<NotifySim>,
+    pub notifier: Notifier,
+    pub _servers: (SimServer, SimServer, SimServer),
     pub _dir: tempfile::TempDir,
 }
 
@@ -46,6 +51,11 @@ pub async fn world() -> World {
     let server = sim.serve().await.unwrap();
     let pbs_server = pbs.serve().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let chat = NotifySim::new(Default::default());
+    let chat_server = chat.serve().await.unwrap();
+    let channels = homelab_operator::config::Config::parse("c.yaml", &notify_section(&chat, &chat_server, dir.path()).unwrap())
+        .unwrap()
+        .notifications;
     let client = PveClient::new(&endpoint_for("default", &sim, &server, dir.path()).unwrap(), None).unwrap();
     let pbs_ep = homelab_operator::sim::pbs::endpoint_for("main", &pbs, &pbs_server, dir.path()).unwrap();
     World {
@@ -53,7 +63,9 @@ pub async fn world() -> World {
         client,
         pbs_client: PbsClient::new(&pbs_ep, None).unwrap(),
         pbs,
-        _servers: (server, pbs_server),
+        chat,
+        notifier: Notifier::new(channels, None).unwrap(),
+        _servers: (server, pbs_server, chat_server),
         _dir: dir,
     }
 }
@@ -111,6 +123,7 @@ pub fn apis<'a>(w: &'a World, spec: &BackupPolicySpec) -> Apis<'a, PveClient, Pb
     Apis {
         pve: &w.client,
         pbs: spec.pbs.as_ref().map(|_| &w.pbs_client),
+        notifier: Some(&w.notifier),
     }
 }
 

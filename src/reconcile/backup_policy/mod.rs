@@ -2,6 +2,7 @@
 //! member's newest backup. Planning is pure (`job`, `freshness`); this module
 //! reads, writes what the plan says, and reports.
 
+pub mod alerts;
 pub mod freshness;
 pub mod job;
 pub mod members;
@@ -74,6 +75,8 @@ pub struct PolicyOutcome {
 pub struct Apis<'a, P, B> {
     pub pve: &'a P,
     pub pbs: Option<&'a B>,
+    /// The shared notifier, for `spec.notify`.
+    pub notifier: Option<&'a crate::notify::Notifier>,
 }
 
 fn set_conditions(status: &mut BackupPolicyStatus, generation: Option<i64>, wanted: &[ConditionState]) {
@@ -120,6 +123,11 @@ pub async fn reconcile<P: PveApi, B: PbsApi, S: StatusSink<BackupPolicyStatus>>(
             events,
             requeue: RESYNC,
         });
+    }
+    if let Some(unknown) = spec.notify.iter().find(|c| !apis.notifier.is_some_and(|n| n.has(c))) {
+        return Err(ReconcileError::Config(format!(
+            "spec.notify: channel {unknown:?} is not in the config's notifications: section"
+        )));
     }
     let vmids: Vec<u32> = members.iter().map(|m| m.vmid).collect();
     let want = (!vmids.is_empty()).then(|| job::desired(spec, &vmids, id));
@@ -183,6 +191,9 @@ pub async fn reconcile<P: PveApi, B: PbsApi, S: StatusSink<BackupPolicyStatus>>(
         in_flight |= restore_test::step(api, rt, trigger, &mut status, sink, &mut events).await?;
     }
     report(spec, &plan, &pbs_steps, &mut status, generation, writes);
+    if let Some(n) = apis.notifier.filter(|_| !dry_run && !spec.notify.is_empty()) {
+        alerts::notify(n, &spec.notify, id, &mut status).await;
+    }
     Ok(PolicyOutcome {
         status,
         job: plan,
