@@ -46,6 +46,9 @@ fn mock_apiserver(object: Value) -> (Client, Arc<Mutex<Vec<Seen>>>) {
             });
             let answer = if uri.contains("/events") {
                 body.clone()
+            } else if method == "GET" && uri.contains("/proxmoxguests?") {
+                // A policy's member lookup: the guests of the namespace.
+                json!({"apiVersion": "homelab.dev/v1alpha1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []})
             } else if method == "GET" && (uri.contains("/dnsrecords?") || uri.contains("/proxyhosts?")) {
                 // Listing a guest's children: none yet.
                 json!({"apiVersion": "homelab.dev/v1alpha1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []})
@@ -620,4 +623,89 @@ async fn proxy_host_controller_publishes_reports_and_cleans_up() {
     .await;
     assert!(res.is_ok(), "{res:?}");
     assert!(sim.hosts().is_empty(), "proxy host deleted before the finalizer went");
+}
+
+#[tokio::test]
+async fn backup_policy_controller_reports_freshness_and_cleans_up() {
+    use homelab_operator::{
+        api::{BACKUP_FINALIZER, BackupPolicy},
+        controller::backup_policy,
+        sim::pve::{SimBackup, SimGuest},
+    };
+    let s = setup().await;
+    s.sim.add_guest(SimGuest::new(
+        250,
+        "lxc",
+        "pve1",
+        [("hostname".to_string(), json!("legacy"))].into(),
+        false,
+    ));
+    s.sim.add_backup(SimBackup {
+        storage: "pbs1".into(),
+        vmid: 250,
+        kind: "lxc".into(),
+        ctime: jiff::Timestamp::now().as_second() as u64 - 600,
+        size: 1 << 30,
+        verified: Some("ok".into()),
+        ..Default::default()
+    });
+    let obj = |meta: Value| {
+        let mut v = json!({
+            "apiVersion": "homelab.dev/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": "nightly", "namespace": "homelab", "uid": "5b1c2b4a-9d8e-4f7a-b6c5-1d2e3f4a5b6c", "generation": 1, "resourceVersion": "1"},
+            "spec": {"vmids": [250], "schedule": "02:30", "storage": "pbs1", "retention": {"keepDaily": 7}},
+        });
+        for (k, val) in meta.as_object().unwrap() {
+            v["metadata"][k] = val.clone();
+        }
+        v
+    };
+    let run = |o: Value| {
+        let pve = s.pve.clone();
+        async move {
+            let (api, seen) = mock_apiserver(o.clone());
+            let ctx = Arc::new(Context::new(api, pve, Default::default(), Arc::new(Metrics::default())));
+            let p: BackupPolicy = serde_json::from_value(o).unwrap();
+            let res = tokio::time::timeout(
+                Duration::from_secs(10),
+                backup_policy::reconcile(Arc::new(DeserializeGuard(Ok(p))), ctx),
+            )
+            .await
+            .unwrap();
+            let seen = seen.lock().unwrap().clone();
+            assert_rbac_allows(&seen);
+            (res, seen)
+        }
+    };
+    let (_, seen) = run(obj(json!({}))).await;
+    assert!(
+        seen[0].body.to_string().contains(BACKUP_FINALIZER),
+        "finalizer first: {:?}",
+        seen[0]
+    );
+    let (res, seen) = run(obj(json!({"finalizers": [BACKUP_FINALIZER]}))).await;
+    assert!(res.is_ok(), "{res:?}");
+    let status = seen.iter().find(|r| r.uri.contains("/status?")).expect("status written");
+    assert!(
+        status
+            .uri
+            .ends_with("/backuppolicies/nightly/status?&force=true&fieldManager=homelab-operator"),
+        "{}",
+        status.uri
+    );
+    assert_eq!(status.body["status"]["fresh"], "1/1");
+    assert_eq!(status.body["status"]["members"][0]["newest"]["verified"], "ok");
+    assert!(seen.iter().any(|r| r.uri.contains("/events") && r.body["reason"] == "JobCreated"));
+    assert_eq!(s.sim.backup_jobs().len(), 1);
+    let (res, seen) = run(obj(
+        json!({"finalizers": [BACKUP_FINALIZER], "deletionTimestamp": "2026-12-03T00:00:00Z"}),
+    ))
+    .await;
+    assert!(res.is_ok(), "{res:?}");
+    assert!(s.sim.backup_jobs().is_empty(), "its job is deleted");
+    assert!(
+        seen.iter()
+            .any(|r| r.method == "PATCH" && !r.uri.contains("/status") && r.body.to_string().contains("remove"))
+    );
+    assert_eq!(s.sim.backups_on("pbs1").len(), 1, "the backup stays");
 }

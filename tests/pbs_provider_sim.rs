@@ -279,3 +279,43 @@ async fn reads_are_retried_but_a_create_is_sent_once() {
         "a dropped create is not retried behind the caller's back"
     );
 }
+
+#[tokio::test]
+async fn groups_and_snapshot_deletion_answer_as_pbs_does() {
+    let f = fixture().await;
+    f.sim.add_snapshot("store1", snapshot("100", 1_746_064_800, "web01"));
+    let mut protected = snapshot("100", 1_746_000_000, "web01");
+    protected.protected = true;
+    f.sim.add_snapshot("store1", protected);
+    // The fixtures' shape: one group per guest, files of the newest snapshot as names.
+    let url = format!("{}/api2/json/admin/datastore/store1/groups", f._server.url);
+    let (id, secret) = f.sim.token();
+    let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let auth = format!("PBSAPIToken={id}:{secret}");
+    let v: serde_json::Value = http
+        .get(&url)
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let g = &v["data"][0];
+    assert_eq!(
+        (g["backup-count"].as_u64(), g["last-backup"].as_i64(), g["comment"].as_str()),
+        (Some(2), Some(1_746_064_800), Some("web01"))
+    );
+    assert!(g["files"].as_array().unwrap().iter().all(|f| f.is_string()));
+    let del = format!(
+        "{}/api2/json/admin/datastore/store1/snapshots?backup-type=vm&backup-id=100&backup-time=1746000000",
+        f._server.url
+    );
+    let r = http.delete(&del).header("Authorization", &auth).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "cannot remove protected snapshot",
+        "plain text, as the contract's raw_body"
+    );
+}

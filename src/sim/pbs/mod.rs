@@ -213,6 +213,7 @@ fn dispatch(s: &mut State, method: &str, t: &str, p: &BTreeMap<String, String>) 
                 .map(|k| json!({"store": k, "backend-type": "filesystem", "mount-status": "nonremovable"}))
                 .collect(),
         )),
+        ("GET", "/admin/datastore/{store}/groups") => data(s.groups(&store)?),
         ("GET", "/admin/datastore/{store}/snapshots") => data(s.snapshots(&store, p)?),
         ("DELETE", "/admin/datastore/{store}/snapshots") => data(s.delete_snapshot(&store, p)?),
         ("GET", "/admin/datastore/{store}/gc") => {

@@ -145,6 +145,34 @@ impl State {
         Ok(Value::Array(list))
     }
 
+    /// `GET /admin/datastore/{store}/groups`: one entry per guest, its newest snapshot's files.
+    pub fn groups(&self, store: &str) -> Result<Value, SimError> {
+        let mut groups: BTreeMap<(String, String), Vec<&SimSnapshot>> = BTreeMap::new();
+        for s in self.store(store)? {
+            groups.entry((s.backup_type.clone(), s.backup_id.clone())).or_default().push(s);
+        }
+        let list = groups
+            .into_iter()
+            .map(|((t, id), snaps)| {
+                let newest = snaps.iter().max_by_key(|s| s.backup_time).expect("non-empty group");
+                let mut files: Vec<String> = newest.answer()["files"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f["filename"].as_str().map(str::to_string))
+                    .collect();
+                files.sort();
+                let mut g = json!({"backup-type": t, "backup-id": id, "last-backup": newest.backup_time,
+                    "backup-count": snaps.len(), "files": files, "owner": "pve-sync@pbs!pve1"});
+                if !newest.comment.is_empty() {
+                    g["comment"] = json!(newest.comment);
+                }
+                g
+            })
+            .collect();
+        Ok(Value::Array(list))
+    }
+
     pub fn delete_snapshot(&mut self, store: &str, p: &BTreeMap<String, String>) -> Result<Value, SimError> {
         let time: i64 = p.get("backup-time").and_then(|t| t.parse().ok()).unwrap_or(0);
         let snaps = self
