@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod metrics;
+pub mod monitor;
 pub mod notify;
 pub mod providers;
 pub mod reconcile;

@@ -472,6 +472,7 @@ pub struct PolicyNotification {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelOutcome {
+    /// Channel name in the config's `notifications:` section.
     pub channel: String,
     /// `sent`, or why not.
     pub outcome: String,

@@ -3,6 +3,7 @@
 pub mod backup_policy;
 pub mod common;
 pub mod dns_record;
+pub mod monitor_target;
 pub mod proxmox_guest;
 pub mod proxy_host;
 
@@ -12,6 +13,7 @@ use kube::CustomResourceExt;
 pub use backup_policy::*;
 pub use common::*;
 pub use dns_record::*;
+pub use monitor_target::*;
 pub use proxmox_guest::*;
 pub use proxy_host::*;
 
@@ -24,6 +26,7 @@ pub const GUEST_FINALIZER: &str = "proxmoxguests.homelab.dev/cleanup";
 pub const DNS_FINALIZER: &str = "dnsrecords.homelab.dev/cleanup";
 pub const PROXY_FINALIZER: &str = "proxyhosts.homelab.dev/cleanup";
 pub const BACKUP_FINALIZER: &str = "backuppolicies.homelab.dev/cleanup";
+pub const CONDITION_HEALTHY: &str = "Healthy";
 /// Annotation whose every new value runs a one-off backup of a policy's members.
 pub const BACKUP_NOW_ANNOTATION: &str = "homelab.dev/backup-now";
 /// Annotation whose every new value runs a restore test of a policy now.
@@ -31,10 +34,16 @@ pub const RESTORE_TEST_NOW_ANNOTATION: &str = "homelab.dev/restore-test-now";
 
 /// Every CRD the operator serves, in the order `crds/` lists them.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![ProxmoxGuest::crd(), DnsRecord::crd(), ProxyHost::crd(), BackupPolicy::crd()]
-        .into_iter()
-        .map(clean_crd)
-        .collect()
+    vec![
+        ProxmoxGuest::crd(),
+        DnsRecord::crd(),
+        ProxyHost::crd(),
+        BackupPolicy::crd(),
+        MonitorTarget::crd(),
+    ]
+    .into_iter()
+    .map(clean_crd)
+    .collect()
 }
 
 /// schemars emits `format: uint32` and friends, which Kubernetes does not know;
