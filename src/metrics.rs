@@ -42,6 +42,12 @@ pub struct BackupLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MonitorLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NotifyLabels {
     pub channel_type: &'static str,
     pub outcome: &'static str,
@@ -73,6 +79,9 @@ pub struct Metrics {
     /// Guests of a cluster in no enabled backup job (`/cluster/backup-info/not-backed-up`).
     pub guests_not_backed_up: Family<ClusterLabels, Gauge>,
     pub notifications: Family<NotifyLabels, Counter>,
+    pub monitor_up: Family<MonitorLabels, Gauge>,
+    pub monitor_cert_expiry: Family<MonitorLabels, Gauge>,
+    pub check_duration: Histogram,
     /// The guests each policy has series for, to drop those that left.
     backup_series: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
 }
@@ -138,8 +147,29 @@ impl Default for Metrics {
             "Notifications sent, by channel type and outcome (sent, failed)",
             notifications.clone(),
         );
+        let monitor_up = Family::<MonitorLabels, Gauge>::default();
+        let monitor_cert_expiry = Family::<MonitorLabels, Gauge>::default();
+        let check_duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
+        registry.register(
+            "monitor_up",
+            "1 when a MonitorTarget is Up, 0 when Down (absent otherwise)",
+            monitor_up.clone(),
+        );
+        registry.register(
+            "monitor_certificate_expiry_timestamp_seconds",
+            "End of validity of the certificate a MonitorTarget's check saw",
+            monitor_cert_expiry.clone(),
+        );
+        registry.register(
+            "monitor_check_duration_seconds",
+            "Duration of monitor checks",
+            check_duration.clone(),
+        );
         Self {
             registry,
+            monitor_up,
+            monitor_cert_expiry,
+            check_duration,
             guests_not_backed_up,
             notifications,
             reconciles,
@@ -156,6 +186,35 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// One check's series; `up` unset (Unknown, Maintenance) drops the gauge.
+    pub fn monitor_checked(&self, namespace: &str, name: &str, up: Option<i64>, took: std::time::Duration, cert_expiry: Option<i64>) {
+        let l = MonitorLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        match up {
+            Some(v) => {
+                self.monitor_up.get_or_create(&l).set(v);
+            }
+            None => {
+                self.monitor_up.remove(&l);
+            }
+        }
+        if let Some(t) = cert_expiry {
+            self.monitor_cert_expiry.get_or_create(&l).set(t);
+        }
+        self.check_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn monitor_gone(&self, namespace: &str, name: &str) {
+        let l = MonitorLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        self.monitor_up.remove(&l);
+        self.monitor_cert_expiry.remove(&l);
+    }
+
     pub fn notification(&self, channel_type: &'static str, outcome: &'static str) {
         self.notifications.get_or_create(&NotifyLabels { channel_type, outcome }).inc();
     }

@@ -2,4 +2,6 @@
 //! runs every monitor's checks outside the reconcile workers.
 
 pub mod checks;
+pub mod probe;
+pub mod scheduler;
 pub mod state;

@@ -1,0 +1,152 @@
+//! The scheduler end to end against a local HTTP service and the simulated
+//! Telegram: Up, Down after the threshold with one message, recovery with one
+//! message, status written on changes only, a restart that does not alert again.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Router, extract::State, http::StatusCode, routing::get};
+use futures::future::BoxFuture;
+use homelab_operator::{
+    api::{MonitorState, MonitorTargetSpec, MonitorTargetStatus},
+    config::Config,
+    monitor::{
+        probe,
+        scheduler::{Key, Scheduler, StatusPublisher},
+    },
+    notify::Notifier,
+    sim::notify::{NotifySim, config_section},
+};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<MonitorTargetStatus>>);
+
+impl StatusPublisher for Recorder {
+    fn publish<'a>(&'a self, _key: &'a Key, status: &'a MonitorTargetStatus) -> BoxFuture<'a, Result<(), String>> {
+        self.0.lock().unwrap().push(status.clone());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Recorder {
+    fn last(&self) -> Option<MonitorTargetStatus> {
+        self.0.lock().unwrap().last().cloned()
+    }
+    fn writes(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+/// Wait (bounded only to end a hang) until the last written status satisfies `f`.
+async fn until(r: &Recorder, what: &str, f: impl Fn(&MonitorTargetStatus) -> bool) -> MonitorTargetStatus {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = r.last().filter(|s| f(s)) {
+            return s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never {what}: {:?}", r.last());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn service(up: Arc<AtomicBool>) -> String {
+    let app = Router::new()
+        .route(
+            "/",
+            get(|State(up): State<Arc<AtomicBool>>| async move {
+                if up.load(Ordering::SeqCst) {
+                    StatusCode::OK
+                } else {
+                    StatusCode::BAD_GATEWAY
+                }
+            }),
+        )
+        .with_state(up);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn down_is_told_once_recovery_once_and_status_is_written_on_changes() {
+    let up = Arc::new(AtomicBool::new(true));
+    let url = service(up.clone()).await;
+    let chat = NotifySim::new(Default::default());
+    let chat_server = chat.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let channels = Config::parse("c.yaml", &config_section(&chat, &chat_server, dir.path()).unwrap())
+        .unwrap()
+        .notifications;
+    let notifier = Arc::new(Notifier::new(channels, None).unwrap());
+    let recorder = Arc::new(Recorder::default());
+    let mut sched = Scheduler::new(notifier, recorder.clone(), 4, None);
+    Arc::get_mut(&mut sched).unwrap().summary_every = Duration::from_secs(3600);
+    tokio::spawn(sched.clone().run());
+    let spec: MonitorTargetSpec = serde_yaml_ng::from_str(&format!(
+        "http: {{url: \"{url}\"}}\nfailureThreshold: 3\nnotify: {{channels: [telegram], cooldownMinutes: 0}}\n"
+    ))
+    .unwrap();
+    let build = || {
+        let mut c = probe::build(&spec, None, &Default::default(), Some(1)).unwrap();
+        c.interval = Duration::from_millis(50);
+        c
+    };
+    let key: Key = ("homelab".into(), "web".into());
+    sched.upsert(key.clone(), build(), &MonitorTargetStatus::default()).await;
+    let s = until(&recorder, "Up", |s| s.state == MonitorState::Up).await;
+    assert_eq!(s.latency.as_deref().map(|l| l.ends_with("ms")), Some(true));
+    up.store(false, Ordering::SeqCst);
+    let s = until(&recorder, "Down and notified", |s| {
+        s.state == MonitorState::Down && s.last_notification.is_some()
+    })
+    .await;
+    assert_eq!((s.consecutive_failures >= 3, s.message.as_deref()), (true, Some("HTTP 502")));
+    assert!(s.down_notified.is_some());
+    let got = chat.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].text.starts_with("[FAILURE] MonitorTarget homelab/web\nDown: HTTP 502"),
+        "{}",
+        got[0].text
+    );
+
+    // A restarted operator resumes from that status: no second Down message.
+    sched.remove(&key);
+    let restarted = Arc::new(Recorder::default());
+    // Changes only: the first scheduler wrote on upsert, Up, Down and the notification, while many checks ran.
+    assert!(recorder.writes() <= 5, "{} writes", recorder.writes());
+    let channels = Config::parse("c.yaml", &config_section(&chat, &chat_server, dir.path()).unwrap())
+        .unwrap()
+        .notifications;
+    let mut sched2 = Scheduler::new(Arc::new(Notifier::new(channels, None).unwrap()), restarted.clone(), 4, None);
+    // This one writes every check, so the test can watch the failures pile up.
+    Arc::get_mut(&mut sched2).unwrap().summary_every = Duration::ZERO;
+    tokio::spawn(sched2.clone().run());
+    sched2.upsert(key.clone(), build(), &s).await;
+    until(&restarted, "still Down after more checks", |s| {
+        s.state == MonitorState::Down && s.consecutive_failures >= 6
+    })
+    .await;
+    assert_eq!(chat.received().len(), 1, "no re-alert after the restart");
+
+    up.store(true, Ordering::SeqCst);
+    let s = until(&restarted, "recovered and told", |s| {
+        s.state == MonitorState::Up && s.last_notification.as_ref().is_some_and(|n| n.event == "recovery")
+    })
+    .await;
+    assert!(s.down_notified.is_none());
+    let got = chat.received();
+    assert_eq!(got.len(), 2);
+    assert!(
+        got[1].text.contains("[RECOVERED] MonitorTarget homelab/web\nUp again after"),
+        "{}",
+        got[1].text
+    );
+    assert!(s.consecutive_successes >= 1);
+}
