@@ -166,3 +166,31 @@ fn argocd_cm_patch_is_fresh() {
             .contains("hs.status = \"Healthy\"")
     );
 }
+
+#[test]
+fn a_down_monitor_degrades_the_app_while_the_monitor_itself_stays_ready() {
+    let monitor = |healthy: Value| {
+        guest(
+            1,
+            Some(1),
+            json!([
+                cond("Ready", "True", "Checking", "http check of http://10.5.0.21/ every 30s"),
+                healthy,
+                cond("Stalled", "False", "AsExpected", "")
+            ]),
+        )
+    };
+    assert_eq!(
+        health(monitor(cond("Healthy", "False", "Down", "HTTP 502"))),
+        ("Degraded".into(), "Target Down: HTTP 502".into())
+    );
+    assert_eq!(
+        health(monitor(cond("Healthy", "False", "Unknown", "no result yet"))).0,
+        "Progressing"
+    );
+    assert_eq!(health(monitor(cond("Healthy", "True", "Up", "HTTP 200"))).0, "Healthy");
+    assert_eq!(
+        health(monitor(cond("Healthy", "True", "Maintenance", "in a maintenance window"))).0,
+        "Healthy"
+    );
+}

@@ -91,6 +91,8 @@ struct World {
     sim: Arc<PveSim>,
     /// The backup server behind PVE storage `pbs1` (datastore `store1`, endpoint `main`).
     pbs: Arc<PbsSim>,
+    /// Telegram, Discord, Slack, ntfy and a webhook, as channels of the same names.
+    chat: Arc<homelab_operator::sim::notify::NotifySim>,
     dns: Arc<TechnitiumSim>,
     npm: Arc<NpmSim>,
     _servers: Vec<SimServer>,
@@ -112,6 +114,8 @@ async fn world(task_duration: Duration) -> World {
     .unwrap();
     sim.attach_pbs("pbs1", pbs.clone(), "store1");
     let pbs_server = pbs.serve().await.unwrap();
+    let chat = homelab_operator::sim::notify::NotifySim::new(Default::default());
+    let chat_server = chat.serve().await.unwrap();
     // DNS and reverse proxy for the children `spec.dns` / `spec.proxy` make.
     let dns = TechnitiumSim::new("dns-token-1", &["home.arpa"]).unwrap();
     let dns_server = dns.serve().await.unwrap();
@@ -127,10 +131,11 @@ async fn world(task_duration: Duration) -> World {
     std::fs::write(
         &config,
         format!(
-            "{}{}dns:\n  default:\n    type: technitium\n    url: {}\n    tokenFile: {}\n\
+            "{}{}{}dns:\n  default:\n    type: technitium\n    url: {}\n    tokenFile: {}\n\
              proxy:\n  default:\n    type: nginx-proxy-manager\n    url: {}\n    identity: operator@home.arpa\n    secretFile: {}\n",
             config_section(&sim, &server, dir.path()).unwrap(),
             homelab_operator::sim::pbs::config_section("main", &pbs, &pbs_server, dir.path()).unwrap(),
+            homelab_operator::sim::notify::config_section(&chat, &chat_server, dir.path()).unwrap(),
             dns_server.url,
             file("dns-token", "dns-token-1"),
             npm_server.url,
@@ -141,9 +146,10 @@ async fn world(task_duration: Duration) -> World {
     World {
         sim,
         pbs,
+        chat,
         dns,
         npm,
-        _servers: vec![server, pbs_server, dns_server, npm_server],
+        _servers: vec![server, pbs_server, chat_server, dns_server, npm_server],
         dir,
         config,
     }
@@ -797,4 +803,87 @@ async fn a_backup_policy_keeps_one_job_for_its_members_and_reports_freshness() {
 
 fn condition_of(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], t: &str) -> String {
     api::find_condition(conditions, t).map(|c| c.message.clone()).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_monitor_reports_up_then_down_with_one_message_then_recovers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let plane = installed();
+    let client = plane.admin().await;
+    let ns = namespace(&client, "monitors").await;
+    let w = world(Duration::from_millis(200)).await;
+    let op = Operator::start(plane, &w, &ns, &["--no-leader-election"], "monitors");
+    // A real local service the test can take down.
+    let up = Arc::new(AtomicBool::new(true));
+    let state = up.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let up = state.clone();
+            async move {
+                if up.load(Ordering::SeqCst) {
+                    axum::http::StatusCode::OK
+                } else {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let monitors: Api<api::MonitorTarget> = Api::namespaced(client.clone(), &ns);
+    let m: api::MonitorTarget = serde_json::from_value(json!({
+        "apiVersion": "homelab.dev/v1alpha1", "kind": "MonitorTarget", "metadata": {"name": "web"},
+        "spec": {"http": {"url": url}, "intervalSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 1,
+                 "notify": {"channels": ["telegram", "ntfy"], "cooldownMinutes": 0}}
+    }))
+    .unwrap();
+    monitors.create(&PostParams::default(), &m).await.unwrap();
+    let state_is = |s: api::MonitorState| move |m: &api::MonitorTarget| m.status.as_ref().is_some_and(|st| st.state == s);
+    let m = wait_for(&monitors, "web", "Up", &op, state_is(api::MonitorState::Up)).await;
+    let s = m.status.unwrap();
+    assert!(s.latency.as_deref().is_some_and(|l| l.ends_with("ms")), "{s:?}");
+    assert_eq!(api::find_condition(&s.conditions, "Ready").map(|c| c.status.as_str()), Some("True"));
+    up.store(false, Ordering::SeqCst);
+    let m = wait_for(&monitors, "web", "Down and notified", &op, |m| {
+        m.status
+            .as_ref()
+            .is_some_and(|s| s.state == api::MonitorState::Down && s.last_notification.is_some())
+    })
+    .await;
+    assert_eq!(
+        api::find_condition(&m.status.unwrap().conditions, "Healthy").map(|c| c.reason.as_str()),
+        Some("Down")
+    );
+    let got = w.chat.received();
+    assert_eq!(
+        got.iter().map(|r| r.service).collect::<Vec<_>>(),
+        ["telegram", "ntfy"],
+        "one message per channel: {got:?}"
+    );
+    let (ok, out) = plane.kubectl(&["-n", &ns, "get", "mon"]);
+    assert!(
+        ok && out.contains("Down") && out.lines().next().unwrap_or_default().contains("UPTIME 24H"),
+        "{out}"
+    );
+    up.store(true, Ordering::SeqCst);
+    wait_for(&monitors, "web", "recovered", &op, |m| {
+        m.status
+            .as_ref()
+            .is_some_and(|s| s.state == api::MonitorState::Up && s.last_notification.as_ref().is_some_and(|n| n.event == "recovery"))
+    })
+    .await;
+    assert_eq!(w.chat.received().len(), 4, "and one recovery message per channel");
+    // Deleting the monitor stops its checks (the finalizer is released).
+    monitors.delete("web", &DeleteParams::default()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while monitors.get_opt("web").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "finalizer kept; log:\n{}", op.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let logs = op.logs();
+    for secret in [w.chat.config().telegram_token.as_str(), "SIM-discord-webhook-token"] {
+        assert!(!logs.contains(secret), "a channel secret in the operator log");
+    }
 }

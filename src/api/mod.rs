@@ -27,6 +27,7 @@ pub const DNS_FINALIZER: &str = "dnsrecords.homelab.dev/cleanup";
 pub const PROXY_FINALIZER: &str = "proxyhosts.homelab.dev/cleanup";
 pub const BACKUP_FINALIZER: &str = "backuppolicies.homelab.dev/cleanup";
 pub const CONDITION_HEALTHY: &str = "Healthy";
+pub const MONITOR_FINALIZER: &str = "monitortargets.homelab.dev/cleanup";
 /// Annotation whose every new value runs a one-off backup of a policy's members.
 pub const BACKUP_NOW_ANNOTATION: &str = "homelab.dev/backup-now";
 /// Annotation whose every new value runs a restore test of a policy now.

@@ -14,6 +14,9 @@ use crate::{
     reconcile::cache::{ClusterCache, DriftClock},
 };
 
+/// Checks running at once, over all monitors.
+pub const MONITOR_CONCURRENCY: usize = 32;
+
 pub struct Context {
     pub client: Client,
     /// One shared recorder so events aggregate.
@@ -25,6 +28,8 @@ pub struct Context {
     pub pbs: BTreeMap<String, crate::providers::pbs::PbsClient>,
     /// The `notifications:` channels, built once.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// Every MonitorTarget's checks (run by `controller::run` while it leads).
+    pub monitors: Arc<crate::monitor::scheduler::Scheduler>,
     pub cache: ClusterCache,
     pub drift: DriftClock,
     pub backoff: Backoff,
@@ -43,6 +48,7 @@ impl Context {
             controller: "homelab-operator".into(),
             instance: std::env::var("POD_NAME").ok(),
         };
+        let status = Arc::new(super::monitor_target::KubeStatus(client.clone()));
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -52,6 +58,12 @@ impl Context {
             proxy: BTreeMap::new(),
             pbs: BTreeMap::new(),
             notifier: Arc::new(crate::notify::Notifier::new(BTreeMap::new(), None).expect("HTTP client")),
+            monitors: crate::monitor::scheduler::Scheduler::new(
+                Arc::new(crate::notify::Notifier::new(BTreeMap::new(), None).expect("HTTP client")),
+                status,
+                MONITOR_CONCURRENCY,
+                None,
+            ),
             // One bulk read serves every guest reconciled in this window; our own
             // writes invalidate it, so the TTL only bounds how late an
             // out-of-band power change is seen.
@@ -78,6 +90,12 @@ impl Context {
         let notifier = crate::notify::Notifier::new(config.notifications.clone(), Some(metrics.clone())).map_err(at)?;
         let mut ctx = Self::new(client, pve, dns, metrics).with_proxies(proxy).with_backup_servers(pbs);
         ctx.notifier = Arc::new(notifier);
+        ctx.monitors = crate::monitor::scheduler::Scheduler::new(
+            ctx.notifier.clone(),
+            Arc::new(super::monitor_target::KubeStatus(ctx.client.clone())),
+            MONITOR_CONCURRENCY,
+            Some(ctx.metrics.clone()),
+        );
         Ok(ctx)
     }
 

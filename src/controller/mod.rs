@@ -7,6 +7,7 @@ pub mod context;
 pub mod dns_record;
 pub mod health;
 pub mod leader;
+pub mod monitor_target;
 pub mod proxmox_guest;
 pub mod proxy_host;
 pub mod shared;
@@ -28,7 +29,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{BackupPolicy, DnsRecord, ProxmoxGuest, ProxyHost},
+    api::{BackupPolicy, DnsRecord, MonitorTarget, ProxmoxGuest, ProxyHost},
     cli::RunArgs,
     config::Config,
     metrics::Metrics,
@@ -159,11 +160,25 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         .watches_stream(membership_changes(scope.api::<ProxmoxGuest>()), move |g| {
             backup_policy::policies_of(&store, &g)
         })
-        .with_config(config)
+        .with_config(config.clone())
         .graceful_shutdown_on(stop())
         .run(backup_policy::reconcile, backup_policy::error_policy, ctx.clone())
         .for_each(log_result("backup"));
-    tokio::join!(guests, records, proxies, policies);
+    // Checks run only here, on the Lease holder.
+    let checks = tokio::spawn(ctx.monitors.clone().run());
+    let monitors = main_controller::<MonitorTarget>(&scope);
+    let store = monitors.store();
+    // A guest's new address moves the checks that target it.
+    let monitors = monitors
+        .watches(scope.api::<ProxmoxGuest>(), watcher::Config::default(), move |g| {
+            monitor_target::monitors_targeting(&store, &g)
+        })
+        .with_config(config)
+        .graceful_shutdown_on(stop())
+        .run(monitor_target::reconcile, monitor_target::error_policy, ctx.clone())
+        .for_each(log_result("monitor"));
+    tokio::join!(guests, records, proxies, policies, monitors);
+    checks.abort();
 }
 
 fn log_result<T, E: std::fmt::Display>(kind: &'static str) -> impl FnMut(Result<T, E>) -> std::future::Ready<()> {

@@ -100,6 +100,12 @@ impl Conditioned for api::BackupPolicyStatus {
     }
 }
 
+impl Conditioned for api::MonitorTargetStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}
+
 impl Conditioned for api::DnsRecordStatus {
     fn conditions_mut(&mut self) -> &mut Vec<Condition> {
         &mut self.conditions
@@ -307,6 +313,15 @@ impl Reconciled for api::BackupPolicy {
     type Status = api::BackupPolicyStatus;
     const KIND: &'static str = "BackupPolicy";
     const FINALIZER: &'static str = api::BACKUP_FINALIZER;
+    fn current_status(&self) -> Option<Self::Status> {
+        self.status.clone()
+    }
+}
+
+impl Reconciled for api::MonitorTarget {
+    type Status = api::MonitorTargetStatus;
+    const KIND: &'static str = "MonitorTarget";
+    const FINALIZER: &'static str = api::MONITOR_FINALIZER;
     fn current_status(&self) -> Option<Self::Status> {
         self.status.clone()
     }

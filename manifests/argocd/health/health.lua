@@ -34,6 +34,18 @@ if degraded ~= nil and degraded.status == "True" then
   hs.message = degraded.message or degraded.reason or "Degraded"
   return hs
 end
+-- MonitorTarget: the target's health is its own condition; a Down target
+-- degrades the app, a monitor without a result yet is still progressing.
+local healthy = find(conds, "Healthy")
+if healthy ~= nil and healthy.status == "False" then
+  if healthy.reason == "Down" then
+    hs.status = "Degraded"
+  else
+    hs.status = "Progressing"
+  end
+  hs.message = "Target " .. (healthy.reason or "") .. ": " .. (healthy.message or "")
+  return hs
+end
 local ready = find(conds, "Ready")
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
