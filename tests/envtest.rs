@@ -863,10 +863,20 @@ async fn a_monitor_reports_up_then_down_with_one_message_then_recovers() {
         "one message per channel: {got:?}"
     );
     let (ok, out) = plane.kubectl(&["-n", &ns, "get", "mon"]);
-    assert!(
-        ok && out.contains("Down") && out.lines().next().unwrap_or_default().contains("UPTIME 24H"),
-        "{out}"
-    );
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let shown = readme
+        .lines()
+        .skip_while(|l| *l != "$ kubectl get mon")
+        .nth(1)
+        .expect("README table");
+    let columns = |l: &str| {
+        l.replace("UPTIME 24H", "UPTIME_24H")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(columns(out.lines().next().unwrap_or_default()), columns(shown), "kubectl get mon");
+    assert!(ok && out.contains("Down"), "{out}");
     up.store(true, Ordering::SeqCst);
     wait_for(&monitors, "web", "recovered", &op, |m| {
         m.status
