@@ -151,6 +151,10 @@ fn every_example_parses_and_is_admitted() {
     for b in &loaded.policies {
         b.validate_cel().unwrap_or_else(|e| panic!("{:?}: {e}", b.metadata.name));
     }
+    assert!(!loaded.monitors.is_empty());
+    for m in &loaded.monitors {
+        m.validate_cel().unwrap_or_else(|e| panic!("{:?}: {e}", m.metadata.name));
+    }
 }
 
 fn record(yaml: &str) -> homelab_operator::api::DnsRecord {
@@ -264,5 +268,31 @@ fn backup_policy_rules() {
             .unwrap_err()
             .to_string()
             .contains("cluster is immutable")
+    );
+}
+
+fn monitor(yaml: &str) -> homelab_operator::api::MonitorTarget {
+    serde_yaml_ng::from_str(&format!(
+        "apiVersion: homelab.dev/v1alpha1\nkind: MonitorTarget\nmetadata: {{name: web, namespace: homelab}}\nspec:\n{yaml}"
+    ))
+    .unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+#[test]
+fn monitor_target_rules() {
+    for yaml in support::admission_cases::admitted_monitors() {
+        monitor(&yaml).validate_cel().unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    }
+    for (yaml, needle, by) in support::admission_cases::refused_monitors() {
+        if by != support::admission_cases::By::Cel {
+            continue;
+        }
+        let e = monitor(&yaml).validate_cel().expect_err(needle).to_string();
+        assert!(e.contains(needle), "expected {needle:?} in {e}\n{yaml}");
+    }
+    let m = monitor(support::admission_cases::BASE_MONITOR);
+    assert_eq!(
+        (m.spec.timeout_seconds, m.spec.failure_threshold, m.spec.success_threshold),
+        (10, 3, 1)
     );
 }

@@ -150,3 +150,47 @@ async fn down_is_told_once_recovery_once_and_status_is_written_on_changes() {
     );
     assert!(s.consecutive_successes >= 1);
 }
+
+#[tokio::test]
+async fn plan_and_apply_run_a_monitor_once() {
+    let up = Arc::new(AtomicBool::new(true));
+    let url = service(up.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.yaml"), "proxmox: {}\n").unwrap();
+    std::fs::write(
+        dir.path().join("mon.yaml"),
+        format!("apiVersion: homelab.dev/v1alpha1\nkind: MonitorTarget\nmetadata: {{name: local, namespace: lab}}\nspec:\n  http: {{url: \"{url}\"}}\n  intervalSeconds: 30\n"),
+    )
+    .unwrap();
+    let run = |command: &'static str| {
+        let dir = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_homelab-operator"))
+                .args([command, "--config"])
+                .arg(dir.join("config.yaml"))
+                .arg("-f")
+                .arg(dir.join("mon.yaml"))
+                .output()
+                .unwrap()
+        })
+    };
+    let plan = run("plan").await.unwrap();
+    let out = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        out.contains(&format!("MonitorTarget lab/local:\n  + http check of {url} every 30s")),
+        "{out}"
+    );
+    let applied = run("apply").await.unwrap();
+    let out = String::from_utf8_lossy(&applied.stdout);
+    assert_eq!(applied.status.code(), Some(0), "{out}");
+    let row = out.lines().find(|l| l.starts_with("lab/local")).unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains("http") && row.contains(" Up ") && row.contains("HTTP 200"), "{row}");
+    up.store(false, Ordering::SeqCst);
+    let applied = run("apply").await.unwrap();
+    let out = String::from_utf8_lossy(&applied.stdout);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("lab/local") && l.contains(" Down ") && l.contains("HTTP 502")),
+        "{out}"
+    );
+}

@@ -310,6 +310,7 @@ pub enum MonitorState {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MonitorTargetStatus {
+    /// Generation of the spec the checks run with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `http`, `tcp`, `dns` or `tls`.
@@ -330,8 +331,10 @@ pub struct MonitorTargetStatus {
     /// Last check's result in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Failed checks in a row.
     #[serde(default)]
     pub consecutive_failures: u32,
+    /// Successful checks in a row.
     #[serde(default)]
     pub consecutive_successes: u32,
     /// When the state last changed (RFC 3339).
@@ -340,6 +343,7 @@ pub struct MonitorTargetStatus {
     /// Share of checks that succeeded over 24 h and 7 d (`99.93%`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime24h: Option<String>,
+    /// The same over 7 days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime7d: Option<String>,
     /// The certificate's end of validity, where the check saw one (RFC 3339).

@@ -2,6 +2,7 @@
 
 pub mod backups;
 pub mod demo;
+pub mod monitors;
 pub mod oneshot;
 pub mod resources;
 
@@ -316,6 +317,31 @@ async fn plan(a: FilesArgs) -> anyhow::Result<i32> {
     for p in &loaded.policies {
         entries.push(policy_entry(&engine, p, &loaded.guests).await);
     }
+    let planned_guests: oneshot::GuestAddresses = loaded
+        .guests
+        .iter()
+        .filter_map(|g| Some((oneshot::display_name(g), g.status.clone()?)))
+        .collect();
+    for m in &loaded.monitors {
+        let mut e = PlanEntry {
+            kind: "MonitorTarget",
+            name: monitors::monitor_name(m),
+            ..Default::default()
+        };
+        match monitors::build(m, &planned_guests, &loaded.proxies) {
+            Ok(c) => e.changes.push(PlanChange::new(
+                '+',
+                format!(
+                    "{} check of {} every {}s (the controller runs it; apply runs it once)",
+                    c.check_type,
+                    c.target,
+                    c.interval.as_secs()
+                ),
+            )),
+            Err(err) => e.changes.push(PlanChange::new('.', format!("not checkable here: {err}"))),
+        }
+        entries.push(e);
+    }
     for s in &loaded.skipped {
         eprintln!("skipped (kind not handled yet): {s}");
     }
@@ -433,6 +459,13 @@ async fn apply(a: FilesArgs) -> anyhow::Result<i32> {
     }
     if !policies.is_empty() {
         println!("\n{}", backups::table(&policies));
+    }
+    let mut checked = vec![];
+    for m in &loaded.monitors {
+        checked.push(monitors::check(m, &addresses, &loaded.proxies).await);
+    }
+    if !checked.is_empty() {
+        println!("\n{}", monitors::table(&checked));
     }
     for s in &loaded.skipped {
         eprintln!("skipped (kind not handled yet): {s}");

@@ -39,6 +39,7 @@ pub struct Loaded {
     pub records: Vec<DnsRecord>,
     pub proxies: Vec<ProxyHost>,
     pub policies: Vec<BackupPolicy>,
+    pub monitors: Vec<crate::api::MonitorTarget>,
     pub skipped: Vec<String>,
 }
 
@@ -47,6 +48,7 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
     let mut records = vec![];
     let mut proxies = vec![];
     let mut policies = vec![];
+    let mut monitors = vec![];
     let mut skipped = vec![];
     for file in files(paths)? {
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -78,6 +80,11 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
                     b.metadata.namespace.get_or_insert_with(|| "default".into());
                     policies.push(b);
                 }
+                ("homelab.dev/v1alpha1", "MonitorTarget") => {
+                    let mut m: crate::api::MonitorTarget = parse(&file, i, value)?;
+                    m.metadata.namespace.get_or_insert_with(|| "default".into());
+                    monitors.push(m);
+                }
                 _ => skipped.push(format!("{}: {api_version} {kind}", file.display())),
             }
         }
@@ -87,6 +94,7 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
         records,
         proxies,
         policies,
+        monitors,
         skipped,
     })
 }

@@ -192,3 +192,51 @@ pub fn admitted_policies() -> Vec<String> {
         ),
     ]
 }
+
+pub const BASE_MONITOR: &str = "  http: {url: \"http://10.5.0.21/\"}\n  intervalSeconds: 30\n";
+
+/// MonitorTarget specs the apiserver must refuse: (spec YAML, words, who).
+pub fn refused_monitors() -> Vec<(String, &'static str, By)> {
+    let with = |extra: &str| format!("{BASE_MONITOR}{extra}");
+    vec![
+        (with("  tcp: {host: 10.5.0.21, port: 22}\n"), "set exactly one check", By::Cel),
+        ("  intervalSeconds: 30\n".to_string(), "set exactly one check", By::Cel),
+        (
+            BASE_MONITOR.replace("http://10.5.0.21/", "ftp://10.5.0.21/"),
+            "url must be an http:// or https:// URL",
+            By::Cel,
+        ),
+        ("  http: {path: /health}\n".to_string(), "http needs url, or a target", By::Cel),
+        (
+            with("  timeoutSeconds: 30\n"),
+            "timeoutSeconds must be below intervalSeconds",
+            By::Cel,
+        ),
+        (
+            BASE_MONITOR.replace("intervalSeconds: 30", "intervalSeconds: 5"),
+            "intervalSeconds",
+            By::Schema,
+        ),
+        (with("  failureThreshold: 0\n"), "failureThreshold", By::Schema),
+        ("  tcp: {host: db, port: 70000}\n".to_string(), "port", By::Schema),
+        (
+            with("  maintenance: [{schedule: \"sundays\", durationMinutes: 30}]\n"),
+            "schedule",
+            By::Schema,
+        ),
+        (with("  notify: {channels: [\"\"]}\n"), "channels", By::Schema),
+        (with("  target: {kind: Service, name: web}\n"), "kind", By::Schema),
+    ]
+}
+
+/// MonitorTarget specs that must be admitted.
+pub fn admitted_monitors() -> Vec<String> {
+    vec![
+        BASE_MONITOR.to_string(),
+        "  target: {kind: ProxmoxGuest, name: web01, nic: net1}\n  http: {scheme: https, port: 8443, path: /health, expectedStatus: [200, 204], json: {pointer: /status, equals: ok}}\n".into(),
+        "  tcp: {host: 10.5.0.30, port: 6379, send: \"PING\\r\\n\", expect: \"+PONG\"}\n".into(),
+        "  dns: {server: \"10.5.0.53:53\", name: web01.home.arpa, recordType: A, expected: [10.5.0.21]}\n".into(),
+        "  dns: {server: 10.5.0.53, name: old.home.arpa, rcode: NXDOMAIN}\n".into(),
+        "  target: {kind: ProxyHost, name: media}\n  tls: {warnDays: 21}\n  notify: {channels: [phone, mail], cooldownMinutes: 0, notifyRecovery: false}\n  maintenance: [{schedule: \"0 3 * * 0\", durationMinutes: 30}]\n".into(),
+    ]
+}
