@@ -39,17 +39,6 @@ spec:
     serde_yaml_ng::from_str(&yaml).expect("bench guest")
 }
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -129,6 +118,6 @@ async fn main() -> anyhow::Result<()> {
         "steady-state resync:       {resync_calls} calls for {n} guests in {:.2} s ({ready} Ready)",
         resync_time.as_secs_f64()
     );
-    println!("peak RSS (operator+sim):   {:.1} MiB", peak_rss_mib());
+    println!("peak RSS (operator+sim):   {:.1} MiB", homelab_operator::metrics::peak_rss_mib());
     Ok(())
 }

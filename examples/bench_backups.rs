@@ -25,17 +25,6 @@ use homelab_operator::{
 };
 use serde_json::json;
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -130,6 +119,6 @@ async fn main() -> anyhow::Result<()> {
         "steady-state resync:       {} PVE + {} PBS calls for {n} members, {:.3} s median of 5",
         calls.0, calls.1, times[2]
     );
-    println!("peak RSS (operator+sims):  {:.1} MiB", peak_rss_mib());
+    println!("peak RSS (operator+sims):  {:.1} MiB", homelab_operator::metrics::peak_rss_mib());
     Ok(())
 }

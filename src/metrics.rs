@@ -185,6 +185,18 @@ impl Default for Metrics {
     }
 }
 
+/// Peak resident memory of this process in MiB (`VmHWM`), for the benchmarks.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 impl Metrics {
     /// One check's series; `up` unset (Unknown, Maintenance) drops the gauge.
     pub fn monitor_checked(&self, namespace: &str, name: &str, up: Option<i64>, took: std::time::Duration, cert_expiry: Option<i64>) {

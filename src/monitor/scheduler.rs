@@ -20,7 +20,7 @@ use super::{
     state::{Notify, Settings, Step, Tracker},
 };
 use crate::{
-    api::{self, ChannelOutcome, ConditionState, MonitorNotification, MonitorState, MonitorTargetStatus},
+    api::{self, ConditionState, MonitorNotification, MonitorState, MonitorTargetStatus},
     metrics::Metrics,
     notify::{Event, Message, Notifier},
 };
@@ -284,13 +284,7 @@ impl Scheduler {
             e.status.last_notification = Some(MonitorNotification {
                 event: msg.event.as_str().into(),
                 time: jiff::Timestamp::now().to_string(),
-                channels: outcomes
-                    .into_iter()
-                    .map(|o| ChannelOutcome {
-                        outcome: o.error.clone().unwrap_or_else(|| "sent".into()),
-                        channel: o.channel,
-                    })
-                    .collect(),
+                channels: crate::notify::status_rows(outcomes),
             });
             e.status.clone()
         };

@@ -43,6 +43,17 @@ impl Outcome {
     }
 }
 
+/// Each channel's outcome as status shows it: `sent`, or the error.
+pub fn status_rows(outcomes: Vec<Outcome>) -> Vec<crate::api::ChannelOutcome> {
+    outcomes
+        .into_iter()
+        .map(|o| crate::api::ChannelOutcome {
+            outcome: o.error.clone().unwrap_or_else(|| "sent".into()),
+            channel: o.channel,
+        })
+        .collect()
+}
+
 /// The longest a rate limit is waited for before the send counts as failed.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 const ATTEMPTS: u32 = 4;

@@ -121,6 +121,32 @@ impl ServerCertVerifier for FingerprintVerifier {
     }
 }
 
+/// The HTTP methods the Proxmox clients send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+
+    /// GET and PUT of whole state may be repeated; POST creates and DELETE by
+    /// position (PVE firewall rules) shifts what the next call addresses.
+    pub fn idempotent(self) -> bool {
+        matches!(self, Method::Get | Method::Put)
+    }
+}
+
 /// Backoff for retrying idempotent calls on transient errors: exponential with
 /// jitter and a cap, a few attempts only (the controller's own backoff takes over after).
 pub fn retry_policy() -> backon::ExponentialBuilder {

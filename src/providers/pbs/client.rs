@@ -10,7 +10,7 @@ use super::{DatastoreConfig, Error, GcStatus, Job, JobKind, Params, PbsApi, PbsU
 use crate::{
     config::{PbsEndpoint, SecretSource},
     metrics::Metrics,
-    providers::http,
+    providers::http::{self, Method},
 };
 
 /// One Proxmox Backup Server.
@@ -29,25 +29,6 @@ impl std::fmt::Debug for PbsClient {
             .field("base", &self.base)
             .field("token_id", &self.token_id)
             .finish_non_exhaustive()
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Method {
-    Get,
-    Post,
-    Put,
-    Delete,
-}
-
-impl Method {
-    fn as_str(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Delete => "DELETE",
-        }
     }
 }
 

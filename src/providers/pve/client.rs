@@ -13,7 +13,7 @@ use super::{
 use crate::{
     config::{ProxmoxEndpoint, SecretSource},
     metrics::Metrics,
-    providers::http,
+    providers::http::{self, Method},
 };
 
 /// One Proxmox VE cluster endpoint.
@@ -33,30 +33,6 @@ impl std::fmt::Debug for PveClient {
             .field("base", &self.base)
             .field("token_id", &self.token_id)
             .finish_non_exhaustive()
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Method {
-    Get,
-    Post,
-    Put,
-    Delete,
-}
-
-impl Method {
-    fn as_str(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Delete => "DELETE",
-        }
-    }
-    /// GET and PUT of whole state may be repeated; POST creates and DELETE by
-    /// position (firewall rules) shifts what the next call addresses.
-    fn idempotent(self) -> bool {
-        matches!(self, Method::Get | Method::Put)
     }
 }
 

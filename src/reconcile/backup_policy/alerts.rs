@@ -3,7 +3,7 @@
 //! in status, so a restart or a new leader does not alert again.
 
 use crate::{
-    api::{self, BackupPolicyStatus, ChannelOutcome, PolicyNotification},
+    api::{self, BackupPolicyStatus, PolicyNotification},
     notify::{Event, Message, Notifier},
     reconcile::proxmox_guest::GuestIdentity,
 };
@@ -65,13 +65,7 @@ pub async fn notify(notifier: &Notifier, channels: &[String], id: &GuestIdentity
         since,
         at: now.to_string(),
         event: msg.event.as_str().into(),
-        channels: outcomes
-            .into_iter()
-            .map(|o| ChannelOutcome {
-                outcome: o.error.clone().unwrap_or_else(|| "sent".into()),
-                channel: o.channel,
-            })
-            .collect(),
+        channels: crate::notify::status_rows(outcomes),
     });
 }
 

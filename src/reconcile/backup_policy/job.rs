@@ -16,8 +16,8 @@ pub fn job_id(id: &GuestIdentity) -> String {
     format!("hlo-{compact}")
 }
 
-/// `prune-backups` for a retention, keys in PVE's order.
-pub fn prune_string(r: &Retention) -> String {
+/// The keep options that are set (above 0), in PVE's and PBS's order.
+pub fn keep_options(r: &Retention) -> Vec<(&'static str, u32)> {
     [
         ("keep-last", r.keep_last),
         ("keep-hourly", r.keep_hourly),
@@ -27,9 +27,17 @@ pub fn prune_string(r: &Retention) -> String {
         ("keep-yearly", r.keep_yearly),
     ]
     .into_iter()
-    .filter_map(|(k, v)| Some(format!("{k}={}", v.filter(|n| *n > 0)?)))
-    .collect::<Vec<_>>()
-    .join(",")
+    .filter_map(|(k, v)| Some((k, v.filter(|n| *n > 0)?)))
+    .collect()
+}
+
+/// `prune-backups` for a retention, keys in PVE's order.
+pub fn prune_string(r: &Retention) -> String {
+    keep_options(r)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// vzdump's name for a mode.

@@ -52,17 +52,7 @@ impl PbsStep {
 
 /// PBS keep options are >= 1; 0 means "not set" here as in PVE's prune-backups.
 fn keep_fields(r: &Retention) -> Vec<(&'static str, String)> {
-    [
-        ("keep-last", r.keep_last),
-        ("keep-hourly", r.keep_hourly),
-        ("keep-daily", r.keep_daily),
-        ("keep-weekly", r.keep_weekly),
-        ("keep-monthly", r.keep_monthly),
-        ("keep-yearly", r.keep_yearly),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| Some((k, v.filter(|n| *n > 0)?.to_string())))
-    .collect()
+    super::job::keep_options(r).into_iter().map(|(k, v)| (k, v.to_string())).collect()
 }
 
 /// Fields the operator sets per kind; one of ours that is set on the server
