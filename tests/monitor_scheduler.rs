@@ -194,3 +194,46 @@ async fn plan_and_apply_run_a_monitor_once() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn a_guest_the_operator_takes_down_is_maintenance_and_tells_nobody() {
+    let up = Arc::new(AtomicBool::new(true));
+    let url = service(up.clone()).await;
+    let chat = NotifySim::new(Default::default());
+    let chat_server = chat.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let channels = Config::parse("c.yaml", &config_section(&chat, &chat_server, dir.path()).unwrap())
+        .unwrap()
+        .notifications;
+    let recorder = Arc::new(Recorder::default());
+    let mut sched = Scheduler::new(Arc::new(Notifier::new(channels, None).unwrap()), recorder.clone(), 4, None);
+    Arc::get_mut(&mut sched).unwrap().summary_every = Duration::ZERO;
+    tokio::spawn(sched.clone().run());
+    let spec: MonitorTargetSpec = serde_yaml_ng::from_str(&format!(
+        "target: {{kind: ProxmoxGuest, name: web01}}\nhttp: {{url: \"{url}\"}}\nfailureThreshold: 2\nnotify: {{channels: [telegram]}}\n"
+    ))
+    .unwrap();
+    let mut config = probe::build(&spec, Some("127.0.0.1"), &Default::default(), Some(1)).unwrap();
+    config.interval = Duration::from_millis(50);
+    sched
+        .upsert(("homelab".into(), "web".into()), config, &MonitorTargetStatus::default())
+        .await;
+    until(&recorder, "Up", |s| s.state == MonitorState::Up).await;
+    // The operator reboots web01: the service is gone meanwhile, nobody is told.
+    sched.guest_busy("homelab", "web01", true);
+    up.store(false, Ordering::SeqCst);
+    let s = until(&recorder, "in maintenance through the failures", |s| {
+        s.state == MonitorState::Maintenance && s.consecutive_failures >= 5
+    })
+    .await;
+    assert!(s.down_notified.is_none() && s.last_notification.is_none(), "{s:?}");
+    assert!(chat.received().is_empty());
+    // The task ended but the guest stays down: after the failure threshold the alert fires as usual.
+    sched.guest_busy("homelab", "web01", false);
+    let s = until(&recorder, "Down and told", |s| {
+        s.state == MonitorState::Down && s.last_notification.is_some()
+    })
+    .await;
+    assert_eq!(s.last_notification.unwrap().event, "failure");
+    assert_eq!(chat.received().len(), 1);
+}

@@ -93,6 +93,11 @@ fn guest_object<'a>(
     }
 }
 
+/// Operations during which the guest does not answer.
+fn takes_guest_down(operation: &str) -> bool {
+    matches!(operation, "reboot" | "shutdown" | "stop" | "rollback" | "delete")
+}
+
 async fn apply(g: &ProxmoxGuest, ctx: &Context, sink: &KubeStatus) -> Result<Action, Error> {
     let (id, cluster) = object_parts(g);
     let gctx = guest_ctx(ctx, &cluster)?;
@@ -100,6 +105,9 @@ async fn apply(g: &ProxmoxGuest, ctx: &Context, sink: &KubeStatus) -> Result<Act
     let obj = guest_object(g, &spec, &id, ci_password(ctx, g).await?);
     let mut out = proxmox_guest::reconcile(&gctx, obj, sink).await?;
     ctx.track_task(&id.uid, out.status.current_task.is_some());
+    // Monitors of this guest stay quiet while the operator itself takes it down.
+    let down = out.status.current_task.as_ref().is_some_and(|t| takes_guest_down(&t.operation));
+    ctx.monitors.guest_busy(&id.namespace, &id.name, down);
     let children = sync_children(g, ctx).await?;
     out.status.children = children.iter().map(|(name, _)| name.clone()).collect();
     children::roll_up(

@@ -190,6 +190,7 @@ pub fn build(spec: &MonitorTargetSpec, host: Option<&str>, secrets: &Secrets, ge
         channels: notify.map(|n| n.channels.clone()).unwrap_or_default(),
         maintenance,
         paused: spec.paused,
+        guest: spec.target.as_ref().filter(|t| t.kind == "ProxmoxGuest").map(|t| t.name.clone()),
         generation,
         fingerprint: std::hash::Hasher::finish(&h),
     })

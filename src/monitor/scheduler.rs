@@ -39,6 +39,8 @@ pub struct MonitorConfig {
     pub channels: Vec<String>,
     pub maintenance: Vec<(croner::Cron, Duration)>,
     pub paused: bool,
+    /// The ProxmoxGuest (same namespace) the check targets: its operator tasks are maintenance.
+    pub guest: Option<String>,
     pub generation: Option<i64>,
     /// Changes whenever the spec or the resolved target does (a new probe then starts fresh).
     pub fingerprint: u64,
@@ -60,6 +62,8 @@ struct Entry {
 
 pub struct Scheduler {
     entries: Mutex<HashMap<Key, Entry>>,
+    /// Guests (`namespace`, `name`) with an operator task in flight that takes them down.
+    busy_guests: Mutex<std::collections::HashSet<Key>>,
     notifier: Arc<Notifier>,
     publisher: Arc<dyn StatusPublisher>,
     limit: Arc<Semaphore>,
@@ -110,6 +114,7 @@ impl Scheduler {
     ) -> Arc<Self> {
         Arc::new(Self {
             entries: Mutex::new(HashMap::new()),
+            busy_guests: Mutex::new(Default::default()),
             notifier,
             publisher,
             limit: Arc::new(Semaphore::new(concurrency.max(1))),
@@ -151,6 +156,27 @@ impl Scheduler {
             status
         };
         self.write(&key, status, true).await;
+    }
+
+    /// The guest reconciler says a task that takes the guest down (reboot, stop,
+    /// rollback, …) started or ended: monitors targeting it are in maintenance meanwhile.
+    pub fn guest_busy(&self, namespace: &str, guest: &str, busy: bool) {
+        let key = (namespace.to_string(), guest.to_string());
+        let mut set = self.busy_guests.lock().expect("busy guests");
+        if busy {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
+    }
+
+    fn guest_in_task(&self, namespace: &str, guest: Option<&str>) -> bool {
+        guest.is_some_and(|g| {
+            self.busy_guests
+                .lock()
+                .expect("busy guests")
+                .contains(&(namespace.to_string(), g.to_string()))
+        })
     }
 
     pub fn remove(&self, key: &Key) {
@@ -213,13 +239,20 @@ impl Scheduler {
 
     async fn finished(self: &Arc<Self>, key: Key, fingerprint: u64, r: CheckResult) {
         let now = jiff::Timestamp::now();
+        let guest = self
+            .entries
+            .lock()
+            .expect("monitors")
+            .get(&key)
+            .and_then(|e| e.config.guest.clone());
+        let operator_task = self.guest_in_task(&key.0, guest.as_deref());
         let (status, urgent, notify) = {
             let mut entries = self.entries.lock().expect("monitors");
             let Some(e) = entries.get_mut(&key).filter(|e| e.config.fingerprint == fingerprint) else {
                 return;
             };
             e.running = false;
-            let maintenance = in_maintenance(&e.config.maintenance, now);
+            let maintenance = operator_task || in_maintenance(&e.config.maintenance, now);
             let was_shown = e.status.state;
             let step = e.tracker.observe(r.ok, now, maintenance, &e.config.settings);
             self.record_metrics(&key, &e.tracker, maintenance, &r);
