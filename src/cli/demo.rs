@@ -109,6 +109,15 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     for p in &loaded.policies {
         backups_ok &= demo_backups(&engine, p, &applied, &pbs, &progress).await;
     }
+    let web01 = sim
+        .guests()
+        .into_iter()
+        .find(|g| g.get("name").as_deref() == Some("web01"))
+        .map(|g| g.vmid);
+    let monitors_ok = match web01 {
+        Some(vmid) => super::demo_monitors::run(sim.clone(), vmid, dir.path()).await?,
+        None => false,
+    };
     let calls = metrics.outside_call_total("pve");
 
     println!("== planning again: a converged homelab needs no writes");
@@ -163,6 +172,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         && records.iter().all(|r| r.error.is_none())
         && proxies.iter().all(|r| r.error.is_none())
         && backups_ok
+        && monitors_ok
         && clean;
     Ok(if ok { 0 } else { 1 })
 }

@@ -2,6 +2,7 @@
 
 pub mod backups;
 pub mod demo;
+mod demo_monitors;
 pub mod monitors;
 pub mod oneshot;
 pub mod resources;

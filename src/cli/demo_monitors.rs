@@ -1,0 +1,119 @@
+//! The demo's monitors: web01's web server, simulated on loopback (it answers
+//! while the simulated VM runs), checked by the real scheduler; the VM goes
+//! down on the simulator (one message on the simulated Telegram, then the
+//! recovery), then the operator reboots it (nothing is sent).
+
+use std::{sync::Arc, time::Duration};
+
+use futures::future::BoxFuture;
+
+use crate::{
+    api::{MonitorState, MonitorTargetSpec, MonitorTargetStatus},
+    monitor::{
+        probe,
+        scheduler::{Key, Scheduler, StatusPublisher},
+    },
+    notify::Notifier,
+    sim::{notify::NotifySim, pve::PveSim},
+};
+
+/// Prints each state the scheduler writes, once per change.
+#[derive(Default)]
+struct Console(std::sync::Mutex<Option<MonitorState>>, std::sync::Mutex<Vec<MonitorState>>);
+
+impl StatusPublisher for Console {
+    fn publish<'a>(&'a self, key: &'a Key, s: &'a MonitorTargetStatus) -> BoxFuture<'a, Result<(), String>> {
+        let mut last = self.0.lock().expect("console");
+        if *last != Some(s.state) {
+            println!(
+                "   MonitorTarget {}/{}: {:?} ({})",
+                key.0,
+                key.1,
+                s.state,
+                s.message.as_deref().unwrap_or("no check yet")
+            );
+            self.1.lock().expect("console").push(s.state);
+            *last = Some(s.state);
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A stand-in for the guest's web server: 200 while the simulated guest runs, 503 while it does not.
+async fn guest_web_server(sim: Arc<PveSim>, vmid: u32) -> anyhow::Result<String> {
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let sim = sim.clone();
+            async move {
+                match sim.guest(vmid).is_some_and(|g| g.running) {
+                    true => (axum::http::StatusCode::OK, "welcome to web01"),
+                    false => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down"),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
+}
+
+async fn until(console: &Console, state: MonitorState, n: usize) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        if console.1.lock().expect("console").iter().filter(|s| **s == state).count() >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// True when the sequence went as it should.
+pub async fn run(sim: Arc<PveSim>, vmid: u32, dir: &std::path::Path) -> anyhow::Result<bool> {
+    println!("\n== monitors: web01's web server checked every second; 2 failures in a row are Down; channel: simulated Telegram");
+    let chat = NotifySim::new(Default::default());
+    let chat_server = chat.serve().await?;
+    let config = crate::config::Config::parse("(demo)", &crate::sim::notify::config_section(&chat, &chat_server, dir)?)?;
+    let notifier = Arc::new(Notifier::new(config.notifications, None).map_err(anyhow::Error::msg)?);
+    let console = Arc::new(Console::default());
+    let sched = Scheduler::new(notifier, console.clone(), 8, None);
+    tokio::spawn(sched.clone().run());
+    let url = guest_web_server(sim.clone(), vmid).await?;
+    let spec: MonitorTargetSpec = serde_yaml_ng::from_str(&format!(
+        "target: {{kind: ProxmoxGuest, name: web01}}\nhttp: {{url: \"{url}\"}}\nfailureThreshold: 2\nnotify: {{channels: [telegram]}}\n"
+    ))?;
+    let mut monitor = probe::build(&spec, None, &Default::default(), Some(1)).map_err(anyhow::Error::msg)?;
+    monitor.interval = Duration::from_secs(1);
+    sched
+        .upsert(("homelab".into(), "web01-http".into()), monitor, &MonitorTargetStatus::default())
+        .await;
+    let mut ok = until(&console, MonitorState::Up, 1).await;
+    println!("== web01 goes down on the simulator (not the operator's doing)");
+    sim.set_power(vmid, false);
+    ok &= until(&console, MonitorState::Down, 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!("== web01 is started again");
+    sim.set_power(vmid, true);
+    ok &= until(&console, MonitorState::Up, 2).await;
+    let told = chat.received();
+    for m in &told {
+        println!("   telegram: {}", m.text.replace('\n', " | "));
+    }
+    println!("== the operator reboots web01 (a pending change): its monitor is in maintenance, nothing is sent");
+    sched.guest_busy("homelab", "web01", true);
+    sim.set_power(vmid, false);
+    ok &= until(&console, MonitorState::Maintenance, 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sim.set_power(vmid, true);
+    sched.guest_busy("homelab", "web01", false);
+    ok &= until(&console, MonitorState::Up, 3).await;
+    let after = chat.received().len();
+    println!(
+        "   telegram messages: {} for the outage, {} for the reboot",
+        told.len(),
+        after - told.len()
+    );
+    Ok(ok && told.len() == 2 && after == told.len())
+}
