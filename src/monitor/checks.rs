@@ -281,8 +281,22 @@ async fn tls(p: &TlsProbe) -> Verdict {
     }
 }
 
-/// A TLS client config trusting `ca_pem` only, or the system's roots.
+/// A TLS client config trusting `ca_pem` only, or the system's roots (loaded once, shared).
 pub fn tls_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
+    static SYSTEM: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    if ca_pem.is_none()
+        && let Some(c) = SYSTEM.get()
+    {
+        return Ok(c.clone());
+    }
+    let config = build_tls_config(ca_pem)?;
+    Ok(match ca_pem {
+        None => SYSTEM.get_or_init(|| config).clone(),
+        Some(_) => config,
+    })
+}
+
+fn build_tls_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_pem {
         Some(pem) => {

@@ -33,6 +33,41 @@ fn secret(secrets: &Secrets, r: &SecretKeyRef) -> Result<String, String> {
         .ok_or_else(|| format!("Secret {}: key {:?} not found", r.name, r.key))
 }
 
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .no_proxy()
+        .user_agent(concat!("homelab-operator/", env!("CARGO_PKG_VERSION"), " (monitor)"))
+}
+
+fn default_client() -> Result<reqwest::Client, String> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c.clone());
+    }
+    let c = builder().build().map_err(|e| e.to_string())?;
+    Ok(CLIENT.get_or_init(|| c).clone())
+}
+
+/// A client of its own: a private CA, no verification, or no redirects.
+fn custom_client(h: &crate::api::HttpCheck, secrets: &Secrets) -> Result<reqwest::Client, String> {
+    let policy = if h.follow_redirects {
+        reqwest::redirect::Policy::limited(10)
+    } else {
+        reqwest::redirect::Policy::none()
+    };
+    let mut b = builder().redirect(policy);
+    if let Some(ca) = &h.ca_secret {
+        let pem = secret(secrets, ca)?;
+        for c in reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| format!("caSecret: {e}"))? {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if !h.verify_tls {
+        b = b.tls_danger_accept_invalid_certs(true);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
 /// Build the probe; `host` is the resolved target address or domain, when `target` is set.
 pub fn build(spec: &MonitorTargetSpec, host: Option<&str>, secrets: &Secrets, generation: Option<i64>) -> Result<MonitorConfig, String> {
     let need_host = |fixed: &Option<String>| -> Result<String, String> {
@@ -53,23 +88,11 @@ pub fn build(spec: &MonitorTargetSpec, host: Option<&str>, secrets: &Secrets, ge
             }
         };
         url::Url::parse(&url).map_err(|e| format!("url {url:?}: {e}"))?;
-        let mut b = reqwest::Client::builder()
-            .no_proxy()
-            .user_agent(concat!("homelab-operator/", env!("CARGO_PKG_VERSION"), " (monitor)"))
-            .redirect(if h.follow_redirects {
-                reqwest::redirect::Policy::limited(10)
-            } else {
-                reqwest::redirect::Policy::none()
-            });
-        if let Some(ca) = &h.ca_secret {
-            let pem = secret(secrets, ca)?;
-            for c in reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| format!("caSecret: {e}"))? {
-                b = b.add_root_certificate(c);
-            }
-        }
-        if !h.verify_tls {
-            b = b.tls_danger_accept_invalid_certs(true);
-        }
+        let client = match h.ca_secret.is_none() && h.verify_tls && h.follow_redirects {
+            // Most monitors: one shared client (its root store and pool), not one per monitor.
+            true => default_client()?,
+            false => custom_client(h, secrets)?,
+        };
         let headers = h
             .headers
             .iter()
@@ -80,7 +103,7 @@ pub fn build(spec: &MonitorTargetSpec, host: Option<&str>, secrets: &Secrets, ge
             })
             .collect::<Result<Vec<_>, String>>()?;
         let probe = HttpProbe {
-            client: b.build().map_err(|e| e.to_string())?,
+            client,
             method: reqwest::Method::from_bytes(h.method.as_bytes()).map_err(|e| e.to_string())?,
             headers,
             expected_status: h.expected_status.clone(),
