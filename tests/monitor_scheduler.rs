@@ -73,17 +73,22 @@ async fn service(up: Arc<AtomicBool>) -> String {
     url
 }
 
+/// The simulated chat services and a notifier for their channels (server and dir kept alive by the caller).
+async fn chat() -> (Arc<NotifySim>, homelab_operator::sim::SimServer, tempfile::TempDir, Arc<Notifier>) {
+    let chat = NotifySim::new(Default::default());
+    let server = chat.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let channels = Config::parse("c.yaml", &config_section(&chat, &server, dir.path()).unwrap())
+        .unwrap()
+        .notifications;
+    (chat, server, dir, Arc::new(Notifier::new(channels, None).unwrap()))
+}
+
 #[tokio::test]
 async fn down_is_told_once_recovery_once_and_status_is_written_on_changes() {
     let up = Arc::new(AtomicBool::new(true));
     let url = service(up.clone()).await;
-    let chat = NotifySim::new(Default::default());
-    let chat_server = chat.serve().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let channels = Config::parse("c.yaml", &config_section(&chat, &chat_server, dir.path()).unwrap())
-        .unwrap()
-        .notifications;
-    let notifier = Arc::new(Notifier::new(channels, None).unwrap());
+    let (chat, chat_server, dir, notifier) = chat().await;
     let recorder = Arc::new(Recorder::default());
     let mut sched = Scheduler::new(notifier, recorder.clone(), 4, None);
     Arc::get_mut(&mut sched).unwrap().summary_every = Duration::from_secs(3600);
@@ -199,14 +204,9 @@ async fn plan_and_apply_run_a_monitor_once() {
 async fn a_guest_the_operator_takes_down_is_maintenance_and_tells_nobody() {
     let up = Arc::new(AtomicBool::new(true));
     let url = service(up.clone()).await;
-    let chat = NotifySim::new(Default::default());
-    let chat_server = chat.serve().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let channels = Config::parse("c.yaml", &config_section(&chat, &chat_server, dir.path()).unwrap())
-        .unwrap()
-        .notifications;
+    let (chat, _chat_server, _dir, notifier) = chat().await;
     let recorder = Arc::new(Recorder::default());
-    let mut sched = Scheduler::new(Arc::new(Notifier::new(channels, None).unwrap()), recorder.clone(), 4, None);
+    let mut sched = Scheduler::new(notifier, recorder.clone(), 4, None);
     Arc::get_mut(&mut sched).unwrap().summary_every = Duration::ZERO;
     tokio::spawn(sched.clone().run());
     let spec: MonitorTargetSpec = serde_yaml_ng::from_str(&format!(

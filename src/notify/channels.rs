@@ -17,16 +17,13 @@ use super::{
 
 fn transport(e: reqwest::Error) -> Attempt {
     let e = e.without_url();
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
     Attempt::Retry {
         after: None,
-        error: if e.is_timeout() { "timed out".into() } else { s },
+        error: if e.is_timeout() {
+            "timed out".into()
+        } else {
+            crate::providers::http::describe(&e)
+        },
     }
 }
 

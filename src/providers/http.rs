@@ -121,6 +121,19 @@ impl ServerCertVerifier for FingerprintVerifier {
     }
 }
 
+/// A reqwest error with its whole chain of causes (`error sending request: …: connection refused`).
+/// Callers drop the URL first (`without_url`): it may hold a token.
+pub fn describe(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
 /// The HTTP methods the Proxmox clients send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {

@@ -104,7 +104,7 @@ async fn send(m: &'static str, path: &str, req: reqwest::RequestBuilder) -> Resu
         false => Error::Transport {
             method: m,
             path: path.to_string(),
-            message: describe(&e.without_url()),
+            message: http::describe(&e.without_url()),
         },
     };
     let resp = req.send().await.map_err(transport)?;
@@ -124,17 +124,6 @@ async fn send(m: &'static str, path: &str, req: reqwest::RequestBuilder) -> Resu
         at: "body".into(),
         message: e.to_string(),
     })
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 fn urlencode(s: &str) -> String {

@@ -144,20 +144,9 @@ fn transport_error(method: &'static str, path: &str, e: reqwest::Error) -> Error
         Error::Transport {
             method,
             path,
-            message: describe(&e.without_url()),
+            message: http::describe(&e.without_url()),
         }
     }
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// "Parameter verification failed." alone says nothing; add which parameter and why.
