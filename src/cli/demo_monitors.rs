@@ -97,6 +97,11 @@ pub async fn run(sim: Arc<PveSim>, vmid: u32, dir: &std::path::Path) -> anyhow::
     println!("== web01 is started again");
     sim.set_power(vmid, true);
     ok &= until(&console, MonitorState::Up, 2).await;
+    // The recovery message is sent after the Up status is written: wait for it, not for a moment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while chat.received().len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let told = chat.received();
     for m in &told {
         println!("   telegram: {}", m.text.replace('\n', " | "));
