@@ -49,11 +49,12 @@ fn mock_apiserver(object: Value) -> (Client, Arc<Mutex<Vec<Seen>>>) {
             } else if method == "GET" && uri.contains("/proxmoxguests?") {
                 // A policy's member lookup: the guests of the namespace.
                 json!({"apiVersion": "homelab.dev/v1alpha1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []})
-            } else if method == "GET" && (uri.contains("/dnsrecords?") || uri.contains("/proxyhosts?")) {
+            } else if method == "GET" && (uri.contains("/dnsrecords?") || uri.contains("/proxyhosts?") || uri.contains("/monitortargets?"))
+            {
                 // Listing a guest's children: none yet.
                 json!({"apiVersion": "homelab.dev/v1alpha1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []})
             } else if method == "PATCH"
-                && (uri.contains("/dnsrecords/") || uri.contains("/proxyhosts/"))
+                && (uri.contains("/dnsrecords/") || uri.contains("/proxyhosts/") || uri.contains("/monitortargets/"))
                 && body.is_object()
                 && body.get("spec").is_some()
             {
@@ -234,7 +235,8 @@ async fn adds_the_finalizer_first() {
 async fn applies_status_with_our_field_manager_and_publishes_events() {
     // The clone task must still run at the second reconcile below.
     let s = setup_with(Duration::from_secs(3600)).await;
-    let obj = web01(json!({"finalizers": [GUEST_FINALIZER]}));
+    let mut obj = web01(json!({"finalizers": [GUEST_FINALIZER]}));
+    obj["spec"]["monitor"] = json!({"http": {"port": 80}, "notify": {"channels": ["telegram"]}});
     let (client, seen) = mock_apiserver(obj.clone());
     let ctx = Arc::new(Context::new(
         client,
@@ -242,7 +244,7 @@ async fn applies_status_with_our_field_manager_and_publishes_events() {
         Default::default(),
         Arc::new(Metrics::default()),
     ));
-    reconcile_once(&ctx, obj).await.unwrap();
+    reconcile_once(&ctx, obj.clone()).await.unwrap();
     let seen = seen.lock().unwrap().clone();
     let status_patches: Vec<&Seen> = seen.iter().filter(|r| r.uri.contains("/status?")).collect();
     assert!(!status_patches.is_empty(), "{seen:?}");
@@ -292,7 +294,14 @@ async fn applies_status_with_our_field_manager_and_publishes_events() {
         "3f1c2b4a-9d8e-4f7a-b6c5-1d2e3f4a5b6c"
     );
     let status = &seen.iter().rev().find(|r| r.uri.contains("/status?")).unwrap().body["status"];
-    assert_eq!(status["children"], json!(["web01-dns", "web01-proxy"]));
+    assert_eq!(status["children"], json!(["web01-dns", "web01-proxy", "web01-monitor"]));
+    // spec.monitor: an owned MonitorTarget aimed at the guest.
+    let monitor = seen
+        .iter()
+        .find(|r| r.method == "PATCH" && r.uri.contains("/monitortargets/web01-monitor?"))
+        .expect("child monitor applied");
+    assert_eq!(monitor.body["spec"]["target"], json!({"kind": "ProxmoxGuest", "name": "web01"}));
+    assert_eq!(monitor.body["metadata"]["ownerReferences"][0]["kind"], "ProxmoxGuest");
     let proxy = seen
         .iter()
         .find(|r| r.method == "PATCH" && r.uri.contains("/proxyhosts/web01-proxy?"))
@@ -310,7 +319,7 @@ async fn applies_status_with_our_field_manager_and_publishes_events() {
     );
 
     // Same status again: no write at all.
-    let mut settled = web01(json!({"finalizers": [GUEST_FINALIZER]}));
+    let mut settled = obj.clone();
     settled["status"] = status_patches.last().unwrap().body["status"].clone();
     let (client, seen) = mock_apiserver(settled.clone());
     let ctx = Arc::new(Context::new(

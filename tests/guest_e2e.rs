@@ -393,6 +393,7 @@ async fn run_until_ready<P: PveApi>(api: &P, g: &ProxmoxGuest, sink: &MemoryStat
         drift: &drift,
         cluster: "default",
         dry_run: false,
+        on_takedown: None,
     };
     let id = oneshot::identity(g);
     for _ in 0..1000 {

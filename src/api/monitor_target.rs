@@ -77,6 +77,83 @@ pub struct MonitorTargetSpec {
     pub paused: bool,
 }
 
+/// A health check of the guest itself (`ProxmoxGuest.spec.monitor`): the operator
+/// keeps an owned MonitorTarget `<name>-monitor` aimed at the guest's address.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("[has(self.http), has(self.tcp), has(self.tls)].filter(x, x).size() == 1").message("set exactly one check: http, tcp or tls"),
+    validation = Rule::new("!has(self.http) || !has(self.http.url)").message("the monitor checks this guest: leave out http.url and set scheme, port and path"),
+    validation = Rule::new("!has(self.tcp) || !has(self.tcp.host)").message("the monitor checks this guest: leave out tcp.host"),
+    validation = Rule::new("!has(self.tls) || !has(self.tls.host)").message("the monitor checks this guest: leave out tls.host"),
+    validation = Rule::new("self.timeoutSeconds < self.intervalSeconds").message("timeoutSeconds must be below intervalSeconds")
+)]
+pub struct GuestMonitor {
+    /// An HTTP(S) request to the guest (`scheme`, `port`, `path`) and what its answer must be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCheck>,
+    /// A TCP connection to the guest's `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpCheck>,
+    /// A TLS handshake with the guest (the certificate must name its address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsCheck>,
+    /// The NIC (`net1`) whose address is checked (default the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^net[0-9]{1,2}$"))]
+    pub nic: Option<String>,
+    /// Seconds between checks (at least 10).
+    #[serde(default = "default_interval")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub interval_seconds: u32,
+    /// Seconds a check may take.
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1, max = 300))]
+    pub timeout_seconds: u32,
+    /// Consecutive failures before the state turns Down.
+    #[serde(default = "default_threshold")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_threshold: u32,
+    /// Consecutive successes before the state turns Up again.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 100))]
+    pub success_threshold: u32,
+    /// Who is told, and how often.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<MonitorNotify>,
+    /// Planned windows: checks run and are recorded, nothing is notified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub maintenance: Vec<MaintenanceWindow>,
+    /// Stop checking (state Unknown) until unset.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub paused: bool,
+}
+
+impl GuestMonitor {
+    /// The MonitorTarget spec that checks guest `name` this way.
+    pub fn target_spec(&self, name: &str) -> MonitorTargetSpec {
+        MonitorTargetSpec {
+            http: self.http.clone(),
+            tcp: self.tcp.clone(),
+            dns: None,
+            tls: self.tls.clone(),
+            target: Some(MonitorRef {
+                kind: "ProxmoxGuest".into(),
+                name: name.into(),
+                nic: self.nic.clone(),
+            }),
+            interval_seconds: self.interval_seconds,
+            timeout_seconds: self.timeout_seconds,
+            failure_threshold: self.failure_threshold,
+            success_threshold: self.success_threshold,
+            notify: self.notify.clone(),
+            maintenance: self.maintenance.clone(),
+            paused: self.paused,
+        }
+    }
+}
+
 fn default_interval() -> u32 {
     60
 }

@@ -168,6 +168,11 @@ pub struct ProxmoxGuestSpec {
     /// ProxyHost `<name>-proxy` that forwards the domains to this guest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<GuestProxy>,
+    /// Check the guest's health: the operator keeps an owned MonitorTarget
+    /// `<name>-monitor` aimed at its address, quiet while the operator itself
+    /// reboots or stops it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<super::GuestMonitor>,
     /// Back this guest up with a BackupPolicy of this namespace (besides any whose selector matches it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<GuestBackup>,

@@ -46,7 +46,7 @@ async fn guest_web_server(sim: Arc<PveSim>, vmid: u32) -> anyhow::Result<String>
         axum::routing::get(move || {
             let sim = sim.clone();
             async move {
-                match sim.guest(vmid).is_some_and(|g| g.running) {
+                match sim.serving(vmid) {
                     true => (axum::http::StatusCode::OK, "welcome to web01"),
                     false => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down"),
                 }

@@ -323,7 +323,7 @@ async fn plan(a: FilesArgs) -> anyhow::Result<i32> {
         .iter()
         .filter_map(|g| Some((oneshot::display_name(g), g.status.clone()?)))
         .collect();
-    for m in &loaded.monitors {
+    for m in &oneshot::all_monitors(&loaded.guests, &loaded.monitors) {
         let mut e = PlanEntry {
             kind: "MonitorTarget",
             name: monitors::monitor_name(m),
@@ -462,7 +462,7 @@ async fn apply(a: FilesArgs) -> anyhow::Result<i32> {
         println!("\n{}", backups::table(&policies));
     }
     let mut checked = vec![];
-    for m in &loaded.monitors {
+    for m in &oneshot::all_monitors(&loaded.guests, &loaded.monitors) {
         checked.push(monitors::check(m, &addresses, &loaded.proxies).await);
     }
     if !checked.is_empty() {

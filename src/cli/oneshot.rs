@@ -81,6 +81,7 @@ impl Engine {
             drift: &self.drift,
             cluster,
             dry_run,
+            on_takedown: None,
         })
     }
 }
@@ -503,6 +504,13 @@ pub fn proxy_table(results: &[ProxyApplied]) -> String {
         ]);
     }
     render_table(&rows)
+}
+
+/// The MonitorTargets in the files plus those guests ask for in `spec.monitor`.
+pub fn all_monitors(guests: &[ProxmoxGuest], monitors: &[api::MonitorTarget]) -> Vec<api::MonitorTarget> {
+    let mut out = monitors.to_vec();
+    out.extend(guests.iter().flat_map(crate::reconcile::proxmox_guest::children::monitors));
+    out
 }
 
 /// The ProxyHosts in the files plus those guests ask for in `spec.proxy`.

@@ -127,6 +127,8 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         // A child's readiness rolls up into its guest's Ready condition.
         .owns(scope.api::<DnsRecord>(), watcher::Config::default())
         .owns(scope.api::<ProxyHost>(), watcher::Config::default())
+        // A monitor writes its latency once a minute: only its verdict matters here.
+        .owns_stream(key_changes(scope.api::<MonitorTarget>(), monitor_target::verdict_key))
         .with_config(config.clone())
         .graceful_shutdown_on(stop())
         .run(proxmox_guest::reconcile, proxmox_guest::error_policy, ctx.clone())
@@ -155,9 +157,10 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         .for_each(log_result("proxy"));
     let policies = main_controller::<BackupPolicy>(&scope);
     let store = policies.store();
-    // A guest created, relabelled or deleted changes the members of its policies.
+    // A guest created, relabelled or deleted changes the members of its policies
+    // (its other status writes do not).
     let policies = policies
-        .watches_stream(membership_changes(scope.api::<ProxmoxGuest>()), move |g| {
+        .watches_stream(key_changes(scope.api::<ProxmoxGuest>(), backup_policy::membership_key), move |g| {
             backup_policy::policies_of(&store, &g)
         })
         .with_config(config.clone())
@@ -221,28 +224,30 @@ where
         .predicate_filter(changed, Default::default())
 }
 
-/// Guests, but only when what makes them a policy member changes (labels,
-/// `spec.backup`, VMID, node) or they go: a guest's other status writes must
-/// not cost its policies a reconcile (and PVE calls) each.
-fn membership_changes(api: Api<ProxmoxGuest>) -> impl Stream<Item = Result<ProxmoxGuest, watcher::Error>> + Send + 'static {
+/// Objects of kind `K`, but only when `key` of them changes or they go: what
+/// the watching controller does not read (most status writes) must not cost
+/// it a reconcile, and outside calls, each.
+fn key_changes<K>(api: Api<K>, key: fn(&K) -> u64) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     use std::collections::HashMap;
-    let key = backup_policy::membership_key;
-    let name = |g: &ProxmoxGuest| (g.metadata.namespace.clone(), g.metadata.name.clone());
+    let name = |o: &K| (o.meta().namespace.clone(), o.meta().name.clone());
     let seen = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<(Option<String>, Option<String>), u64>::new()));
     watcher(api, watcher::Config::default())
         .default_backoff()
         .try_filter_map(move |event| {
             let seen = seen.clone();
             async move {
-                let mut seen = seen.lock().expect("membership lock");
+                let mut seen = seen.lock().expect("key changes lock");
                 Ok(match event {
-                    watcher::Event::Apply(g) | watcher::Event::InitApply(g) => {
-                        let k = key(&g);
-                        (seen.insert(name(&g), k) != Some(k)).then_some(g)
+                    watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                        let k = key(&o);
+                        (seen.insert(name(&o), k) != Some(k)).then_some(o)
                     }
-                    watcher::Event::Delete(g) => {
-                        seen.remove(&name(&g));
-                        Some(g)
+                    watcher::Event::Delete(o) => {
+                        seen.remove(&name(&o));
+                        Some(o)
                     }
                     watcher::Event::Init | watcher::Event::InitDone => None,
                 })

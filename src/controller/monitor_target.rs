@@ -111,6 +111,22 @@ pub fn monitors_targeting(
     })
 }
 
+/// What a guest reads of its child monitor: spec, Ready, and the Healthy verdict
+/// (not the once-a-minute latency and uptime).
+pub fn verdict_key(m: &MonitorTarget) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.metadata.generation.hash(&mut h);
+    m.metadata.deletion_timestamp.is_some().hash(&mut h);
+    let conditions = m.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    for (t, with_message) in [(crate::api::CONDITION_READY, true), (crate::api::CONDITION_HEALTHY, false)] {
+        if let Some(c) = crate::api::find_condition(conditions, t) {
+            (&c.status, &c.reason, with_message.then_some(&c.message)).hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
 /// Status by server-side apply with the operator's field manager.
 pub struct KubeStatus(pub kube::Client);
 

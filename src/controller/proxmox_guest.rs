@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::{
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+};
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
@@ -13,7 +16,7 @@ use kube::{
 
 use super::context::Context;
 use crate::{
-    api::{self, DnsRecord, FIELD_MANAGER, ProxmoxGuest, ProxmoxGuestStatus, ProxyHost},
+    api::{self, DnsRecord, FIELD_MANAGER, MonitorTarget, ProxmoxGuest, ProxmoxGuestStatus, ProxyHost},
     config::SecretString,
     reconcile::{
         ReconcileError,
@@ -67,7 +70,11 @@ fn object_parts(g: &ProxmoxGuest) -> (GuestIdentity, String) {
     (id, g.spec.cluster.clone())
 }
 
-fn guest_ctx<'a>(ctx: &'a Context, cluster: &'a str) -> Result<GuestCtx<'a, crate::providers::pve::PveClient>, ReconcileError> {
+fn guest_ctx<'a>(
+    ctx: &'a Context,
+    cluster: &'a str,
+    on_takedown: &'a (dyn Fn() + Send + Sync),
+) -> Result<GuestCtx<'a, crate::providers::pve::PveClient>, ReconcileError> {
     let api = ctx.pve_client(cluster)?;
     Ok(GuestCtx {
         api,
@@ -75,6 +82,7 @@ fn guest_ctx<'a>(ctx: &'a Context, cluster: &'a str) -> Result<GuestCtx<'a, crat
         drift: &ctx.drift,
         cluster,
         dry_run: false,
+        on_takedown: Some(on_takedown),
     })
 }
 
@@ -98,29 +106,38 @@ fn takes_guest_down(operation: &str) -> bool {
     matches!(operation, "reboot" | "shutdown" | "stop" | "rollback" | "delete")
 }
 
+/// Whether the guest's task in flight has it down.
+fn is_down(status: Option<&ProxmoxGuestStatus>) -> bool {
+    status
+        .and_then(|s| s.current_task.as_ref())
+        .is_some_and(|t| takes_guest_down(&t.operation))
+}
+
 async fn apply(g: &ProxmoxGuest, ctx: &Context, sink: &KubeStatus) -> Result<Action, Error> {
     let (id, cluster) = object_parts(g);
-    let gctx = guest_ctx(ctx, &cluster)?;
+    // Monitors of this guest stay quiet while the operator itself takes it
+    // down: from just before the task starts until it is seen finished.
+    let takedown = || ctx.monitors.guest_busy(&id.namespace, &id.name, true);
+    let gctx = guest_ctx(ctx, &cluster, &takedown)?;
     let spec = g.effective_spec();
     let obj = guest_object(g, &spec, &id, ci_password(ctx, g).await?);
-    let mut out = proxmox_guest::reconcile(&gctx, obj, sink).await?;
+    let result = proxmox_guest::reconcile(&gctx, obj, sink).await;
+    let now_down = result
+        .as_ref()
+        .map_or_else(|_| is_down(g.status.as_ref()), |o| is_down(Some(&o.status)));
+    ctx.monitors.guest_busy(&id.namespace, &id.name, now_down);
+    let mut out = result?;
     ctx.track_task(&id.uid, out.status.current_task.is_some());
-    // Monitors of this guest stay quiet while the operator itself takes it down.
-    let down = out.status.current_task.as_ref().is_some_and(|t| takes_guest_down(&t.operation));
-    ctx.monitors.guest_busy(&id.namespace, &id.name, down);
     let children = sync_children(g, ctx).await?;
     out.status.children = children.iter().map(|(name, _)| name.clone()).collect();
-    children::roll_up(
-        &mut out.status.conditions,
-        &children,
-        &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()),
-    );
+    children::roll_up(&mut out.status.conditions, &children, &Time(jiff::Timestamp::now()));
     publish_all(ctx, &g.object_ref(&()), &out.events, "Reconcile").await;
     sink.apply(&out.status).await.map_err(Error::Kube)?;
     Ok(Action::requeue(out.requeue))
 }
 
-type ChildReady = (String, Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>);
+/// A wanted child by name, with its conditions as last written (none before its first status).
+type ChildSeen = (String, Vec<Condition>);
 
 /// What the guest controller needs to know of a child kind.
 trait Child:
@@ -131,30 +148,22 @@ trait Child:
     + serde::Serialize
 {
     fn same_spec(&self, other: &Self) -> bool;
-    fn ready(&self) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>;
+    fn conditions(&self) -> Vec<Condition>;
 }
 
-impl Child for DnsRecord {
-    fn same_spec(&self, other: &Self) -> bool {
-        self.spec == other.spec
-    }
-    fn ready(&self) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-        self.status
-            .as_ref()
-            .and_then(|s| api::find_condition(&s.conditions, api::CONDITION_READY).cloned())
-    }
+macro_rules! child_kind {
+    ($($kind:ty),*) => {$(
+        impl Child for $kind {
+            fn same_spec(&self, other: &Self) -> bool {
+                self.spec == other.spec
+            }
+            fn conditions(&self) -> Vec<Condition> {
+                self.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()
+            }
+        }
+    )*};
 }
-
-impl Child for ProxyHost {
-    fn same_spec(&self, other: &Self) -> bool {
-        self.spec == other.spec
-    }
-    fn ready(&self) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-        self.status
-            .as_ref()
-            .and_then(|s| api::find_condition(&s.conditions, api::CONDITION_READY).cloned())
-    }
-}
+child_kind!(DnsRecord, ProxyHost, MonitorTarget);
 
 fn owned_by(g: &ProxmoxGuest, meta: &kube::api::ObjectMeta) -> bool {
     meta.owner_references
@@ -163,18 +172,19 @@ fn owned_by(g: &ProxmoxGuest, meta: &kube::api::ObjectMeta) -> bool {
         .any(|o| Some(&o.uid) == g.metadata.uid.as_ref())
 }
 
-/// Keep the owned children `spec.dns` and `spec.proxy` ask for.
-async fn sync_children(g: &ProxmoxGuest, ctx: &Context) -> Result<Vec<ChildReady>, Error> {
+/// Keep the owned children `spec.dns`, `spec.proxy` and `spec.monitor` ask for.
+async fn sync_children(g: &ProxmoxGuest, ctx: &Context) -> Result<Vec<ChildSeen>, Error> {
     // Nothing asked for and nothing made before: no apiserver call at all.
     let made_before = g.status.as_ref().is_some_and(|s| !s.children.is_empty());
-    let mut ready = sync_kind(g, ctx, children::dns_records(g), made_before).await?;
-    ready.extend(sync_kind(g, ctx, children::proxy_hosts(g), made_before).await?);
-    Ok(ready)
+    let mut seen = sync_kind(g, ctx, children::dns_records(g), made_before).await?;
+    seen.extend(sync_kind(g, ctx, children::proxy_hosts(g), made_before).await?);
+    seen.extend(sync_kind(g, ctx, children::monitors(g), made_before).await?);
+    Ok(seen)
 }
 
 /// Apply missing or changed children of one kind, delete ones no longer
-/// wanted. Returns each wanted child's Ready condition.
-async fn sync_kind<K: Child>(g: &ProxmoxGuest, ctx: &Context, wanted: Vec<K>, made_before: bool) -> Result<Vec<ChildReady>, Error> {
+/// wanted. Returns each wanted child's conditions.
+async fn sync_kind<K: Child>(g: &ProxmoxGuest, ctx: &Context, wanted: Vec<K>, made_before: bool) -> Result<Vec<ChildSeen>, Error> {
     if wanted.is_empty() && !made_before {
         return Ok(vec![]);
     }
@@ -193,7 +203,7 @@ async fn sync_kind<K: Child>(g: &ProxmoxGuest, ctx: &Context, wanted: Vec<K>, ma
                 .await
                 .map_err(Error::Kube)?;
         }
-        ready.push((name, current.and_then(|c| c.ready())));
+        ready.push((name, current.map(Child::conditions).unwrap_or_default()));
     }
     for stale in existing
         .iter()
@@ -218,19 +228,22 @@ async fn delete_children<K: Child>(g: &ProxmoxGuest, ctx: &Context) -> Result<bo
 
 async fn cleanup(g: &ProxmoxGuest, ctx: &Context, sink: &KubeStatus) -> Result<Action, Error> {
     let (id, cluster) = object_parts(g);
-    let gctx = guest_ctx(ctx, &cluster)?;
+    let takedown = || ctx.monitors.guest_busy(&id.namespace, &id.name, true);
+    let gctx = guest_ctx(ctx, &cluster, &takedown)?;
     let spec = g.effective_spec();
     let obj = guest_object(g, &spec, &id, None);
     let reference = g.object_ref(&());
-    // Children first (proxy and DNS; their own finalizers clean the outside), then the guest.
+    // Children first (monitor, proxy and DNS; their own finalizers clean up), then the guest.
+    let monitors_left = delete_children::<MonitorTarget>(g, ctx).await?;
     let proxies_left = delete_children::<ProxyHost>(g, ctx).await?;
     let records_left = delete_children::<DnsRecord>(g, ctx).await?;
-    if proxies_left || records_left {
+    if monitors_left || proxies_left || records_left {
         return Err(Error::CleanupInProgress(std::time::Duration::from_secs(2)));
     }
     match proxmox_guest::cleanup(&gctx, obj, sink).await? {
         CleanupOutcome::Done(events) => {
             ctx.track_task(&id.uid, false);
+            ctx.monitors.guest_busy(&id.namespace, &id.name, false);
             publish_all(ctx, &reference, &events, "Delete").await;
             Ok(Action::await_change())
         }

@@ -99,6 +99,37 @@ pub fn refused_guests() -> Vec<(String, &'static str, By)> {
             By::Schema,
         ),
         (with("  name: Not_A_Name\n").replace("  name: dns01\n", ""), "name", By::Schema),
+        (
+            with("  monitor: {http: {url: \"http://10.0.0.5/\"}}\n"),
+            "the monitor checks this guest: leave out http.url",
+            By::Cel,
+        ),
+        (
+            with("  monitor: {tcp: {port: 22}, http: {port: 80}}\n"),
+            "set exactly one check: http, tcp or tls",
+            By::Cel,
+        ),
+        (with("  monitor: {}\n"), "set exactly one check: http, tcp or tls", By::Cel),
+        (
+            with("  monitor: {tcp: {host: nas, port: 22}}\n"),
+            "the monitor checks this guest: leave out tcp.host",
+            By::Cel,
+        ),
+        (
+            with("  monitor: {tcp: {port: 22}, intervalSeconds: 20, timeoutSeconds: 20}\n"),
+            "timeoutSeconds must be below intervalSeconds",
+            By::Cel,
+        ),
+        (
+            with("  monitor: {tcp: {port: 22}, intervalSeconds: 5}\n"),
+            "intervalSeconds",
+            By::Schema,
+        ),
+        (
+            with("  monitor: {tcp: {port: 22}, notify: {channels: [\"\"]}}\n"),
+            "channels",
+            By::Schema,
+        ),
     ]
 }
 
@@ -116,6 +147,11 @@ pub fn admitted_guests() -> Vec<String> {
         ),
         with("  network: [{slot: net0, bridge: vmbr0, ipv4: 10.0.0.5/24, gateway4: 10.0.0.1}, {slot: net1, bridge: vmbr1, ipv4: dhcp}]\n"),
         with("  allowedNodes: [pve1, pve2]\n"),
+        with("  monitor: {tcp: {port: 22}}\n"),
+        with(
+            "  monitor: {http: {scheme: https, port: 8443, path: /health, expectedStatus: [200]}, nic: net0, failureThreshold: 2, notify: {channels: [telegram], cooldownMinutes: 0}, maintenance: [{schedule: \"0 3 * * 0\", durationMinutes: 30}]}\n",
+        ),
+        with("  monitor: {tls: {port: 443, warnDays: 7}, paused: true}\n"),
     ]
 }
 

@@ -47,10 +47,14 @@ pub(super) async fn run_action<P: PveApi>(
         }
         Action::Power(p) => {
             let (node, vmid) = target();
+            if !matches!(p, plan::PowerAction::Start) {
+                ctx.taking_down();
+            }
             api.power(node, kind, vmid, p.as_str()).await.map(Some)
         }
         Action::DeleteGuest => {
             let (node, vmid) = target();
+            ctx.taking_down();
             api.delete_guest(node, kind, vmid).await.map(Some)
         }
     }
@@ -121,6 +125,7 @@ pub(super) async fn rollback_after_failure<P: PveApi>(
     }
     let vmid: u32 = upid.id.parse().unwrap_or_default();
     let kind = kind_of(spec.guest_type);
+    ctx.taking_down();
     let rb = ctx
         .api
         .rollback(&upid.node, kind, vmid, &snap)

@@ -1,12 +1,12 @@
-//! The resources a ProxmoxGuest asks for in its own spec (`dns`), built as
-//! owned children. Pure: the controller applies them.
+//! The resources a ProxmoxGuest asks for in its own spec (`dns`, `proxy`,
+//! `monitor`), built as owned children. Pure: the controller applies them.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::api::ObjectMeta;
 
 use crate::api::{
-    self, DeletionPolicy, DnsRecord, DnsRecordSpec, GuestTarget, ProxmoxGuest, ProxyHost, ProxyHostSpec, ProxyTarget, RecordPolicy,
-    RecordType,
+    self, DeletionPolicy, DnsRecord, DnsRecordSpec, GuestTarget, MonitorTarget, ProxmoxGuest, ProxyHost, ProxyHostSpec, ProxyTarget,
+    RecordPolicy, RecordType,
 };
 
 /// Label on every child, naming its guest.
@@ -93,12 +93,27 @@ pub fn dns_records(guest: &ProxmoxGuest) -> Vec<DnsRecord> {
         .collect()
 }
 
+/// The MonitorTarget `spec.monitor` asks for (none when it is unset).
+pub fn monitors(guest: &ProxmoxGuest) -> Vec<MonitorTarget> {
+    let Some(m) = &guest.spec.monitor else { return vec![] };
+    let name = guest.metadata.name.clone().unwrap_or_default();
+    vec![MonitorTarget {
+        metadata: child_meta(guest, format!("{name}-monitor")),
+        spec: m.target_spec(&name),
+        status: None,
+    }]
+}
+
 /// The guest's Ready condition rolled up with its children's: the guest is
-/// Ready only when it and every child it asked for are.
-pub fn roll_up(conditions: &mut [Condition], children: &[(String, Option<Condition>)], now: &Time) {
+/// Ready only when it and every child it asked for are. Its `Healthy`
+/// condition is its monitor's (gone when it has none), so `kubectl wait` and
+/// ArgoCD see a Down guest on the guest itself.
+pub fn roll_up(conditions: &mut Vec<Condition>, children: &[(String, Vec<Condition>)], now: &Time) {
+    mirror_health(conditions, children);
     let waiting: Vec<String> = children
         .iter()
-        .filter(|(_, ready)| ready.as_ref().is_none_or(|c| c.status != "True"))
+        .map(|(name, c)| (name, api::find_condition(c, api::CONDITION_READY)))
+        .filter(|(_, ready)| ready.is_none_or(|c| c.status != "True"))
         .map(|(name, ready)| match ready {
             Some(c) if !c.message.is_empty() => format!("{name}: {}", c.message),
             _ => format!("{name}: not reconciled yet"),
@@ -116,6 +131,23 @@ pub fn roll_up(conditions: &mut [Condition], children: &[(String, Option<Conditi
         ready.message = format!("waiting for {}", waiting.join("; "));
         ready.last_transition_time = now.clone();
     }
+}
+
+fn mirror_health(conditions: &mut Vec<Condition>, children: &[(String, Vec<Condition>)]) {
+    let health = children.iter().find_map(|(name, c)| {
+        // The failure in words only when it is one: an Up message carries the
+        // latency, which would rewrite the guest's status at each resync.
+        api::find_condition(c, api::CONDITION_HEALTHY).map(|h| Condition {
+            message: match h.status.as_str() {
+                "True" => format!("MonitorTarget {name} is {}", h.reason),
+                _ => format!("MonitorTarget {name} is {}: {}", h.reason, h.message),
+            },
+            observed_generation: None,
+            ..h.clone()
+        })
+    });
+    conditions.retain(|c| c.type_ != api::CONDITION_HEALTHY);
+    conditions.extend(health);
 }
 
 #[cfg(test)]
@@ -171,6 +203,53 @@ mod tests {
         p[0].validate_cel().unwrap();
     }
 
+    #[test]
+    fn monitor_section_becomes_an_owned_monitor_of_the_guest() {
+        assert!(monitors(&guest("")).is_empty());
+        let m = monitors(&guest(
+            "  monitor: {http: {port: 8080, path: /health}, nic: net1, failureThreshold: 2, notify: {channels: [telegram]}}\n",
+        ));
+        assert_eq!(m[0].metadata.name.as_deref(), Some("web01-monitor"));
+        assert_eq!(m[0].metadata.labels.as_ref().unwrap()[GUEST_LABEL], "web01");
+        let target = m[0].spec.target.as_ref().unwrap();
+        assert_eq!(
+            (target.kind.as_str(), target.name.as_str(), target.nic.as_deref()),
+            ("ProxmoxGuest", "web01", Some("net1"))
+        );
+        assert_eq!(m[0].spec.http.as_ref().unwrap().port, Some(8080));
+        assert_eq!((m[0].spec.failure_threshold, m[0].spec.interval_seconds), (2, 60));
+        assert_eq!(m[0].metadata.owner_references.as_ref().unwrap()[0].uid, "u-1");
+        m[0].validate_cel().unwrap();
+    }
+
+    #[test]
+    fn the_monitors_health_is_mirrored_on_the_guest_and_goes_with_it() {
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+        let healthy = |status: &str, reason: &str, message: &str| Condition {
+            type_: "Healthy".into(),
+            reason: reason.into(),
+            ..ready(status, message).unwrap()
+        };
+        let mut conds = vec![ready("True", "ok").unwrap()];
+        let child = |h: Condition| vec![("web01-monitor".to_string(), vec![ready("True", "checking").unwrap(), h])];
+        roll_up(&mut conds, &child(healthy("False", "Down", "HTTP 503")), &now);
+        let h = api::find_condition(&conds, "Healthy").unwrap();
+        assert_eq!((h.status.as_str(), h.reason.as_str()), ("False", "Down"));
+        assert_eq!(h.message, "MonitorTarget web01-monitor is Down: HTTP 503");
+        assert_eq!(
+            api::find_condition(&conds, "Ready").unwrap().status,
+            "True",
+            "a Down target is not a broken guest"
+        );
+        roll_up(&mut conds, &child(healthy("True", "Up", "200 in 3ms")), &now);
+        assert_eq!(
+            api::find_condition(&conds, "Healthy").unwrap().message,
+            "MonitorTarget web01-monitor is Up"
+        );
+        roll_up(&mut conds, &[], &now);
+        assert!(api::find_condition(&conds, "Healthy").is_none(), "no monitor, no Healthy condition");
+    }
+
     fn ready(status: &str, message: &str) -> Option<Condition> {
         Some(Condition {
             type_: "Ready".into(),
@@ -186,9 +265,13 @@ mod tests {
     fn ready_rolls_up_children() {
         let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
         let mut conds = vec![ready("True", "ok").unwrap()];
-        roll_up(&mut conds, &[("web01-dns".into(), ready("True", ""))], &now);
+        roll_up(&mut conds, &[("web01-dns".into(), ready("True", "").into_iter().collect())], &now);
         assert_eq!(conds[0].status, "True");
-        roll_up(&mut conds, &[("web01-dns".into(), ready("False", "Conflict"))], &now);
+        roll_up(
+            &mut conds,
+            &[("web01-dns".into(), ready("False", "Conflict").into_iter().collect())],
+            &now,
+        );
         assert_eq!((conds[0].status.as_str(), conds[0].reason.as_str()), ("False", "ChildNotReady"));
         assert!(conds[0].message.contains("web01-dns: Conflict"));
     }

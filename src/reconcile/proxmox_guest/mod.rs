@@ -43,6 +43,18 @@ pub struct GuestCtx<'a, P: PveApi> {
     pub cluster: &'a str,
     /// Plan only: observe read-only, never allocate or write.
     pub dry_run: bool,
+    /// Told just before a task that takes the guest down (reboot, shutdown,
+    /// stop, rollback, delete) starts, so its monitors hold their alerts
+    /// before the first check can fail.
+    pub on_takedown: Option<&'a (dyn Fn() + Send + Sync)>,
+}
+
+impl<P: PveApi> GuestCtx<'_, P> {
+    fn taking_down(&self) {
+        if let Some(f) = self.on_takedown {
+            f();
+        }
+    }
 }
 
 /// The resource as the reconciler sees it.

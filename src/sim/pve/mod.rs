@@ -230,6 +230,15 @@ impl PveSim {
         }
     }
 
+    /// Whether the guest's services would answer: it runs, and no reboot,
+    /// shutdown or stop of it is in flight (a rebooting guest is down for the
+    /// task's length). For tests' stand-in services.
+    pub fn serving(&self, vmid: u32) -> bool {
+        let mut s = self.state.lock().unwrap();
+        s.advance();
+        s.serving(vmid)
+    }
+
     /// A copy of a guest's state.
     pub fn guest(&self, vmid: u32) -> Option<SimGuest> {
         let mut s = self.state.lock().unwrap();

@@ -215,6 +215,14 @@ impl State {
     }
 
     /// Finish every task whose time has come, applying its effect.
+    pub(super) fn serving(&self, vmid: u32) -> bool {
+        let going_down = self
+            .tasks
+            .iter()
+            .any(|t| t.exitstatus.is_none() && matches!(t.effect, Effect::Reboot(v) | Effect::Stop(v) if v == vmid));
+        !going_down && self.guests.get(&vmid).is_some_and(|g| g.running)
+    }
+
     pub fn advance(&mut self) {
         let now = Instant::now();
         let due: Vec<usize> = (0..self.tasks.len())
