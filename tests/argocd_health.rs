@@ -190,6 +190,11 @@ fn a_down_monitor_degrades_the_app_while_the_monitor_itself_stays_ready() {
     );
     assert_eq!(health(monitor(cond("Healthy", "True", "Up", "HTTP 200"))).0, "Healthy");
     assert_eq!(
+        health(monitor(cond("Healthy", "False", "Paused", "paused: no checks run"))).0,
+        "Healthy",
+        "paused on purpose: not forever Progressing"
+    );
+    assert_eq!(
         health(monitor(cond("Healthy", "True", "Maintenance", "in a maintenance window"))).0,
         "Healthy"
     );

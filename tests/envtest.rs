@@ -259,11 +259,16 @@ async fn children_are_garbage_collected_with_their_guest() {
     let w = world(Duration::from_millis(200)).await;
     let mut op = Operator::start(plane, &w, &ns, &["--no-leader-election"], "gc-1");
     let guests: Api<ProxmoxGuest> = Api::namespaced(client.clone(), &ns);
-    let spec = json!({"dns": {"zone": "home.arpa"}, "proxy": {"domains": ["web.home.arpa"], "port": 8080}});
+    // A paused monitor: it is made and collected like the others, and checks nothing
+    // (this guest's simulated address is not one to send packets to).
+    let spec = json!({"dns": {"zone": "home.arpa"}, "proxy": {"domains": ["web.home.arpa"], "port": 8080},
+                      "monitor": {"tcp": {"port": 22}, "paused": true}});
     guests.create(&PostParams::default(), &lxc("web", spec)).await.unwrap();
     wait_for(&guests, "web", "Ready with its children", &op, |g| is_true(g, "Ready")).await;
     let records: Api<api::DnsRecord> = Api::namespaced(client.clone(), &ns);
     let proxies: Api<api::ProxyHost> = Api::namespaced(client.clone(), &ns);
+    let monitors: Api<api::MonitorTarget> = Api::namespaced(client.clone(), &ns);
+    assert_eq!(monitors.get("web-monitor").await.unwrap().owner_references()[0].name, "web");
     let record = records.get("web-dns").await.unwrap();
     assert_eq!(record.owner_references()[0].name, "web");
     assert!(proxies.get("web-proxy").await.is_ok());
@@ -298,6 +303,7 @@ async fn children_are_garbage_collected_with_their_guest() {
     let deadline = tokio::time::Instant::now() + LIMIT;
     while records.get("web-dns").await.unwrap().metadata.deletion_timestamp.is_none()
         || proxies.get("web-proxy").await.unwrap().metadata.deletion_timestamp.is_none()
+        || monitors.get("web-monitor").await.unwrap().metadata.deletion_timestamp.is_none()
     {
         assert!(tokio::time::Instant::now() < deadline, "children not collected");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -305,7 +311,10 @@ async fn children_are_garbage_collected_with_their_guest() {
     // Back up, the operator finishes the children's own cleanup outside.
     let op = Operator::start(plane, &w, &ns, &["--no-leader-election"], "gc-2");
     let deadline = tokio::time::Instant::now() + LIMIT;
-    while records.get_opt("web-dns").await.unwrap().is_some() || proxies.get_opt("web-proxy").await.unwrap().is_some() {
+    while records.get_opt("web-dns").await.unwrap().is_some()
+        || proxies.get_opt("web-proxy").await.unwrap().is_some()
+        || monitors.get_opt("web-monitor").await.unwrap().is_some()
+    {
         assert!(tokio::time::Instant::now() < deadline, "children kept; log:\n{}", op.logs());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -660,4 +669,103 @@ async fn a_monitor_reports_up_then_down_with_one_message_then_recovers() {
     for secret in [w.chat.config().telegram_token.as_str(), "SIM-discord-webhook-token"] {
         assert!(!logs.contains(secret), "a channel secret in the operator log");
     }
+}
+
+/// This machine's own address on its default route. The operator ignores
+/// loopback addresses of guests (as it must), so a guest stand-in listens on
+/// this one; packets to it are delivered locally and never leave the machine.
+fn own_address() -> std::net::IpAddr {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    // A UDP connect only looks the route up; nothing is sent.
+    s.connect("192.0.2.1:9")
+        .expect("this test needs the machine's own non-loopback address");
+    s.local_addr().unwrap().ip()
+}
+
+/// A stand-in for a guest's web server: 200 while the simulated guest
+/// serves, 503 while it is stopped or rebooting.
+async fn guest_web_server(sim: Arc<homelab_operator::sim::pve::PveSim>, vmid: u32, ip: std::net::IpAddr) -> u16 {
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let sim = sim.clone();
+            async move {
+                match sim.serving(vmid) {
+                    true => axum::http::StatusCode::OK,
+                    false => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guests_monitor_stays_quiet_through_the_operators_reboot_and_goes_with_the_guest() {
+    let plane = installed();
+    let client = plane.admin().await;
+    let ns = namespace(&client, "guest-monitor").await;
+    let w = world(Duration::from_millis(200)).await;
+    let op = Operator::start(plane, &w, &ns, &["--no-leader-election"], "guest-monitor");
+    let vmid = 150;
+    let ip = own_address();
+    let port = guest_web_server(w.sim.clone(), vmid, ip).await;
+    let guests: Api<ProxmoxGuest> = Api::namespaced(client.clone(), &ns);
+    let monitors: Api<api::MonitorTarget> = Api::namespaced(client.clone(), &ns);
+    // The guest's address is the one the stand-in server listens on.
+    let spec = json!({
+        "vmid": vmid, "updatePolicy": "RebootIfNeeded",
+        "network": [{"slot": "net0", "bridge": "vmbr0", "ipv4": format!("{ip}/24")}],
+        "monitor": {"http": {"port": port}, "intervalSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 1,
+                    "notify": {"channels": ["telegram", "ntfy"], "cooldownMinutes": 0}}
+    });
+    guests.create(&PostParams::default(), &lxc("web", spec)).await.unwrap();
+    let g = wait_for(&guests, "web", "Ready and Healthy", &op, |g| {
+        is_true(g, "Ready") && is_true(g, "Healthy")
+    })
+    .await;
+    assert_eq!(g.status.unwrap().children, ["web-monitor"]);
+    let m = monitors.get("web-monitor").await.unwrap();
+    assert_eq!(m.owner_references()[0].name, "web");
+    assert_eq!(m.status.as_ref().unwrap().state, api::MonitorState::Up);
+    assert_eq!(m.status.unwrap().target.as_deref(), Some(format!("http://{ip}:{port}/").as_str()));
+
+    // A change that needs a reboot, driven by the operator: the guest is down
+    // for longer than the check interval, so checks fail, and nothing is sent.
+    w.sim.set_task_duration(Duration::from_secs(25));
+    let patch = json!({"spec": {"features": {"nesting": true}}});
+    guests.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let state_is = |s: api::MonitorState| move |m: &api::MonitorTarget| m.status.as_ref().is_some_and(|st| st.state == s);
+    let m = wait_for(
+        &monitors,
+        "web-monitor",
+        "Maintenance",
+        &op,
+        state_is(api::MonitorState::Maintenance),
+    )
+    .await;
+    assert!(m.status.unwrap().consecutive_failures >= 1, "the failing check is recorded");
+    wait_for(&guests, "web", "rebooted and Ready", &op, |g| {
+        g.status.as_ref().is_some_and(|s| ready_now(&s.conditions, g.metadata.generation))
+    })
+    .await;
+    w.sim.set_task_duration(Duration::from_millis(200));
+    assert_eq!(sim_config(&w, vmid, "features"), "nesting=1");
+    wait_for(&monitors, "web-monitor", "Up again", &op, state_is(api::MonitorState::Up)).await;
+    wait_for(&guests, "web", "Healthy again", &op, |g| is_true(g, "Healthy")).await;
+    assert!(
+        w.chat.received().is_empty(),
+        "a reboot the operator drove sent {:?}",
+        w.chat.received()
+    );
+
+    // Deleting the guest deletes its monitor first (its checks stop), then the guest.
+    guests.delete("web", &DeleteParams::default()).await.unwrap();
+    wait_gone(&guests, "web", &op).await;
+    assert!(monitors.get_opt("web-monitor").await.unwrap().is_none());
+    assert!(w.sim.guest(vmid).is_none());
+    assert!(w.chat.received().is_empty(), "deleting sent {:?}", w.chat.received());
 }

@@ -237,3 +237,21 @@ async fn a_guest_the_operator_takes_down_is_maintenance_and_tells_nobody() {
     assert_eq!(s.last_notification.unwrap().event, "failure");
     assert_eq!(chat.received().len(), 1);
 }
+
+#[tokio::test]
+async fn a_paused_monitor_is_ready_and_says_paused_instead_of_unknown() {
+    let (_chat, _server, _dir, notifier) = chat().await;
+    let recorder = Arc::new(Recorder::default());
+    let sched = Scheduler::new(notifier, recorder.clone(), 4, None);
+    let spec: MonitorTargetSpec = serde_yaml_ng::from_str("tcp: {host: 127.0.0.1, port: 9}\npaused: true\n").unwrap();
+    let config = probe::build(&spec, None, &Default::default(), Some(1)).unwrap();
+    sched
+        .upsert(("homelab".into(), "nas".into()), config, &MonitorTargetStatus::default())
+        .await;
+    let s = recorder.last().expect("written at once");
+    assert_eq!(s.state, MonitorState::Unknown);
+    let reason = |t: &str| homelab_operator::api::find_condition(&s.conditions, t).map(|c| (c.status.clone(), c.reason.clone()));
+    assert_eq!(reason("Ready"), Some(("True".into(), "Paused".into())));
+    // ArgoCD's health check shows Paused as what was asked for, not as a monitor stuck waiting.
+    assert_eq!(reason("Healthy"), Some(("False".into(), "Paused".into())));
+}

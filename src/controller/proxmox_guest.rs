@@ -130,7 +130,12 @@ async fn apply(g: &ProxmoxGuest, ctx: &Context, sink: &KubeStatus) -> Result<Act
     ctx.track_task(&id.uid, out.status.current_task.is_some());
     let children = sync_children(g, ctx).await?;
     out.status.children = children.iter().map(|(name, _)| name.clone()).collect();
-    children::roll_up(&mut out.status.conditions, &children, &Time(jiff::Timestamp::now()));
+    children::roll_up(
+        &mut out.status.conditions,
+        &children,
+        g.metadata.generation,
+        &Time(jiff::Timestamp::now()),
+    );
     publish_all(ctx, &g.object_ref(&()), &out.events, "Reconcile").await;
     sink.apply(&out.status).await.map_err(Error::Kube)?;
     Ok(Action::requeue(out.requeue))

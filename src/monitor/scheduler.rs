@@ -381,6 +381,7 @@ fn set_conditions(s: &mut MonitorTargetStatus, c: &MonitorConfig) {
         ),
     };
     let healthy = match s.state {
+        _ if c.paused => (false, "Paused", "paused: no checks run".into()),
         MonitorState::Up => (true, "Up", s.message.clone().unwrap_or_default()),
         MonitorState::Down => (false, "Down", s.message.clone().unwrap_or_default()),
         MonitorState::Maintenance => (true, "Maintenance", "in a maintenance window".into()),

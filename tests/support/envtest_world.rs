@@ -237,14 +237,15 @@ where
 {
     let deadline = tokio::time::Instant::now() + LIMIT;
     loop {
-        if let Some(g) = api.get_opt(name).await.unwrap()
-            && done(&g)
+        let last = api.get_opt(name).await.unwrap();
+        if let Some(g) = &last
+            && done(g)
         {
-            return g;
+            return g.clone();
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{name}: not {what}; operator log:\n{}\ncontrol plane logs in {}",
+            "{name}: not {what}; last seen: {last:?}\noperator log:\n{}\ncontrol plane logs in {}",
             op.logs(),
             control_plane().dir.display()
         );

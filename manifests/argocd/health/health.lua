@@ -34,10 +34,11 @@ if degraded ~= nil and degraded.status == "True" then
   hs.message = degraded.message or degraded.reason or "Degraded"
   return hs
 end
--- MonitorTarget: the target's health is its own condition; a Down target
--- degrades the app, a monitor without a result yet is still progressing.
+-- MonitorTarget (and a guest with spec.monitor): the target's health is its
+-- own condition; a Down target degrades the app, a monitor without a result
+-- yet is still progressing, a paused one is what its owner asked for.
 local healthy = find(conds, "Healthy")
-if healthy ~= nil and healthy.status == "False" then
+if healthy ~= nil and healthy.status == "False" and healthy.reason ~= "Paused" then
   if healthy.reason == "Down" then
     hs.status = "Degraded"
   else

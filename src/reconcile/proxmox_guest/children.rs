@@ -108,8 +108,8 @@ pub fn monitors(guest: &ProxmoxGuest) -> Vec<MonitorTarget> {
 /// Ready only when it and every child it asked for are. Its `Healthy`
 /// condition is its monitor's (gone when it has none), so `kubectl wait` and
 /// ArgoCD see a Down guest on the guest itself.
-pub fn roll_up(conditions: &mut Vec<Condition>, children: &[(String, Vec<Condition>)], now: &Time) {
-    mirror_health(conditions, children);
+pub fn roll_up(conditions: &mut Vec<Condition>, children: &[(String, Vec<Condition>)], generation: Option<i64>, now: &Time) {
+    mirror_health(conditions, children, generation);
     let waiting: Vec<String> = children
         .iter()
         .map(|(name, c)| (name, api::find_condition(c, api::CONDITION_READY)))
@@ -133,7 +133,7 @@ pub fn roll_up(conditions: &mut Vec<Condition>, children: &[(String, Vec<Conditi
     }
 }
 
-fn mirror_health(conditions: &mut Vec<Condition>, children: &[(String, Vec<Condition>)]) {
+fn mirror_health(conditions: &mut Vec<Condition>, children: &[(String, Vec<Condition>)], generation: Option<i64>) {
     let health = children.iter().find_map(|(name, c)| {
         // The failure in words only when it is one: an Up message carries the
         // latency, which would rewrite the guest's status at each resync.
@@ -142,7 +142,7 @@ fn mirror_health(conditions: &mut Vec<Condition>, children: &[(String, Vec<Condi
                 "True" => format!("MonitorTarget {name} is {}", h.reason),
                 _ => format!("MonitorTarget {name} is {}: {}", h.reason, h.message),
             },
-            observed_generation: None,
+            observed_generation: generation,
             ..h.clone()
         })
     });
@@ -232,21 +232,22 @@ mod tests {
         };
         let mut conds = vec![ready("True", "ok").unwrap()];
         let child = |h: Condition| vec![("web01-monitor".to_string(), vec![ready("True", "checking").unwrap(), h])];
-        roll_up(&mut conds, &child(healthy("False", "Down", "HTTP 503")), &now);
+        roll_up(&mut conds, &child(healthy("False", "Down", "HTTP 503")), Some(1), &now);
         let h = api::find_condition(&conds, "Healthy").unwrap();
         assert_eq!((h.status.as_str(), h.reason.as_str()), ("False", "Down"));
         assert_eq!(h.message, "MonitorTarget web01-monitor is Down: HTTP 503");
+        assert_eq!(h.observed_generation, Some(1), "the guest's generation, like its other conditions");
         assert_eq!(
             api::find_condition(&conds, "Ready").unwrap().status,
             "True",
             "a Down target is not a broken guest"
         );
-        roll_up(&mut conds, &child(healthy("True", "Up", "200 in 3ms")), &now);
+        roll_up(&mut conds, &child(healthy("True", "Up", "200 in 3ms")), Some(1), &now);
         assert_eq!(
             api::find_condition(&conds, "Healthy").unwrap().message,
             "MonitorTarget web01-monitor is Up"
         );
-        roll_up(&mut conds, &[], &now);
+        roll_up(&mut conds, &[], Some(1), &now);
         assert!(api::find_condition(&conds, "Healthy").is_none(), "no monitor, no Healthy condition");
     }
 
@@ -265,7 +266,12 @@ mod tests {
     fn ready_rolls_up_children() {
         let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
         let mut conds = vec![ready("True", "ok").unwrap()];
-        roll_up(&mut conds, &[("web01-dns".into(), ready("True", "").into_iter().collect())], &now);
+        roll_up(
+            &mut conds,
+            &[("web01-dns".into(), ready("True", "").into_iter().collect())],
+            Some(1),
+            &now,
+        );
         assert_eq!(conds[0].status, "True");
         roll_up(
             &mut conds,
