@@ -276,6 +276,7 @@ mod tests {
         roll_up(
             &mut conds,
             &[("web01-dns".into(), ready("False", "Conflict").into_iter().collect())],
+            Some(1),
             &now,
         );
         assert_eq!((conds[0].status.as_str(), conds[0].reason.as_str()), ("False", "ChildNotReady"));
