@@ -728,6 +728,9 @@ async fn a_guests_monitor_stays_quiet_through_the_operators_reboot_and_goes_with
     })
     .await;
     assert_eq!(g.status.unwrap().children, ["web-monitor"]);
+    // The README's command for it.
+    let (ok, out) = plane.kubectl(&["-n", &ns, "wait", "--for=condition=Healthy", "pxg/web", "--timeout=60s"]);
+    assert!(ok, "{out}");
     let m = monitors.get("web-monitor").await.unwrap();
     assert_eq!(m.owner_references()[0].name, "web");
     assert_eq!(m.status.as_ref().unwrap().state, api::MonitorState::Up);
