@@ -292,7 +292,11 @@ fn monitor_target_rules() {
     }
     let m = monitor(support::admission_cases::BASE_MONITOR);
     assert_eq!(
-        (m.spec.timeout_seconds, m.spec.failure_threshold, m.spec.success_threshold),
+        (
+            m.spec.policy.timeout_seconds,
+            m.spec.policy.failure_threshold,
+            m.spec.policy.success_threshold
+        ),
         (10, 3, 1)
     );
 }

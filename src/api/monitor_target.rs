@@ -49,6 +49,16 @@ pub struct MonitorTargetSpec {
     /// Instead of a fixed host: a ProxmoxGuest (its address) or ProxyHost (its first domain) in this namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<MonitorRef>,
+    /// How often, how strictly, and who is told.
+    #[serde(flatten)]
+    pub policy: CheckPolicy,
+}
+
+/// How often a check runs, how many results flip the state, who is told and
+/// when not: the same for a MonitorTarget and a guest's own monitor.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckPolicy {
     /// Seconds between checks (at least 10).
     #[serde(default = "default_interval")]
     #[schemars(range(min = 10, max = 86400))]
@@ -102,32 +112,9 @@ pub struct GuestMonitor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^net[0-9]{1,2}$"))]
     pub nic: Option<String>,
-    /// Seconds between checks (at least 10).
-    #[serde(default = "default_interval")]
-    #[schemars(range(min = 10, max = 86400))]
-    pub interval_seconds: u32,
-    /// Seconds a check may take.
-    #[serde(default = "default_timeout")]
-    #[schemars(range(min = 1, max = 300))]
-    pub timeout_seconds: u32,
-    /// Consecutive failures before the state turns Down.
-    #[serde(default = "default_threshold")]
-    #[schemars(range(min = 1, max = 100))]
-    pub failure_threshold: u32,
-    /// Consecutive successes before the state turns Up again.
-    #[serde(default = "one")]
-    #[schemars(range(min = 1, max = 100))]
-    pub success_threshold: u32,
-    /// Who is told, and how often.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notify: Option<MonitorNotify>,
-    /// Planned windows: checks run and are recorded, nothing is notified.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 20))]
-    pub maintenance: Vec<MaintenanceWindow>,
-    /// Stop checking (state Unknown) until unset.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub paused: bool,
+    /// How often, how strictly, and who is told.
+    #[serde(flatten)]
+    pub policy: CheckPolicy,
 }
 
 impl GuestMonitor {
@@ -143,13 +130,7 @@ impl GuestMonitor {
                 name: name.into(),
                 nic: self.nic.clone(),
             }),
-            interval_seconds: self.interval_seconds,
-            timeout_seconds: self.timeout_seconds,
-            failure_threshold: self.failure_threshold,
-            success_threshold: self.success_threshold,
-            notify: self.notify.clone(),
-            maintenance: self.maintenance.clone(),
-            paused: self.paused,
+            policy: self.policy.clone(),
         }
     }
 }

@@ -50,7 +50,7 @@ async fn apply(m: &MonitorTarget, ctx: &Context, _writer: &StatusWriter<MonitorT
 }
 
 async fn resolve(m: &MonitorTarget, ctx: &Context) -> Result<crate::monitor::scheduler::MonitorConfig, Error> {
-    if let Some(unknown) = m.spec.notify.iter().flat_map(|n| &n.channels).find(|c| !ctx.notifier.has(c)) {
+    if let Some(unknown) = m.spec.policy.notify.iter().flat_map(|n| &n.channels).find(|c| !ctx.notifier.has(c)) {
         return Err(ReconcileError::Config(format!(
             "spec.notify.channels: {unknown:?} is not in the config's notifications: section"
         ))

@@ -182,6 +182,7 @@ pub fn build(spec: &MonitorTargetSpec, host: Option<&str>, secrets: &Secrets, ge
         return Err("set exactly one check: http, tcp, dns or tls".into());
     };
     let maintenance = spec
+        .policy
         .maintenance
         .iter()
         .map(|w| {
@@ -190,7 +191,7 @@ pub fn build(spec: &MonitorTargetSpec, host: Option<&str>, secrets: &Secrets, ge
                 .map_err(|e| e.replace("restoreTest.schedule", "maintenance.schedule"))
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let notify = spec.notify.as_ref();
+    let notify = spec.policy.notify.as_ref();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     serde_json::to_string(spec).unwrap_or_default().hash(&mut h);
     host.hash(&mut h);
@@ -199,11 +200,11 @@ pub fn build(spec: &MonitorTargetSpec, host: Option<&str>, secrets: &Secrets, ge
         probe: std::sync::Arc::new(probe),
         check_type,
         target,
-        interval: Duration::from_secs(spec.interval_seconds as u64),
-        timeout: Duration::from_secs(spec.timeout_seconds as u64),
+        interval: Duration::from_secs(spec.policy.interval_seconds as u64),
+        timeout: Duration::from_secs(spec.policy.timeout_seconds as u64),
         settings: Settings {
-            failure_threshold: spec.failure_threshold,
-            success_threshold: spec.success_threshold,
+            failure_threshold: spec.policy.failure_threshold,
+            success_threshold: spec.policy.success_threshold,
             cooldown: notify
                 .map(|n| n.cooldown_minutes)
                 .filter(|m| *m > 0)
@@ -212,7 +213,7 @@ pub fn build(spec: &MonitorTargetSpec, host: Option<&str>, secrets: &Secrets, ge
         },
         channels: notify.map(|n| n.channels.clone()).unwrap_or_default(),
         maintenance,
-        paused: spec.paused,
+        paused: spec.policy.paused,
         guest: spec.target.as_ref().filter(|t| t.kind == "ProxmoxGuest").map(|t| t.name.clone()),
         generation,
         fingerprint: std::hash::Hasher::finish(&h),

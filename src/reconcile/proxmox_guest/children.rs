@@ -217,7 +217,7 @@ mod tests {
             ("ProxmoxGuest", "web01", Some("net1"))
         );
         assert_eq!(m[0].spec.http.as_ref().unwrap().port, Some(8080));
-        assert_eq!((m[0].spec.failure_threshold, m[0].spec.interval_seconds), (2, 60));
+        assert_eq!((m[0].spec.policy.failure_threshold, m[0].spec.policy.interval_seconds), (2, 60));
         assert_eq!(m[0].metadata.owner_references.as_ref().unwrap()[0].uid, "u-1");
         m[0].validate_cel().unwrap();
     }
