@@ -682,27 +682,6 @@ fn own_address() -> std::net::IpAddr {
     s.local_addr().unwrap().ip()
 }
 
-/// A stand-in for a guest's web server: 200 while the simulated guest
-/// serves, 503 while it is stopped or rebooting.
-async fn guest_web_server(sim: Arc<homelab_operator::sim::pve::PveSim>, vmid: u32, ip: std::net::IpAddr) -> u16 {
-    let app = axum::Router::new().route(
-        "/",
-        axum::routing::get(move || {
-            let sim = sim.clone();
-            async move {
-                match sim.serving(vmid) {
-                    true => axum::http::StatusCode::OK,
-                    false => axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_guests_monitor_stays_quiet_through_the_operators_reboot_and_goes_with_the_guest() {
     let plane = installed();
@@ -712,7 +691,10 @@ async fn a_guests_monitor_stays_quiet_through_the_operators_reboot_and_goes_with
     let op = Operator::start(plane, &w, &ns, &["--no-leader-election"], "guest-monitor");
     let vmid = 150;
     let ip = own_address();
-    let port = guest_web_server(w.sim.clone(), vmid, ip).await;
+    let port = homelab_operator::sim::pve::stand_in_web_server(w.sim.clone(), vmid, ip)
+        .await
+        .unwrap()
+        .port();
     let guests: Api<ProxmoxGuest> = Api::namespaced(client.clone(), &ns);
     let monitors: Api<api::MonitorTarget> = Api::namespaced(client.clone(), &ns);
     // The guest's address is the one the stand-in server listens on.

@@ -1,7 +1,8 @@
 //! The demo's monitors: web01's web server, simulated on loopback (it answers
-//! while the simulated VM runs), checked by the real scheduler; the VM goes
+//! while the simulated VM serves), checked by the real scheduler; the VM goes
 //! down on the simulator (one message on the simulated Telegram, then the
-//! recovery), then the operator reboots it (nothing is sent).
+//! recovery), then it reboots marked busy, as the controller marks a reboot
+//! it drives (nothing is sent).
 
 use std::{sync::Arc, time::Duration};
 
@@ -39,26 +40,6 @@ impl StatusPublisher for Console {
     }
 }
 
-/// A stand-in for the guest's web server: 200 while the simulated guest runs, 503 while it does not.
-async fn guest_web_server(sim: Arc<PveSim>, vmid: u32) -> anyhow::Result<String> {
-    let app = axum::Router::new().route(
-        "/",
-        axum::routing::get(move || {
-            let sim = sim.clone();
-            async move {
-                match sim.serving(vmid) {
-                    true => (axum::http::StatusCode::OK, "welcome to web01"),
-                    false => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down"),
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(url)
-}
-
 async fn until(console: &Console, state: MonitorState, n: usize) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while tokio::time::Instant::now() < deadline {
@@ -80,7 +61,8 @@ pub async fn run(sim: Arc<PveSim>, vmid: u32, dir: &std::path::Path) -> anyhow::
     let console = Arc::new(Console::default());
     let sched = Scheduler::new(notifier, console.clone(), 8, None);
     tokio::spawn(sched.clone().run());
-    let url = guest_web_server(sim.clone(), vmid).await?;
+    let addr = crate::sim::pve::stand_in_web_server(sim.clone(), vmid, std::net::Ipv4Addr::LOCALHOST.into()).await?;
+    let url = format!("http://{addr}/");
     let spec: MonitorTargetSpec = serde_yaml_ng::from_str(&format!(
         "target: {{kind: ProxmoxGuest, name: web01}}\nhttp: {{url: \"{url}\"}}\nfailureThreshold: 2\nnotify: {{channels: [telegram]}}\n"
     ))?;
@@ -106,7 +88,8 @@ pub async fn run(sim: Arc<PveSim>, vmid: u32, dir: &std::path::Path) -> anyhow::
     for m in &told {
         println!("   telegram: {}", m.text.replace('\n', " | "));
     }
-    println!("== the operator reboots web01 (a pending change): its monitor is in maintenance, nothing is sent");
+    // The controller marks a guest busy just before it sends a reboot; the envtest tier proves that path through `run`.
+    println!("== web01 reboots for a pending change, marked busy as the controller marks a reboot it drives: maintenance, nothing is sent");
     sched.guest_busy("homelab", "web01", true);
     sim.set_power(vmid, false);
     ok &= until(&console, MonitorState::Maintenance, 1).await;

@@ -104,3 +104,29 @@ pub(super) fn guest_addresses(g: &SimGuest) -> Vec<SeenNic> {
     }
     out
 }
+
+/// A stand-in for a guest's web service, listening on `ip`: `200 ok` while
+/// the simulated guest serves, 503 while it is stopped or rebooting. What a
+/// monitor of the guest checks in the demo and the tests.
+pub async fn stand_in_web_server(
+    sim: std::sync::Arc<super::PveSim>,
+    vmid: u32,
+    ip: std::net::IpAddr,
+) -> std::io::Result<std::net::SocketAddr> {
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let sim = sim.clone();
+            async move {
+                match sim.serving(vmid) {
+                    true => (axum::http::StatusCode::OK, "ok"),
+                    false => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down"),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}

@@ -23,6 +23,7 @@ use std::{
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
+pub use agent::stand_in_web_server;
 pub use schema::PveSchema;
 use state::State;
 pub use state::{SimGuest, SimNode};
