@@ -8,6 +8,7 @@ mod support {
     pub mod admission_cases;
     pub mod envtest;
     pub mod envtest_world;
+    pub mod smtp;
 }
 
 use std::{path::Path, process::Command, sync::Arc, time::Duration};
@@ -585,6 +586,17 @@ async fn a_monitor_reports_up_then_down_with_one_message_then_recovers() {
     let client = plane.admin().await;
     let ns = namespace(&client, "monitors").await;
     let w = world(Duration::from_millis(200)).await;
+    // Email through a real SMTP server, besides the simulated chat services.
+    let smtp = support::smtp::smtp();
+    let password = w.dir.path().join("smtp-password");
+    std::fs::write(&password, "smtp-s3cret\n").unwrap();
+    let config = std::fs::read_to_string(&w.config).unwrap();
+    let with_mail = config.replacen(
+        "notifications:\n",
+        &format!("notifications:\n{}", smtp.channel("mail", &password)),
+        1,
+    );
+    std::fs::write(&w.config, with_mail).unwrap();
     let op = Operator::start(plane, &w, &ns, &["--no-leader-election"], "monitors");
     // A real local service the test can take down.
     let up = Arc::new(AtomicBool::new(true));
@@ -609,7 +621,7 @@ async fn a_monitor_reports_up_then_down_with_one_message_then_recovers() {
     let m: api::MonitorTarget = serde_json::from_value(json!({
         "apiVersion": "homelab.dev/v1alpha1", "kind": "MonitorTarget", "metadata": {"name": "web"},
         "spec": {"http": {"url": url}, "intervalSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 1,
-                 "notify": {"channels": ["telegram", "ntfy"], "cooldownMinutes": 0}}
+                 "notify": {"channels": ["telegram", "ntfy", "mail"], "cooldownMinutes": 0}}
     }))
     .unwrap();
     monitors.create(&PostParams::default(), &m).await.unwrap();
@@ -635,6 +647,9 @@ async fn a_monitor_reports_up_then_down_with_one_message_then_recovers() {
         ["telegram", "ntfy"],
         "one message per channel: {got:?}"
     );
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "and one email: {mails:?}");
+    assert!(mails[0].contains("Subject: [FAILURE] MonitorTarget"), "{}", mails[0]);
     let (ok, out) = plane.kubectl(&["-n", &ns, "get", "mon"]);
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let shown = readme
@@ -658,6 +673,17 @@ async fn a_monitor_reports_up_then_down_with_one_message_then_recovers() {
     })
     .await;
     assert_eq!(w.chat.received().len(), 4, "and one recovery message per channel");
+    // The recovery email is sent after the Up status is written: wait for it.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while smtp.mails().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no recovery email; log:\n{}", op.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        smtp.mails()[1].contains("Subject: [RECOVERED] MonitorTarget"),
+        "{}",
+        smtp.mails()[1]
+    );
     // Deleting the monitor stops its checks (the finalizer is released).
     monitors.delete("web", &DeleteParams::default()).await.unwrap();
     let deadline = tokio::time::Instant::now() + LIMIT;
@@ -666,7 +692,7 @@ async fn a_monitor_reports_up_then_down_with_one_message_then_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let logs = op.logs();
-    for secret in [w.chat.config().telegram_token.as_str(), "SIM-discord-webhook-token"] {
+    for secret in [w.chat.config().telegram_token.as_str(), "SIM-discord-webhook-token", "smtp-s3cret"] {
         assert!(!logs.contains(secret), "a channel secret in the operator log");
     }
 }

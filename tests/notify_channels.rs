@@ -4,11 +4,11 @@
 //! sent, rate limits are waited out, refusals are reported with the service's
 //! words and never with a secret.
 
-use std::{
-    io::BufRead,
-    process::{Child, Command, Stdio},
-    sync::Arc,
-};
+mod support {
+    pub mod smtp;
+}
+
+use std::{process::Command, sync::Arc};
 
 use homelab_operator::{
     config::Config,
@@ -143,84 +143,19 @@ async fn refusals_are_reported_with_the_service_words_and_no_secret() {
     let _ = &w.config;
 }
 
-/// The SMTP server: python3-aiosmtpd with STARTTLS and AUTH, killed on drop.
-struct Smtp {
-    child: Child,
-    port: u16,
-    out: tempfile::TempDir,
-    ca: std::path::PathBuf,
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn smtp() -> Smtp {
-    let out = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let (cert_path, key_path) = (out.path().join("cert.pem"), out.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mails = out.path().join("mail");
-    std::fs::create_dir(&mails).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/notify/smtp_server.py");
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(script)
-        .args([port.to_string(), cert_path.display().to_string(), key_path.display().to_string()])
-        .args(["alerts@home.arpa", "smtp-s3cret", &mails.display().to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 with aiosmtpd: apt-get install python3-aiosmtpd (.ci/run does)");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(
-        line.trim(),
-        "ready",
-        "the SMTP server did not start (apt-get install python3-aiosmtpd)"
-    );
-    Smtp {
-        child,
-        port,
-        ca: cert_path,
-        out,
-    }
-}
-
-fn mails(s: &Smtp) -> Vec<String> {
-    let mut files: Vec<_> = std::fs::read_dir(s.out.path().join("mail"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
-}
-
 #[tokio::test]
 async fn email_goes_through_a_real_smtp_server_with_starttls_and_auth() {
-    let s = smtp();
+    let s = support::smtp::smtp();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pw"), "smtp-s3cret\n").unwrap();
     std::fs::write(dir.path().join("wrong"), "nope").unwrap();
-    let mail = |pw: &str| {
-        format!(
-            "  {pw}: {{type: email, host: 127.0.0.1, port: {}, security: starttls, username: alerts@home.arpa, passwordFile: {}, \
-             from: 'homelab-operator <alerts@home.arpa>', to: [me@home.arpa, ops@home.arpa], caFile: {}}}\n",
-            s.port,
-            dir.path().join(pw).display(),
-            s.ca.display()
-        )
-    };
+    let mail = |pw: &str| s.channel(pw, &dir.path().join(pw));
     let cfg = Config::parse("c.yaml", &format!("notifications:\n{}{}", mail("pw"), mail("wrong"))).unwrap();
     let n = Notifier::new(cfg.notifications, None).unwrap();
     let recovered = Message::new(Event::Recovery, "MonitorTarget homelab/web01", "Up again after 4m 10s");
     let out = n.send("pw", &recovered).await.unwrap();
     assert_eq!(out.error, None, "{out:?}");
-    let got = mails(&s);
+    let got = s.mails();
     assert_eq!(got.len(), 1);
     assert!(got[0].contains("X-Envelope-To: me@home.arpa,ops@home.arpa"), "{}", got[0]);
     assert!(got[0].contains("Subject: [RECOVERED] MonitorTarget homelab/web01"), "{}", got[0]);
@@ -231,7 +166,7 @@ async fn email_goes_through_a_real_smtp_server_with_starttls_and_auth() {
     assert_eq!(out.attempts, 1, "{e}");
     assert!(e.contains("535") || e.to_lowercase().contains("authentication"), "{e}");
     assert!(!e.contains("nope") && !e.contains("smtp-s3cret"), "{e}");
-    assert_eq!(mails(&s).len(), 1);
+    assert_eq!(s.mails().len(), 1);
 }
 
 #[tokio::test]
