@@ -16,7 +16,7 @@ use homelab_operator::{
     reconcile::{
         POLL_TASK,
         backup_policy::{self, Apis, PolicyObject, freshness::Member},
-        proxmox_guest::GuestIdentity,
+        ownership::Identity as GuestIdentity,
     },
     sim::{
         pbs::{PbsSim, PbsSimConfig},

@@ -20,18 +20,16 @@ use axum::{Router, extract::Path, routing::get};
 use futures::future::BoxFuture;
 use homelab_operator::{
     api::{MonitorTargetSpec, MonitorTargetStatus},
-    monitor::{
-        probe,
-        scheduler::{Key, Scheduler, StatusPublisher},
-    },
+    monitor::{probe, scheduler::Scheduler},
     notify::Notifier,
+    reconcile::StatusSink,
 };
 
 #[derive(Default)]
 struct Count(AtomicU64);
 
-impl StatusPublisher for Count {
-    fn publish<'a>(&'a self, _key: &'a Key, _status: &'a MonitorTargetStatus) -> BoxFuture<'a, Result<(), String>> {
+impl StatusSink<MonitorTargetStatus> for Count {
+    fn save<'a>(&'a self, _status: &'a MonitorTargetStatus) -> BoxFuture<'a, Result<(), String>> {
         self.0.fetch_add(1, Ordering::Relaxed);
         Box::pin(async { Ok(()) })
     }
@@ -75,7 +73,6 @@ async fn main() -> anyhow::Result<()> {
     let writes = Arc::new(Count::default());
     let sched = Scheduler::new(
         Arc::new(Notifier::new(Default::default(), None).map_err(anyhow::Error::msg)?),
-        writes.clone(),
         32,
         None,
     );
@@ -85,7 +82,12 @@ async fn main() -> anyhow::Result<()> {
             serde_yaml_ng::from_str(&format!("http: {{url: \"http://{addr}/m/{i}\"}}\nintervalSeconds: {interval}\n"))?;
         let config = probe::build(&spec, None, &Default::default(), Some(1)).map_err(anyhow::Error::msg)?;
         sched
-            .upsert(("bench".into(), format!("m{i:04}")), config, &MonitorTargetStatus::default())
+            .upsert(
+                ("bench".into(), format!("m{i:04}")),
+                config,
+                &MonitorTargetStatus::default(),
+                writes.clone(),
+            )
             .await;
     }
     println!("{n} HTTP monitors every {interval}s against a local server, for {secs}s");

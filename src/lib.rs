@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod human;
 pub mod metrics;
 pub mod monitor;
 pub mod notify;

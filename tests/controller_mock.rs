@@ -12,7 +12,7 @@ use homelab_operator::{
     api::{GUEST_FINALIZER, ProxmoxGuest},
     controller::{context::Context, proxmox_guest},
     metrics::Metrics,
-    providers::pve::PveClient,
+    providers::{Providers, pve::PveClient},
     sim::pve::{PveSim, PveSimConfig, endpoint_for},
 };
 use http::{Request, Response};
@@ -211,8 +211,10 @@ async fn adds_the_finalizer_first() {
     let (client, seen) = mock_apiserver(web01(json!({})));
     let ctx = Arc::new(Context::new(
         client,
-        s.pve.clone(),
-        Default::default(),
+        Providers {
+            pve: s.pve.clone(),
+            ..Default::default()
+        },
         Arc::new(Metrics::default()),
     ));
     reconcile_once(&ctx, web01(json!({}))).await.unwrap();
@@ -240,8 +242,10 @@ async fn applies_status_with_our_field_manager_and_publishes_events() {
     let (client, seen) = mock_apiserver(obj.clone());
     let ctx = Arc::new(Context::new(
         client,
-        s.pve.clone(),
-        Default::default(),
+        Providers {
+            pve: s.pve.clone(),
+            ..Default::default()
+        },
         Arc::new(Metrics::default()),
     ));
     reconcile_once(&ctx, obj.clone()).await.unwrap();
@@ -324,8 +328,10 @@ async fn applies_status_with_our_field_manager_and_publishes_events() {
     let (client, seen) = mock_apiserver(settled.clone());
     let ctx = Arc::new(Context::new(
         client,
-        s.pve.clone(),
-        Default::default(),
+        Providers {
+            pve: s.pve.clone(),
+            ..Default::default()
+        },
         Arc::new(Metrics::default()),
     ));
     reconcile_once(&ctx, settled).await.unwrap();
@@ -344,8 +350,10 @@ async fn errors_become_conditions_and_warning_events() {
     let (client, seen) = mock_apiserver(obj.clone());
     let ctx = Arc::new(Context::new(
         client,
-        s.pve.clone(),
-        Default::default(),
+        Providers {
+            pve: s.pve.clone(),
+            ..Default::default()
+        },
         Arc::new(Metrics::default()),
     ));
     let err = reconcile_once(&ctx, obj.clone()).await.unwrap_err();
@@ -388,8 +396,10 @@ async fn cleanup_keeps_the_finalizer_until_the_guest_is_gone() {
         let (client, seen) = mock_apiserver(o.clone());
         let ctx = Arc::new(Context::new(
             client,
-            s.pve.clone(),
-            Default::default(),
+            Providers {
+                pve: s.pve.clone(),
+                ..Default::default()
+            },
             Arc::new(Metrics::default()),
         ));
         reconcile_once(&ctx, o).await.unwrap();
@@ -413,8 +423,10 @@ async fn cleanup_keeps_the_finalizer_until_the_guest_is_gone() {
         let (client, seen) = mock_apiserver(o.clone());
         let ctx = Arc::new(Context::new(
             client,
-            s.pve.clone(),
-            Default::default(),
+            Providers {
+                pve: s.pve.clone(),
+                ..Default::default()
+            },
             Arc::new(Metrics::default()),
         ));
         let r = reconcile_once(&ctx, o).await;
@@ -443,8 +455,10 @@ async fn an_object_that_fails_to_deserialize_gets_an_event_and_waits_for_a_chang
     let (client, seen) = mock_apiserver(json!({}));
     let ctx = Arc::new(Context::new(
         client,
-        s.pve.clone(),
-        Default::default(),
+        Providers {
+            pve: s.pve.clone(),
+            ..Default::default()
+        },
         Arc::new(Metrics::default()),
     ));
     let invalid = kube::core::error_boundary::InvalidObject {
@@ -507,7 +521,11 @@ async fn dns_record_controller_publishes_reports_and_cleans_up() {
         let dns = dns.clone();
         async move {
             let (api, seen) = mock_apiserver(o.clone());
-            let ctx = Arc::new(Context::new(api, Default::default(), dns, Arc::new(Metrics::default())));
+            let ctx = Arc::new(Context::new(
+                api,
+                Providers { dns, ..Default::default() },
+                Arc::new(Metrics::default()),
+            ));
             let r: DnsRecord = serde_json::from_value(o).unwrap();
             let res = tokio::time::timeout(
                 Duration::from_secs(10),
@@ -597,10 +615,14 @@ async fn proxy_host_controller_publishes_reports_and_cleans_up() {
         let client = npm();
         async move {
             let (api, seen) = mock_apiserver(o.clone());
-            let ctx = Arc::new(
-                Context::new(api, Default::default(), Default::default(), Arc::new(Metrics::default()))
-                    .with_proxies([("default".to_string(), client)].into()),
-            );
+            let ctx = Arc::new(Context::new(
+                api,
+                Providers {
+                    proxy: [("default".to_string(), client)].into(),
+                    ..Default::default()
+                },
+                Arc::new(Metrics::default()),
+            ));
             let p: ProxyHost = serde_json::from_value(o).unwrap();
             let res = tokio::time::timeout(
                 Duration::from_secs(10),
@@ -673,7 +695,11 @@ async fn backup_policy_controller_reports_freshness_and_cleans_up() {
         let pve = s.pve.clone();
         async move {
             let (api, seen) = mock_apiserver(o.clone());
-            let ctx = Arc::new(Context::new(api, pve, Default::default(), Arc::new(Metrics::default())));
+            let ctx = Arc::new(Context::new(
+                api,
+                Providers { pve, ..Default::default() },
+                Arc::new(Metrics::default()),
+            ));
             let p: BackupPolicy = serde_json::from_value(o).unwrap();
             let res = tokio::time::timeout(
                 Duration::from_secs(10),

@@ -125,7 +125,11 @@ async fn records_follow_the_spec_on_both_servers() {
         keep.spec.deletion_policy = api::DeletionPolicy::Retain;
         assert_eq!(oneshot::delete_record(&w.engine, &keep).await.unwrap()[0].reason, "Retained");
         assert_eq!(dig(port, "www.home.arpa.", "CNAME"), vec!["web.home.arpa."]);
-        let left = w.engine.dns[provider].get(ZONE, "www.home.arpa.", "CNAME").await.unwrap().unwrap();
+        let left = w.engine.providers.dns[provider]
+            .get(ZONE, "www.home.arpa.", "CNAME")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(left.mark, None, "{provider}: mark released");
     }
 }
@@ -190,7 +194,7 @@ async fn foreign_records_are_untouched_unless_adopted() {
             values: vec!["10.5.0.5".into()],
             mark: None,
         };
-        w.engine.dns[provider].put(ZONE, &foreign).await.unwrap();
+        w.engine.providers.dns[provider].put(ZONE, &foreign).await.unwrap();
         let mut r = record("nas", provider, "  name: nas\n  type: A\n  values: [10.5.0.6]\n");
         let a = apply(&w, &r, &GuestAddresses::new()).await;
         let s = api::find_condition(&a.status.conditions, api::CONDITION_STALLED).unwrap();

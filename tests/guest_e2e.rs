@@ -433,7 +433,7 @@ async fn restart_at_every_step_of_creation_never_duplicates_a_guest() {
         let mut at = 1;
         loop {
             let w = world().await;
-            let client = &w.engine.clients["default"];
+            let client = &w.engine.providers.pve["default"];
             // Status is what the apiserver would have kept across the crash.
             let sink = MemoryStatus::default();
             let killer = KillAfter {

@@ -73,7 +73,7 @@ fn the_simulator_fails_a_start_on_a_missing_bridge_as_pve_does() {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let w = world().await;
         // Bypass the operator's check: the config write is accepted, the start task fails.
-        let client = &w.engine.clients["default"];
+        let client = &w.engine.providers.pve["default"];
         let params: Params = vec![
             ("vmid".into(), "150".into()),
             ("ostemplate".into(), "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst".into()),

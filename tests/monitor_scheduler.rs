@@ -17,17 +17,18 @@ use homelab_operator::{
     config::Config,
     monitor::{
         probe,
-        scheduler::{Key, Scheduler, StatusPublisher},
+        scheduler::{Key, Scheduler},
     },
     notify::Notifier,
+    reconcile::StatusSink,
     sim::notify::{NotifySim, config_section},
 };
 
 #[derive(Default)]
 struct Recorder(Mutex<Vec<MonitorTargetStatus>>);
 
-impl StatusPublisher for Recorder {
-    fn publish<'a>(&'a self, _key: &'a Key, status: &'a MonitorTargetStatus) -> BoxFuture<'a, Result<(), String>> {
+impl StatusSink<MonitorTargetStatus> for Recorder {
+    fn save<'a>(&'a self, status: &'a MonitorTargetStatus) -> BoxFuture<'a, Result<(), String>> {
         self.0.lock().unwrap().push(status.clone());
         Box::pin(async { Ok(()) })
     }
@@ -90,7 +91,7 @@ async fn down_is_told_once_recovery_once_and_status_is_written_on_changes() {
     let url = service(up.clone()).await;
     let (chat, chat_server, dir, notifier) = chat().await;
     let recorder = Arc::new(Recorder::default());
-    let mut sched = Scheduler::new(notifier, recorder.clone(), 4, None);
+    let mut sched = Scheduler::new(notifier, 4, None);
     Arc::get_mut(&mut sched).unwrap().summary_every = Duration::from_secs(3600);
     tokio::spawn(sched.clone().run());
     let spec: MonitorTargetSpec = serde_yaml_ng::from_str(&format!(
@@ -103,7 +104,9 @@ async fn down_is_told_once_recovery_once_and_status_is_written_on_changes() {
         c
     };
     let key: Key = ("homelab".into(), "web".into());
-    sched.upsert(key.clone(), build(), &MonitorTargetStatus::default()).await;
+    sched
+        .upsert(key.clone(), build(), &MonitorTargetStatus::default(), recorder.clone())
+        .await;
     let s = until(&recorder, "Up", |s| s.state == MonitorState::Up).await;
     assert_eq!(s.latency.as_deref().map(|l| l.ends_with("ms")), Some(true));
     up.store(false, Ordering::SeqCst);
@@ -129,11 +132,11 @@ async fn down_is_told_once_recovery_once_and_status_is_written_on_changes() {
     let channels = Config::parse("c.yaml", &config_section(&chat, &chat_server, dir.path()).unwrap())
         .unwrap()
         .notifications;
-    let mut sched2 = Scheduler::new(Arc::new(Notifier::new(channels, None).unwrap()), restarted.clone(), 4, None);
+    let mut sched2 = Scheduler::new(Arc::new(Notifier::new(channels, None).unwrap()), 4, None);
     // This one writes every check, so the test can watch the failures pile up.
     Arc::get_mut(&mut sched2).unwrap().summary_every = Duration::ZERO;
     tokio::spawn(sched2.clone().run());
-    sched2.upsert(key.clone(), build(), &s).await;
+    sched2.upsert(key.clone(), build(), &s, restarted.clone()).await;
     until(&restarted, "still Down after more checks", |s| {
         s.state == MonitorState::Down && s.consecutive_failures >= 6
     })
@@ -206,7 +209,7 @@ async fn a_guest_the_operator_takes_down_is_maintenance_and_tells_nobody() {
     let url = service(up.clone()).await;
     let (chat, _chat_server, _dir, notifier) = chat().await;
     let recorder = Arc::new(Recorder::default());
-    let mut sched = Scheduler::new(notifier, recorder.clone(), 4, None);
+    let mut sched = Scheduler::new(notifier, 4, None);
     Arc::get_mut(&mut sched).unwrap().summary_every = Duration::ZERO;
     tokio::spawn(sched.clone().run());
     let spec: MonitorTargetSpec = serde_yaml_ng::from_str(&format!(
@@ -216,7 +219,12 @@ async fn a_guest_the_operator_takes_down_is_maintenance_and_tells_nobody() {
     let mut config = probe::build(&spec, Some("127.0.0.1"), &Default::default(), Some(1)).unwrap();
     config.interval = Duration::from_millis(50);
     sched
-        .upsert(("homelab".into(), "web".into()), config, &MonitorTargetStatus::default())
+        .upsert(
+            ("homelab".into(), "web".into()),
+            config,
+            &MonitorTargetStatus::default(),
+            recorder.clone(),
+        )
         .await;
     until(&recorder, "Up", |s| s.state == MonitorState::Up).await;
     // The operator reboots web01: the service is gone meanwhile, nobody is told.
@@ -242,11 +250,16 @@ async fn a_guest_the_operator_takes_down_is_maintenance_and_tells_nobody() {
 async fn a_paused_monitor_is_ready_and_says_paused_instead_of_unknown() {
     let (_chat, _server, _dir, notifier) = chat().await;
     let recorder = Arc::new(Recorder::default());
-    let sched = Scheduler::new(notifier, recorder.clone(), 4, None);
+    let sched = Scheduler::new(notifier, 4, None);
     let spec: MonitorTargetSpec = serde_yaml_ng::from_str("tcp: {host: 127.0.0.1, port: 9}\npaused: true\n").unwrap();
     let config = probe::build(&spec, None, &Default::default(), Some(1)).unwrap();
     sched
-        .upsert(("homelab".into(), "nas".into()), config, &MonitorTargetStatus::default())
+        .upsert(
+            ("homelab".into(), "nas".into()),
+            config,
+            &MonitorTargetStatus::default(),
+            recorder.clone(),
+        )
         .await;
     let s = recorder.last().expect("written at once");
     assert_eq!(s.state, MonitorState::Unknown);

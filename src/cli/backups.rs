@@ -21,10 +21,7 @@ pub fn policy_name(p: &BackupPolicy) -> String {
 /// One reconcile of `p` (a dry run writes nothing), members taken from `guests`.
 pub async fn run(engine: &Engine, p: &BackupPolicy, guests: &[ProxmoxGuest], dry_run: bool) -> Result<PolicyOutcome, ReconcileError> {
     p.validate_cel().map_err(|e| ReconcileError::Config(format!("invalid spec: {e}")))?;
-    let api = engine
-        .clients
-        .get(&p.spec.cluster)
-        .ok_or_else(|| ReconcileError::Config(format!("spec.cluster {:?} is not in the config's proxmox: section", p.spec.cluster)))?;
+    let api = engine.providers.pve(&p.spec.cluster)?;
     let ns = p.metadata.namespace.as_deref().unwrap_or("default");
     let same_ns: Vec<ProxmoxGuest> = guests
         .iter()
@@ -32,13 +29,13 @@ pub async fn run(engine: &Engine, p: &BackupPolicy, guests: &[ProxmoxGuest], dry
         .cloned()
         .collect();
     let members = members::members(p, &same_ns).map_err(ReconcileError::Config)?;
-    let id = crate::reconcile::proxmox_guest::GuestIdentity::new(ns, p.metadata.name.as_deref().unwrap_or(""), p.metadata.uid.as_deref());
+    let id = crate::reconcile::ownership::Identity::new(ns, p.metadata.name.as_deref().unwrap_or(""), p.metadata.uid.as_deref());
     let obj = PolicyObject::of(p, &id, members);
     let sink = crate::cli::oneshot::MemoryStatus::<api::BackupPolicyStatus>::default();
     let apis = Apis {
         pve: api,
-        pbs: p.spec.pbs.as_ref().and_then(|x| engine.pbs.get(&x.endpoint)),
-        notifier: Some(&engine.notifier),
+        pbs: p.spec.pbs.as_ref().and_then(|x| engine.providers.pbs.get(&x.endpoint)),
+        notifier: Some(&engine.providers.notifier),
     };
     backup_policy::reconcile(apis, obj, &sink, dry_run).await
 }
@@ -92,7 +89,7 @@ pub fn pbs_symbol(step: &PbsStep) -> char {
 /// `cluster default: 2 guests in no backup job: 102 lab-installer, 105 (unnamed)` for `plan`.
 pub async fn unprotected_line(engine: &Engine, cluster: &str) -> Option<String> {
     use crate::providers::pve::PveApi;
-    let list = engine.clients.get(cluster)?.not_backed_up().await.ok()?;
+    let list = engine.providers.pve.get(cluster)?.not_backed_up().await.ok()?;
     let each: Vec<String> = list
         .iter()
         .map(|g| format!("{} {}", g.vmid, g.name.as_deref().unwrap_or("(unnamed)")))

@@ -12,28 +12,28 @@ use crate::{
     api::{MonitorState, MonitorTargetSpec, MonitorTargetStatus},
     monitor::{
         probe,
-        scheduler::{Key, Scheduler, StatusPublisher},
+        scheduler::{Key, Scheduler},
     },
     notify::Notifier,
+    reconcile::StatusSink,
     sim::{notify::NotifySim, pve::PveSim},
 };
 
-/// Prints each state the scheduler writes, once per change.
-#[derive(Default)]
-struct Console(std::sync::Mutex<Option<MonitorState>>, std::sync::Mutex<Vec<MonitorState>>);
+/// Prints each state the scheduler writes for one monitor, once per change.
+struct Console(Key, std::sync::Mutex<Option<MonitorState>>, std::sync::Mutex<Vec<MonitorState>>);
 
-impl StatusPublisher for Console {
-    fn publish<'a>(&'a self, key: &'a Key, s: &'a MonitorTargetStatus) -> BoxFuture<'a, Result<(), String>> {
-        let mut last = self.0.lock().expect("console");
+impl StatusSink<MonitorTargetStatus> for Console {
+    fn save<'a>(&'a self, s: &'a MonitorTargetStatus) -> BoxFuture<'a, Result<(), String>> {
+        let mut last = self.1.lock().expect("console");
         if *last != Some(s.state) {
             println!(
                 "   MonitorTarget {}/{}: {:?} ({})",
-                key.0,
-                key.1,
+                self.0.0,
+                self.0.1,
                 s.state,
                 s.message.as_deref().unwrap_or("no check yet")
             );
-            self.1.lock().expect("console").push(s.state);
+            self.2.lock().expect("console").push(s.state);
             *last = Some(s.state);
         }
         Box::pin(async { Ok(()) })
@@ -43,7 +43,7 @@ impl StatusPublisher for Console {
 async fn until(console: &Console, state: MonitorState, n: usize) -> bool {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while tokio::time::Instant::now() < deadline {
-        if console.1.lock().expect("console").iter().filter(|s| **s == state).count() >= n {
+        if console.2.lock().expect("console").iter().filter(|s| **s == state).count() >= n {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -58,8 +58,9 @@ pub async fn run(sim: Arc<PveSim>, vmid: u32, dir: &std::path::Path) -> anyhow::
     let chat_server = chat.serve().await?;
     let config = crate::config::Config::parse("(demo)", &crate::sim::notify::config_section(&chat, &chat_server, dir)?)?;
     let notifier = Arc::new(Notifier::new(config.notifications, None).map_err(anyhow::Error::msg)?);
-    let console = Arc::new(Console::default());
-    let sched = Scheduler::new(notifier, console.clone(), 8, None);
+    let key: Key = ("homelab".into(), "web01-http".into());
+    let console = Arc::new(Console(key.clone(), Default::default(), Default::default()));
+    let sched = Scheduler::new(notifier, 8, None);
     tokio::spawn(sched.clone().run());
     let addr = crate::sim::pve::stand_in_web_server(sim.clone(), vmid, std::net::Ipv4Addr::LOCALHOST.into()).await?;
     let url = format!("http://{addr}/");
@@ -68,9 +69,7 @@ pub async fn run(sim: Arc<PveSim>, vmid: u32, dir: &std::path::Path) -> anyhow::
     ))?;
     let mut monitor = probe::build(&spec, None, &Default::default(), Some(1)).map_err(anyhow::Error::msg)?;
     monitor.interval = Duration::from_secs(1);
-    sched
-        .upsert(("homelab".into(), "web01-http".into()), monitor, &MonitorTargetStatus::default())
-        .await;
+    sched.upsert(key, monitor, &MonitorTargetStatus::default(), console.clone()).await;
     let mut ok = until(&console, MonitorState::Up, 1).await;
     println!("== web01 goes down on the simulator (not the operator's doing)");
     sim.set_power(vmid, false);

@@ -13,6 +13,10 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{api, config::Config, metrics::Metrics};
+pub use crate::{
+    config::ConfigArg,
+    controller::{DEFAULT_CONCURRENCY, RunArgs},
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,40 +58,6 @@ pub struct NotifyTestArgs {
     /// Channel name in the config's `notifications:` section.
     pub channel: String,
 }
-
-#[derive(Args, Debug)]
-pub struct ConfigArg {
-    /// Operator config file.
-    #[arg(long, env = crate::config::CONFIG_ENV)]
-    pub config: PathBuf,
-}
-
-#[derive(Args, Debug)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub config: ConfigArg,
-    /// Address for /metrics, /healthz and /readyz.
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    pub metrics_addr: String,
-    /// Act without holding the leader Lease (local runs with one replica only).
-    #[arg(long)]
-    pub no_leader_election: bool,
-    /// Namespace of the leader Lease (default: the pod's namespace, else `default`).
-    #[arg(long, env = "POD_NAMESPACE")]
-    pub lease_namespace: Option<String>,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Seconds between full reads of each guest's config (drift checks), spread over guests.
-    #[arg(long, default_value_t = 600)]
-    pub drift_interval: u64,
-    /// Concurrent reconciles per kind.
-    #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
-    pub concurrency: u16,
-}
-
-/// Reconciles in flight at once, for `run` (per kind) and `apply` alike.
-pub const DEFAULT_CONCURRENCY: u16 = 8;
 
 #[derive(Args, Debug)]
 pub struct CrdsArgs {
@@ -264,7 +234,7 @@ async fn plan(a: FilesArgs) -> anyhow::Result<i32> {
         };
         match oneshot::plan_record(&engine, r, &addresses).await {
             Ok(out) => {
-                if let Some((reason, message)) = &out.plan.blocked {
+                if let Some(crate::reconcile::Blocked { reason, message }) = &out.plan.blocked {
                     e.changes.push(PlanChange::new('x', format!("{reason}: {message}")));
                 }
                 for act in &out.plan.actions {
@@ -290,7 +260,7 @@ async fn plan(a: FilesArgs) -> anyhow::Result<i32> {
         };
         match oneshot::plan_proxy(&engine, p, &addresses).await {
             Ok(out) => {
-                if let Some((reason, message)) = &out.plan.blocked {
+                if let Some(crate::reconcile::Blocked { reason, message }) = &out.plan.blocked {
                     e.changes.push(PlanChange::new('x', format!("{reason}: {message}")));
                 }
                 for act in &out.plan.actions {

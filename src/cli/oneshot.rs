@@ -10,11 +10,12 @@ use crate::{
     api::{self, ProxmoxGuest, ProxmoxGuestStatus},
     config::Config,
     metrics::Metrics,
-    providers::pve::PveClient,
+    providers::{Providers, pve::PveClient},
     reconcile::{
-        ReconcileError, StatusSink,
+        Env, ReconcileError, StatusSink,
         cache::{ClusterCache, DriftClock},
-        proxmox_guest::{self, GuestCtx, GuestIdentity, GuestObject, Plan},
+        ownership::Identity,
+        proxmox_guest::{self, GuestCtx, GuestObject, Plan},
     },
 };
 
@@ -23,18 +24,15 @@ use crate::{
 pub struct MemoryStatus<S = ProxmoxGuestStatus>(pub Mutex<S>);
 
 impl<S: Clone + Send + Sync> StatusSink<S> for MemoryStatus<S> {
-    async fn save(&self, status: &S) -> Result<(), String> {
+    fn save<'a>(&'a self, status: &'a S) -> futures::future::BoxFuture<'a, Result<(), String>> {
         *self.0.lock().unwrap() = status.clone();
-        Ok(())
+        Box::pin(async { Ok(()) })
     }
 }
 
 pub struct Engine {
-    pub clients: BTreeMap<String, PveClient>,
-    pub dns: BTreeMap<String, crate::providers::dns::DnsClient>,
-    pub proxy: BTreeMap<String, crate::providers::npm::Npm>,
-    pub pbs: BTreeMap<String, crate::providers::pbs::PbsClient>,
-    pub notifier: crate::notify::Notifier,
+    /// The outside systems' clients and the notifier, built once from the config.
+    pub providers: Providers,
     pub cache: ClusterCache,
     pub drift: DriftClock,
     pub metrics: Arc<Metrics>,
@@ -42,41 +40,26 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let mut clients = BTreeMap::new();
-        for (name, ep) in &config.proxmox {
-            clients.insert(
-                name.clone(),
-                PveClient::new(ep, Some(metrics.clone())).map_err(|e| anyhow::anyhow!("proxmox.{name}: {e}"))?,
-            );
-        }
-        let dns = crate::providers::dns::clients_from_config(config, Some(metrics.clone())).map_err(|e| anyhow::anyhow!(e))?;
-        let mut proxy = BTreeMap::new();
-        for (name, ep) in &config.proxy {
-            let client = crate::providers::npm::Npm::new(&ep.url, &ep.identity, ep.secret.clone(), ep.timeout, Some(metrics.clone()))
-                .map_err(|e| anyhow::anyhow!("proxy.{name}: {e}"))?;
-            proxy.insert(name.clone(), client);
-        }
-        let pbs = crate::providers::pbs::client::clients_from_config(config, Some(metrics.clone())).map_err(|e| anyhow::anyhow!(e))?;
-        let notifier = crate::notify::Notifier::new(config.notifications.clone(), Some(metrics.clone())).map_err(anyhow::Error::msg)?;
         Ok(Self {
-            clients,
-            dns,
-            proxy,
-            pbs,
-            notifier,
+            providers: Providers::from_config(config, Some(metrics.clone())).map_err(anyhow::Error::msg)?,
             cache: ClusterCache::new(Duration::from_secs(10)),
             drift: DriftClock::new(Duration::from_secs(600)),
             metrics,
         })
     }
 
+    /// What the shared reconcilers read from.
+    pub fn env(&self) -> Env<'_> {
+        Env {
+            providers: &self.providers,
+            cache: &self.cache,
+            drift: &self.drift,
+        }
+    }
+
     pub fn ctx<'a>(&'a self, cluster: &'a str, dry_run: bool) -> Result<GuestCtx<'a, PveClient>, ReconcileError> {
-        let api = self
-            .clients
-            .get(cluster)
-            .ok_or_else(|| ReconcileError::Config(format!("spec.cluster {cluster:?} is not in the config's proxmox: section")))?;
         Ok(GuestCtx {
-            api,
+            api: self.providers.pve(cluster)?,
             cache: &self.cache,
             drift: &self.drift,
             cluster,
@@ -86,8 +69,8 @@ impl Engine {
     }
 }
 
-pub fn identity(g: &ProxmoxGuest) -> GuestIdentity {
-    GuestIdentity::new(
+pub fn identity(g: &ProxmoxGuest) -> Identity {
+    Identity::new(
         g.metadata.namespace.as_deref().unwrap_or("default"),
         g.metadata.name.as_deref().unwrap_or(""),
         g.metadata.uid.as_deref(),
@@ -316,22 +299,12 @@ fn record_parts<'a>(
     engine: &'a Engine,
     r: &api::DnsRecord,
     guests: &GuestAddresses,
-) -> Result<
-    (
-        &'a crate::providers::dns::DnsClient,
-        GuestIdentity,
-        crate::reconcile::dns_record::Target,
-    ),
-    ReconcileError,
-> {
+) -> Result<(&'a crate::providers::dns::DnsClient, Identity, crate::reconcile::dns_record::Target), ReconcileError> {
     use crate::reconcile::dns_record::Target;
     r.validate_cel().map_err(|e| ReconcileError::Config(format!("invalid spec: {e}")))?;
-    let dns = engine
-        .dns
-        .get(&r.spec.provider)
-        .ok_or_else(|| ReconcileError::Config(format!("spec.provider {:?} is not in the config's dns: section", r.spec.provider)))?;
+    let dns = engine.providers.dns(&r.spec.provider)?;
     let ns = r.metadata.namespace.as_deref().unwrap_or("default");
-    let id = GuestIdentity::new(ns, r.metadata.name.as_deref().unwrap_or(""), r.metadata.uid.as_deref());
+    let id = Identity::new(ns, r.metadata.name.as_deref().unwrap_or(""), r.metadata.uid.as_deref());
     let target = match &r.spec.target {
         None => Target::NoTarget,
         Some(t) => guests
@@ -418,14 +391,11 @@ fn proxy_parts<'a>(
     engine: &'a Engine,
     p: &api::ProxyHost,
     guests: &GuestAddresses,
-) -> Result<(&'a crate::providers::npm::Npm, GuestIdentity, Option<Vec<String>>), ReconcileError> {
+) -> Result<(&'a crate::providers::npm::Npm, Identity, Option<Vec<String>>), ReconcileError> {
     p.validate_cel().map_err(|e| ReconcileError::Config(format!("invalid spec: {e}")))?;
-    let client = engine
-        .proxy
-        .get(&p.spec.provider)
-        .ok_or_else(|| ReconcileError::Config(format!("spec.provider {:?} is not in the config's proxy: section", p.spec.provider)))?;
+    let client = engine.providers.proxy(&p.spec.provider)?;
     let ns = p.metadata.namespace.as_deref().unwrap_or("default");
-    let id = GuestIdentity::new(ns, p.metadata.name.as_deref().unwrap_or(""), p.metadata.uid.as_deref());
+    let id = Identity::new(ns, p.metadata.name.as_deref().unwrap_or(""), p.metadata.uid.as_deref());
     let ips = p
         .spec
         .target
@@ -434,11 +404,7 @@ fn proxy_parts<'a>(
     Ok((client, id, ips))
 }
 
-fn proxy_object<'a>(
-    p: &'a api::ProxyHost,
-    id: &'a GuestIdentity,
-    ips: Option<Vec<String>>,
-) -> crate::reconcile::proxy_host::ProxyObject<'a> {
+fn proxy_object<'a>(p: &'a api::ProxyHost, id: &'a Identity, ips: Option<Vec<String>>) -> crate::reconcile::proxy_host::ProxyObject<'a> {
     crate::reconcile::proxy_host::ProxyObject {
         id,
         spec: &p.spec,

@@ -31,7 +31,7 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<BackupPolicy>>, ctx: Arc<Contex
 }
 
 async fn apply(p: &BackupPolicy, ctx: &Context, writer: &StatusWriter<BackupPolicy>) -> Result<Action, Error> {
-    let api = ctx.pve_client(&p.spec.cluster)?;
+    let api = ctx.providers.pve(&p.spec.cluster)?;
     let guests: Api<ProxmoxGuest> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
     let guests = guests.list(&ListParams::default()).await.map_err(Error::Kube)?.items;
     let members = members::members(p, &guests).map_err(ReconcileError::Config)?;
@@ -39,8 +39,8 @@ async fn apply(p: &BackupPolicy, ctx: &Context, writer: &StatusWriter<BackupPoli
     let obj = PolicyObject::of(p, &id, members);
     let apis = Apis {
         pve: api,
-        pbs: p.spec.pbs.as_ref().and_then(|x| ctx.pbs.get(&x.endpoint)),
-        notifier: Some(&ctx.notifier),
+        pbs: p.spec.pbs.as_ref().and_then(|x| ctx.providers.pbs.get(&x.endpoint)),
+        notifier: Some(&ctx.providers.notifier),
     };
     let out = backup_policy::reconcile(apis, obj, writer, false).await?;
     count_unprotected(ctx, &p.spec.cluster).await;
@@ -58,7 +58,7 @@ async fn apply(p: &BackupPolicy, ctx: &Context, writer: &StatusWriter<BackupPoli
 async fn count_unprotected(ctx: &Context, cluster: &str) {
     use crate::providers::pve::PveApi;
     let key = format!("not-backed-up/{cluster}");
-    let Ok(api) = ctx.pve_client(cluster) else { return };
+    let Ok(api) = ctx.providers.pve(cluster) else { return };
     if !ctx.drift.due(&key) {
         return;
     }
@@ -96,9 +96,9 @@ fn export_metrics(ctx: &Context, p: &BackupPolicy, members: &[crate::api::Backup
 async fn cleanup(p: &BackupPolicy, ctx: &Context) -> Result<Action, Error> {
     export_metrics(ctx, p, &[]);
     let apis = Apis {
-        pve: ctx.pve_client(&p.spec.cluster)?,
-        pbs: p.spec.pbs.as_ref().and_then(|x| ctx.pbs.get(&x.endpoint)),
-        notifier: Some(&ctx.notifier),
+        pve: ctx.providers.pve(&p.spec.cluster)?,
+        pbs: p.spec.pbs.as_ref().and_then(|x| ctx.providers.pbs.get(&x.endpoint)),
+        notifier: Some(&ctx.providers.notifier),
     };
     let events = backup_policy::cleanup(apis, &identity(p), &p.spec).await?;
     publish_all(ctx, &p.object_ref(&()), &events, "Delete").await;

@@ -29,12 +29,7 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<DnsRecord>>, ctx: Arc<Context>)
 }
 
 fn client<'a>(ctx: &'a Context, r: &DnsRecord) -> Result<&'a crate::providers::dns::DnsClient, ReconcileError> {
-    ctx.dns.get(&r.spec.provider).ok_or_else(|| {
-        ReconcileError::Config(format!(
-            "spec.provider {:?} names no endpoint in the config's dns: section",
-            r.spec.provider
-        ))
-    })
+    Ok(ctx.providers.dns(&r.spec.provider)?)
 }
 
 /// The target guest's addresses, read from the apiserver.

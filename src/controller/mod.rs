@@ -11,6 +11,7 @@ pub mod monitor_target;
 pub mod proxmox_guest;
 pub mod proxy_host;
 pub mod shared;
+pub mod status;
 
 use std::{
     fmt::Debug,
@@ -19,6 +20,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use clap::Args;
 use futures::{Stream, StreamExt, TryStreamExt};
 use kube::{
     Api, Client, Resource,
@@ -30,10 +32,36 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     api::{BackupPolicy, DnsRecord, MonitorTarget, ProxmoxGuest, ProxyHost},
-    cli::RunArgs,
     config::Config,
     metrics::Metrics,
 };
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: crate::config::ConfigArg,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: String,
+    /// Act without holding the leader Lease (local runs with one replica only).
+    #[arg(long)]
+    pub no_leader_election: bool,
+    /// Namespace of the leader Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Seconds between full reads of each guest's config (drift checks), spread over guests.
+    #[arg(long, default_value_t = 600)]
+    pub drift_interval: u64,
+    /// Concurrent reconciles per kind.
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
+    pub concurrency: u16,
+}
+
+/// Reconciles in flight at once, for `run` (per kind) and `apply` alike.
+pub const DEFAULT_CONCURRENCY: u16 = 8;
 
 /// Run every controller until SIGTERM/SIGINT (or loss of leadership).
 pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {

@@ -4,11 +4,9 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
-    api::{Patch, PatchParams},
     core::DeserializeGuard,
     runtime::{controller::Action, reflector::Store},
 };
@@ -18,11 +16,8 @@ use super::{
     shared::{Error, StatusWriter, error_policy as shared_error_policy, guest_addresses, reconcile_kind, targeting},
 };
 use crate::{
-    api::{FIELD_MANAGER, MonitorTarget, MonitorTargetStatus, ProxmoxGuest, ProxyHost},
-    monitor::{
-        probe,
-        scheduler::{Key, StatusPublisher},
-    },
+    api::{MonitorTarget, ProxmoxGuest, ProxyHost},
+    monitor::{probe, scheduler::Key},
     reconcile::ReconcileError,
 };
 
@@ -34,7 +29,7 @@ fn key(m: &MonitorTarget) -> Key {
     (m.namespace().unwrap_or_default(), m.name_any())
 }
 
-async fn apply(m: &MonitorTarget, ctx: &Context, _writer: &StatusWriter<MonitorTarget>) -> Result<Action, Error> {
+async fn apply(m: &MonitorTarget, ctx: &Context, writer: &StatusWriter<MonitorTarget>) -> Result<Action, Error> {
     let built = resolve(m, ctx).await;
     let config = match built {
         Ok(c) => c,
@@ -44,13 +39,24 @@ async fn apply(m: &MonitorTarget, ctx: &Context, _writer: &StatusWriter<MonitorT
             return Err(e);
         }
     };
-    ctx.monitors.upsert(key(m), config, &m.status.clone().unwrap_or_default()).await;
+    // The scheduler owns this status from here on, through a writer of its own.
+    let sink = Arc::new(StatusWriter::new(writer.api().clone(), m.name_any(), m.status.as_ref()));
+    ctx.monitors
+        .upsert(key(m), config, &m.status.clone().unwrap_or_default(), sink)
+        .await;
     // A target's address may change without an event we watch (a ProxyHost's domains): look again now and then.
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
 async fn resolve(m: &MonitorTarget, ctx: &Context) -> Result<crate::monitor::scheduler::MonitorConfig, Error> {
-    if let Some(unknown) = m.spec.policy.notify.iter().flat_map(|n| &n.channels).find(|c| !ctx.notifier.has(c)) {
+    if let Some(unknown) = m
+        .spec
+        .policy
+        .notify
+        .iter()
+        .flat_map(|n| &n.channels)
+        .find(|c| !ctx.providers.notifier.has(c))
+    {
         return Err(ReconcileError::Config(format!(
             "spec.notify.channels: {unknown:?} is not in the config's notifications: section"
         ))
@@ -125,20 +131,4 @@ pub fn verdict_key(m: &MonitorTarget) -> u64 {
         }
     }
     h.finish()
-}
-
-/// Status by server-side apply with the operator's field manager.
-pub struct KubeStatus(pub kube::Client);
-
-impl StatusPublisher for KubeStatus {
-    fn publish<'a>(&'a self, key: &'a Key, status: &'a MonitorTargetStatus) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            let api: Api<MonitorTarget> = Api::namespaced(self.0.clone(), &key.0);
-            let patch = serde_json::json!({"apiVersion": "homelab.dev/v1alpha1", "kind": "MonitorTarget", "status": status});
-            api.patch_status(&key.1, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
-    }
 }

@@ -20,7 +20,8 @@ use crate::{
     config::SecretString,
     reconcile::{
         ReconcileError,
-        proxmox_guest::{self, CleanupOutcome, GuestCtx, GuestIdentity, GuestObject, children},
+        ownership::Identity,
+        proxmox_guest::{self, CleanupOutcome, GuestCtx, GuestObject, children},
     },
 };
 
@@ -65,7 +66,7 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<ProxmoxGuest>>, ctx: Arc<Contex
     reconcile_kind(obj, ctx, |g, c, a| Box::pin(apply(g, c, a)), |g, c, a| Box::pin(cleanup(g, c, a))).await
 }
 
-fn object_parts(g: &ProxmoxGuest) -> (GuestIdentity, String) {
+fn object_parts(g: &ProxmoxGuest) -> (Identity, String) {
     let id = super::shared::identity(g);
     (id, g.spec.cluster.clone())
 }
@@ -75,7 +76,7 @@ fn guest_ctx<'a>(
     cluster: &'a str,
     on_takedown: &'a (dyn Fn() + Send + Sync),
 ) -> Result<GuestCtx<'a, crate::providers::pve::PveClient>, ReconcileError> {
-    let api = ctx.pve_client(cluster)?;
+    let api = ctx.providers.pve(cluster)?;
     Ok(GuestCtx {
         api,
         cache: &ctx.cache,
@@ -89,7 +90,7 @@ fn guest_ctx<'a>(
 fn guest_object<'a>(
     g: &ProxmoxGuest,
     spec: &'a api::ProxmoxGuestSpec,
-    id: &'a GuestIdentity,
+    id: &'a Identity,
     ci_password: Option<SecretString>,
 ) -> GuestObject<'a> {
     GuestObject {

@@ -29,12 +29,7 @@ pub async fn reconcile(obj: Arc<DeserializeGuard<ProxyHost>>, ctx: Arc<Context>)
 }
 
 fn client<'a>(ctx: &'a Context, r: &ProxyHost) -> Result<&'a crate::providers::npm::Npm, ReconcileError> {
-    ctx.proxy.get(&r.spec.provider).ok_or_else(|| {
-        ReconcileError::Config(format!(
-            "spec.provider {:?} names no endpoint in the config's proxy: section",
-            r.spec.provider
-        ))
-    })
+    Ok(ctx.providers.proxy(&r.spec.provider)?)
 }
 
 /// The target guest's addresses (`None` while it does not exist).

@@ -9,7 +9,6 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     core::error_boundary::InvalidObject,
     runtime::{
         controller::Action,
@@ -19,9 +18,10 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::context::Context;
+pub use super::status::StatusWriter;
 use crate::{
-    api::{self, ConditionState, FIELD_MANAGER},
-    reconcile::{EventNote, ReconcileError, StatusSink},
+    api::{self, ConditionState},
+    reconcile::{EventNote, ReconcileError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,12 @@ pub enum Error {
     /// Not a failure: deletion waits for an outside task.
     #[error("deletion in progress; checking again in {0:?}")]
     CleanupInProgress(Duration),
+}
+
+impl From<crate::providers::UnknownEndpoint> for Error {
+    fn from(e: crate::providers::UnknownEndpoint) -> Self {
+        Error::Reconcile(e.into())
+    }
 }
 
 impl Error {
@@ -109,67 +115,6 @@ impl Conditioned for api::MonitorTargetStatus {
 impl Conditioned for api::DnsRecordStatus {
     fn conditions_mut(&mut self) -> &mut Vec<Condition> {
         &mut self.conditions
-    }
-}
-
-/// Writes one object's status through the status subresource by server-side
-/// apply with the operator's field manager, and only when it changed. One
-/// writer lives for one reconcile, so an error report builds on what that
-/// reconcile already saved (an allocated VMID is never lost to it).
-pub struct StatusWriter<K> {
-    api: Api<K>,
-    name: String,
-    last: std::sync::Mutex<Option<serde_json::Value>>,
-}
-
-impl<K> StatusWriter<K>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
-{
-    pub fn new(api: Api<K>, name: String, current: Option<&impl Serialize>) -> Self {
-        Self {
-            api,
-            name,
-            last: std::sync::Mutex::new(current.and_then(|c| serde_json::to_value(c).ok())),
-        }
-    }
-
-    /// The namespaced API of the object's kind.
-    pub fn api(&self) -> &Api<K> {
-        &self.api
-    }
-
-    /// The newest status this writer saved (or started from).
-    pub fn latest<S: DeserializeOwned>(&self) -> Option<S> {
-        let last = self.last.lock().expect("status lock").clone()?;
-        serde_json::from_value(last).ok()
-    }
-
-    pub async fn apply<S: Serialize>(&self, status: &S) -> Result<(), kube::Error> {
-        let value = serde_json::to_value(status).map_err(kube::Error::SerdeError)?;
-        if self.last.lock().expect("status lock").as_ref() == Some(&value) {
-            return Ok(());
-        }
-        let patch = serde_json::json!({
-            "apiVersion": K::api_version(&()),
-            "kind": K::kind(&()),
-            "status": value,
-        });
-        self.api
-            .patch_status(&self.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-            .await?;
-        *self.last.lock().expect("status lock") = Some(value);
-        Ok(())
-    }
-}
-
-impl<K, S> StatusSink<S> for StatusWriter<K>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync,
-    S: Serialize + Sync,
-{
-    async fn save(&self, status: &S) -> Result<(), String> {
-        self.apply(status).await.map_err(|e| e.to_string())
     }
 }
 
@@ -396,8 +341,8 @@ pub async fn reconcile_kind<K: Reconciled>(
 }
 
 /// The ownership identity of any resource (namespace, name, UID).
-pub fn identity<K: Resource>(obj: &K) -> crate::reconcile::proxmox_guest::GuestIdentity {
-    crate::reconcile::proxmox_guest::GuestIdentity::new(&obj.namespace().unwrap_or_default(), &obj.name_any(), obj.uid().as_deref())
+pub fn identity<K: Resource>(obj: &K) -> crate::reconcile::ownership::Identity {
+    crate::reconcile::ownership::Identity::new(&obj.namespace().unwrap_or_default(), &obj.name_any(), obj.uid().as_deref())
 }
 
 /// The addresses of the ProxmoxGuest `name`'s NIC `nic` (default the first);

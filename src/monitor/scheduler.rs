@@ -12,7 +12,6 @@ use std::{
     time::Duration,
 };
 
-use futures::future::BoxFuture;
 use tokio::{sync::Semaphore, time::Instant};
 
 use super::{
@@ -23,6 +22,7 @@ use crate::{
     api::{self, ConditionState, MonitorNotification, MonitorState, MonitorTargetStatus},
     metrics::Metrics,
     notify::{Event, Message, Notifier},
+    reconcile::StatusSink,
 };
 
 /// `namespace/name`.
@@ -46,10 +46,8 @@ pub struct MonitorConfig {
     pub fingerprint: u64,
 }
 
-/// Writes a monitor's whole status (the controller: server-side apply).
-pub trait StatusPublisher: Send + Sync + 'static {
-    fn publish<'a>(&'a self, key: &'a Key, status: &'a MonitorTargetStatus) -> BoxFuture<'a, Result<(), String>>;
-}
+/// Where one monitor's whole status goes (the controller: its status subresource).
+pub type Sink = Arc<dyn StatusSink<MonitorTargetStatus>>;
 
 struct Entry {
     config: MonitorConfig,
@@ -58,6 +56,7 @@ struct Entry {
     next_due: Instant,
     running: bool,
     written: Option<(Instant, MonitorTargetStatus)>,
+    sink: Sink,
 }
 
 pub struct Scheduler {
@@ -65,7 +64,6 @@ pub struct Scheduler {
     /// Guests (`namespace`, `name`) with an operator task in flight that takes them down.
     busy_guests: Mutex<std::collections::HashSet<Key>>,
     notifier: Arc<Notifier>,
-    publisher: Arc<dyn StatusPublisher>,
     limit: Arc<Semaphore>,
     metrics: Option<Arc<Metrics>>,
     /// How often latency and uptime alone are written.
@@ -106,25 +104,20 @@ pub fn tracker_from(status: &MonitorTargetStatus) -> Tracker {
 }
 
 impl Scheduler {
-    pub fn new(
-        notifier: Arc<Notifier>,
-        publisher: Arc<dyn StatusPublisher>,
-        concurrency: usize,
-        metrics: Option<Arc<Metrics>>,
-    ) -> Arc<Self> {
+    pub fn new(notifier: Arc<Notifier>, concurrency: usize, metrics: Option<Arc<Metrics>>) -> Arc<Self> {
         Arc::new(Self {
             entries: Mutex::new(HashMap::new()),
             busy_guests: Mutex::new(Default::default()),
             notifier,
-            publisher,
             limit: Arc::new(Semaphore::new(concurrency.max(1))),
             metrics,
             summary_every: Duration::from_secs(60),
         })
     }
 
-    /// Start or update a monitor; a changed spec or target starts from what status says.
-    pub async fn upsert(&self, key: Key, config: MonitorConfig, current: &MonitorTargetStatus) {
+    /// Start or update a monitor whose status goes to `sink`; a changed spec
+    /// or target starts from what status says.
+    pub async fn upsert(&self, key: Key, config: MonitorConfig, current: &MonitorTargetStatus, sink: Sink) {
         let status = {
             let mut entries = self.entries.lock().expect("monitors");
             let now = Instant::now();
@@ -134,6 +127,7 @@ impl Scheduler {
                 e.config.generation = config.generation;
                 e.config.paused = config.paused;
                 e.status.observed_generation = config.generation;
+                e.sink = sink;
                 return;
             }
             let mut status = current.clone();
@@ -151,6 +145,7 @@ impl Scheduler {
                 status: status.clone(),
                 running: false,
                 written: None,
+                sink,
             };
             entries.insert(key.clone(), entry);
             status
@@ -303,10 +298,7 @@ impl Scheduler {
             Notify::Recovery { downtime } => Message::new(
                 Event::Recovery,
                 subject,
-                format!(
-                    "Up again after {}",
-                    crate::reconcile::backup_policy::alerts::human(downtime.as_secs() as i64)
-                ),
+                format!("Up again after {}", crate::human::duration(downtime.as_secs() as i64)),
             )
             .with_detail(format!("target: {target}")),
         };
@@ -326,19 +318,20 @@ impl Scheduler {
 
     /// Write if `urgent`, or if the summary period passed and something changed.
     async fn write(&self, key: &Key, status: MonitorTargetStatus, urgent: bool) {
-        let due = {
+        let sink = {
             let entries = self.entries.lock().expect("monitors");
             let Some(e) = entries.get(key) else { return };
-            match &e.written {
+            let due = match &e.written {
                 Some((_, last)) if *last == status => false,
                 Some((at, _)) => urgent || at.elapsed() >= self.summary_every,
                 None => true,
+            };
+            if !due {
+                return;
             }
+            e.sink.clone()
         };
-        if !due {
-            return;
-        }
-        match self.publisher.publish(key, &status).await {
+        match sink.save(&status).await {
             Ok(()) => {
                 if let Some(e) = self.entries.lock().expect("monitors").get_mut(key) {
                     e.written = Some((Instant::now(), status));

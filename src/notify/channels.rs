@@ -9,11 +9,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::{
-    Attempt,
-    config::{Channel, ChannelKind},
-    message::Message,
-};
+use super::{Attempt, message::Message};
+use crate::config::{Channel, ChannelKind};
 
 fn transport(e: reqwest::Error) -> Attempt {
     let e = e.without_url();

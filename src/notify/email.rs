@@ -9,11 +9,8 @@ use lettre::{
     },
 };
 
-use super::{
-    Attempt,
-    config::{EmailChannel, SmtpSecurity},
-    message::Message,
-};
+use super::{Attempt, message::Message};
+use crate::config::{EmailChannel, SmtpSecurity};
 
 fn tls(e: &EmailChannel) -> Result<TlsParameters, String> {
     let mut b = TlsParameters::builder(e.host.clone());

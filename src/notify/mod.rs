@@ -4,13 +4,12 @@
 //! metrics by channel type and outcome, and never logged with a secret.
 
 pub mod channels;
-pub mod config;
 pub mod email;
 pub mod message;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-pub use config::{Channel, ChannelKind};
+pub use crate::config::{Channel, ChannelKind};
 pub use message::{Event, Message};
 
 use crate::metrics::Metrics;

@@ -13,7 +13,7 @@ use homelab_operator::{
     reconcile::{
         ReconcileError,
         backup_policy::{self, Apis, PolicyObject, PolicyOutcome, freshness::Member},
-        proxmox_guest::GuestIdentity,
+        ownership::Identity,
     },
     sim::{
         SimServer,
@@ -77,8 +77,8 @@ pub fn spec(extra: &str) -> BackupPolicySpec {
     .unwrap()
 }
 
-pub fn id() -> GuestIdentity {
-    GuestIdentity::new("homelab", "nightly", Some("0b5e4a1c-1111-4222-8333-444455556666"))
+pub fn id() -> Identity {
+    Identity::new("homelab", "nightly", Some("0b5e4a1c-1111-4222-8333-444455556666"))
 }
 
 pub fn member(name: &str, vmid: u32) -> Member {

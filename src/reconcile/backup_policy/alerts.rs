@@ -5,7 +5,7 @@
 use crate::{
     api::{self, BackupPolicyStatus, PolicyNotification},
     notify::{Event, Message, Notifier},
-    reconcile::proxmox_guest::GuestIdentity,
+    reconcile::ownership::Identity,
 };
 
 /// The message to send, if the policy's health changed since the last one. Pure.
@@ -23,7 +23,7 @@ pub fn due(status: &BackupPolicyStatus, subject: &str, now: jiff::Timestamp) -> 
                 .notification
                 .as_ref()
                 .and_then(|n| n.since.as_deref()?.parse::<jiff::Timestamp>().ok());
-            let after = since.map(|s| format!(" after {}", human(now.duration_since(s).as_secs())));
+            let after = since.map(|s| format!(" after {}", crate::human::duration(now.duration_since(s).as_secs())));
             let fresh = status.fresh.clone().unwrap_or_default();
             Some((
                 Message::new(
@@ -38,19 +38,8 @@ pub fn due(status: &BackupPolicyStatus, subject: &str, now: jiff::Timestamp) -> 
     }
 }
 
-/// `4m 10s`, `2h 5m`, `3d 1h`.
-pub fn human(secs: i64) -> String {
-    let s = secs.max(0);
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
-    }
-}
-
 /// Send what is due to the policy's channels and record it in status.
-pub async fn notify(notifier: &Notifier, channels: &[String], id: &GuestIdentity, status: &mut BackupPolicyStatus) {
+pub async fn notify(notifier: &Notifier, channels: &[String], id: &Identity, status: &mut BackupPolicyStatus) {
     let now = jiff::Timestamp::now();
     let subject = format!("BackupPolicy {}/{}", id.namespace, id.name);
     let Some((msg, problem)) = due(status, &subject, now) else { return };

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use crate::{
     api::{BackupMode, BackupPolicySpec, Compression, Retention},
     providers::pve::{BackupJob, Params, codec},
-    reconcile::{proxmox_guest::GuestIdentity, proxmox_guest::plan::Blocked},
+    reconcile::{Blocked, ownership::Identity},
 };
 
 /// Our job's id: stable per resource UID (PVE job ids are `[a-z][a-z0-9_-]+`).
-pub fn job_id(id: &GuestIdentity) -> String {
+pub fn job_id(id: &Identity) -> String {
     let compact: String = id.uid.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
     format!("hlo-{compact}")
 }
@@ -51,7 +51,7 @@ pub fn mode_str(mode: BackupMode) -> &'static str {
 
 /// The job's fields, as they are compared and written (`vmid` sorted,
 /// `prune-backups` as a property string in a fixed order).
-pub fn desired(spec: &BackupPolicySpec, members: &[u32], id: &GuestIdentity) -> BTreeMap<&'static str, String> {
+pub fn desired(spec: &BackupPolicySpec, members: &[u32], id: &Identity) -> BTreeMap<&'static str, String> {
     let mut vmids = members.to_vec();
     vmids.sort_unstable();
     vmids.dedup();
@@ -151,7 +151,7 @@ pub enum JobPlan {
 pub fn plan(
     want: Option<&BTreeMap<&'static str, String>>,
     jobs: &[BackupJob],
-    id: &GuestIdentity,
+    id: &Identity,
     adopt: Option<&str>,
 ) -> Result<JobPlan, Blocked> {
     let ours_id = adopt.map_or_else(|| job_id(id), str::to_string);
@@ -218,8 +218,8 @@ mod tests {
         .unwrap()
     }
 
-    fn id() -> GuestIdentity {
-        GuestIdentity::new("homelab", "nightly", Some("3f1c2b4a-9d8e-4f7a-b6c5-1d2e3f4a5b6c"))
+    fn id() -> Identity {
+        Identity::new("homelab", "nightly", Some("3f1c2b4a-9d8e-4f7a-b6c5-1d2e3f4a5b6c"))
     }
 
     /// The job as PVE answers it after `plan`'s create was sent.

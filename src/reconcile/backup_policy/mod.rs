@@ -17,21 +17,21 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{EventNote, POLL_TASK, RESYNC, ReconcileError, StatusSink, conditions, proxmox_guest::GuestIdentity};
+use super::{EventNote, POLL_TASK, RESYNC, ReconcileError, StatusSink, conditions, ownership::Identity};
 use crate::{
     api::{self, BackupPolicySpec, BackupPolicyStatus, ConditionState, ManagementMode},
     providers::{
         pbs::PbsApi,
         pve::{PveApi, StorageVolume},
     },
-    reconcile::proxmox_guest::plan::Blocked,
+    reconcile::Blocked,
 };
 use freshness::Member;
 use job::JobPlan;
 use pbs_jobs::PbsStep;
 
 pub struct PolicyObject<'a> {
-    pub id: &'a GuestIdentity,
+    pub id: &'a Identity,
     pub spec: &'a BackupPolicySpec,
     pub status: BackupPolicyStatus,
     pub generation: Option<i64>,
@@ -47,7 +47,7 @@ pub struct PolicyObject<'a> {
 
 impl<'a> PolicyObject<'a> {
     /// The policy as stored: spec, status, annotations; members resolved by the caller.
-    pub fn of(p: &'a api::BackupPolicy, id: &'a GuestIdentity, members: Vec<Member>) -> Self {
+    pub fn of(p: &'a api::BackupPolicy, id: &'a Identity, members: Vec<Member>) -> Self {
         let annotation = |k: &str| p.metadata.annotations.as_ref().and_then(|a| a.get(k)).cloned();
         Self {
             id,
@@ -481,7 +481,7 @@ fn problem(spec: &BackupPolicySpec, status: &BackupPolicyStatus) -> Option<(&'st
 /// leave them (`Retain`); backups and the datastore's GC schedule stay.
 pub async fn cleanup<P: PveApi, B: PbsApi>(
     apis: Apis<'_, P, B>,
-    id: &GuestIdentity,
+    id: &Identity,
     spec: &BackupPolicySpec,
 ) -> Result<Vec<EventNote>, ReconcileError> {
     let mut events = vec![];

@@ -12,7 +12,7 @@ use crate::{
         pbs::{DatastoreConfig, GcStatus, Job, JobKind, PbsApi, Snapshot},
         pve::{StorageVolume, Verification},
     },
-    reconcile::{EventNote, ReconcileError, backup_policy::job::job_id, proxmox_guest::GuestIdentity, proxmox_guest::plan::Blocked},
+    reconcile::{Blocked, EventNote, ReconcileError, backup_policy::job::job_id, ownership::Identity},
 };
 
 /// What the server holds for one policy.
@@ -62,7 +62,7 @@ pub async fn observe<B: PbsApi>(api: &B, pbs: &PbsOptions) -> Result<Observed, R
 }
 
 /// The steps for this policy (all deletions when `spec` is `None`).
-pub fn plan(spec: Option<&BackupPolicySpec>, obs: &Observed, id: &GuestIdentity) -> Result<Vec<PbsStep>, Blocked> {
+pub fn plan(spec: Option<&BackupPolicySpec>, obs: &Observed, id: &Identity) -> Result<Vec<PbsStep>, Blocked> {
     let want = spec
         .and_then(|s| Some(pbs_jobs::desired(s.pbs.as_ref()?, &s.retention, id)))
         .unwrap_or_default();
@@ -101,7 +101,7 @@ fn rfc3339(t: Option<i64>) -> Option<String> {
 }
 
 /// Our jobs' run states, and the datastore's GC when the policy manages it.
-pub fn job_states(obs: &Observed, id: &GuestIdentity, store: &str) -> Vec<PbsJobState> {
+pub fn job_states(obs: &Observed, id: &Identity, store: &str) -> Vec<PbsJobState> {
     let ours = job_id(id);
     let mut out: Vec<PbsJobState> = obs
         .jobs

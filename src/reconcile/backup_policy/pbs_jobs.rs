@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use crate::{
     api::{PbsOptions, Retention, SyncDirection},
     providers::pbs::{Job, JobKind, Params, codec::bool_param},
-    reconcile::{backup_policy::job::job_id, proxmox_guest::GuestIdentity, proxmox_guest::plan::Blocked},
+    reconcile::{Blocked, backup_policy::job::job_id, ownership::Identity},
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,7 +76,7 @@ fn managed(kind: JobKind) -> &'static [&'static str] {
 }
 
 /// The wanted fields of each configured job kind.
-pub fn desired(pbs: &PbsOptions, retention: &Retention, id: &GuestIdentity) -> BTreeMap<JobKind, BTreeMap<&'static str, String>> {
+pub fn desired(pbs: &PbsOptions, retention: &Retention, id: &Identity) -> BTreeMap<JobKind, BTreeMap<&'static str, String>> {
     let base = |schedule: &str| {
         BTreeMap::from([
             ("store", pbs.datastore.clone()),
@@ -117,7 +117,7 @@ pub fn desired(pbs: &PbsOptions, retention: &Retention, id: &GuestIdentity) -> B
 pub fn plan(
     want: &BTreeMap<JobKind, BTreeMap<&'static str, String>>,
     jobs: &BTreeMap<JobKind, Vec<Job>>,
-    id: &GuestIdentity,
+    id: &Identity,
     gc: Option<(&str, Option<&str>)>,
 ) -> Result<Vec<PbsStep>, Blocked> {
     let ours = job_id(id);
@@ -176,8 +176,8 @@ mod tests {
     use super::*;
     use crate::api::BackupPolicySpec;
 
-    fn ident() -> GuestIdentity {
-        GuestIdentity {
+    fn ident() -> Identity {
+        Identity {
             namespace: "home".into(),
             name: "nightly".into(),
             uid: "0a1b2c3d-4e5f-6789-abcd-ef0123456789".into(),

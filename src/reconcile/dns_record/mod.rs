@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{EventNote, RESYNC, ReconcileError, conditions, proxmox_guest::GuestIdentity};
+use super::{Blocked, EventNote, RESYNC, ReconcileError, conditions, ownership::Identity};
 use crate::{
     api::{self, ConditionState, DnsRecordSpec, DnsRecordStatus, RecordType},
     providers::dns::{DnsApi, RecordSet, absolute, fqdn},
@@ -25,7 +25,7 @@ pub enum Target {
 }
 
 pub struct DnsObject<'a> {
-    pub id: &'a GuestIdentity,
+    pub id: &'a Identity,
     pub spec: &'a DnsRecordSpec,
     pub status: DnsRecordStatus,
     pub generation: Option<i64>,
@@ -125,7 +125,7 @@ pub async fn reconcile<D: DnsApi>(dns: &D, obj: DnsObject<'_>, dry_run: bool) ->
             o
         });
     let plan = plan::plan(&desired, observed.as_ref(), spec.adopt, spec.policy);
-    if let Some((reason, message)) = &plan.blocked {
+    if let Some(Blocked { reason, message }) = &plan.blocked {
         status.values = observed.map(|o| o.values).unwrap_or_default();
         set_conditions(&mut status, generation, &conditions(false, false, true, reason, message));
         return Ok(DnsOutcome {
@@ -173,7 +173,7 @@ pub async fn reconcile<D: DnsApi>(dns: &D, obj: DnsObject<'_>, dry_run: bool) ->
 }
 
 /// Deletion: remove (or release) a record the operator owns; never touch others.
-pub async fn cleanup<D: DnsApi>(dns: &D, id: &GuestIdentity, spec: &DnsRecordSpec) -> Result<Vec<EventNote>, ReconcileError> {
+pub async fn cleanup<D: DnsApi>(dns: &D, id: &Identity, spec: &DnsRecordSpec) -> Result<Vec<EventNote>, ReconcileError> {
     let zone = absolute(&spec.zone);
     let name = fqdn(&spec.name, &zone);
     let rtype = spec.record_type.as_str();

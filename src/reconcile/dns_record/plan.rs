@@ -3,6 +3,7 @@
 use crate::{
     api::{DeletionPolicy, RecordPolicy, RecordType},
     providers::dns::{RecordSet, absolute},
+    reconcile::Blocked,
 };
 
 /// Values in one canonical presentation form, so that what we send and what
@@ -65,8 +66,8 @@ pub enum DnsAction {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DnsPlan {
     pub actions: Vec<DnsAction>,
-    /// Why nothing can be written: (reason, message).
-    pub blocked: Option<(&'static str, String)>,
+    /// Why nothing can be written.
+    pub blocked: Option<Blocked>,
 }
 
 /// What to write so the server has `desired` (which carries our mark).
@@ -88,7 +89,7 @@ pub fn plan(desired: &RecordSet, observed: Option<&RecordSet>, adopt: bool, poli
         };
         return DnsPlan {
             actions: vec![],
-            blocked: Some((
+            blocked: Some(Blocked::new(
                 "Conflict",
                 format!(
                     "{} {} already exists with {}{owner} and the operator does not own it; set adopt: true to take it over, or choose another name",
@@ -195,7 +196,7 @@ mod tests {
         let foreign = rs(&["10.0.0.5"], 300, None);
         let p = plan(&want, Some(&foreign), false, RecordPolicy::Sync);
         assert!(p.actions.is_empty());
-        let (reason, msg) = p.blocked.unwrap();
+        let crate::reconcile::Blocked { reason, message: msg } = p.blocked.unwrap();
         assert_eq!(reason, "Conflict");
         assert!(
             msg.contains("web.home.arpa. A already exists with 10.0.0.5") && msg.contains("adopt: true"),
@@ -206,7 +207,7 @@ mod tests {
             plan(&want, Some(&other), false, RecordPolicy::Sync)
                 .blocked
                 .unwrap()
-                .1
+                .message
                 .contains("apps/other")
         );
         assert_eq!(

@@ -8,7 +8,7 @@ use crate::{
     providers::pve::codec::{PropertyString, pve_urlencode},
 };
 
-use super::identity::GuestIdentity;
+use crate::reconcile::ownership::Identity;
 
 /// How a desired property string is compared with what the guest has.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,14 +69,14 @@ fn b(v: bool) -> String {
 }
 
 /// The description the guest carries: the user's text plus our ownership line.
-pub fn description(spec: &ProxmoxGuestSpec, id: &GuestIdentity) -> String {
+pub fn description(spec: &ProxmoxGuestSpec, id: &Identity) -> String {
     match spec.description.as_deref().map(str::trim_end).filter(|d| !d.is_empty()) {
         Some(d) => format!("{d}\n{}", id.mark_line()),
         None => id.mark_line(),
     }
 }
 
-pub fn tags(spec: &ProxmoxGuestSpec, id: &GuestIdentity) -> String {
+pub fn tags(spec: &ProxmoxGuestSpec, id: &Identity) -> String {
     let mut t: Vec<String> = spec.tags.clone();
     t.push(id.mark_tag());
     t.sort();
@@ -84,7 +84,7 @@ pub fn tags(spec: &ProxmoxGuestSpec, id: &GuestIdentity) -> String {
     t.join(";")
 }
 
-pub fn desired(spec: &ProxmoxGuestSpec, id: &GuestIdentity) -> Desired {
+pub fn desired(spec: &ProxmoxGuestSpec, id: &Identity) -> Desired {
     use ChangeClass::*;
     let mut keys = vec![
         key("description", description(spec, id), Hot, Compare::Exact),

@@ -7,7 +7,6 @@ mod conditions;
 mod creation;
 mod deletion;
 pub mod desired;
-pub mod identity;
 mod observe;
 pub mod plan;
 pub mod references;
@@ -25,7 +24,6 @@ use actions::*;
 use conditions::*;
 use creation::*;
 pub use deletion::{CleanupOutcome, cleanup};
-pub use identity::GuestIdentity;
 use observe::*;
 pub use plan::{Action, Plan};
 use plan::{Blocked, ObservedConfig, ObservedFirewall, ObservedGuest, PlanInput, ResolvedSource};
@@ -33,6 +31,7 @@ use plan::{Blocked, ObservedConfig, ObservedFirewall, ObservedGuest, PlanInput, 
 use super::{
     EventNote, POLL_TASK, RESYNC, ReconcileError, StatusSink, VERIFY_SOON,
     cache::{ClusterCache, DriftClock},
+    ownership::Identity,
 };
 
 /// Everything one guest reconcile needs, none of it Kubernetes.
@@ -59,7 +58,7 @@ impl<P: PveApi> GuestCtx<'_, P> {
 
 /// The resource as the reconciler sees it.
 pub struct GuestObject<'a> {
-    pub id: &'a GuestIdentity,
+    pub id: &'a Identity,
     pub spec: &'a ProxmoxGuestSpec,
     pub status: ProxmoxGuestStatus,
     pub generation: Option<i64>,

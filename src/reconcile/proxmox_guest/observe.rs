@@ -79,7 +79,7 @@ pub(super) fn observed_from(r: &ClusterResource, guest_type: GuestType) -> Obser
 
 pub(super) async fn identify<P: PveApi>(
     ctx: &GuestCtx<'_, P>,
-    id: &GuestIdentity,
+    id: &Identity,
     spec: &ProxmoxGuestSpec,
     status: &ProxmoxGuestStatus,
     resources: &[ClusterResource],

@@ -8,10 +8,9 @@ use crate::{
     providers::pve::{FirewallOptions, FirewallRuleEntry, Params, codec::PropertyString, split_tags},
 };
 
-use super::{
-    desired::{Compare, DesiredKey, desired, merge_props, normalized_props},
-    identity::GuestIdentity,
-};
+use super::desired::{Compare, DesiredKey, desired, merge_props, normalized_props};
+pub use crate::reconcile::Blocked;
+use crate::reconcile::ownership::Identity;
 
 /// A guest's config as PVE reports it through `.../pending`.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -163,13 +162,6 @@ impl Action {
     }
 }
 
-/// Why nothing can be done until a person acts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Blocked {
-    pub reason: &'static str,
-    pub message: String,
-}
-
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     pub actions: Vec<Action>,
@@ -192,7 +184,7 @@ impl Plan {
 
 pub struct PlanInput<'a> {
     pub spec: &'a ProxmoxGuestSpec,
-    pub id: &'a GuestIdentity,
+    pub id: &'a Identity,
     /// The guest we manage (found by mark, or adopted), if it exists.
     pub guest: Option<&'a ObservedGuest>,
     /// A guest at our VMID that is not ours (and not adopted).
@@ -420,7 +412,7 @@ fn plan_create(input: &PlanInput) -> Plan {
 type ConfigDiff = (Params, Vec<String>, Vec<PendingChange>, bool, Vec<Action>, Option<Blocked>);
 
 /// Compare every desired key with the guest's effective config.
-fn diff_config(spec: &ProxmoxGuestSpec, id: &GuestIdentity, cfg: &ObservedConfig, running: bool) -> ConfigDiff {
+fn diff_config(spec: &ProxmoxGuestSpec, id: &Identity, cfg: &ObservedConfig, running: bool) -> ConfigDiff {
     let d = desired(spec, id);
     let mut params: Params = vec![];
     let mut summary = vec![];
@@ -705,9 +697,9 @@ fn rule_fields(direction: &str, action: &str, enabled: bool, optional: [&Option<
 pub fn remove_mark_params(cfg: &ObservedConfig) -> Params {
     let tags: Vec<String> = split_tags(cfg.effective("tags").unwrap_or(""))
         .into_iter()
-        .filter(|t| !super::identity::is_mark_tag(t))
+        .filter(|t| !crate::reconcile::ownership::is_mark_tag(t))
         .collect();
-    let desc = super::identity::strip_mark_lines(cfg.effective("description").unwrap_or(""));
+    let desc = crate::reconcile::ownership::strip_mark_lines(cfg.effective("description").unwrap_or(""));
     let mut params: Params = vec![];
     let mut delete = vec![];
     if tags.is_empty() {

@@ -4,17 +4,19 @@ use std::collections::BTreeMap;
 
 use super::{
     desired,
-    identity::GuestIdentity,
     plan::{Action, ObservedConfig, ObservedGuest, PlanInput, PowerAction, ResolvedSource, plan},
 };
-use crate::api::{ChangeClass, GuestType, ProxmoxGuestSpec};
+use crate::{
+    api::{ChangeClass, GuestType, ProxmoxGuestSpec},
+    reconcile::ownership::Identity,
+};
 
 fn spec(yaml: &str) -> ProxmoxGuestSpec {
     serde_yaml_ng::from_str(yaml).expect("spec parses")
 }
 
-fn id() -> GuestIdentity {
-    GuestIdentity::new("apps", "web", Some("3f1c2b4a-9d8e-4f7a-b6c5-1d2e3f4a5b6c"))
+fn id() -> Identity {
+    Identity::new("apps", "web", Some("3f1c2b4a-9d8e-4f7a-b6c5-1d2e3f4a5b6c"))
 }
 
 const LXC: &str = r#"
@@ -86,7 +88,7 @@ fn guest(s: &ProxmoxGuestSpec, running: bool, cfg: BTreeMap<String, String>) -> 
     }
 }
 
-fn input<'a>(s: &'a ProxmoxGuestSpec, ident: &'a GuestIdentity, g: Option<&'a ObservedGuest>) -> PlanInput<'a> {
+fn input<'a>(s: &'a ProxmoxGuestSpec, ident: &'a Identity, g: Option<&'a ObservedGuest>) -> PlanInput<'a> {
     PlanInput {
         spec: s,
         id: ident,

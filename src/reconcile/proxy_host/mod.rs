@@ -4,7 +4,7 @@ pub mod plan;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{EventNote, RESYNC, ReconcileError, conditions, proxmox_guest::GuestIdentity};
+use super::{Blocked, EventNote, RESYNC, ReconcileError, conditions, ownership::Identity};
 use crate::{
     api::{self, ConditionState, ProxyHostSpec, ProxyHostStatus},
     providers::npm::{ProxyApi, ProxyHost},
@@ -12,7 +12,7 @@ use crate::{
 use plan::{ProxyAction, ProxyPlan};
 
 pub struct ProxyObject<'a> {
-    pub id: &'a GuestIdentity,
+    pub id: &'a Identity,
     pub spec: &'a ProxyHostSpec,
     pub status: ProxyHostStatus,
     pub generation: Option<i64>,
@@ -97,7 +97,7 @@ pub async fn reconcile<P: ProxyApi>(api: &P, obj: ProxyObject<'_>, dry_run: bool
     if let Some(h) = plan.current.and_then(|c| hosts.iter().find(|h| h.id == c)) {
         observe(&mut status, h);
     }
-    if let Some((reason, message)) = &plan.blocked {
+    if let Some(Blocked { reason, message }) = &plan.blocked {
         set(&mut status, generation, &conditions(false, false, true, reason, message));
         return Ok(ProxyOutcome {
             status,
@@ -166,7 +166,7 @@ pub async fn reconcile<P: ProxyApi>(api: &P, obj: ProxyObject<'_>, dry_run: bool
 }
 
 /// Deletion: delete (or release) our host; never touch others.
-pub async fn cleanup<P: ProxyApi>(api: &P, id: &GuestIdentity, spec: &ProxyHostSpec) -> Result<Vec<EventNote>, ReconcileError> {
+pub async fn cleanup<P: ProxyApi>(api: &P, id: &Identity, spec: &ProxyHostSpec) -> Result<Vec<EventNote>, ReconcileError> {
     let hosts = api.list().await.map_err(|e| proxy_err("listing proxy hosts".into(), e))?;
     let Some(ours) = hosts.iter().find(|h| h.mark() == Some(id.mark_line().as_str())) else {
         return Ok(vec![EventNote::normal("Released", "no proxy host of ours; nothing to clean up")]);

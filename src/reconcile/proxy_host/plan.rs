@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use crate::{
     api::ProxyHostSpec,
     providers::npm::{HostSpec, META_MARK, ProxyHost},
+    reconcile::Blocked,
 };
 
 /// The host NPM should have. `upstream` is (scheme, host, port).
@@ -79,7 +80,7 @@ pub struct ProxyPlan {
     pub actions: Vec<ProxyAction>,
     /// The host of ours that exists now, if any.
     pub current: Option<u64>,
-    pub blocked: Option<(&'static str, String)>,
+    pub blocked: Option<Blocked>,
 }
 
 /// Find our host (by mark), else a host serving one of our domains (conflict or adopt).
@@ -121,7 +122,7 @@ pub fn plan(want: &HostSpec, hosts: &[ProxyHost], mark: &str, adopt: bool) -> Pr
             ProxyPlan {
                 actions: vec![],
                 current: None,
-                blocked: Some((
+                blocked: Some(Blocked::new(
                     "Conflict",
                     format!(
                         "proxy host {} already serves {}{owner} and the operator does not own it; set adopt: true to take it over",
@@ -185,7 +186,7 @@ mod tests {
                 && p.blocked
                     .as_ref()
                     .unwrap()
-                    .1
+                    .message
                     .contains("proxy host 3 already serves media.home.arpa")
         );
         assert!(matches!(

@@ -8,10 +8,23 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use clap::Args;
 use serde::Deserialize;
+
+pub mod notifications;
+
+pub use notifications::{Channel, ChannelKind, EmailChannel, SmtpSecurity};
 
 /// The environment variable that may name the config file.
 pub const CONFIG_ENV: &str = "HOMELAB_OPERATOR_CONFIG";
+
+/// The `--config FILE` flag every command that reaches outside systems takes.
+#[derive(Args, Debug)]
+pub struct ConfigArg {
+    /// Operator config file.
+    #[arg(long, env = CONFIG_ENV)]
+    pub config: PathBuf,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -176,7 +189,7 @@ pub struct Config {
     pub proxy: BTreeMap<String, ProxyEndpoint>,
     pub pbs: BTreeMap<String, PbsEndpoint>,
     /// Notification channels by name.
-    pub notifications: BTreeMap<String, crate::notify::Channel>,
+    pub notifications: BTreeMap<String, Channel>,
 }
 
 #[derive(Deserialize)]
@@ -404,7 +417,7 @@ impl Config {
             dns,
             proxy,
             pbs,
-            notifications: crate::notify::config::parse(raw.notifications).map_err(|(k, m)| invalid(k, m))?,
+            notifications: notifications::parse(raw.notifications).map_err(|(k, m)| invalid(k, m))?,
         })
     }
 

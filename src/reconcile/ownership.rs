@@ -3,7 +3,7 @@
 
 /// Who a guest belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GuestIdentity {
+pub struct Identity {
     pub namespace: String,
     pub name: String,
     pub uid: String,
@@ -12,7 +12,7 @@ pub struct GuestIdentity {
 const TAG_PREFIX: &str = "hlo-";
 const LINE_PREFIX: &str = "managed-by: homelab-operator";
 
-impl GuestIdentity {
+impl Identity {
     /// Resources read from files have no UID; derive a stable one from
     /// namespace/name so repeated `apply` runs find the same guest.
     pub fn new(namespace: &str, name: &str, uid: Option<&str>) -> Self {
@@ -69,14 +69,14 @@ mod tests {
 
     #[test]
     fn marks_round_trip() {
-        let id = GuestIdentity::new("apps", "web", Some("3F1C2B4A-9D8E-4F7A-B6C5-1D2E3F4A5B6C"));
+        let id = Identity::new("apps", "web", Some("3F1C2B4A-9D8E-4F7A-B6C5-1D2E3F4A5B6C"));
         assert_eq!(id.mark_tag(), "hlo-3f1c2b4a-9d8e-4f7a-b6c5-1d2e3f4a5b6c");
         assert!(is_mark_tag(&id.mark_tag()));
         let desc = format!("my web server\n{}\n", id.mark_line());
         assert!(id.in_description(&desc));
         assert_eq!(strip_mark_lines(&desc), "my web server");
-        let cli = GuestIdentity::new("apps", "web", None);
-        assert_eq!(cli, GuestIdentity::new("apps", "web", None));
+        let cli = Identity::new("apps", "web", None);
+        assert_eq!(cli, Identity::new("apps", "web", None));
         assert!(is_mark_tag(&cli.mark_tag()));
     }
 }
