@@ -14,9 +14,10 @@ use std::{
 
 use homelab_operator::{
     api::{self, ProxmoxGuest},
-    cli::oneshot::{self, Engine},
+    cli::oneshot::{Engine, Files},
     config::Config,
     metrics::Metrics,
+    reconcile::ownership::Identity,
     sim::pve::{PveSim, PveSimConfig, endpoint_for},
 };
 
@@ -68,7 +69,9 @@ async fn main() -> anyhow::Result<()> {
 
     println!("converging {n} LXC guests over 3 nodes, {latency:?} per API call, {task:?} per task, {concurrency} at once");
     let start = Instant::now();
-    let results = oneshot::apply_all(&engine, &guests, concurrency, Duration::from_secs(1800), &|_| {}).await;
+    let results = engine
+        .apply_all(&guests, &Files::default(), concurrency, Duration::from_secs(1800), &|_| {})
+        .await;
     let converge = start.elapsed();
     let failed = results.iter().filter(|r| r.error.is_some()).count();
     let create_calls = sim.total_calls();
@@ -85,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|(g, r)| {
             let mut g = g.clone();
             g.status = Some(r.status.clone());
-            engine.drift.mark_read(&oneshot::identity(&g).uid);
+            engine.drift.mark_read(&Identity::of(&g).uid);
             g
         })
         .collect();
@@ -93,7 +96,9 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(11)).await;
     sim.reset_calls();
     let resync_start = Instant::now();
-    let resync = oneshot::apply_all(&engine, &settled, concurrency, Duration::from_secs(600), &|_| {}).await;
+    let resync = engine
+        .apply_all(&settled, &Files::default(), concurrency, Duration::from_secs(600), &|_| {})
+        .await;
     let resync_time = resync_start.elapsed();
     let resync_calls = sim.total_calls();
     let ready = resync

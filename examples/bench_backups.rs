@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
                 pbs: Some(pbs_client),
                 notifier: None,
             };
-            backup_policy::reconcile(apis, PolicyObject::of(&p, id, members), sink, false).await
+            backup_policy::reconcile(apis, PolicyObject::of(&p, id, members), sink).await
         }
     };
     println!("one policy over {n} LXC guests on 3 nodes, PBS-backed storage, {latency:?} per API call");

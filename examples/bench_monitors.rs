@@ -22,7 +22,7 @@ use homelab_operator::{
     api::{MonitorTargetSpec, MonitorTargetStatus},
     monitor::{probe, scheduler::Scheduler},
     notify::Notifier,
-    reconcile::StatusSink,
+    status::StatusSink,
 };
 
 #[derive(Default)]

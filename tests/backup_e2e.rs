@@ -23,7 +23,7 @@ async fn a_policy_keeps_one_job_and_reports_each_members_freshness() {
 
     // First reconcile: our job is created; no backups yet.
     let out = run(&w, &s, BackupPolicyStatus::default(), members()).await.unwrap();
-    assert!(matches!(out.job, JobPlan::Create { .. }), "{:?}", out.job);
+    assert!(matches!(out.plan.job, JobPlan::Create { .. }), "{:?}", out.plan.job);
     let jobs = w.sim.backup_jobs();
     let ours = jobs.iter().find(|j| j["id"] == json!("hlo-0b5e4a1c1111")).expect("our job");
     assert_eq!((ours["schedule"].clone(), ours["vmid"].clone()), (json!("02:30"), json!("100,101")));
@@ -44,7 +44,7 @@ async fn a_policy_keeps_one_job_and_reports_each_members_freshness() {
     w.sim.add_backup(backup(100, HOUR, Some("ok")));
     w.sim.add_backup(backup(101, 30 * HOUR, None));
     let out = run(&w, &s, out.status, members()).await.unwrap();
-    assert!(matches!(out.job, JobPlan::NoChange { .. }), "{:?}", out.job);
+    assert!(matches!(out.plan.job, JobPlan::NoChange { .. }), "{:?}", out.plan.job);
     assert!(out.status.next_run.is_some());
     let web = &out.status.members[0];
     assert!(web.fresh && web.newest.as_ref().unwrap().verified.as_deref() == Some("ok"));
@@ -63,7 +63,7 @@ async fn a_policy_keeps_one_job_and_reports_each_members_freshness() {
     more.push(member("dns01", 102));
     let out = run(&w, &s, out.status, more).await.unwrap();
     assert_eq!(
-        out.job,
+        out.plan.job,
         JobPlan::Update {
             id: "hlo-0b5e4a1c1111".into(),
             params: vec![("vmid".into(), "100,101,102".into())]
@@ -116,8 +116,7 @@ async fn what_pve_refuses_is_permanent_and_foreign_jobs_are_never_taken() {
         vec![member("web01", 100)],
     )
     .await
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert!(e.to_string().contains("storage 'local-lvm' does not support backups"), "{e}");
     assert!(!e.is_transient());
     // A job with our id that someone else made (no mark): Stalled, untouched.
@@ -137,7 +136,7 @@ async fn what_pve_refuses_is_permanent_and_foreign_jobs_are_never_taken() {
     let out = run(&w, &adopt, BackupPolicyStatus::default(), vec![member("web01", 100)])
         .await
         .unwrap();
-    assert!(matches!(out.job, JobPlan::Update { .. }));
+    assert!(matches!(out.plan.job, JobPlan::Update { .. }));
     let j = &w.sim.backup_jobs()[0];
     assert_eq!((j["vmid"].clone(), j["schedule"].clone()), (json!("100"), json!("02:30")));
     // ObserveOnly writes nothing.

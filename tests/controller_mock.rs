@@ -10,7 +10,7 @@ use std::{
 
 use homelab_operator::{
     api::{GUEST_FINALIZER, ProxmoxGuest},
-    controller::{context::Context, proxmox_guest},
+    controller::{context::Context, driver, shared},
     metrics::Metrics,
     providers::{Providers, pve::PveClient},
     sim::pve::{PveSim, PveSimConfig, endpoint_for},
@@ -199,7 +199,7 @@ fn assert_rbac_allows(seen: &[Seen]) {
 async fn reconcile_once(ctx: &Arc<Context>, obj: Value) -> Result<kube::runtime::controller::Action, String> {
     let g: ProxmoxGuest = serde_json::from_value(obj).unwrap();
     let guarded = Arc::new(DeserializeGuard(Ok(g)));
-    tokio::time::timeout(Duration::from_secs(10), proxmox_guest::reconcile(guarded, ctx.clone()))
+    tokio::time::timeout(Duration::from_secs(10), driver::reconcile(guarded, ctx.clone()))
         .await
         .expect("reconcile finished in time")
         .map_err(|e| e.to_string())
@@ -371,9 +371,9 @@ async fn errors_become_conditions_and_warning_events() {
     assert_eq!(stalled["reason"], "ConfigError");
     assert!(seen.iter().any(|r| r.uri.contains("/events") && r.body["type"] == "Warning"));
     let g: ProxmoxGuest = serde_json::from_value(obj).unwrap();
-    let action = proxmox_guest::error_policy(
+    let action = shared::error_policy(
         Arc::new(DeserializeGuard(Ok(g))),
-        &proxmox_guest::Error::Reconcile(homelab_operator::reconcile::ReconcileError::Config("x".into())),
+        &shared::Error::Reconcile(homelab_operator::reconcile::ReconcileError::Config("x".into())),
         ctx,
     );
     assert_eq!(
@@ -470,9 +470,9 @@ async fn an_object_that_fails_to_deserialize_gets_an_event_and_waits_for_a_chang
         },
     };
     let obj = Arc::new(DeserializeGuard::<ProxmoxGuest>(Err(invalid)));
-    let err = proxmox_guest::reconcile(obj.clone(), ctx.clone()).await.unwrap_err();
+    let err = driver::reconcile(obj.clone(), ctx.clone()).await.unwrap_err();
     assert_eq!(
-        proxmox_guest::error_policy(obj, &err, ctx),
+        shared::error_policy(obj, &err, ctx),
         kube::runtime::controller::Action::await_change()
     );
     let seen = seen.lock().unwrap().clone();
@@ -491,7 +491,6 @@ async fn dns_record_controller_publishes_reports_and_cleans_up() {
     use homelab_operator::{
         api::{DNS_FINALIZER, DnsRecord},
         config::SecretSource,
-        controller::dns_record,
         providers::dns::{DnsClient, powerdns::PowerDns},
     };
     let pdns = support::dns_servers::powerdns();
@@ -527,12 +526,9 @@ async fn dns_record_controller_publishes_reports_and_cleans_up() {
                 Arc::new(Metrics::default()),
             ));
             let r: DnsRecord = serde_json::from_value(o).unwrap();
-            let res = tokio::time::timeout(
-                Duration::from_secs(10),
-                dns_record::reconcile(Arc::new(DeserializeGuard(Ok(r))), ctx),
-            )
-            .await
-            .unwrap();
+            let res = tokio::time::timeout(Duration::from_secs(10), driver::reconcile(Arc::new(DeserializeGuard(Ok(r))), ctx))
+                .await
+                .unwrap();
             let seen = seen.lock().unwrap().clone();
             assert_rbac_allows(&seen);
             (res, seen)
@@ -582,7 +578,6 @@ async fn proxy_host_controller_publishes_reports_and_cleans_up() {
     use homelab_operator::{
         api::{PROXY_FINALIZER, ProxyHost},
         config::SecretSource,
-        controller::proxy_host,
         providers::npm::Npm,
         sim::npm::NpmSim,
     };
@@ -624,12 +619,9 @@ async fn proxy_host_controller_publishes_reports_and_cleans_up() {
                 Arc::new(Metrics::default()),
             ));
             let p: ProxyHost = serde_json::from_value(o).unwrap();
-            let res = tokio::time::timeout(
-                Duration::from_secs(10),
-                proxy_host::reconcile(Arc::new(DeserializeGuard(Ok(p))), ctx),
-            )
-            .await
-            .unwrap();
+            let res = tokio::time::timeout(Duration::from_secs(10), driver::reconcile(Arc::new(DeserializeGuard(Ok(p))), ctx))
+                .await
+                .unwrap();
             let seen = seen.lock().unwrap().clone();
             assert_rbac_allows(&seen);
             (res, seen)
@@ -660,7 +652,6 @@ async fn proxy_host_controller_publishes_reports_and_cleans_up() {
 async fn backup_policy_controller_reports_freshness_and_cleans_up() {
     use homelab_operator::{
         api::{BACKUP_FINALIZER, BackupPolicy},
-        controller::backup_policy,
         sim::pve::{SimBackup, SimGuest},
     };
     let s = setup().await;
@@ -701,12 +692,9 @@ async fn backup_policy_controller_reports_freshness_and_cleans_up() {
                 Arc::new(Metrics::default()),
             ));
             let p: BackupPolicy = serde_json::from_value(o).unwrap();
-            let res = tokio::time::timeout(
-                Duration::from_secs(10),
-                backup_policy::reconcile(Arc::new(DeserializeGuard(Ok(p))), ctx),
-            )
-            .await
-            .unwrap();
+            let res = tokio::time::timeout(Duration::from_secs(10), driver::reconcile(Arc::new(DeserializeGuard(Ok(p))), ctx))
+                .await
+                .unwrap();
             let seen = seen.lock().unwrap().clone();
             assert_rbac_allows(&seen);
             (res, seen)

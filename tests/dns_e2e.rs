@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 
 use homelab_operator::{
     api::{self, DnsRecord},
-    cli::oneshot::{self, Engine, GuestAddresses},
+    cli::oneshot::{self, Engine, Files, GuestAddresses},
     config::{Config, DnsEndpoint, SecretSource},
     metrics::Metrics,
     providers::dns::{DnsApi, RecordSet},
@@ -75,8 +75,10 @@ fn ready(s: &api::DnsRecordStatus) -> bool {
     api::find_condition(&s.conditions, api::CONDITION_READY).is_some_and(|c| c.status == "True")
 }
 
-async fn apply(w: &World, r: &DnsRecord, guests: &GuestAddresses) -> oneshot::RecordApplied {
-    oneshot::apply_record(&w.engine, r, guests, &|_| {}).await
+async fn apply(w: &World, r: &DnsRecord, guests: &GuestAddresses) -> oneshot::Applied<api::DnsRecordStatus> {
+    w.engine
+        .apply(r, &Files::with_statuses(guests), Duration::from_secs(30), &|_| {})
+        .await
 }
 
 #[tokio::test]
@@ -89,14 +91,7 @@ async fn records_follow_the_spec_on_both_servers() {
         assert_eq!(a.status.fqdn.as_deref(), Some("web.home.arpa."));
         assert_eq!(dig(port, "web.home.arpa.", "A"), vec!["10.5.0.21"]);
         // Second apply: nothing to write.
-        assert!(
-            oneshot::plan_record(&w.engine, &r, &GuestAddresses::new())
-                .await
-                .unwrap()
-                .plan
-                .actions
-                .is_empty()
-        );
+        assert!(w.engine.plan(&r, &Files::default()).await.unwrap().plan.actions.is_empty());
         // Edit converges.
         r.spec.values = vec!["10.5.0.22".into(), "10.5.0.23".into()];
         assert!(ready(&apply(&w, &r, &GuestAddresses::new()).await.status));
@@ -110,20 +105,15 @@ async fn records_follow_the_spec_on_both_servers() {
         assert!(ready(&ta.status), "{provider}: {:?}", ta.error);
         assert_eq!(dig(port, "home.arpa.", "TXT"), vec!["\"v=spf1 -all\""]);
         assert!(
-            oneshot::plan_record(&w.engine, &t, &GuestAddresses::new())
-                .await
-                .unwrap()
-                .plan
-                .actions
-                .is_empty(),
+            w.engine.plan(&t, &Files::default()).await.unwrap().plan.actions.is_empty(),
             "{provider}: TXT compares equal after a round trip"
         );
         // Delete policy: gone; Retain: kept without our mark.
-        assert_eq!(oneshot::delete_record(&w.engine, &r).await.unwrap()[0].reason, "Deleted");
+        assert_eq!(w.engine.delete(&r).await.unwrap()[0].reason, "Deleted");
         assert!(dig(port, "web.home.arpa.", "A").is_empty());
         let mut keep = c.clone();
         keep.spec.deletion_policy = api::DeletionPolicy::Retain;
-        assert_eq!(oneshot::delete_record(&w.engine, &keep).await.unwrap()[0].reason, "Retained");
+        assert_eq!(w.engine.delete(&keep).await.unwrap()[0].reason, "Retained");
         assert_eq!(dig(port, "www.home.arpa.", "CNAME"), vec!["web.home.arpa."]);
         let left = w.engine.providers.dns[provider]
             .get(ZONE, "www.home.arpa.", "CNAME")
@@ -206,7 +196,7 @@ async fn foreign_records_are_untouched_unless_adopted() {
             "{provider}: foreign record untouched"
         );
         // Deleting the resource leaves the foreign record alone.
-        assert_eq!(oneshot::delete_record(&w.engine, &r).await.unwrap()[0].reason, "Released");
+        assert_eq!(w.engine.delete(&r).await.unwrap()[0].reason, "Released");
         assert_eq!(dig(port, "nas.home.arpa.", "A"), vec!["10.5.0.5"]);
         r.spec.adopt = true;
         assert!(ready(&apply(&w, &r, &GuestAddresses::new()).await.status));

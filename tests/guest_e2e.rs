@@ -10,8 +10,9 @@ use std::{
 
 use homelab_operator::{
     api::{self, ProxmoxGuest},
-    cli::oneshot::{self, Engine, MemoryStatus},
+    cli::oneshot::{Engine, Files, MemoryStatus},
     providers::pve::{self, GuestKind, Params, PveApi, PveClient, Upid},
+    reconcile::ownership::Identity,
     reconcile::{
         cache::{ClusterCache, DriftClock},
         proxmox_guest::{self, GuestCtx, GuestObject},
@@ -29,7 +30,10 @@ use support::guest_world::*;
 #[tokio::test]
 async fn examples_converge_with_every_field_visible_in_proxmox() {
     let w = world().await;
-    let results = oneshot::apply_all(&w.engine, &examples(), 4, Duration::from_secs(30), &|_| {}).await;
+    let results = w
+        .engine
+        .apply_all(&examples(), &Files::default(), 4, Duration::from_secs(30), &|_| {})
+        .await;
     for r in &results {
         assert!(
             r.error.is_none() && ready(&r.status),
@@ -94,11 +98,11 @@ async fn second_apply_writes_nothing_and_steady_state_costs_one_call() {
 
     // Steady state with the drift check not due: one bulk call, nothing per guest.
     let engine = Engine::new(&w.config, w.metrics.clone()).unwrap();
-    engine.drift.mark_read(&oneshot::identity(&g).uid);
+    engine.drift.mark_read(&Identity::of(&g).uid);
     w.sim.reset_calls();
     let mut settled = g.clone();
     settled.status = Some(second.status);
-    let third = oneshot::apply_one(&engine, &settled, Duration::from_secs(10), &|_| {}).await;
+    let third = engine.apply(&settled, &Files::default(), Duration::from_secs(10), &|_| {}).await;
     assert!(ready(&third.status));
     assert_eq!(w.sim.calls(), [("GET /cluster/resources".to_string(), 1)].into());
 }
@@ -128,10 +132,12 @@ async fn spec_edits_converge_and_drift_is_corrected() {
     g.status = Some(second.status);
     let lines = Arc::new(std::sync::Mutex::new(vec![]));
     let l = lines.clone();
-    let third = oneshot::apply_one(&w.engine, &g, Duration::from_secs(10), &move |s| {
-        l.lock().unwrap().push(s.to_string())
-    })
-    .await;
+    let third = w
+        .engine
+        .apply(&g, &Files::default(), Duration::from_secs(10), &move |s| {
+            l.lock().unwrap().push(s.to_string())
+        })
+        .await;
     assert!(ready(&third.status));
     let c = w.sim.guest(vmid).unwrap();
     assert_eq!(cfg(&c, "cores"), "4");
@@ -392,10 +398,9 @@ async fn run_until_ready<P: PveApi>(api: &P, g: &ProxmoxGuest, sink: &MemoryStat
         cache: &cache,
         drift: &drift,
         cluster: "default",
-        dry_run: false,
         on_takedown: None,
     };
-    let id = oneshot::identity(g);
+    let id = Identity::of(g);
     for _ in 0..1000 {
         let status = sink.0.lock().unwrap().clone();
         let out = match proxmox_guest::reconcile(
@@ -486,10 +491,10 @@ async fn a_failed_reboot_rolls_back_to_the_safety_snapshot_and_stalls() {
     g.spec.cpu.cores = 6;
     g.metadata.generation = Some(2);
     g.status = Some(first.status);
-    let id = oneshot::identity(&g);
+    let id = Identity::of(&g);
     let sink = MemoryStatus::default();
     *sink.0.lock().unwrap() = g.status.clone().unwrap();
-    let ctx = w.engine.ctx("default", false).unwrap();
+    let ctx = GuestCtx::new(w.engine.env(), "default").unwrap();
     let mut stalled = None;
     for _ in 0..1000 {
         let status = sink.0.lock().unwrap().clone();
@@ -606,7 +611,10 @@ async fn a_batch_of_new_guests_spreads_over_the_allowed_nodes() {
             .unwrap()
         })
         .collect();
-    let results = oneshot::apply_all(&w.engine, &guests, 6, Duration::from_secs(60), &|_| {}).await;
+    let results = w
+        .engine
+        .apply_all(&guests, &Files::default(), 6, Duration::from_secs(60), &|_| {})
+        .await;
     assert!(results.iter().all(|r| r.error.is_none() && ready(&r.status)));
     let on = |node: &str| w.sim.guests().iter().filter(|g| g.node == node).count();
     assert!(on("pve1") >= 2 && on("pve3") >= 2, "pve1: {}, pve3: {}", on("pve1"), on("pve3"));

@@ -8,7 +8,8 @@ use homelab_operator::{
     api::{self, ProxmoxGuest, ProxmoxGuestStatus},
     cli::oneshot::{self, MemoryStatus},
     providers::pve::{GuestKind, Params, PveApi},
-    reconcile::proxmox_guest::{self, GuestObject},
+    reconcile::ownership::Identity,
+    reconcile::proxmox_guest::{self, GuestCtx, GuestObject},
 };
 use serde_json::json;
 
@@ -119,8 +120,8 @@ fn agent_calls(w: &World, outcome: &str) -> i64 {
 /// Reconcile a Ready guest as the controller would (sleeping the requeue it
 /// asks for) until its addresses are known.
 async fn until_addresses(w: &World, g: &ProxmoxGuest, status: ProxmoxGuestStatus) -> ProxmoxGuestStatus {
-    let ctx = w.engine.ctx("default", false).unwrap();
-    let id = oneshot::identity(g);
+    let ctx = GuestCtx::new(w.engine.env(), "default").unwrap();
+    let id = Identity::of(g);
     let sink = MemoryStatus::default();
     *sink.0.lock().unwrap() = status;
     let spec = g.effective_spec();

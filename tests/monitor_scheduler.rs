@@ -20,8 +20,8 @@ use homelab_operator::{
         scheduler::{Key, Scheduler},
     },
     notify::Notifier,
-    reconcile::StatusSink,
     sim::notify::{NotifySim, config_section},
+    status::StatusSink,
 };
 
 #[derive(Default)]

@@ -8,7 +8,7 @@ use std::{
 };
 
 use homelab_operator::{
-    cli::oneshot::{self, Engine},
+    cli::oneshot::{Engine, Files},
     config::{Config, SecretSource},
     metrics::Metrics,
     sim::pve::{PveSim, PveSimConfig, endpoint_for},
@@ -55,14 +55,18 @@ async fn trace_logs_never_contain_the_token() {
     let guests = homelab_operator::cli::resources::load(&[std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples")])
         .unwrap()
         .guests;
-    let results = oneshot::apply_all(&engine, &guests, 2, Duration::from_secs(30), &|l| tracing::info!("{l}")).await;
+    let results = engine
+        .apply_all(&guests, &Files::default(), 2, Duration::from_secs(30), &|l| tracing::info!("{l}"))
+        .await;
     assert!(results.iter().all(|r| r.error.is_none()));
 
     // A wrong token: the error path must not echo what was sent either.
     if let SecretSource::File(p) = &ep.token_secret {
         std::fs::write(p, "wrong-secret-value").unwrap();
     }
-    let r = oneshot::apply_one(&engine, &guests[0], Duration::from_secs(5), &|l| tracing::info!("{l}")).await;
+    let r = engine
+        .apply(&guests[0], &Files::default(), Duration::from_secs(5), &|l| tracing::info!("{l}"))
+        .await;
     tracing::warn!(error = ?r.error, "expected failure");
     tracing::debug!(?config, "config as Debug");
 

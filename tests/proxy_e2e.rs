@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use homelab_operator::{
     api::{self, ProxyHost},
-    cli::oneshot::{self, Engine, GuestAddresses},
+    cli::oneshot::{Engine, Files, GuestAddresses},
     config::{Config, ProxyEndpoint, SecretSource},
     metrics::Metrics,
     sim::{SimServer, npm::NpmSim},
@@ -64,7 +64,10 @@ async fn hosts_follow_the_spec() {
         "grafana",
         "  domains: [grafana.home.arpa]\n  forward: {host: 10.5.0.21, port: 3000}\n  websockets: true\n",
     );
-    let a = oneshot::apply_proxy(&w.engine, &p, &none, &|_| {}).await;
+    let a = w
+        .engine
+        .apply(&p, &Files::with_statuses(&none), Duration::from_secs(30), &|_| {})
+        .await;
     assert!(ready(&a.status), "{:?} {:?}", a.error, a.status);
     assert_eq!(a.status.upstream.as_deref(), Some("http://10.5.0.21:3000"));
     assert_eq!(a.status.nginx_online, Some(true));
@@ -84,11 +87,22 @@ async fn hosts_follow_the_spec() {
             .starts_with("managed-by: homelab-operator homelab/grafana")
     );
     // Converged: nothing to write.
-    assert!(oneshot::plan_proxy(&w.engine, &p, &none).await.unwrap().plan.actions.is_empty());
+    assert!(
+        w.engine
+            .plan(&p, &Files::with_statuses(&none))
+            .await
+            .unwrap()
+            .plan
+            .actions
+            .is_empty()
+    );
     // Edits converge in place (same host id).
     p.spec.forward.as_mut().unwrap().port = 3001;
     p.spec.tls = Some(serde_yaml_ng::from_str("{letsEncrypt: {email: a@home.arpa}, forceSsl: true}").unwrap());
-    let b = oneshot::apply_proxy(&w.engine, &p, &none, &|_| {}).await;
+    let b = w
+        .engine
+        .apply(&p, &Files::with_statuses(&none), Duration::from_secs(30), &|_| {})
+        .await;
     assert!(ready(&b.status) && b.status.host_id == a.status.host_id, "{:?}", b.status);
     assert_eq!(w.sim.hosts()[0]["forward_port"], json!(3001));
     assert!(
@@ -96,24 +110,38 @@ async fn hosts_follow_the_spec() {
         "Let's Encrypt certificate requested"
     );
     assert!(
-        oneshot::plan_proxy(&w.engine, &p, &none).await.unwrap().plan.actions.is_empty(),
+        w.engine
+            .plan(&p, &Files::with_statuses(&none))
+            .await
+            .unwrap()
+            .plan
+            .actions
+            .is_empty(),
         "an issued certificate satisfies letsEncrypt"
     );
     // nginx refusing the config is a Stalled condition with nginx's words.
     p.spec.advanced_config = Some("invalid_directive on;".into());
-    let c = oneshot::apply_proxy(&w.engine, &p, &none, &|_| {}).await;
+    let c = w
+        .engine
+        .apply(&p, &Files::with_statuses(&none), Duration::from_secs(30), &|_| {})
+        .await;
     let s = api::find_condition(&c.status.conditions, api::CONDITION_STALLED).unwrap();
     assert_eq!((s.status.as_str(), s.reason.as_str()), ("True", "NginxRejected"));
     assert!(s.message.contains("unknown directive"), "{}", s.message);
     // Delete policy: gone. Retain: kept, mark dropped.
-    assert_eq!(oneshot::delete_proxy(&w.engine, &p).await.unwrap()[0].reason, "Deleted");
+    assert_eq!(w.engine.delete(&p).await.unwrap()[0].reason, "Deleted");
     assert!(w.sim.hosts().is_empty());
     let mut keep = proxy(
         "keep",
         "  domains: [keep.home.arpa]\n  forward: {host: 10.5.0.9, port: 80}\n  deletionPolicy: Retain\n",
     );
-    assert!(ready(&oneshot::apply_proxy(&w.engine, &keep, &none, &|_| {}).await.status));
-    assert_eq!(oneshot::delete_proxy(&w.engine, &keep).await.unwrap()[0].reason, "Retained");
+    assert!(ready(
+        &w.engine
+            .apply(&keep, &Files::with_statuses(&none), Duration::from_secs(30), &|_| {})
+            .await
+            .status
+    ));
+    assert_eq!(w.engine.delete(&keep).await.unwrap()[0].reason, "Retained");
     let kept = &w.sim.hosts()[0];
     assert!(kept["meta"].get("homelab_operator").is_none() && kept["forward_host"] == json!("10.5.0.9"));
     keep.spec.adopt = false;
@@ -123,7 +151,10 @@ async fn hosts_follow_the_spec() {
 async fn target_guests_foreign_hosts_and_errors() {
     let w = world().await;
     let p = proxy("media", "  domains: [media.home.arpa]\n  target: {name: jellyfin, port: 8096}\n");
-    let a = oneshot::apply_proxy(&w.engine, &p, &GuestAddresses::new(), &|_| {}).await;
+    let a = w
+        .engine
+        .apply(&p, &Files::with_statuses(&GuestAddresses::new()), Duration::from_secs(30), &|_| {})
+        .await;
     let c = api::find_condition(&a.status.conditions, "Ready").unwrap();
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "TargetNotFound"));
     assert!(w.sim.hosts().is_empty(), "nothing written while the guest is missing");
@@ -132,26 +163,45 @@ async fn target_guests_foreign_hosts_and_errors() {
         ..Default::default()
     };
     let guests: GuestAddresses = [("homelab/jellyfin".to_string(), status)].into();
-    let b = oneshot::apply_proxy(&w.engine, &p, &guests, &|_| {}).await;
+    let b = w
+        .engine
+        .apply(&p, &Files::with_statuses(&guests), Duration::from_secs(30), &|_| {})
+        .await;
     assert_eq!(b.status.upstream.as_deref(), Some("http://10.5.0.50:8096"), "IPv4 preferred");
     // A host someone made in the NPM UI for the same domain: conflict, untouched; adopt takes it over.
     w.sim
         .add_host(json!({"domain_names": ["nas.home.arpa"], "forward_scheme": "http", "forward_host": "10.5.0.5", "forward_port": 5000}));
     let mut nas = proxy("nas", "  domains: [nas.home.arpa]\n  forward: {host: 10.5.0.6, port: 5001}\n");
-    let c = oneshot::apply_proxy(&w.engine, &nas, &GuestAddresses::new(), &|_| {}).await;
+    let c = w
+        .engine
+        .apply(
+            &nas,
+            &Files::with_statuses(&GuestAddresses::new()),
+            Duration::from_secs(30),
+            &|_| {},
+        )
+        .await;
     assert_eq!(
         api::find_condition(&c.status.conditions, api::CONDITION_STALLED).unwrap().reason,
         "Conflict"
     );
     assert!(w.sim.hosts().iter().any(|h| h["forward_host"] == json!("10.5.0.5")));
     assert_eq!(
-        oneshot::delete_proxy(&w.engine, &nas).await.unwrap()[0].reason,
+        w.engine.delete(&nas).await.unwrap()[0].reason,
         "Released",
         "a foreign host is never deleted"
     );
     nas.spec.adopt = true;
     assert!(ready(
-        &oneshot::apply_proxy(&w.engine, &nas, &GuestAddresses::new(), &|_| {}).await.status
+        &w.engine
+            .apply(
+                &nas,
+                &Files::with_statuses(&GuestAddresses::new()),
+                Duration::from_secs(30),
+                &|_| {}
+            )
+            .await
+            .status
     ));
     assert!(w.sim.hosts().iter().any(|h| h["forward_host"] == json!("10.5.0.6")));
     // Bad credentials: a clear error.
@@ -174,14 +224,15 @@ async fn target_guests_foreign_hosts_and_errors() {
         Arc::new(Metrics::default()),
     )
     .unwrap();
-    let e = oneshot::apply_proxy(
-        &fresh,
-        &proxy("x", "  domains: [x.home.arpa]\n  forward: {host: 10.0.0.1, port: 80}\n"),
-        &GuestAddresses::new(),
-        &|_| {},
-    )
-    .await
-    .error
-    .unwrap();
+    let e = fresh
+        .apply(
+            &proxy("x", "  domains: [x.home.arpa]\n  forward: {host: 10.0.0.1, port: 80}\n"),
+            &Files::default(),
+            Duration::from_secs(30),
+            &|_| {},
+        )
+        .await
+        .error
+        .unwrap();
     assert!(e.contains("Invalid email or password") && !e.contains("wrong"), "{e}");
 }

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use homelab_operator::{
     api::{self, DnsRecord, ProxmoxGuestStatus},
-    cli::oneshot::{self, Engine, GuestAddresses},
+    cli::oneshot::{Engine, Files, GuestAddresses},
     config::{Config, DnsEndpoint, SecretSource},
     metrics::Metrics,
     providers::dns::{DnsApi, RecordSet, technitium::Technitium},
@@ -189,7 +189,9 @@ async fn dns_records_publish_through_technitium() {
         ..Default::default()
     };
     let guests: GuestAddresses = [("homelab/web01".to_string(), web01)].into();
-    let a = oneshot::apply_record(&engine, &r, &guests, &|_| {}).await;
+    let a = engine
+        .apply(&r, &Files::with_statuses(&guests), Duration::from_secs(30), &|_| {})
+        .await;
     assert!(
         api::find_condition(&a.status.conditions, "Ready").is_some_and(|c| c.status == "True"),
         "{:?} {:?}",
@@ -204,7 +206,13 @@ async fn dns_records_publish_through_technitium() {
         Some(true)
     );
     assert!(
-        oneshot::plan_record(&engine, &r, &guests).await.unwrap().plan.actions.is_empty(),
+        engine
+            .plan(&r, &Files::with_statuses(&guests))
+            .await
+            .unwrap()
+            .plan
+            .actions
+            .is_empty(),
         "converged: nothing to write"
     );
     // A foreign record elsewhere is a conflict and stays as it is.
@@ -218,12 +226,19 @@ async fn dns_records_publish_through_technitium() {
             rdata: json!({"ipAddress": "10.5.0.5"}),
         },
     );
-    let c = oneshot::apply_record(&engine, &record("  name: nas\n  type: A\n  values: [10.5.0.6]\n"), &guests, &|_| {}).await;
+    let c = engine
+        .apply(
+            &record("  name: nas\n  type: A\n  values: [10.5.0.6]\n"),
+            &Files::with_statuses(&guests),
+            Duration::from_secs(30),
+            &|_| {},
+        )
+        .await;
     assert_eq!(
         api::find_condition(&c.status.conditions, api::CONDITION_STALLED).unwrap().reason,
         "Conflict"
     );
     assert_eq!(f.sim.records("nas.home.arpa")[0].rdata, json!({"ipAddress": "10.5.0.5"}));
-    assert_eq!(oneshot::delete_record(&engine, &r).await.unwrap()[0].reason, "Deleted");
+    assert_eq!(engine.delete(&r).await.unwrap()[0].reason, "Deleted");
     assert!(f.sim.records("web.home.arpa").is_empty());
 }

@@ -4,10 +4,18 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 
-use super::{DemoArgs, backups, oneshot, resources};
+use super::{
+    DemoArgs,
+    apply::apply_each,
+    backups,
+    oneshot::{Engine, Files, table},
+    resources,
+};
 use crate::{
+    api::{BackupPolicy, DnsRecord, ProxmoxGuest, ProxyHost},
     config::Config,
     metrics::Metrics,
+    reconcile::kind::{Kind, display_name},
     sim::{
         pbs::{PbsSim, PbsSimConfig},
         pve::{PveSim, PveSimConfig, endpoint_for},
@@ -26,9 +34,48 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     let loaded = resources::load(std::slice::from_ref(&examples))?;
     anyhow::ensure!(!loaded.guests.is_empty(), "no ProxmoxGuest in {}", examples.display());
 
+    let world = start_simulators(a.task_ms).await?;
+    let metrics = Arc::new(Metrics::default());
+    let engine = Engine::new(&world.config, metrics.clone())?;
+    println!("== applying {} resources from {}", loaded.guests.len(), examples.display());
+    let progress = |line: &str| println!("   {line}");
+    let files = loaded.files();
+    let applied = apply_examples(&engine, &loaded, &files, &progress).await;
+    let mut backups_ok = true;
+    for p in &loaded.policies {
+        backups_ok &= demo_backups(&engine, p, &files, &world.pbs, &progress).await;
+    }
+    let sim = &world.sim;
+    let web01 = sim
+        .guests()
+        .into_iter()
+        .find(|g| g.get("name").as_deref() == Some("web01"))
+        .map(|g| g.vmid);
+    let monitors_ok = match web01 {
+        Some(vmid) => super::demo_monitors::run(sim.clone(), vmid, world.dir.path()).await?,
+        None => false,
+    };
+    let calls = metrics.outside_call_total("pve");
+    println!("== planning again: a converged homelab needs no writes");
+    let clean = plan_again(&engine, &loaded, &files).await?;
+    println!("\n{calls} Proxmox API calls to converge; simulator guests: {}", sim.guests().len());
+    Ok(if applied && backups_ok && monitors_ok && clean { 0 } else { 1 })
+}
+
+/// The simulators on loopback and the config that reaches them.
+struct World {
+    sim: Arc<PveSim>,
+    pbs: Arc<PbsSim>,
+    config: Config,
+    dir: tempfile::TempDir,
+    /// Serving until the demo ends.
+    _servers: Vec<crate::sim::server::SimServer>,
+}
+
+async fn start_simulators(task_ms: u64) -> anyhow::Result<World> {
     println!("== starting the Proxmox VE simulator (HTTPS on loopback, self-signed certificate)");
     let sim = PveSim::with_defaults(PveSimConfig {
-        task_duration: Duration::from_millis(a.task_ms),
+        task_duration: Duration::from_millis(task_ms),
         ..Default::default()
     })
     .map_err(|e| {
@@ -44,7 +91,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     );
     println!("== starting the Proxmox Backup Server simulator (datastore store1 behind PVE storage pbs1)");
     let pbs = PbsSim::new(PbsSimConfig {
-        task_duration: Duration::from_millis(a.task_ms),
+        task_duration: Duration::from_millis(task_ms),
         ..Default::default()
     })
     .map_err(anyhow::Error::msg)?;
@@ -83,140 +130,92 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         pbs: [("main".to_string(), pbs_ep)].into(),
         ..Default::default()
     };
-    let metrics = Arc::new(Metrics::default());
-    let engine = oneshot::Engine::new(&config, metrics.clone())?;
+    Ok(World {
+        sim,
+        pbs,
+        config,
+        dir,
+        _servers: vec![server, pbs_server, dns_server, npm_server],
+    })
+}
 
-    println!("== applying {} resources from {}", loaded.guests.len(), examples.display());
-    let progress = |line: &str| println!("   {line}");
-    let results = oneshot::apply_all(&engine, &loaded.guests, 4, Duration::from_secs(120), &progress).await;
-    let addresses = oneshot::guest_addresses(results.iter().map(|r| (r.name.clone(), &r.status)));
-    let mut records = vec![];
-    for r in &oneshot::all_records(&loaded.guests, &loaded.records) {
-        records.push(oneshot::apply_record(&engine, r, &addresses, &progress).await);
-    }
-    println!("\n{}\n", oneshot::status_table(&results));
-    println!("{}\n", oneshot::record_table(&records));
-    let mut proxies = vec![];
-    for p in &oneshot::all_proxies(&loaded.guests, &loaded.proxies) {
-        proxies.push(oneshot::apply_proxy(&engine, p, &addresses, &progress).await);
-    }
+/// Guests first, then what refers to them; a table per kind. True when nothing failed.
+async fn apply_examples(engine: &Engine, loaded: &resources::Loaded, files: &Files, progress: &(dyn Fn(&str) + Sync)) -> bool {
+    let deadline = Duration::from_secs(120);
+    let guests = engine.apply_all(&loaded.guests, files, 4, deadline, progress).await;
+    files.applied(&guests);
+    let records = apply_each(engine, &loaded.records(), files, deadline, progress).await;
+    println!("\n{}\n", table::<ProxmoxGuest>(&guests));
+    println!("{}\n", table::<DnsRecord>(&records));
+    let proxies = apply_each(engine, &loaded.proxies(), files, deadline, progress).await;
     if !proxies.is_empty() {
-        println!("{}\n", oneshot::proxy_table(&proxies));
+        println!("{}\n", table::<ProxyHost>(&proxies));
     }
-    let statuses: Vec<crate::api::ProxmoxGuestStatus> = results.iter().map(|r| r.status.clone()).collect();
-    let applied = backups::applied_guests(&loaded.guests, &statuses);
-    let mut backups_ok = true;
-    for p in &loaded.policies {
-        backups_ok &= demo_backups(&engine, p, &applied, &pbs, &progress).await;
-    }
-    let web01 = sim
-        .guests()
-        .into_iter()
-        .find(|g| g.get("name").as_deref() == Some("web01"))
-        .map(|g| g.vmid);
-    let monitors_ok = match web01 {
-        Some(vmid) => super::demo_monitors::run(sim.clone(), vmid, dir.path()).await?,
-        None => false,
-    };
-    let calls = metrics.outside_call_total("pve");
+    guests.iter().all(|r| r.error.is_none()) && records.iter().all(|r| r.error.is_none()) && proxies.iter().all(|r| r.error.is_none())
+}
 
-    println!("== planning again: a converged homelab needs no writes");
+/// Plan every example again; true when none has anything to change.
+async fn plan_again(engine: &Engine, loaded: &resources::Loaded, files: &Files) -> anyhow::Result<bool> {
     let mut clean = true;
-    for g in &loaded.guests {
-        let p = oneshot::plan_one(&engine, g).await?;
-        println!(
-            "   {}: {}",
-            oneshot::display_name(g),
-            if p.is_noop() {
-                "no changes".to_string()
-            } else {
-                format!("{} pending", p.actions.len() + p.pending.len())
-            }
-        );
-        clean &= p.is_noop();
+    clean &= plan_clean(engine, &files.guests(), files).await?;
+    clean &= plan_clean(engine, &loaded.records(), files).await?;
+    clean &= plan_clean(engine, &loaded.proxies(), files).await?;
+    clean &= plan_clean(engine, &loaded.policies, files).await?;
+    Ok(clean)
+}
+
+async fn plan_clean<K: Kind>(engine: &Engine, objs: &[K], files: &Files) -> anyhow::Result<bool> {
+    let mut clean = true;
+    for o in objs {
+        let changes = K::changes(&engine.plan(o, files).await?);
+        let what = match changes.len() {
+            0 => "no changes".to_string(),
+            n if K::KIND == "ProxmoxGuest" => format!("{n} pending"),
+            _ => "changes pending".to_string(),
+        };
+        println!("   {}: {what}", display_name(o));
+        clean &= changes.is_empty();
     }
-    for r in &oneshot::all_records(&loaded.guests, &loaded.records) {
-        let out = oneshot::plan_record(&engine, r, &addresses).await?;
-        let noop = out.plan.actions.is_empty() && out.plan.blocked.is_none();
-        println!(
-            "   {}: {}",
-            oneshot::record_name(r),
-            if noop { "no changes" } else { "changes pending" }
-        );
-        clean &= noop;
-    }
-    for p in &oneshot::all_proxies(&loaded.guests, &loaded.proxies) {
-        let out = oneshot::plan_proxy(&engine, p, &addresses).await?;
-        let noop = out.plan.actions.is_empty() && out.plan.blocked.is_none();
-        println!(
-            "   {}: {}",
-            oneshot::proxy_name(p),
-            if noop { "no changes" } else { "changes pending" }
-        );
-        clean &= noop;
-    }
-    for p in &loaded.policies {
-        let out = backups::run(&engine, p, &applied, true).await;
-        let noop = out
-            .as_ref()
-            .is_ok_and(|o| backups::job_change(&o.job).is_none() && o.pbs_steps.is_empty());
-        println!(
-            "   {}: {}",
-            backups::policy_name(p),
-            if noop { "no changes" } else { "changes pending" }
-        );
-        clean &= noop;
-    }
-    println!("\n{calls} Proxmox API calls to converge; simulator guests: {}", sim.guests().len());
-    let ok = results.iter().all(|r| r.error.is_none())
-        && records.iter().all(|r| r.error.is_none())
-        && proxies.iter().all(|r| r.error.is_none())
-        && backups_ok
-        && monitors_ok
-        && clean;
-    Ok(if ok { 0 } else { 1 })
+    Ok(clean)
 }
 
 /// A policy in the demo: "back up now", the PBS verifies, a restore test;
 /// per-guest freshness and the restore result. True when all went well.
-async fn demo_backups(
-    engine: &oneshot::Engine,
-    policy: &crate::api::BackupPolicy,
-    guests: &[crate::api::ProxmoxGuest],
-    pbs: &PbsSim,
-    progress: &(dyn Fn(&str) + Sync),
-) -> bool {
-    let annotate = |p: &mut crate::api::BackupPolicy, key: &str| {
+async fn demo_backups(engine: &Engine, policy: &BackupPolicy, files: &Files, pbs: &PbsSim, progress: &(dyn Fn(&str) + Sync)) -> bool {
+    let annotate = |p: &mut BackupPolicy, key: &str| {
         p.metadata
             .annotations
             .get_or_insert_default()
             .insert(key.to_string(), "demo".to_string());
     };
+    let deadline = Duration::from_secs(120);
     let mut p = policy.clone();
     println!(
         "\n== {}: back up now (kubectl annotate bkp {} homelab.dev/backup-now=demo)",
-        backups::policy_name(&p),
+        display_name(&p),
         p.metadata.name.as_deref().unwrap_or("")
     );
     annotate(&mut p, crate::api::BACKUP_NOW_ANNOTATION);
-    let r = backups::apply(engine, &p, guests, Duration::from_secs(120), progress).await;
-    let Ok(out) = &r.outcome else {
-        println!("   error: {}", r.outcome.err().map(|e| e.to_string()).unwrap_or_default());
+    let r = engine.apply(&p, files, deadline, progress).await;
+    if let Some(e) = &r.error {
+        println!("   error: {e}");
         return false;
-    };
-    for job in out.status.pbs_jobs.iter().filter(|j| j.kind == "verify") {
+    }
+    for job in r.status.pbs_jobs.iter().filter(|j| j.kind == "verify") {
         println!("   the PBS runs verify job {} now", job.id);
         let _ = pbs.run_job("verify", &job.id);
         pbs.finish_tasks();
     }
     println!("== {}: restore test (homelab.dev/restore-test-now=demo)", r.name);
-    p.status = Some(out.status.clone());
+    p.status = Some(r.status);
     annotate(&mut p, crate::api::RESTORE_TEST_NOW_ANNOTATION);
-    let r = backups::apply(engine, &p, guests, Duration::from_secs(120), progress).await;
-    println!("\n{}\n", backups::table(std::slice::from_ref(&r)));
+    let r = engine.apply(&p, files, deadline, progress).await;
+    println!("\n{}\n", table::<BackupPolicy>(std::slice::from_ref(&r)));
     println!("{}\n", backups::members_table(&r));
-    let Ok(out) = &r.outcome else { return false };
-    let t = out.status.last_restore_test.as_ref();
+    if r.error.is_some() {
+        return false;
+    }
+    let t = r.status.last_restore_test.as_ref();
     if let Some(t) = t {
         println!(
             "restore test: {} of {} to scratch VMID {} on {}: {} in {} s, scratch guest destroyed",
@@ -228,5 +227,5 @@ async fn demo_backups(
             t.duration_seconds.unwrap_or(0)
         );
     }
-    t.is_some_and(|t| t.result.as_deref() == Some("OK")) && out.status.members.iter().all(|m| m.fresh)
+    t.is_some_and(|t| t.result.as_deref() == Some("OK")) && r.status.members.iter().all(|m| m.fresh)
 }

@@ -15,8 +15,8 @@ use crate::{
         scheduler::{Key, Scheduler},
     },
     notify::Notifier,
-    reconcile::StatusSink,
     sim::{notify::NotifySim, pve::PveSim},
+    status::StatusSink,
 };
 
 /// Prints each state the scheduler writes for one monitor, once per change.

@@ -5,7 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::api::{BackupPolicy, DnsRecord, ProxmoxGuest, ProxyHost};
+use super::oneshot::Files;
+use crate::{
+    api::{BackupPolicy, DnsRecord, MonitorTarget, ProxmoxGuest, ProxyHost},
+    reconcile::proxmox_guest::children,
+};
 
 /// Every resource file under the given paths (directories are read recursively, sorted).
 pub fn files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
@@ -39,8 +43,44 @@ pub struct Loaded {
     pub records: Vec<DnsRecord>,
     pub proxies: Vec<ProxyHost>,
     pub policies: Vec<BackupPolicy>,
-    pub monitors: Vec<crate::api::MonitorTarget>,
+    pub monitors: Vec<MonitorTarget>,
     pub skipped: Vec<String>,
+}
+
+impl Loaded {
+    /// The DnsRecords of the files plus those guests ask for in `spec.dns`
+    /// (what the controller would create as owned children).
+    pub fn records(&self) -> Vec<DnsRecord> {
+        with_children(&self.guests, &self.records, children::dns_records)
+    }
+
+    /// The ProxyHosts of the files plus those guests ask for in `spec.proxy`.
+    pub fn proxies(&self) -> Vec<ProxyHost> {
+        with_children(&self.guests, &self.proxies, children::proxy_hosts)
+    }
+
+    /// The MonitorTargets of the files plus those guests ask for in `spec.monitor`.
+    pub fn monitors(&self) -> Vec<MonitorTarget> {
+        with_children(&self.guests, &self.monitors, children::monitors)
+    }
+
+    /// What the resources refer to, for the one-shot engine.
+    pub fn files(&self) -> Files {
+        Files::new(&self.guests, &self.proxies())
+    }
+
+    /// Kinds these commands do not handle, one line each on stderr.
+    pub fn report_skipped(&self) {
+        for s in &self.skipped {
+            eprintln!("skipped (kind not handled yet): {s}");
+        }
+    }
+}
+
+fn with_children<K: Clone>(guests: &[ProxmoxGuest], objs: &[K], children: fn(&ProxmoxGuest) -> Vec<K>) -> Vec<K> {
+    let mut out = objs.to_vec();
+    out.extend(guests.iter().flat_map(children));
+    out
 }
 
 pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {

@@ -1,56 +1,39 @@
-//! BackupPolicy controller glue: finalizer, members from the apiserver,
-//! status, events. The logic lives in `reconcile::backup_policy`.
+//! What a BackupPolicy needs of Kubernetes around the shared reconcile: its
+//! metrics, and which policies a guest's change concerns.
 
-use std::sync::Arc;
-
+use futures::future::BoxFuture;
 use kube::{
-    Api, Resource, ResourceExt,
-    api::ListParams,
+    ResourceExt,
     core::DeserializeGuard,
-    runtime::{
-        controller::Action,
-        reflector::{ObjectRef, Store},
-    },
+    runtime::reflector::{ObjectRef, Store},
 };
 
 use super::{
     context::Context,
-    shared::{Error, StatusWriter, error_policy as shared_error_policy, identity, publish_all, reconcile_kind},
+    driver::{Controlled, Reconciled},
+    shared::Error,
 };
 use crate::{
     api::{BackupPolicy, ProxmoxGuest},
     metrics::MemberBackup,
-    reconcile::{
-        ReconcileError,
-        backup_policy::{self, Apis, PolicyObject, members},
-    },
+    reconcile::backup_policy::members,
 };
 
-pub async fn reconcile(obj: Arc<DeserializeGuard<BackupPolicy>>, ctx: Arc<Context>) -> Result<Action, Error> {
-    reconcile_kind(obj, ctx, |p, c, w| Box::pin(apply(p, c, w)), |p, c, _| Box::pin(cleanup(p, c))).await
-}
+impl Controlled for BackupPolicy {
+    fn after_reconcile<'a>(&'a self, ctx: &'a Context, result: &'a mut Reconciled<Self>) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            if let Ok(out) = result {
+                count_unprotected(ctx, &self.spec.cluster).await;
+                export_metrics(ctx, self, &out.status.members);
+            }
+            Ok(())
+        })
+    }
 
-async fn apply(p: &BackupPolicy, ctx: &Context, writer: &StatusWriter<BackupPolicy>) -> Result<Action, Error> {
-    let api = ctx.providers.pve(&p.spec.cluster)?;
-    let guests: Api<ProxmoxGuest> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
-    let guests = guests.list(&ListParams::default()).await.map_err(Error::Kube)?.items;
-    let members = members::members(p, &guests).map_err(ReconcileError::Config)?;
-    let id = identity(p);
-    let obj = PolicyObject::of(p, &id, members);
-    let apis = Apis {
-        pve: api,
-        pbs: p.spec.pbs.as_ref().and_then(|x| ctx.providers.pbs.get(&x.endpoint)),
-        notifier: Some(&ctx.providers.notifier),
-    };
-    let out = backup_policy::reconcile(apis, obj, writer, false).await?;
-    count_unprotected(ctx, &p.spec.cluster).await;
-    export_metrics(ctx, p, &out.status.members);
-    publish_all(ctx, &p.object_ref(&()), &out.events, "Reconcile").await;
-    writer.apply(&out.status).await.map_err(Error::Kube)?;
-    // Freshness changes with time alone: look again at least every --drift-interval.
-    Ok(Action::requeue(
-        out.requeue.min(ctx.drift.period().max(std::time::Duration::from_secs(1))),
-    ))
+    fn before_cleanup<'a>(&'a self, ctx: &'a Context) -> BoxFuture<'a, Result<(), Error>> {
+        export_metrics(ctx, self, &[]);
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The cluster-wide "guests in no backup job" gauge, read at most once per
@@ -91,22 +74,6 @@ fn export_metrics(ctx: &Context, p: &BackupPolicy, members: &[crate::api::Backup
     let now = jiff::Timestamp::now().as_second();
     ctx.metrics
         .set_backups(&p.namespace().unwrap_or_default(), &p.name_any(), &series, now);
-}
-
-async fn cleanup(p: &BackupPolicy, ctx: &Context) -> Result<Action, Error> {
-    export_metrics(ctx, p, &[]);
-    let apis = Apis {
-        pve: ctx.providers.pve(&p.spec.cluster)?,
-        pbs: p.spec.pbs.as_ref().and_then(|x| ctx.providers.pbs.get(&x.endpoint)),
-        notifier: Some(&ctx.providers.notifier),
-    };
-    let events = backup_policy::cleanup(apis, &identity(p), &p.spec).await?;
-    publish_all(ctx, &p.object_ref(&()), &events, "Delete").await;
-    Ok(Action::await_change())
-}
-
-pub fn error_policy(obj: Arc<DeserializeGuard<BackupPolicy>>, err: &Error, ctx: Arc<Context>) -> Action {
-    shared_error_policy(obj.0.as_ref().ok().and_then(|p| p.uid()), err, &ctx)
 }
 
 /// The policies a guest belongs to, by selector or by name (for `Controller::watches`):

@@ -3,18 +3,22 @@
 use std::{sync::Arc, time::Duration};
 
 use kube::{
-    Client,
+    Api, Client, ResourceExt,
     runtime::events::{Recorder, Reporter},
 };
 
-use super::backoff::Backoff;
+use super::{backoff::Backoff, status::StatusWriter};
 use crate::{
+    api::{MonitorTarget, MonitorTargetStatus},
     metrics::Metrics,
+    monitor::scheduler::Scheduler,
     providers::Providers,
     reconcile::{
         Env,
         cache::{ClusterCache, DriftClock},
+        monitor_target::Monitors,
     },
+    status::StatusSink,
 };
 
 /// Checks running at once, over all monitors.
@@ -73,6 +77,7 @@ impl Context {
             providers: &self.providers,
             cache: &self.cache,
             drift: &self.drift,
+            monitors: Some(self),
         }
     }
 
@@ -88,5 +93,16 @@ impl Context {
             .tasks_in_flight
             .get_or_create(&crate::metrics::SystemLabels { system: "pve" })
             .set(tasks.len() as i64);
+    }
+}
+
+impl Monitors for Context {
+    fn scheduler(&self) -> &Scheduler {
+        &self.monitors
+    }
+
+    fn sink(&self, m: &MonitorTarget) -> Arc<dyn StatusSink<MonitorTargetStatus>> {
+        let api: Api<MonitorTarget> = Api::namespaced(self.client.clone(), m.metadata.namespace.as_deref().unwrap_or("default"));
+        Arc::new(StatusWriter::new(api, m.name_any(), m.status.as_ref()))
     }
 }

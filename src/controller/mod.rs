@@ -5,8 +5,10 @@ pub mod backoff;
 pub mod backup_policy;
 pub mod context;
 pub mod dns_record;
+pub mod driver;
 pub mod health;
 pub mod leader;
+pub mod lookup;
 pub mod monitor_target;
 pub mod proxmox_guest;
 pub mod proxy_host;
@@ -159,7 +161,7 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         .owns_stream(key_changes(scope.api::<MonitorTarget>(), monitor_target::verdict_key))
         .with_config(config.clone())
         .graceful_shutdown_on(stop())
-        .run(proxmox_guest::reconcile, proxmox_guest::error_policy, ctx.clone())
+        .run(driver::reconcile, shared::error_policy, ctx.clone())
         .for_each(log_result("guest"));
     let records = main_controller::<DnsRecord>(&scope);
     let store = records.store();
@@ -170,7 +172,7 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         })
         .with_config(config.clone())
         .graceful_shutdown_on(stop())
-        .run(dns_record::reconcile, dns_record::error_policy, ctx.clone())
+        .run(driver::reconcile, shared::error_policy, ctx.clone())
         .for_each(log_result("record"));
     let proxies = main_controller::<ProxyHost>(&scope);
     let store = proxies.store();
@@ -181,7 +183,7 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         })
         .with_config(config.clone())
         .graceful_shutdown_on(stop())
-        .run(proxy_host::reconcile, proxy_host::error_policy, ctx.clone())
+        .run(driver::reconcile, shared::error_policy, ctx.clone())
         .for_each(log_result("proxy"));
     let policies = main_controller::<BackupPolicy>(&scope);
     let store = policies.store();
@@ -193,7 +195,7 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         })
         .with_config(config.clone())
         .graceful_shutdown_on(stop())
-        .run(backup_policy::reconcile, backup_policy::error_policy, ctx.clone())
+        .run(driver::reconcile, shared::error_policy, ctx.clone())
         .for_each(log_result("backup"));
     // Checks run only here, on the Lease holder.
     let checks = tokio::spawn(ctx.monitors.clone().run());
@@ -206,7 +208,7 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         })
         .with_config(config)
         .graceful_shutdown_on(stop())
-        .run(monitor_target::reconcile, monitor_target::error_policy, ctx.clone())
+        .run(driver::reconcile, shared::error_policy, ctx.clone())
         .for_each(log_result("monitor"));
     tokio::join!(guests, records, proxies, policies, monitors);
     checks.abort();

@@ -3,25 +3,22 @@
 
 use std::{fmt::Debug, sync::Arc, time::Duration};
 
-use k8s_openapi::{
-    api::core::v1::ObjectReference,
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
-};
+use k8s_openapi::{api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
-    Api, Resource, ResourceExt,
-    core::error_boundary::InvalidObject,
+    Resource, ResourceExt,
+    core::{DeserializeGuard, error_boundary::InvalidObject},
     runtime::{
         controller::Action,
         events::{Event, EventType},
     },
 };
-use serde::{Serialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 
 use super::context::Context;
 pub use super::status::StatusWriter;
 use crate::{
     api::{self, ConditionState},
-    reconcile::{EventNote, ReconcileError},
+    reconcile::{EventNote, ReconcileError, kind::Kind},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -83,41 +80,6 @@ impl Error {
     }
 }
 
-/// A status type with standard conditions.
-pub trait Conditioned: Default + Clone + Serialize + Send + Sync {
-    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
-}
-
-impl Conditioned for api::ProxmoxGuestStatus {
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-}
-
-impl Conditioned for api::ProxyHostStatus {
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-}
-
-impl Conditioned for api::BackupPolicyStatus {
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-}
-
-impl Conditioned for api::MonitorTargetStatus {
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-}
-
-impl Conditioned for api::DnsRecordStatus {
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-}
-
 pub async fn publish(ctx: &Context, reference: &ObjectReference, note: &EventNote, action: &str) {
     let ev = Event {
         type_: if note.warning { EventType::Warning } else { EventType::Normal },
@@ -160,17 +122,13 @@ pub async fn invalid_object<K: Resource<DynamicType = ()>>(ctx: &Context, invali
 /// Put the error where people look: a Degraded (transient) or Stalled
 /// (needs a person) condition and one Warning event. The conditions go on top
 /// of the newest status this reconcile saved.
-pub async fn report_error<K, S>(obj: &K, writer: &StatusWriter<K>, ctx: &Context, e: &Error)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
-    S: Conditioned + DeserializeOwned,
-{
+pub async fn report_error<K: Kind>(obj: &K, writer: &StatusWriter<K>, ctx: &Context, e: &Error) {
     if e.in_progress().is_some() {
         return;
     }
     let transient = e.is_transient();
     let message = e.to_string();
-    let mut new: S = writer.latest().unwrap_or_default();
+    let mut new: K::Status = writer.latest().unwrap_or_default();
     let wanted = [
         ConditionState::new(api::CONDITION_READY, false, e.category(), message.clone()),
         ConditionState::new(
@@ -192,10 +150,10 @@ where
             if transient { String::new() } else { message.clone() },
         ),
     ];
-    let old = new.conditions_mut().clone();
-    *new.conditions_mut() = api::merge_conditions(&old, &wanted, obj.meta().generation, Time(jiff::Timestamp::now()));
+    let conditions = K::conditions_mut(&mut new);
+    *conditions = api::merge_conditions(conditions, &wanted, obj.meta().generation, Time(jiff::Timestamp::now()));
     let unchanged = writer
-        .latest::<S>()
+        .latest::<K::Status>()
         .is_some_and(|s| serde_json::to_value(&s).ok() == serde_json::to_value(&new).ok());
     if let Err(err) = writer.apply(&new).await {
         tracing::warn!(error = %err, "writing error status");
@@ -207,8 +165,10 @@ where
 }
 
 /// Transient errors back off per object; the rest wait for a person (slow requeue).
-pub fn error_policy(uid: Option<String>, err: &Error, ctx: &Arc<Context>) -> Action {
-    let Some(key) = uid else { return Action::await_change() };
+pub fn error_policy<K: Kind>(obj: Arc<DeserializeGuard<K>>, err: &Error, ctx: Arc<Context>) -> Action {
+    let Some(key) = obj.0.as_ref().ok().and_then(|o| o.meta().uid.clone()) else {
+        return Action::await_change();
+    };
     if let Some(after) = err.in_progress() {
         return Action::requeue(after);
     }
@@ -225,135 +185,6 @@ pub fn error_policy(uid: Option<String>, err: &Error, ctx: &Arc<Context>) -> Act
         tracing::warn!(error = %err, "needs attention");
         Action::requeue(Duration::from_secs(600))
     }
-}
-
-/// A kind the operator reconciles, as the shared driver needs to see it.
-pub trait Reconciled:
-    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-    + Clone
-    + Debug
-    + DeserializeOwned
-    + Serialize
-    + Send
-    + Sync
-    + 'static
-{
-    type Status: Conditioned + DeserializeOwned;
-    /// Metric and log label.
-    const KIND: &'static str;
-    const FINALIZER: &'static str;
-    fn current_status(&self) -> Option<Self::Status>;
-}
-
-impl Reconciled for api::ProxmoxGuest {
-    type Status = api::ProxmoxGuestStatus;
-    const KIND: &'static str = "ProxmoxGuest";
-    const FINALIZER: &'static str = api::GUEST_FINALIZER;
-    fn current_status(&self) -> Option<Self::Status> {
-        self.status.clone()
-    }
-}
-
-impl Reconciled for api::BackupPolicy {
-    type Status = api::BackupPolicyStatus;
-    const KIND: &'static str = "BackupPolicy";
-    const FINALIZER: &'static str = api::BACKUP_FINALIZER;
-    fn current_status(&self) -> Option<Self::Status> {
-        self.status.clone()
-    }
-}
-
-impl Reconciled for api::MonitorTarget {
-    type Status = api::MonitorTargetStatus;
-    const KIND: &'static str = "MonitorTarget";
-    const FINALIZER: &'static str = api::MONITOR_FINALIZER;
-    fn current_status(&self) -> Option<Self::Status> {
-        self.status.clone()
-    }
-}
-
-impl Reconciled for api::DnsRecord {
-    type Status = api::DnsRecordStatus;
-    const KIND: &'static str = "DnsRecord";
-    const FINALIZER: &'static str = api::DNS_FINALIZER;
-    fn current_status(&self) -> Option<Self::Status> {
-        self.status.clone()
-    }
-}
-
-impl Reconciled for api::ProxyHost {
-    type Status = api::ProxyHostStatus;
-    const KIND: &'static str = "ProxyHost";
-    const FINALIZER: &'static str = api::PROXY_FINALIZER;
-    fn current_status(&self) -> Option<Self::Status> {
-        self.status.clone()
-    }
-}
-
-/// One step of a kind's reconcile (apply or cleanup); status goes through the writer.
-pub type Step<K> = for<'a> fn(&'a K, &'a Context, &'a StatusWriter<K>) -> futures::future::BoxFuture<'a, Result<Action, Error>>;
-
-/// The reconcile every kind shares: invalid objects, the finalizer around
-/// apply/cleanup, metrics, backoff reset, and errors put into conditions and events.
-pub async fn reconcile_kind<K: Reconciled>(
-    obj: Arc<kube::core::DeserializeGuard<K>>,
-    ctx: Arc<Context>,
-    apply: Step<K>,
-    cleanup: Step<K>,
-) -> Result<Action, Error> {
-    use crate::metrics::{ErrorLabels, KindLabels};
-    use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-    let object = match &obj.0 {
-        Ok(o) => o.clone(),
-        Err(invalid) => return Err(invalid_object::<K>(&ctx, invalid).await),
-    };
-    let started = std::time::Instant::now();
-    ctx.metrics.reconciles.get_or_create(&KindLabels { kind: K::KIND }).inc();
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_else(|| "default".into()));
-    let writer = StatusWriter::new(api.clone(), object.name_any(), object.current_status().as_ref());
-    let result = finalizer(&api, K::FINALIZER, Arc::new(object.clone()), |event| async {
-        match event {
-            FinalizerEvent::Apply(o) => apply(&o, &ctx, &writer).await,
-            FinalizerEvent::Cleanup(o) => cleanup(&o, &ctx, &writer).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics
-        .reconcile_duration
-        .get_or_create(&KindLabels { kind: K::KIND })
-        .observe(started.elapsed().as_secs_f64());
-    match &result {
-        Ok(_) => ctx.backoff.reset(&object.uid().unwrap_or_default()),
-        Err(e) if e.in_progress().is_some() => {}
-        Err(e) => {
-            ctx.metrics
-                .reconcile_errors
-                .get_or_create(&ErrorLabels {
-                    kind: K::KIND,
-                    error: e.category(),
-                })
-                .inc();
-            report_error::<K, K::Status>(&object, &writer, &ctx, e).await;
-        }
-    }
-    result
-}
-
-/// The ownership identity of any resource (namespace, name, UID).
-pub fn identity<K: Resource>(obj: &K) -> crate::reconcile::ownership::Identity {
-    crate::reconcile::ownership::Identity::new(&obj.namespace().unwrap_or_default(), &obj.name_any(), obj.uid().as_deref())
-}
-
-/// The addresses of the ProxmoxGuest `name`'s NIC `nic` (default the first);
-/// `None` while the guest does not exist.
-pub async fn guest_addresses(ctx: &Context, namespace: &str, name: &str, nic: Option<&str>) -> Result<Option<Vec<String>>, Error> {
-    let guests: Api<api::ProxmoxGuest> = Api::namespaced(ctx.client.clone(), namespace);
-    Ok(guests
-        .get_opt(name)
-        .await
-        .map_err(Error::Kube)?
-        .map(|g| g.status.map(|s| s.addresses(nic)).unwrap_or_default()))
 }
 
 /// The objects in `store` whose target is `guest` (for `Controller::watches`).

@@ -185,11 +185,7 @@ pub fn build(spec: &MonitorTargetSpec, host: Option<&str>, secrets: &Secrets, ge
         .policy
         .maintenance
         .iter()
-        .map(|w| {
-            super::super::reconcile::backup_policy::restore_plan::parse_schedule(&w.schedule)
-                .map(|c| (c, Duration::from_secs(w.duration_minutes as u64 * 60)))
-                .map_err(|e| e.replace("restoreTest.schedule", "maintenance.schedule"))
-        })
+        .map(|w| crate::cron::parse("maintenance.schedule", &w.schedule).map(|c| (c, Duration::from_secs(w.duration_minutes as u64 * 60))))
         .collect::<Result<Vec<_>, String>>()?;
     let notify = spec.policy.notify.as_ref();
     let mut h = std::collections::hash_map::DefaultHasher::new();

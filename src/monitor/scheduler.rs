@@ -22,7 +22,7 @@ use crate::{
     api::{self, ConditionState, MonitorNotification, MonitorState, MonitorTargetStatus},
     metrics::Metrics,
     notify::{Event, Message, Notifier},
-    reconcile::StatusSink,
+    status::StatusSink,
 };
 
 /// `namespace/name`.

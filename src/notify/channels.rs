@@ -19,7 +19,7 @@ fn transport(e: reqwest::Error) -> Attempt {
         error: if e.is_timeout() {
             "timed out".into()
         } else {
-            crate::providers::http::describe(&e)
+            crate::http::describe(&e)
         },
     }
 }

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::{config::SecretSource, metrics::Metrics, providers::http};
+use crate::{config::SecretSource, http, metrics::Metrics};
 
 /// Key of our mark in a proxy host's `meta`.
 pub const META_MARK: &str = "homelab_operator";

@@ -33,6 +33,9 @@ pub enum ReconcileError {
     TaskFailed { op: String, message: String },
     #[error("saving status: {0}")]
     Status(String),
+    /// The API server failed a read (what the resource refers to).
+    #[error("{0}")]
+    Kubernetes(String),
     #[error("{0}")]
     Config(String),
 }
@@ -55,7 +58,7 @@ impl ReconcileError {
             ReconcileError::Pbs { source, .. } => source.is_transient(),
             // A failed task is as transient as its exit status says (a lock: yes; a missing bridge: no).
             ReconcileError::TaskFailed { message, .. } => pve::error::classify_message(message) == pve::ErrorClass::Transient,
-            ReconcileError::Status(_) => true,
+            ReconcileError::Status(_) | ReconcileError::Kubernetes(_) => true,
             ReconcileError::Config(_) => false,
         }
     }
@@ -82,6 +85,7 @@ impl ReconcileError {
             ReconcileError::Proxy { .. } => "RefusedByProxy",
             ReconcileError::TaskFailed { .. } => "TaskFailed",
             ReconcileError::Status(_) => "StatusWriteFailed",
+            ReconcileError::Kubernetes(_) => "KubernetesApi",
             ReconcileError::Config(_) => "ConfigError",
         }
     }

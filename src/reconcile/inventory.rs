@@ -2,14 +2,20 @@
 //! once per TTL and shared by every guest being created there.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
 
-use crate::{
-    providers::pve::{self, PveApi},
-    reconcile::proxmox_guest::references::NodeInventory,
-};
+use crate::providers::pve::{self, PveApi, StorageInfo};
+
+/// What one node has, from `/nodes/{node}/storage`, `/network` and the content listings asked for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeInventory {
+    pub storages: Vec<StorageInfo>,
+    pub bridges: Vec<String>,
+    /// Volume ids by `(storage, content)`.
+    pub volumes: BTreeMap<(String, String), Vec<String>>,
+}
 
 pub struct InventoryCache {
     ttl: Duration,

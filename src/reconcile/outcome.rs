@@ -67,3 +67,64 @@ pub struct Requeue(pub Duration);
 pub const POLL_TASK: Duration = Duration::from_secs(2);
 pub const VERIFY_SOON: Duration = Duration::from_secs(1);
 pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// What one reconcile (or plan) of a kind hands back to whoever drives it.
+#[derive(Debug)]
+pub struct Outcome<S, P> {
+    /// The status to write.
+    pub status: S,
+    /// What the reconcile did (or `plan` would do).
+    pub plan: P,
+    pub events: Vec<EventNote>,
+    /// How soon to look again.
+    pub requeue: Duration,
+}
+
+/// What one step of deleting a resource hands back.
+#[derive(Debug)]
+pub enum Cleanup<S> {
+    /// Nothing left to do outside Kubernetes: remove the finalizer.
+    Done(Vec<EventNote>),
+    /// Work in flight; look again after the given time.
+    Requeue {
+        status: S,
+        events: Vec<EventNote>,
+        after: Duration,
+    },
+    /// A person must act (e.g. protection on); status says what.
+    Blocked { status: S, events: Vec<EventNote> },
+}
+
+/// One line of what `plan` shows for a resource.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    /// `create`, `update`, `reboot`, `delete`, `pending`, `blocked` or `waiting`.
+    pub op: &'static str,
+    #[serde(skip)]
+    pub symbol: char,
+    pub what: String,
+}
+
+impl Change {
+    /// `+` create, `~` update, `!` reboot, `-` delete, `?` pending, `x` blocked, `.` waiting.
+    pub fn new(symbol: char, what: impl Into<String>) -> Self {
+        let op = match symbol {
+            '+' => "create",
+            '-' => "delete",
+            '!' => "reboot",
+            '~' => "update",
+            '?' => "pending",
+            'x' => "blocked",
+            _ => "waiting",
+        };
+        Self {
+            op,
+            symbol,
+            what: what.into(),
+        }
+    }
+
+    pub fn blocked(b: &Blocked) -> Self {
+        Self::new('x', format!("{}: {}", b.reason, b.message))
+    }
+}

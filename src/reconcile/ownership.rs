@@ -31,6 +31,16 @@ impl Identity {
         }
     }
 
+    /// The identity of any resource (files have no namespace or UID: `default`, derived).
+    pub fn of<K: kube::Resource>(obj: &K) -> Self {
+        let meta = obj.meta();
+        Self::new(
+            meta.namespace.as_deref().unwrap_or("default"),
+            meta.name.as_deref().unwrap_or(""),
+            meta.uid.as_deref(),
+        )
+    }
+
     /// PVE tags allow `[a-z0-9_][a-z0-9_\-+.]*`, which a UID fits.
     pub fn mark_tag(&self) -> String {
         format!("{TAG_PREFIX}{}", self.uid)

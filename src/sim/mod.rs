@@ -7,6 +7,7 @@ pub mod notify;
 pub mod npm;
 pub mod pbs;
 pub mod pve;
+pub mod schema;
 pub mod server;
 pub mod technitium;
 

@@ -119,7 +119,7 @@ impl SimServer {
 fn tls_acceptor() -> Result<(tokio_rustls::TlsAcceptor, String, String), String> {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).map_err(|e| e.to_string())?;
     let der = cert.cert.der().clone();
-    let fingerprint = crate::providers::http::fingerprint_sha256(der.as_ref());
+    let fingerprint = crate::http::fingerprint_sha256(der.as_ref());
     let pem = cert.cert.pem();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

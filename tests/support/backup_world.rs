@@ -116,7 +116,7 @@ pub async fn reconcile(
         restore_test_now: ask.restore_test_now.map(str::to_string),
         created: Some(jiff::Timestamp::now()),
     };
-    backup_policy::reconcile(apis(w, spec), obj, sink, false).await
+    backup_policy::reconcile(apis(w, spec), obj, sink).await
 }
 
 pub fn apis<'a>(w: &'a World, spec: &BackupPolicySpec) -> Apis<'a, PveClient, PbsClient> {

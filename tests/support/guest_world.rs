@@ -7,14 +7,15 @@ use std::{sync::Arc, time::Duration};
 use homelab_operator::{
     api::{self, ProxmoxGuest, ProxmoxGuestStatus},
     cli::{
-        oneshot::{self, Engine, MemoryStatus},
+        oneshot::{self, Engine, Files, MemoryStatus},
         resources,
     },
     config::Config,
     metrics::Metrics,
+    reconcile::ownership::Identity,
     reconcile::{
         cache::DriftClock,
-        proxmox_guest::{self, CleanupOutcome, GuestObject},
+        proxmox_guest::{self, CleanupOutcome, GuestCtx, GuestObject},
     },
     sim::{
         SimServer,
@@ -80,7 +81,7 @@ pub fn example(name: &str) -> ProxmoxGuest {
 }
 
 pub async fn apply(w: &World, g: &ProxmoxGuest) -> oneshot::Applied {
-    oneshot::apply_one(&w.engine, g, Duration::from_secs(30), &|_| {}).await
+    w.engine.apply(g, &Files::default(), Duration::from_secs(30), &|_| {}).await
 }
 
 pub fn ready(s: &ProxmoxGuestStatus) -> bool {
@@ -92,8 +93,8 @@ pub fn cfg(g: &SimGuest, key: &str) -> String {
 }
 
 pub async fn delete(w: &World, g: &ProxmoxGuest, status: ProxmoxGuestStatus) -> Result<Vec<String>, String> {
-    let ctx = w.engine.ctx("default", false).unwrap();
-    let id = oneshot::identity(g);
+    let ctx = GuestCtx::new(w.engine.env(), "default").unwrap();
+    let id = Identity::of(g);
     let sink = MemoryStatus::default();
     *sink.0.lock().unwrap() = status;
     for _ in 0..1000 {

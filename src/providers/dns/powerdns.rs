@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{DnsApi, Error, RecordSet, absolute};
-use crate::{config::SecretSource, metrics::Metrics, providers::http};
+use crate::{config::SecretSource, http, metrics::Metrics};
 
 const ACCOUNT: &str = "homelab-operator";
 

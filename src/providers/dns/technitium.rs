@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use serde::Deserialize;
 
 use super::{DnsApi, Error, RecordSet, absolute};
-use crate::{config::SecretSource, metrics::Metrics, providers::http};
+use crate::{config::SecretSource, http, metrics::Metrics};
 
 #[derive(Clone)]
 pub struct Technitium {

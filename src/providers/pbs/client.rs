@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::{DatastoreConfig, Error, GcStatus, Job, JobKind, Params, PbsApi, PbsUpid, Snapshot, TaskStatus, codec};
 use crate::{
     config::{PbsEndpoint, SecretSource},
+    http::{self, Method},
     metrics::Metrics,
-    providers::http::{self, Method},
 };
 
 /// One Proxmox Backup Server.

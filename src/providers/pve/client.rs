@@ -12,8 +12,8 @@ use super::{
 };
 use crate::{
     config::{ProxmoxEndpoint, SecretSource},
+    http::{self, Method},
     metrics::Metrics,
-    providers::http::{self, Method},
 };
 
 /// One Proxmox VE cluster endpoint.

@@ -125,7 +125,7 @@ fn normalize_prune(v: &serde_json::Value) -> String {
         .join(",")
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum JobPlan {
     NoChange {
         id: String,
@@ -143,6 +143,7 @@ pub enum JobPlan {
         id: String,
     },
     /// Nothing to delete: there is no job of ours.
+    #[default]
     Absent,
 }
 

@@ -5,6 +5,8 @@
 pub mod alerts;
 pub mod freshness;
 pub mod job;
+mod kind;
+pub use kind::job_change;
 pub mod members;
 pub mod pbs;
 pub mod pbs_jobs;
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{EventNote, POLL_TASK, RESYNC, ReconcileError, StatusSink, conditions, ownership::Identity};
+use super::{EventNote, Outcome, POLL_TASK, RESYNC, ReconcileError, StatusSink, conditions, ownership::Identity};
 use crate::{
     api::{self, BackupPolicySpec, BackupPolicyStatus, ConditionState, ManagementMode},
     providers::{
@@ -62,14 +64,15 @@ impl<'a> PolicyObject<'a> {
     }
 }
 
-pub struct PolicyOutcome {
-    pub status: BackupPolicyStatus,
+/// What a reconcile of a policy changes (or `plan` would).
+#[derive(Debug, Default)]
+pub struct PolicyPlan {
     pub job: JobPlan,
-    /// PBS job changes planned (written unless dry-run or not `Reconcile`).
+    /// PBS job changes (written when the policy's mode is `Reconcile`).
     pub pbs_steps: Vec<PbsStep>,
-    pub events: Vec<EventNote>,
-    pub requeue: Duration,
 }
+
+pub type PolicyOutcome = Outcome<BackupPolicyStatus, PolicyPlan>;
 
 /// The outside systems a policy talks to: its cluster, and its backup server when `spec.pbs` names one.
 pub struct Apis<'a, P, B> {
@@ -83,58 +86,46 @@ fn set_conditions(status: &mut BackupPolicyStatus, generation: Option<i64>, want
     status.conditions = api::merge_conditions(&status.conditions, wanted, generation, Time(jiff::Timestamp::now()));
 }
 
-fn blocked(mut status: BackupPolicyStatus, generation: Option<i64>, b: Blocked, mut events: Vec<EventNote>) -> PolicyOutcome {
+fn blocked(mut status: BackupPolicyStatus, generation: Option<i64>, b: Blocked) -> PolicyOutcome {
     set_conditions(&mut status, generation, &conditions(false, false, true, b.reason, &b.message));
-    events.push(EventNote::warning(b.reason, b.message));
-    PolicyOutcome {
+    Outcome {
         status,
-        job: JobPlan::Absent,
-        pbs_steps: vec![],
-        events,
+        plan: PolicyPlan::default(),
+        events: vec![EventNote::warning(b.reason, b.message)],
         requeue: RESYNC,
     }
 }
 
-/// One reconcile of a policy that is not being deleted: the vzdump job, the
-/// PBS jobs, "back up now", freshness, then the restore test.
-pub async fn reconcile<P: PveApi, B: PbsApi, S: StatusSink<BackupPolicyStatus>>(
-    apis: Apis<'_, P, B>,
-    obj: PolicyObject<'_>,
-    sink: &S,
-    dry_run: bool,
-) -> Result<PolicyOutcome, ReconcileError> {
-    let api = apis.pve;
-    let PolicyObject {
-        id,
-        spec,
-        mut status,
-        generation,
-        members,
-        backup_now,
-        restore_test_now,
-        created,
-    } = obj;
-    let mut events = vec![];
-    if spec.management_mode == ManagementMode::Paused {
-        return Ok(PolicyOutcome {
-            status,
-            job: JobPlan::Absent,
-            pbs_steps: vec![],
-            events,
-            requeue: RESYNC,
-        });
-    }
+/// The policy's jobs on PVE and PBS as they are, and what they should become.
+struct Observed<'a, B> {
+    jobs: Vec<crate::providers::pve::BackupJob>,
+    plan: PolicyPlan,
+    /// The PBS endpoint, its client and what it has, when `spec.pbs` names one.
+    server: Option<(&'a api::PbsOptions, &'a B, pbs::Observed)>,
+}
+
+/// Read the jobs (and the PBS) and plan them; `Err` carries the outcome when
+/// the policy is blocked (a job of the same id that is not ours).
+async fn observe<'a, P: PveApi, B: PbsApi>(
+    apis: &Apis<'a, P, B>,
+    obj: &PolicyObject<'a>,
+) -> Result<Result<Observed<'a, B>, PolicyOutcome>, ReconcileError> {
+    let (spec, id) = (obj.spec, obj.id);
     if let Some(unknown) = spec.notify.iter().find(|c| !apis.notifier.is_some_and(|n| n.has(c))) {
         return Err(ReconcileError::Config(format!(
             "spec.notify: channel {unknown:?} is not in the config's notifications: section"
         )));
     }
-    let vmids: Vec<u32> = members.iter().map(|m| m.vmid).collect();
+    let vmids: Vec<u32> = obj.members.iter().map(|m| m.vmid).collect();
     let want = (!vmids.is_empty()).then(|| job::desired(spec, &vmids, id));
-    let jobs = api.backup_jobs().await.map_err(|e| ReconcileError::pve("listing backup jobs", e))?;
-    let plan = match job::plan(want.as_ref(), &jobs, id, spec.adopt_job_id.as_deref()) {
+    let jobs = apis
+        .pve
+        .backup_jobs()
+        .await
+        .map_err(|e| ReconcileError::pve("listing backup jobs", e))?;
+    let job = match job::plan(want.as_ref(), &jobs, id, spec.adopt_job_id.as_deref()) {
         Ok(p) => p,
-        Err(b) => return Ok(blocked(status, generation, b, events)),
+        Err(b) => return Ok(Err(blocked(obj.status.clone(), obj.generation, b))),
     };
     let server = match (&spec.pbs, apis.pbs) {
         (Some(p), Some(b)) => Some((p, b, pbs::observe(b, p).await?)),
@@ -148,56 +139,108 @@ pub async fn reconcile<P: PveApi, B: PbsApi, S: StatusSink<BackupPolicyStatus>>(
     };
     let pbs_steps = match server.as_ref().map(|(_, _, obs)| pbs::plan(Some(spec), obs, id)).transpose() {
         Ok(steps) => steps.unwrap_or_default(),
-        Err(b) => return Ok(blocked(status, generation, b, events)),
+        Err(b) => return Ok(Err(blocked(obj.status.clone(), obj.generation, b))),
     };
-    let writes = !dry_run && spec.management_mode == ManagementMode::Reconcile;
+    Ok(Ok(Observed {
+        jobs,
+        plan: PolicyPlan { job, pbs_steps },
+        server,
+    }))
+}
+
+/// What reconciling would change, read-only: no job written, no backup or
+/// restore test started, nobody notified.
+pub async fn plan<P: PveApi, B: PbsApi>(apis: Apis<'_, P, B>, obj: PolicyObject<'_>) -> Result<PolicyOutcome, ReconcileError> {
+    if obj.spec.management_mode == ManagementMode::Paused {
+        return Ok(paused(obj.status));
+    }
+    match observe(&apis, &obj).await? {
+        Ok(o) => follow(&apis, obj, o, None, vec![]).await,
+        Err(out) => Ok(out),
+    }
+}
+
+/// One reconcile of a policy that is not being deleted: the vzdump job, the
+/// PBS jobs, "back up now", freshness, then the restore test and notifications.
+pub async fn reconcile<P: PveApi, B: PbsApi>(
+    apis: Apis<'_, P, B>,
+    obj: PolicyObject<'_>,
+    sink: &dyn StatusSink<BackupPolicyStatus>,
+) -> Result<PolicyOutcome, ReconcileError> {
+    let spec = obj.spec;
+    if spec.management_mode == ManagementMode::Paused {
+        return Ok(paused(obj.status));
+    }
+    let o = match observe(&apis, &obj).await? {
+        Ok(o) => o,
+        Err(out) => return Ok(out),
+    };
+    let mut events = vec![];
+    let writes = spec.management_mode == ManagementMode::Reconcile;
     if writes {
-        write_job(api, &plan, &mut events).await?;
-        if let Some((p, b, obs)) = &server {
-            pbs::apply(*b, &p.datastore, &pbs_steps, obs, &mut events).await?;
+        write_job(apis.pve, &o.plan.job, &mut events).await?;
+        if let Some((p, b, obs)) = &o.server {
+            pbs::apply(*b, &p.datastore, &o.plan.pbs_steps, obs, &mut events).await?;
         }
     }
+    let id = obj.id;
+    let mut out = follow(&apis, obj, o, writes.then_some(sink), events).await?;
+    if let Some(n) = apis.notifier.filter(|_| !spec.notify.is_empty()) {
+        alerts::notify(n, &spec.notify, id, &mut out.status).await;
+    }
+    Ok(out)
+}
+
+fn paused(status: BackupPolicyStatus) -> PolicyOutcome {
+    Outcome {
+        status,
+        plan: PolicyPlan::default(),
+        events: vec![],
+        requeue: RESYNC,
+    }
+}
+
+/// Everything after the jobs: status of the jobs, runs ("back up now" and
+/// scheduled), each member's backups, the restore test, conditions. Backups
+/// and restore tests start only with a `sink` to save their state through.
+async fn follow<P: PveApi, B: PbsApi>(
+    apis: &Apis<'_, P, B>,
+    obj: PolicyObject<'_>,
+    o: Observed<'_, B>,
+    sink: Option<&dyn StatusSink<BackupPolicyStatus>>,
+    mut events: Vec<EventNote>,
+) -> Result<PolicyOutcome, ReconcileError> {
+    let (api, spec, id, members, generation) = (apis.pve, obj.spec, obj.id, &obj.members, obj.generation);
+    let mut status = obj.status;
     status.observed_generation = generation;
-    status.job_id = match &plan {
-        JobPlan::Create { id, .. } if writes => Some(id.clone()),
-        JobPlan::Update { id, .. } | JobPlan::NoChange { id } => Some(id.clone()),
-        JobPlan::Delete { id } if !writes => Some(id.clone()),
-        _ => None,
-    };
+    status.job_id = job_id(&o.plan.job, sink.is_some());
     let due = status.next_run.take();
-    status.next_run = jobs
-        .iter()
-        .find(|j| Some(&j.id) == status.job_id.as_ref())
-        .and_then(|j| j.next_run)
-        .and_then(|t| jiff::Timestamp::from_second(t as i64).ok())
-        .map(|t| t.to_string());
-    status.pbs_jobs = server
+    status.next_run = next_run(&o.jobs, status.job_id.as_ref());
+    status.pbs_jobs = o
+        .server
         .as_ref()
         .map_or_else(Vec::new, |(p, _, obs)| pbs::job_states(obs, id, &p.datastore));
-    let mut in_flight = backup_now_step(api, spec, &members, backup_now.as_deref(), writes, &mut status, sink, &mut events).await?;
+    let request = obj.backup_now.as_deref();
+    let mut in_flight = backup_now_step(api, spec, members, request, sink, &mut status, &mut events).await?;
     let before = status.last_scheduled_run.clone();
-    let following = scheduled::follow(api, &members, due.as_deref(), &mut status).await?;
+    let following = scheduled::follow(api, members, due.as_deref(), &mut status).await?;
     let ended_now = status.last_scheduled_run.as_ref().is_some_and(|r| r.finished.is_some()) && status.last_scheduled_run != before;
     if ended_now {
-        events.extend(scheduled_outcome(&status, &members));
+        events.extend(scheduled_outcome(&status, members));
     }
-    let backups = match &server {
+    let backups = match &o.server {
         Some((_, _, obs)) => pbs::as_volumes(&spec.storage, &obs.snapshots),
-        None => storage_backups(api, spec, &members).await?,
+        None => storage_backups(api, spec, members).await?,
     };
-    observe_backups(spec, &members, &backups, &mut status);
-    if let Some(rt) = spec.restore_test.as_ref().filter(|_| writes) {
-        let trigger = restore_trigger(rt, restore_test_now.as_deref(), &status, created).map_err(ReconcileError::Config)?;
+    observe_backups(spec, members, &backups, &mut status);
+    if let (Some(rt), Some(sink)) = (spec.restore_test.as_ref(), sink) {
+        let trigger = restore_trigger(rt, obj.restore_test_now.as_deref(), &status, obj.created).map_err(ReconcileError::Config)?;
         in_flight |= restore_test::step(api, rt, trigger, &mut status, sink, &mut events).await?;
     }
-    report(spec, &plan, &pbs_steps, &mut status, generation, writes);
-    if let Some(n) = apis.notifier.filter(|_| !dry_run && !spec.notify.is_empty()) {
-        alerts::notify(n, &spec.notify, id, &mut status).await;
-    }
-    Ok(PolicyOutcome {
+    report(spec, &o.plan.job, &o.plan.pbs_steps, &mut status, generation, sink.is_some());
+    Ok(Outcome {
         status,
-        job: plan,
-        pbs_steps,
+        plan: o.plan,
         events,
         requeue: match (in_flight, following) {
             (true, _) => POLL_TASK,
@@ -206,6 +249,24 @@ pub async fn reconcile<P: PveApi, B: PbsApi, S: StatusSink<BackupPolicyStatus>>(
             (false, false) => RESYNC,
         },
     })
+}
+
+/// The job the policy has after this reconcile (a planned one only once written).
+fn job_id(plan: &JobPlan, wrote: bool) -> Option<String> {
+    match plan {
+        JobPlan::Create { id, .. } if wrote => Some(id.clone()),
+        JobPlan::Update { id, .. } | JobPlan::NoChange { id } => Some(id.clone()),
+        JobPlan::Delete { id } if !wrote => Some(id.clone()),
+        _ => None,
+    }
+}
+
+fn next_run(jobs: &[crate::providers::pve::BackupJob], id: Option<&String>) -> Option<String> {
+    jobs.iter()
+        .find(|j| Some(&j.id) == id)
+        .and_then(|j| j.next_run)
+        .and_then(|t| jiff::Timestamp::from_second(t as i64).ok())
+        .map(|t| t.to_string())
 }
 
 /// The event for a scheduled run that just ended.
@@ -242,20 +303,17 @@ fn restore_trigger(
     }))
 }
 
-/// Start a requested run, poll the one in flight; true while it runs.
-#[allow(clippy::too_many_arguments)]
-async fn backup_now_step<P: PveApi, S: StatusSink<BackupPolicyStatus>>(
+/// Start a requested run (with a `sink` to save it through), poll the one in flight; true while it runs.
+async fn backup_now_step<P: PveApi>(
     api: &P,
     spec: &BackupPolicySpec,
     members: &[Member],
     request: Option<&str>,
-    writes: bool,
+    sink: Option<&dyn StatusSink<BackupPolicyStatus>>,
     status: &mut BackupPolicyStatus,
-    sink: &S,
     events: &mut Vec<EventNote>,
 ) -> Result<bool, ReconcileError> {
-    if writes
-        && !members.is_empty()
+    if let Some(sink) = sink.filter(|_| !members.is_empty())
         && let Some(r) = run::requested(request, status)
     {
         run::start(api, spec, members, r.clone(), status, sink).await?;

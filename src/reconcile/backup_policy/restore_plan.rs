@@ -8,14 +8,6 @@ use crate::{
     providers::pve::GuestKind,
 };
 
-/// The cron schedule, as a Kubernetes CronJob reads it (five fields or an `@` alias; UTC).
-pub fn parse_schedule(s: &str) -> Result<croner::Cron, String> {
-    croner::parser::CronParser::builder()
-        .build()
-        .parse(s)
-        .map_err(|e| format!("restoreTest.schedule {s:?}: {e}"))
-}
-
 /// Why a test starts now: a new `restore-test-now` value, or an occurrence of
 /// the schedule since the last test (or since `since`, the policy's creation).
 pub fn due(
@@ -37,7 +29,7 @@ pub fn due(
         .and_then(|l| l.started.parse::<jiff::Timestamp>().ok())
         .unwrap_or(since)
         .max(since);
-    let cron = parse_schedule(&rt.schedule)?;
+    let cron = crate::cron::parse("restoreTest.schedule", &rt.schedule)?;
     let next = cron
         .find_next_occurrence(&baseline.to_zoned(jiff::tz::TimeZone::UTC), false)
         .map_err(|e| format!("restoreTest.schedule {:?}: {e}", rt.schedule))?;

@@ -25,7 +25,7 @@ pub struct Trigger {
 }
 
 /// Start a due test and move the one in flight on; true while it runs.
-pub async fn step<P: PveApi, S: StatusSink<BackupPolicyStatus>>(
+pub async fn step<P: PveApi, S: StatusSink<BackupPolicyStatus> + ?Sized>(
     api: &P,
     rt: &RestoreTest,
     trigger: Option<Trigger>,
@@ -63,7 +63,7 @@ async fn used_vmids<P: PveApi>(api: &P) -> Result<Vec<crate::providers::pve::Clu
         .map_err(|e| ReconcileError::pve("listing cluster resources", e))
 }
 
-async fn start<P: PveApi, S: StatusSink<BackupPolicyStatus>>(
+async fn start<P: PveApi, S: StatusSink<BackupPolicyStatus> + ?Sized>(
     api: &P,
     rt: &RestoreTest,
     t: Trigger,

@@ -46,7 +46,7 @@ async fn by_node<P: PveApi>(api: &P, members: &[Member]) -> Result<BTreeMap<Stri
 
 /// Start the run: one vzdump per node, each saved in status as soon as it
 /// started, so a restart polls it instead of starting it again.
-pub async fn start<P: PveApi, S: StatusSink<BackupPolicyStatus>>(
+pub async fn start<P: PveApi, S: StatusSink<BackupPolicyStatus> + ?Sized>(
     api: &P,
     spec: &BackupPolicySpec,
     members: &[Member],

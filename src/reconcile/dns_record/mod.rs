@@ -1,12 +1,13 @@
 //! DnsRecord: read the RRset, plan, write, report.
 
+mod kind;
 pub mod plan;
 
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Blocked, EventNote, RESYNC, ReconcileError, conditions, ownership::Identity};
+use super::{Blocked, EventNote, Outcome, RESYNC, ReconcileError, conditions, ownership::Identity};
 use crate::{
     api::{self, ConditionState, DnsRecordSpec, DnsRecordStatus, RecordType},
     providers::dns::{DnsApi, RecordSet, absolute, fqdn},
@@ -32,12 +33,7 @@ pub struct DnsObject<'a> {
     pub target: Target,
 }
 
-pub struct DnsOutcome {
-    pub status: DnsRecordStatus,
-    pub plan: DnsPlan,
-    pub events: Vec<EventNote>,
-    pub requeue: Duration,
-}
+pub type DnsOutcome = Outcome<DnsRecordStatus, DnsPlan>;
 
 /// How long to wait for a target guest to get an address.
 const WAIT_TARGET: Duration = Duration::from_secs(30);
@@ -75,7 +71,21 @@ fn desired_values(spec: &DnsRecordSpec, target: &Target) -> Result<Vec<String>, 
     normalize(spec.record_type, &raw).map_err(|m| ("InvalidValue", m))
 }
 
-pub async fn reconcile<D: DnsApi>(dns: &D, obj: DnsObject<'_>, dry_run: bool) -> Result<DnsOutcome, ReconcileError> {
+/// The record observed and planned.
+struct Observed {
+    status: DnsRecordStatus,
+    generation: Option<i64>,
+    zone: String,
+    rtype: &'static str,
+    /// The values the spec asks for.
+    values: Vec<String>,
+    observed: Option<RecordSet>,
+    plan: DnsPlan,
+}
+
+/// Read the RRset and plan; `Err` carries the outcome when the reconcile ends
+/// here (waiting for the target, an invalid value, a conflict).
+async fn observe<D: DnsApi>(dns: &D, obj: DnsObject<'_>) -> Result<Result<Observed, DnsOutcome>, ReconcileError> {
     let DnsObject {
         id,
         spec,
@@ -89,21 +99,7 @@ pub async fn reconcile<D: DnsApi>(dns: &D, obj: DnsObject<'_>, dry_run: bool) ->
     status.observed_generation = generation;
     let values = match desired_values(spec, &target) {
         Ok(v) => v,
-        Err((reason, message)) => {
-            let waiting = reason != "InvalidValue";
-            set_conditions(&mut status, generation, &conditions(false, waiting, !waiting, reason, &message));
-            let events = if waiting {
-                vec![]
-            } else {
-                vec![EventNote::warning(reason, message)]
-            };
-            return Ok(DnsOutcome {
-                status,
-                plan: DnsPlan::default(),
-                events,
-                requeue: if waiting { WAIT_TARGET } else { RESYNC },
-            });
-        }
+        Err((reason, message)) => return Ok(Err(not_writable(status, generation, reason, message))),
     };
     let rtype = spec.record_type.as_str();
     let desired = RecordSet {
@@ -128,32 +124,82 @@ pub async fn reconcile<D: DnsApi>(dns: &D, obj: DnsObject<'_>, dry_run: bool) ->
     if let Some(Blocked { reason, message }) = &plan.blocked {
         status.values = observed.map(|o| o.values).unwrap_or_default();
         set_conditions(&mut status, generation, &conditions(false, false, true, reason, message));
-        return Ok(DnsOutcome {
+        return Ok(Err(Outcome {
             status,
             events: vec![EventNote::warning(reason, message.clone())],
             plan,
             requeue: RESYNC,
-        });
+        }));
     }
-    if dry_run {
-        status.values = observed.map(|o| o.values).unwrap_or_default();
-        return Ok(DnsOutcome {
-            status,
-            plan,
-            events: vec![],
-            requeue: RESYNC,
-        });
+    Ok(Ok(Observed {
+        status,
+        generation,
+        zone,
+        rtype,
+        values,
+        observed,
+        plan,
+    }))
+}
+
+/// A record that cannot be written yet (its target has no address) or at all (an invalid value).
+fn not_writable(mut status: DnsRecordStatus, generation: Option<i64>, reason: &'static str, message: String) -> DnsOutcome {
+    let waiting = reason != "InvalidValue";
+    set_conditions(&mut status, generation, &conditions(false, waiting, !waiting, reason, &message));
+    let events = if waiting {
+        vec![]
+    } else {
+        vec![EventNote::warning(reason, message)]
+    };
+    Outcome {
+        status,
+        plan: DnsPlan::default(),
+        events,
+        requeue: if waiting { WAIT_TARGET } else { RESYNC },
     }
+}
+
+/// What reconciling would write, read-only.
+pub async fn plan<D: DnsApi>(dns: &D, obj: DnsObject<'_>) -> Result<DnsOutcome, ReconcileError> {
+    let o = match observe(dns, obj).await? {
+        Ok(o) => o,
+        Err(out) => return Ok(out),
+    };
+    let mut status = o.status;
+    status.values = o.observed.map(|r| r.values).unwrap_or_default();
+    Ok(Outcome {
+        status,
+        plan: o.plan,
+        events: vec![],
+        requeue: RESYNC,
+    })
+}
+
+/// One reconcile: read, plan, write what differs, report.
+pub async fn reconcile<D: DnsApi>(dns: &D, obj: DnsObject<'_>) -> Result<DnsOutcome, ReconcileError> {
+    let o = match observe(dns, obj).await? {
+        Ok(o) => o,
+        Err(out) => return Ok(out),
+    };
+    let Observed {
+        mut status,
+        generation,
+        zone,
+        rtype,
+        values,
+        observed,
+        plan,
+    } = o;
     let mut events = vec![];
     for action in &plan.actions {
         if let DnsAction::Put { set, why } = action {
             dns.put(&zone, set).await.map_err(|e| ReconcileError::Dns {
-                step: format!("writing {name} {rtype}"),
+                step: format!("writing {} {}", set.name, set.rtype),
                 source: e,
             })?;
             events.push(EventNote::normal(
                 why,
-                format!("{name} {rtype} {} (TTL {})", set.values.join(", "), set.ttl),
+                format!("{} {} {} (TTL {})", set.name, set.rtype, set.values.join(", "), set.ttl),
             ));
         }
     }
@@ -162,9 +208,13 @@ pub async fn reconcile<D: DnsApi>(dns: &D, obj: DnsObject<'_>, dry_run: bool) ->
     } else {
         values
     };
-    let message = format!("{name} {rtype} {}", status.values.join(", "));
+    let message = format!(
+        "{} {rtype} {}",
+        status.fqdn.as_deref().unwrap_or_default(),
+        status.values.join(", ")
+    );
     set_conditions(&mut status, generation, &conditions(true, false, false, "Published", &message));
-    Ok(DnsOutcome {
+    Ok(Outcome {
         status,
         plan,
         events,

@@ -116,8 +116,7 @@ pub(super) async fn rollback_after_failure<P: PveApi>(
     let Some(snap) = status.last_snapshot.clone() else {
         return Ok(None);
     };
-    if ctx.dry_run
-        || !risky
+    if !risky
         || !spec.safety.as_ref().is_some_and(|s| s.snapshot_before_change)
         || !snap.starts_with(&format!("hlo-g{}-", generation.unwrap_or(0)))
     {
@@ -157,57 +156,93 @@ pub(super) async fn rollback_after_failure<P: PveApi>(
     }))
 }
 
-/// Poll the task in flight, never wait on it: `Some` ends this reconcile
-/// (still running, or failed and rolled back); a finished task is cleared.
-pub(super) async fn poll_task<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
-    ctx: &GuestCtx<'_, P>,
-    spec: &ProxmoxGuestSpec,
-    status: &mut ProxmoxGuestStatus,
-    generation: Option<i64>,
-    sink: &S,
-    events: &mut Vec<EventNote>,
-) -> Result<Option<Outcome>, ReconcileError> {
-    if let Some(task) = status.current_task.clone() {
-        if let Some(upid) = Upid::parse(&task.upid) {
-            match ctx.api.task_status(&upid).await {
-                Ok(st) if st.is_running() => {
-                    status.observed_generation = generation;
-                    set_conditions(status, generation, &task_conditions(&task));
-                    return Ok(Some(Outcome {
-                        status: status.clone(),
-                        plan: Plan::default(),
-                        events: std::mem::take(events),
-                        requeue: POLL_TASK,
-                    }));
-                }
-                Ok(st) => {
-                    status.current_task = None;
-                    ctx.cache.invalidate(ctx.cluster).await;
-                    if let Some(failure) = st.failure() {
-                        let failure = failure.to_string();
-                        if let Some(out) = rollback_after_failure(ctx, spec, status, generation, &task, &failure, &upid).await? {
-                            sink.save(&out.status).await.map_err(ReconcileError::Status)?;
-                            return Ok(Some(out));
-                        }
-                        if !ctx.dry_run {
-                            sink.save(status).await.map_err(ReconcileError::Status)?;
-                        }
-                        return Err(ReconcileError::TaskFailed {
-                            op: task.operation,
-                            message: failure,
-                        });
-                    }
-                    events.push(EventNote::normal("TaskFinished", format!("{} finished", task.operation)));
-                }
-                Err(e) if e.is_transient() => return Err(ReconcileError::pve("polling task", e)),
-                // The node forgot the task (restart): look at the guest instead.
-                Err(_) => status.current_task = None,
-            }
-        } else {
-            status.current_task = None;
+/// What became of the task in flight.
+pub(super) enum TaskSeen {
+    /// No task was in flight.
+    None,
+    /// Still running: this reconcile ends here.
+    Running(Box<Outcome>),
+    /// Finished well (cleared from status).
+    Finished,
+    Failed(FailedTask),
+}
+
+/// A task that ended in failure (already cleared from status).
+pub(super) struct FailedTask {
+    task: TaskRef,
+    upid: Upid,
+    failure: String,
+}
+
+impl FailedTask {
+    pub(super) fn error(self) -> ReconcileError {
+        ReconcileError::TaskFailed {
+            op: self.task.operation,
+            message: self.failure,
         }
     }
-    Ok(None)
+}
+
+/// Poll the task in flight, never wait on it. Read-only but for the status it clears.
+pub(super) async fn task_step<P: PveApi>(
+    ctx: &GuestCtx<'_, P>,
+    status: &mut ProxmoxGuestStatus,
+    generation: Option<i64>,
+    events: &mut Vec<EventNote>,
+) -> Result<TaskSeen, ReconcileError> {
+    let Some(task) = status.current_task.clone() else {
+        return Ok(TaskSeen::None);
+    };
+    let Some(upid) = Upid::parse(&task.upid) else {
+        status.current_task = None;
+        return Ok(TaskSeen::Finished);
+    };
+    match ctx.api.task_status(&upid).await {
+        Ok(st) if st.is_running() => {
+            status.observed_generation = generation;
+            set_conditions(status, generation, &task_conditions(&task));
+            Ok(TaskSeen::Running(Box::new(Outcome {
+                status: status.clone(),
+                plan: Plan::default(),
+                events: std::mem::take(events),
+                requeue: POLL_TASK,
+            })))
+        }
+        Ok(st) => {
+            status.current_task = None;
+            ctx.cache.invalidate(ctx.cluster).await;
+            if let Some(failure) = st.failure() {
+                let failure = failure.to_string();
+                return Ok(TaskSeen::Failed(FailedTask { task, upid, failure }));
+            }
+            events.push(EventNote::normal("TaskFinished", format!("{} finished", task.operation)));
+            Ok(TaskSeen::Finished)
+        }
+        Err(e) if e.is_transient() => Err(ReconcileError::pve("polling task", e)),
+        // The node forgot the task (restart): look at the guest instead.
+        Err(_) => {
+            status.current_task = None;
+            Ok(TaskSeen::Finished)
+        }
+    }
+}
+
+/// A task failed: roll a risky change back to its safety snapshot, or
+/// report the failure; either way the cleared task is saved.
+pub(super) async fn task_failed<P: PveApi, S: StatusSink<ProxmoxGuestStatus> + ?Sized>(
+    ctx: &GuestCtx<'_, P>,
+    spec: &ProxmoxGuestSpec,
+    mut status: ProxmoxGuestStatus,
+    generation: Option<i64>,
+    f: FailedTask,
+    sink: &S,
+) -> Result<Outcome, ReconcileError> {
+    if let Some(out) = rollback_after_failure(ctx, spec, &mut status, generation, &f.task, &f.failure, &f.upid).await? {
+        sink.save(&out.status).await.map_err(ReconcileError::Status)?;
+        return Ok(out);
+    }
+    sink.save(&status).await.map_err(ReconcileError::Status)?;
+    Err(f.error())
 }
 
 /// The guest a plan is applied to.
@@ -221,7 +256,7 @@ pub(super) struct ApplyTarget<'a> {
 
 /// Run the plan's actions in order until one starts a task (polled next
 /// time); a lost VMID race forgets the VMID, our own snapshot is reused.
-pub(super) async fn apply_plan<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
+pub(super) async fn apply_plan<P: PveApi, S: StatusSink<ProxmoxGuestStatus> + ?Sized>(
     ctx: &GuestCtx<'_, P>,
     t: ApplyTarget<'_>,
     plan: Plan,

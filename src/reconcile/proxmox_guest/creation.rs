@@ -99,13 +99,7 @@ pub(super) async fn choose_node<P: PveApi>(
         .filter(|n| spec.allowed_nodes.is_empty() || spec.allowed_nodes.contains(&n.node))
         .max_by_key(|n| (free(n), std::cmp::Reverse(n.node.clone())));
     Ok(match best {
-        Some(n) => {
-            if !ctx.dry_run {
-                ctx.cache
-                    .record_placement(ctx.cluster, uid, &n.node, (spec.memory_mib as u64) << 20);
-            }
-            Ok(n.node.clone())
-        }
+        Some(n) => Ok(n.node.clone()),
         None => Err(Blocked {
             reason: "NoNodeAvailable",
             message: match source {
@@ -116,35 +110,80 @@ pub(super) async fn choose_node<P: PveApi>(
     })
 }
 
-/// Source, node and VMID for a guest that does not exist yet (`Blocked` when
-/// one cannot be had). An allocated VMID stays ours across failed attempts
-/// (it is in status) until the guest exists, and is saved before the create call.
-pub(super) async fn creation_inputs<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
+/// What a guest that does not exist yet is made from and where.
+#[derive(Default)]
+pub(super) struct CreationInputs {
+    pub source: Option<ResolvedSource>,
+    pub node: Option<String>,
+    /// Why it cannot be created (a person must act).
+    pub blocked: Option<Blocked>,
+}
+
+/// Source and node for a guest that does not exist yet (`blocked` when
+/// either cannot be had). Read-only.
+pub(super) async fn place<P: PveApi>(
     ctx: &GuestCtx<'_, P>,
     uid: &str,
     spec: &ProxmoxGuestSpec,
     resources: &[ClusterResource],
-    status: &mut ProxmoxGuestStatus,
-    sink: &S,
-) -> Result<(Option<ResolvedSource>, Option<String>, Option<Blocked>), ReconcileError> {
+    status: &ProxmoxGuestStatus,
+) -> Result<CreationInputs, ReconcileError> {
     if let Some(v) = status.vmid {
         ctx.cache.reserve(ctx.cluster, v);
     }
     if spec.mode != ManagementMode::Reconcile || (spec.adopt && spec.vmid.is_some()) {
-        return Ok((None, None, None));
+        return Ok(CreationInputs::default());
     }
     let source = match resolve_source(spec, resources) {
         Ok(s) => s,
-        Err(b) => return Ok((None, None, Some(b))),
+        Err(b) => {
+            return Ok(CreationInputs {
+                blocked: Some(b),
+                ..Default::default()
+            });
+        }
     };
-    let node = match choose_node(ctx, uid, spec, Some(&source)).await? {
-        Ok(n) => n,
-        Err(b) => return Ok((Some(source), None, Some(b))),
+    let (node, blocked) = match choose_node(ctx, uid, spec, Some(&source)).await? {
+        Ok(n) => (Some(n), None),
+        Err(b) => (None, Some(b)),
     };
-    if let Some(b) = check_references(ctx, spec, &node, &source).await? {
-        return Ok((Some(source), Some(node), Some(b)));
+    Ok(CreationInputs {
+        source: Some(source),
+        node,
+        blocked,
+    })
+}
+
+/// Every reference of the spec checked on the chosen node (`blocked` names what is missing).
+pub(super) async fn checked<P: PveApi>(
+    ctx: &GuestCtx<'_, P>,
+    spec: &ProxmoxGuestSpec,
+    mut inputs: CreationInputs,
+) -> Result<CreationInputs, ReconcileError> {
+    if let (None, Some(node), Some(source)) = (&inputs.blocked, &inputs.node, &inputs.source) {
+        inputs.blocked = check_references(ctx, spec, node, source).await?;
     }
-    if status.vmid.is_none() && spec.vmid.is_none() && !ctx.dry_run {
+    Ok(inputs)
+}
+
+/// Count the new guest's memory against its node at once, so a batch
+/// placed at the same moment spreads over the nodes.
+pub(super) fn hold_node<P: PveApi>(ctx: &GuestCtx<'_, P>, uid: &str, spec: &ProxmoxGuestSpec, inputs: &CreationInputs) {
+    if let (None, Some(node), None) = (&inputs.blocked, &inputs.node, &spec.node) {
+        ctx.cache.record_placement(ctx.cluster, uid, node, (spec.memory_mib as u64) << 20);
+    }
+}
+
+/// A VMID for the new guest, which stays ours across failed attempts (it is
+/// in status) and is saved before the create call.
+pub(super) async fn claim_vmid<P: PveApi, S: StatusSink<ProxmoxGuestStatus> + ?Sized>(
+    ctx: &GuestCtx<'_, P>,
+    spec: &ProxmoxGuestSpec,
+    resources: &[ClusterResource],
+    status: &mut ProxmoxGuestStatus,
+    sink: &S,
+) -> Result<(), ReconcileError> {
+    if status.vmid.is_none() && spec.vmid.is_none() {
         let vmid = ctx
             .cache
             .allocate_vmid(ctx.cluster, ctx.api, resources)
@@ -154,5 +193,5 @@ pub(super) async fn creation_inputs<P: PveApi, S: StatusSink<ProxmoxGuestStatus>
         // Recorded before the create call: a restart finds the guest by this VMID.
         sink.save(status).await.map_err(ReconcileError::Status)?;
     }
-    Ok((Some(source), Some(node), None))
+    Ok(())
 }

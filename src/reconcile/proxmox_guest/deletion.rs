@@ -3,25 +3,11 @@
 use super::*;
 
 /// Result of one cleanup step on deletion.
-pub enum CleanupOutcome {
-    /// Nothing left to do outside Kubernetes: remove the finalizer.
-    Done(Vec<EventNote>),
-    /// Work in flight; look again after the given time.
-    Requeue {
-        status: ProxmoxGuestStatus,
-        events: Vec<EventNote>,
-        after: Duration,
-    },
-    /// A person must act (e.g. protection on); status says what.
-    Blocked {
-        status: ProxmoxGuestStatus,
-        events: Vec<EventNote>,
-    },
-}
+pub type CleanupOutcome = crate::reconcile::Cleanup<ProxmoxGuestStatus>;
 
 /// Deletion: `Delete` stops and destroys the guest with its disks; `Retain`
 /// removes only the mark. A guest that is not ours is never touched.
-pub async fn cleanup<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
+pub async fn cleanup<P: PveApi, S: StatusSink<ProxmoxGuestStatus> + ?Sized>(
     ctx: &GuestCtx<'_, P>,
     obj: GuestObject<'_>,
     sink: &S,

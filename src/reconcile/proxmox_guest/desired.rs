@@ -92,159 +92,14 @@ pub fn desired(spec: &ProxmoxGuestSpec, id: &Identity) -> Desired {
         key("onboot", b(spec.start_on_boot), Hot, Compare::Bool { default: false }),
         key("protection", b(spec.protection), Hot, Compare::Bool { default: false }),
     ];
-    if let Some(s) = &spec.startup {
-        let mut p = PropertyString::default();
-        if let Some(o) = s.order {
-            p.set("order", o.to_string());
-        }
-        if let Some(u) = s.up {
-            p.set("up", u.to_string());
-        }
-        if let Some(d) = s.down {
-            p.set("down", d.to_string());
-        }
-        keys.push(key(
-            "startup",
-            p.encode(None),
-            Hot,
-            Compare::Props {
-                default_key: "order",
-                keys: vec!["order", "up", "down"],
-            },
-        ));
-    }
+    keys.extend(spec.startup.as_ref().map(startup_key));
     let mut managed_families = vec![];
     if !spec.network.is_empty() {
         managed_families.push("net");
     }
     match spec.guest_type {
-        GuestType::Qemu => {
-            keys.push(key("name", &spec.name, Hot, Compare::Exact));
-            keys.push(key("cores", spec.cpu.cores.to_string(), NeedsReboot, Compare::Exact));
-            keys.push(key("sockets", spec.cpu.sockets.to_string(), NeedsReboot, Compare::Exact));
-            if let Some(t) = &spec.cpu.cpu_type {
-                keys.push(key(
-                    "cpu",
-                    t,
-                    NeedsReboot,
-                    Compare::Props {
-                        default_key: "cputype",
-                        keys: vec!["cputype"],
-                    },
-                ));
-            }
-            keys.push(key(
-                "memory",
-                spec.memory_mib.to_string(),
-                NeedsReboot,
-                Compare::Props {
-                    default_key: "current",
-                    keys: vec!["current"],
-                },
-            ));
-            if let Some(bl) = spec.balloon_mib {
-                keys.push(key("balloon", bl.to_string(), Hot, Compare::Exact));
-            }
-            // The guest agent is how status.ips is learned.
-            keys.push(key(
-                "agent",
-                "1",
-                NeedsReboot,
-                Compare::Props {
-                    default_key: "enabled",
-                    keys: vec!["enabled"],
-                },
-            ));
-            for nic in &spec.network {
-                keys.push(key(&nic.slot, qemu_nic(nic), Hot, nic_compare(GuestType::Qemu)));
-            }
-            if let Some(ci) = &spec.cloud_init {
-                managed_families.push("ipconfig");
-                for nic in &spec.network {
-                    let ipc = ipconfig(nic);
-                    if !ipc.is_empty() {
-                        let slot = format!("ipconfig{}", nic.slot.trim_start_matches("net"));
-                        keys.push(key(
-                            slot,
-                            ipc,
-                            NeedsReboot,
-                            Compare::Props {
-                                default_key: "ip",
-                                keys: vec!["ip", "gw", "ip6", "gw6"],
-                            },
-                        ));
-                    }
-                }
-                if let Some(u) = &ci.user {
-                    keys.push(key("ciuser", u, NeedsReboot, Compare::Exact));
-                }
-                if !ci.ssh_keys.is_empty() {
-                    let joined: String = ci.ssh_keys.iter().map(|k| format!("{}\n", k.trim())).collect();
-                    keys.push(key("sshkeys", pve_urlencode(&joined), NeedsReboot, Compare::Exact));
-                }
-                if let Some(n) = &ci.nameserver {
-                    keys.push(key("nameserver", n, NeedsReboot, Compare::Exact));
-                }
-                if let Some(s) = &ci.search_domain {
-                    keys.push(key("searchdomain", s, NeedsReboot, Compare::Exact));
-                }
-            }
-            if !spec.host_pci.is_empty() {
-                managed_families.push("hostpci");
-            }
-            for dev in &spec.host_pci {
-                keys.push(key(
-                    &dev.slot,
-                    hostpci(dev),
-                    NeedsReboot,
-                    Compare::Props {
-                        default_key: "host",
-                        keys: vec!["host", "mapping", "pcie", "x-vga"],
-                    },
-                ));
-            }
-        }
-        GuestType::Lxc => {
-            keys.push(key("hostname", &spec.name, NeedsReboot, Compare::Exact));
-            keys.push(key("cores", spec.cpu.cores.to_string(), Hot, Compare::Exact));
-            keys.push(key("memory", spec.memory_mib.to_string(), Hot, Compare::Exact));
-            keys.push(key("swap", spec.swap_mib.unwrap_or(512).to_string(), Hot, Compare::Exact));
-            if let Some(f) = &spec.features {
-                let mut p = PropertyString::default();
-                if f.nesting {
-                    p.set("nesting", "1");
-                }
-                if f.keyctl {
-                    p.set("keyctl", "1");
-                }
-                if f.fuse {
-                    p.set("fuse", "1");
-                }
-                keys.push(key(
-                    "features",
-                    p.encode(None),
-                    NeedsReboot,
-                    Compare::Props {
-                        default_key: "",
-                        keys: vec!["nesting", "keyctl", "fuse"],
-                    },
-                ));
-            }
-            for nic in &spec.network {
-                keys.push(key(&nic.slot, lxc_nic(nic), Hot, nic_compare(GuestType::Lxc)));
-            }
-            for m in spec.mounts.iter().filter(|m| m.host_path.is_some()) {
-                keys.push(key(
-                    &m.slot,
-                    bind_mount(m),
-                    NeedsReboot,
-                    Compare::Props {
-                        default_key: "volume",
-                        keys: vec!["volume", "mp", "ro"],
-                    },
-                ));
-            }
-        }
+        GuestType::Qemu => qemu_keys(spec, &mut keys, &mut managed_families),
+        GuestType::Lxc => lxc_keys(spec, &mut keys),
     }
     let mut disks: Vec<DesiredDisk> = spec.disks.iter().map(|d| desired_disk(spec.guest_type, d)).collect();
     disks.extend(spec.mounts.iter().filter(|m| m.host_path.is_none()).map(volume_mount));
@@ -252,6 +107,121 @@ pub fn desired(spec: &ProxmoxGuestSpec, id: &Identity) -> Desired {
         keys,
         disks,
         managed_families,
+    }
+}
+
+fn props(default_key: &'static str, keys: Vec<&'static str>) -> Compare {
+    Compare::Props { default_key, keys }
+}
+
+fn startup_key(s: &crate::api::Startup) -> DesiredKey {
+    let mut p = PropertyString::default();
+    if let Some(o) = s.order {
+        p.set("order", o.to_string());
+    }
+    if let Some(u) = s.up {
+        p.set("up", u.to_string());
+    }
+    if let Some(d) = s.down {
+        p.set("down", d.to_string());
+    }
+    key(
+        "startup",
+        p.encode(None),
+        ChangeClass::Hot,
+        props("order", vec!["order", "up", "down"]),
+    )
+}
+
+fn qemu_keys(spec: &ProxmoxGuestSpec, keys: &mut Vec<DesiredKey>, managed_families: &mut Vec<&'static str>) {
+    use ChangeClass::*;
+    keys.push(key("name", &spec.name, Hot, Compare::Exact));
+    keys.push(key("cores", spec.cpu.cores.to_string(), NeedsReboot, Compare::Exact));
+    keys.push(key("sockets", spec.cpu.sockets.to_string(), NeedsReboot, Compare::Exact));
+    if let Some(t) = &spec.cpu.cpu_type {
+        keys.push(key("cpu", t, NeedsReboot, props("cputype", vec!["cputype"])));
+    }
+    keys.push(key(
+        "memory",
+        spec.memory_mib.to_string(),
+        NeedsReboot,
+        props("current", vec!["current"]),
+    ));
+    if let Some(bl) = spec.balloon_mib {
+        keys.push(key("balloon", bl.to_string(), Hot, Compare::Exact));
+    }
+    // The guest agent is how status.ips is learned.
+    keys.push(key("agent", "1", NeedsReboot, props("enabled", vec!["enabled"])));
+    for nic in &spec.network {
+        keys.push(key(&nic.slot, qemu_nic(nic), Hot, nic_compare(GuestType::Qemu)));
+    }
+    if let Some(ci) = &spec.cloud_init {
+        managed_families.push("ipconfig");
+        cloud_init_keys(spec, ci, keys);
+    }
+    if !spec.host_pci.is_empty() {
+        managed_families.push("hostpci");
+    }
+    for dev in &spec.host_pci {
+        let compare = props("host", vec!["host", "mapping", "pcie", "x-vga"]);
+        keys.push(key(&dev.slot, hostpci(dev), NeedsReboot, compare));
+    }
+}
+
+fn cloud_init_keys(spec: &ProxmoxGuestSpec, ci: &crate::api::CloudInit, keys: &mut Vec<DesiredKey>) {
+    use ChangeClass::*;
+    for nic in &spec.network {
+        let ipc = ipconfig(nic);
+        if !ipc.is_empty() {
+            let slot = format!("ipconfig{}", nic.slot.trim_start_matches("net"));
+            keys.push(key(slot, ipc, NeedsReboot, props("ip", vec!["ip", "gw", "ip6", "gw6"])));
+        }
+    }
+    if let Some(u) = &ci.user {
+        keys.push(key("ciuser", u, NeedsReboot, Compare::Exact));
+    }
+    if !ci.ssh_keys.is_empty() {
+        let joined: String = ci.ssh_keys.iter().map(|k| format!("{}\n", k.trim())).collect();
+        keys.push(key("sshkeys", pve_urlencode(&joined), NeedsReboot, Compare::Exact));
+    }
+    if let Some(n) = &ci.nameserver {
+        keys.push(key("nameserver", n, NeedsReboot, Compare::Exact));
+    }
+    if let Some(s) = &ci.search_domain {
+        keys.push(key("searchdomain", s, NeedsReboot, Compare::Exact));
+    }
+}
+
+fn lxc_keys(spec: &ProxmoxGuestSpec, keys: &mut Vec<DesiredKey>) {
+    use ChangeClass::*;
+    keys.push(key("hostname", &spec.name, NeedsReboot, Compare::Exact));
+    keys.push(key("cores", spec.cpu.cores.to_string(), Hot, Compare::Exact));
+    keys.push(key("memory", spec.memory_mib.to_string(), Hot, Compare::Exact));
+    keys.push(key("swap", spec.swap_mib.unwrap_or(512).to_string(), Hot, Compare::Exact));
+    if let Some(f) = &spec.features {
+        let mut p = PropertyString::default();
+        for (on, name) in [(f.nesting, "nesting"), (f.keyctl, "keyctl"), (f.fuse, "fuse")] {
+            if on {
+                p.set(name, "1");
+            }
+        }
+        keys.push(key(
+            "features",
+            p.encode(None),
+            NeedsReboot,
+            props("", vec!["nesting", "keyctl", "fuse"]),
+        ));
+    }
+    for nic in &spec.network {
+        keys.push(key(&nic.slot, lxc_nic(nic), Hot, nic_compare(GuestType::Lxc)));
+    }
+    for m in spec.mounts.iter().filter(|m| m.host_path.is_some()) {
+        keys.push(key(
+            &m.slot,
+            bind_mount(m),
+            NeedsReboot,
+            props("volume", vec!["volume", "mp", "ro"]),
+        ));
     }
 }
 

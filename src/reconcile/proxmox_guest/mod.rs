@@ -7,6 +7,7 @@ mod conditions;
 mod creation;
 mod deletion;
 pub mod desired;
+mod kind;
 mod observe;
 pub mod plan;
 pub mod references;
@@ -40,8 +41,6 @@ pub struct GuestCtx<'a, P: PveApi> {
     pub cache: &'a ClusterCache,
     pub drift: &'a DriftClock,
     pub cluster: &'a str,
-    /// Plan only: observe read-only, never allocate or write.
-    pub dry_run: bool,
     /// Told just before a task that takes the guest down (reboot, shutdown,
     /// stop, rollback, delete) starts, so its monitors hold their alerts
     /// before the first check can fail.
@@ -66,12 +65,7 @@ pub struct GuestObject<'a> {
     pub ci_password: Option<crate::config::SecretString>,
 }
 
-pub struct Outcome {
-    pub status: ProxmoxGuestStatus,
-    pub plan: Plan,
-    pub events: Vec<EventNote>,
-    pub requeue: Duration,
-}
+pub type Outcome = super::Outcome<ProxmoxGuestStatus, Plan>;
 
 fn kind_of(t: GuestType) -> GuestKind {
     match t {
@@ -88,8 +82,49 @@ fn set_conditions(status: &mut ProxmoxGuestStatus, generation: Option<i64>, want
     status.conditions = api::merge_conditions(&status.conditions, wanted, generation, now());
 }
 
-/// One reconcile of a guest that is not being deleted.
-pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
+/// What `plan` shows: the guest observed read-only and planned. It allocates
+/// no VMID (0 stands for "allocated at apply"), starts and saves nothing.
+pub async fn plan<P: PveApi>(ctx: &GuestCtx<'_, P>, obj: GuestObject<'_>) -> Result<Outcome, ReconcileError> {
+    let GuestObject {
+        id,
+        spec,
+        mut status,
+        generation,
+        ci_password,
+    } = obj;
+    if spec.mode == ManagementMode::Paused {
+        return Ok(paused(status, generation));
+    }
+    let mut events = vec![];
+    let force_read = match task_step(ctx, &mut status, generation, &mut events).await? {
+        TaskSeen::Running(out) => return Ok(*out),
+        TaskSeen::Failed(f) => return Err(f.error()),
+        TaskSeen::Finished => true,
+        TaskSeen::None => needs_read(&status, generation),
+    };
+    let seen = observe_guest(ctx, id, spec, &mut status, force_read, &mut events).await?;
+    let inputs = match seen.creating() {
+        true => checked(ctx, spec, place(ctx, &id.uid, spec, &seen.resources, &status).await?).await?,
+        false => CreationInputs::default(),
+    };
+    let vmid = spec.vmid.or(status.vmid).or(Some(0));
+    let input = DecideInput {
+        id,
+        spec,
+        generation,
+        ci_password: ci_password.as_ref(),
+        vmid,
+    };
+    Ok(match decide(ctx, input, seen, inputs, status, events).await? {
+        Decided::Stop(out) => *out,
+        Decided::Planned(p) => finish(ctx, spec, generation, *p),
+    })
+}
+
+/// One reconcile of a guest that is not being deleted: poll the task in
+/// flight, observe, claim a VMID and node for a new guest (saved before the
+/// create call), plan, and apply in order until a task starts.
+pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus> + ?Sized>(
     ctx: &GuestCtx<'_, P>,
     obj: GuestObject<'_>,
     sink: &S,
@@ -101,34 +136,94 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
         generation,
         ci_password,
     } = obj;
-    let mut events = vec![];
     if spec.mode == ManagementMode::Paused {
-        let wanted = paused_conditions(&status);
-        set_conditions(&mut status, generation, &wanted);
-        return Ok(Outcome {
-            status,
-            plan: Plan::default(),
-            events,
-            requeue: RESYNC,
-        });
+        return Ok(paused(status, generation));
     }
-    let mut force_read = status.observed_generation != generation || !is_ready(&status);
-
-    // 1. A task in flight.
-    if status.current_task.is_some() {
-        force_read = true;
-        if let Some(out) = poll_task(ctx, spec, &mut status, generation, sink, &mut events).await? {
-            return Ok(out);
+    let mut events = vec![];
+    let force_read = match task_step(ctx, &mut status, generation, &mut events).await? {
+        TaskSeen::Running(out) => return Ok(*out),
+        TaskSeen::Failed(f) => return task_failed(ctx, spec, status, generation, f, sink).await,
+        TaskSeen::Finished => true,
+        TaskSeen::None => needs_read(&status, generation),
+    };
+    let seen = observe_guest(ctx, id, spec, &mut status, force_read, &mut events).await?;
+    let mut inputs = CreationInputs::default();
+    if seen.creating() {
+        inputs = place(ctx, &id.uid, spec, &seen.resources, &status).await?;
+        hold_node(ctx, &id.uid, spec, &inputs);
+        inputs = checked(ctx, spec, inputs).await?;
+        if inputs.blocked.is_none() && inputs.node.is_some() {
+            claim_vmid(ctx, spec, &seen.resources, &mut status, sink).await?;
         }
     }
+    let vmid = spec.vmid.or(status.vmid);
+    let input = DecideInput {
+        id,
+        spec,
+        generation,
+        ci_password: ci_password.as_ref(),
+        vmid,
+    };
+    let planned = match decide(ctx, input, seen, inputs, status, events).await? {
+        Decided::Stop(out) => return Ok(*out),
+        Decided::Planned(p) if p.plan.actions.is_empty() => return Ok(finish(ctx, spec, generation, *p)),
+        Decided::Planned(p) => *p,
+    };
+    let target = ApplyTarget {
+        uid: &id.uid,
+        spec,
+        guest: planned.guest.as_ref(),
+        vmid,
+        generation,
+    };
+    apply_plan(ctx, target, planned.plan, planned.status, sink, planned.events).await
+}
 
-    // 2. Find our guest: by tag in the bulk snapshot, else by the VMID we recorded.
+fn paused(mut status: ProxmoxGuestStatus, generation: Option<i64>) -> Outcome {
+    let wanted = paused_conditions(&status);
+    set_conditions(&mut status, generation, &wanted);
+    Outcome {
+        status,
+        plan: Plan::default(),
+        events: vec![],
+        requeue: RESYNC,
+    }
+}
+
+/// A new spec, or a guest not Ready yet, reads the full config.
+fn needs_read(status: &ProxmoxGuestStatus, generation: Option<i64>) -> bool {
+    status.observed_generation != generation || !is_ready(status)
+}
+
+/// The guest as found: the cluster snapshot, ours (config read when due) or a foreign one at our VMID.
+struct Seen {
+    resources: std::sync::Arc<Vec<ClusterResource>>,
+    guest: Option<ObservedGuest>,
+    foreign: Option<ObservedGuest>,
+}
+
+impl Seen {
+    fn creating(&self) -> bool {
+        self.guest.is_none() && self.foreign.is_none()
+    }
+}
+
+/// Find our guest: by tag in the bulk snapshot, else by the VMID we recorded;
+/// read its config (and firewall) when forced or a drift check is due.
+async fn observe_guest<P: PveApi>(
+    ctx: &GuestCtx<'_, P>,
+    id: &Identity,
+    spec: &ProxmoxGuestSpec,
+    status: &mut ProxmoxGuestStatus,
+    force_read: bool,
+    events: &mut Vec<EventNote>,
+) -> Result<Seen, ReconcileError> {
     let resources = ctx
         .cache
         .resources(ctx.cluster, ctx.api)
         .await
         .map_err(|e| ReconcileError::pve("listing cluster resources", e))?;
-    let mut found = identify(ctx, id, spec, &status, &resources).await?;
+    let mut found = identify(ctx, id, spec, status, &resources).await?;
     if let Identified::Foreign(f) = &found
         && spec.vmid.is_none()
         && status.vmid == Some(f.vmid)
@@ -141,7 +236,6 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
         status.vmid = None;
         found = Identified::None;
     }
-
     let (guest, foreign) = match found {
         Identified::Ours(mut g) => {
             if g.config.is_none() && (force_read || ctx.drift.due(&id.uid)) {
@@ -158,30 +252,64 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
         Identified::Foreign(f) => (None, Some(f)),
         Identified::None => (None, None),
     };
+    Ok(Seen { resources, guest, foreign })
+}
 
-    // 3. Creation inputs: source, VMID, node. An allocated VMID stays ours
-    // across failed attempts (it is in status) until the guest exists.
-    let (source, placement, blocked) = if guest.is_none() && foreign.is_none() {
-        creation_inputs(ctx, &id.uid, spec, &resources, &mut status, sink).await?
-    } else {
-        (None, None, None)
-    };
-    // A plan (dry run) never allocates: 0 stands for "allocated at apply".
-    let vmid = spec.vmid.or(status.vmid).or(ctx.dry_run.then_some(0));
+/// The resource's side of a decision.
+struct DecideInput<'a> {
+    id: &'a Identity,
+    spec: &'a ProxmoxGuestSpec,
+    generation: Option<i64>,
+    ci_password: Option<&'a crate::config::SecretString>,
+    vmid: Option<u32>,
+}
+
+/// A plan with the status observed so far, not yet applied or settled.
+struct Planned {
+    status: ProxmoxGuestStatus,
+    plan: Plan,
+    events: Vec<EventNote>,
+    guest: Option<ObservedGuest>,
+    /// When to come back for addresses the agent has not reported yet.
+    ask_addresses_in: Option<Duration>,
+}
+
+enum Decided {
+    /// Nothing to plan: rolled back, or blocked until a person acts.
+    Stop(Box<Outcome>),
+    Planned(Box<Planned>),
+}
+
+/// Plan from what was observed and put the observed facts into status.
+async fn decide<P: PveApi>(
+    ctx: &GuestCtx<'_, P>,
+    input: DecideInput<'_>,
+    seen: Seen,
+    inputs: CreationInputs,
+    mut status: ProxmoxGuestStatus,
+    mut events: Vec<EventNote>,
+) -> Result<Decided, ReconcileError> {
+    let DecideInput {
+        id,
+        spec,
+        generation,
+        ci_password,
+        vmid,
+    } = input;
     // One safety snapshot per spec generation: the name carries the generation.
     let snap_prefix = format!("hlo-g{}-", generation.unwrap_or(0));
     let snapshot_name = format!("{snap_prefix}{}", jiff::Timestamp::now().strftime("%Y%m%d%H%M%S"));
     let snapshot_taken = status.last_snapshot.as_deref().is_some_and(|s| s.starts_with(&snap_prefix));
     if rolled_back(&status, generation) {
         // A change of this generation failed and was rolled back: wait for a new spec.
-        return Ok(Outcome {
+        return Ok(Decided::Stop(Box::new(Outcome {
             status,
             plan: Plan::default(),
             events,
             requeue: RESYNC,
-        });
+        })));
     }
-    let plan = match blocked {
+    let plan = match inputs.blocked {
         Some(b) => Plan {
             blocked: Some(b),
             ..Default::default()
@@ -189,72 +317,86 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus>>(
         None => plan::plan(&PlanInput {
             spec,
             id,
-            guest: guest.as_ref(),
-            foreign: foreign.as_ref(),
+            guest: seen.guest.as_ref(),
+            foreign: seen.foreign.as_ref(),
             vmid,
-            placement: placement.as_deref(),
-            source: source.as_ref(),
-            ci_password: ci_password.as_ref().map(|s| s.expose()),
+            placement: inputs.node.as_deref(),
+            source: inputs.source.as_ref(),
+            ci_password: ci_password.map(|s| s.expose()),
             snapshot_name: (!snapshot_taken).then_some(snapshot_name.as_str()),
         }),
     };
-
-    // Observed facts into status.
-    let mut ask_addresses_in = None;
     status.observed_generation = generation;
     status.pending_changes = plan.pending.clone();
-    match &guest {
-        Some(g) => {
-            status.vmid = Some(g.vmid);
-            status.node = Some(g.node.clone());
-            status.state = Some(if g.running { "running" } else { "stopped" }.into());
-            ask_addresses_in = observe_addresses(ctx, &id.uid, g, &mut status).await;
-        }
-        None => {
-            status.state = Some("absent".into());
-            status.node = placement.clone().or(status.node.take());
-            status.ips.clear();
-            status.interfaces.clear();
-        }
-    }
-
+    let ask_addresses_in = observe_facts(ctx, &id.uid, seen.guest.as_ref(), inputs.node, &mut status).await;
     if let Some(b) = &plan.blocked {
         set_conditions(&mut status, generation, &stalled_conditions(b));
         events.push(EventNote::warning(b.reason, b.message.clone()));
-        return Ok(Outcome {
+        return Ok(Decided::Stop(Box::new(Outcome {
             status,
             plan,
             events,
             requeue: RESYNC,
-        });
+        })));
     }
-    if ctx.dry_run || plan.actions.is_empty() {
-        set_conditions(&mut status, generation, &settled_conditions(spec, guest.as_ref(), &plan));
-        let requeue = if guest.is_none() && plan.actions.is_empty() {
-            VERIFY_SOON
-        } else {
-            // Come back for the next drift check when it is due sooner than a
-            // resync, or when the agent is worth asking for still unknown addresses.
-            let drift = RESYNC.min(ctx.drift.period().max(VERIFY_SOON));
-            ask_addresses_in.map_or(drift, |d: Duration| drift.min(d.max(VERIFY_SOON)))
-        };
-        return Ok(Outcome {
-            status,
-            plan,
-            events,
-            requeue,
-        });
-    }
+    Ok(Decided::Planned(Box::new(Planned {
+        status,
+        plan,
+        events,
+        guest: seen.guest,
+        ask_addresses_in,
+    })))
+}
 
-    // 4. Apply, in order, until a task starts.
-    let target = ApplyTarget {
-        uid: &id.uid,
-        spec,
-        guest: guest.as_ref(),
-        vmid,
-        generation,
+/// Observed facts into status: VMID, node, power state, addresses.
+async fn observe_facts<P: PveApi>(
+    ctx: &GuestCtx<'_, P>,
+    uid: &str,
+    guest: Option<&ObservedGuest>,
+    placement: Option<String>,
+    status: &mut ProxmoxGuestStatus,
+) -> Option<Duration> {
+    match guest {
+        Some(g) => {
+            status.vmid = Some(g.vmid);
+            status.node = Some(g.node.clone());
+            status.state = Some(if g.running { "running" } else { "stopped" }.into());
+            observe_addresses(ctx, uid, g, status).await
+        }
+        None => {
+            status.state = Some("absent".into());
+            status.node = placement.or(status.node.take());
+            status.ips.clear();
+            status.interfaces.clear();
+            None
+        }
+    }
+}
+
+/// Nothing (more) to apply: conditions from what was seen, and when to look again.
+fn finish<P: PveApi>(ctx: &GuestCtx<'_, P>, spec: &ProxmoxGuestSpec, generation: Option<i64>, p: Planned) -> Outcome {
+    let Planned {
+        mut status,
+        plan,
+        events,
+        guest,
+        ask_addresses_in,
+    } = p;
+    set_conditions(&mut status, generation, &settled_conditions(spec, guest.as_ref(), &plan));
+    let requeue = if guest.is_none() && plan.actions.is_empty() {
+        VERIFY_SOON
+    } else {
+        // Come back for the next drift check when it is due sooner than a
+        // resync, or when the agent is worth asking for still unknown addresses.
+        let drift = RESYNC.min(ctx.drift.period().max(VERIFY_SOON));
+        ask_addresses_in.map_or(drift, |d: Duration| drift.min(d.max(VERIFY_SOON)))
     };
-    apply_plan(ctx, target, plan, status, sink, events).await
+    Outcome {
+        status,
+        plan,
+        events,
+        requeue,
+    }
 }
 
 #[cfg(test)]

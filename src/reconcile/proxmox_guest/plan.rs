@@ -244,24 +244,48 @@ pub fn plan(input: &PlanInput) -> Plan {
     let mut plan = Plan::default();
     let mut reboot_needed = false;
     if let Some(cfg) = &guest.config {
-        let (params, summary, pending, needs_reboot, resizes, blocked) = diff_config(spec, input.id, cfg, guest.running);
-        if let Some(b) = blocked {
-            return Plan {
-                blocked: Some(b),
-                pending,
-                ..Default::default()
-            };
+        let diff = match diff_config(spec, input.id, cfg, guest.running) {
+            Ok(d) => d,
+            Err((blocked, pending)) => {
+                return Plan {
+                    blocked: Some(blocked),
+                    pending,
+                    ..Default::default()
+                };
+            }
+        };
+        plan.pending = diff.pending;
+        reboot_needed = diff.reboot_needed;
+        if !diff.params.is_empty() {
+            plan.actions.push(Action::UpdateConfig {
+                params: diff.params,
+                summary: diff.summary,
+            });
         }
-        plan.pending = pending;
-        reboot_needed = needs_reboot;
-        if !params.is_empty() {
-            plan.actions.push(Action::UpdateConfig { params, summary });
-        }
-        plan.actions.extend(resizes);
+        plan.actions.extend(diff.resizes);
     }
     if let (Some(fw_spec), Some(fw)) = (&spec.firewall, &guest.firewall) {
         plan.actions.extend(diff_firewall(fw_spec, fw));
     }
+    power_and_safety(input, guest, reboot_needed, &mut plan);
+    if spec.mode == ManagementMode::ObserveOnly {
+        // Report every difference, write nothing.
+        for a in plan.actions.drain(..) {
+            plan.pending.push(PendingChange {
+                field: a.to_string(),
+                current: None,
+                desired: None,
+                class: ChangeClass::Hot,
+            });
+        }
+    }
+    plan
+}
+
+/// Power actions the spec asks for, and a safety snapshot first when a
+/// risky change (a resize, a reboot) is about to run.
+fn power_and_safety(input: &PlanInput, guest: &ObservedGuest, reboot_needed: bool, plan: &mut Plan) {
+    let spec = input.spec;
     let risky = reboot_needed || plan.actions.iter().any(|a| matches!(a, Action::ResizeDisk { .. }));
     match (spec.power, guest.running) {
         (PowerState::Running, false) => plan.actions.push(Action::Power(PowerAction::Start)),
@@ -281,18 +305,6 @@ pub fn plan(input: &PlanInput) -> Plan {
     {
         plan.actions.insert(0, Action::Snapshot { name: name.to_string() });
     }
-    if spec.mode == ManagementMode::ObserveOnly {
-        // Report every difference, write nothing.
-        for a in plan.actions.drain(..) {
-            plan.pending.push(PendingChange {
-                field: a.to_string(),
-                current: None,
-                desired: None,
-                class: ChangeClass::Hot,
-            });
-        }
-    }
-    plan
 }
 
 fn plan_create(input: &PlanInput) -> Plan {
@@ -317,64 +329,78 @@ fn plan_create(input: &PlanInput) -> Plan {
     let (Some(vmid), Some(node), Some(source)) = (input.vmid, input.placement, input.source) else {
         return Plan::default();
     };
-    let d = desired(spec, input.id);
-    let mut params: Params = vec![];
-    let push = |params: &mut Params, k: &str, v: String| params.push((k.to_string(), v));
-    match source {
+    let action = match source {
         ResolvedSource::Clone {
             template_node,
             template_vmid,
-        } => {
-            let c = spec.source.clone.as_ref().expect("resolved from clone");
-            push(&mut params, "newid", vmid.to_string());
-            push(&mut params, "name", spec.name.clone());
-            // Clone takes no tags: the description line marks the guest until the
-            // first config write adds the tag.
-            push(&mut params, "description", super::desired::description(spec, input.id));
-            push(&mut params, "full", if c.full { "1" } else { "0" }.into());
-            if template_node != node {
-                push(&mut params, "target", node.to_string());
-            }
-            if let (true, Some(st)) = (c.full, &c.storage) {
-                push(&mut params, "storage", st.clone());
-            }
-            if let Some(pool) = &spec.pool {
-                push(&mut params, "pool", pool.clone());
-            }
-            return Plan {
-                actions: vec![Action::CloneGuest {
-                    template_node: template_node.clone(),
-                    template_vmid: *template_vmid,
-                    vmid,
-                    params,
-                }],
-                ..Default::default()
-            };
-        }
+        } => Action::CloneGuest {
+            template_node: template_node.clone(),
+            template_vmid: *template_vmid,
+            vmid,
+            params: clone_params(input, template_node, vmid, node),
+        },
+        _ => Action::CreateGuest {
+            node: node.to_string(),
+            vmid,
+            params: create_params(input, source, vmid),
+        },
+    };
+    Plan {
+        actions: vec![action],
+        ..Default::default()
+    }
+}
+
+fn push(params: &mut Params, k: &str, v: impl Into<String>) {
+    params.push((k.to_string(), v.into()));
+}
+
+/// A clone takes only a few parameters; the first config write brings the rest.
+fn clone_params(input: &PlanInput, template_node: &str, vmid: u32, node: &str) -> Params {
+    let spec = input.spec;
+    let c = spec.source.clone.as_ref().expect("resolved from clone");
+    let mut params: Params = vec![];
+    push(&mut params, "newid", vmid.to_string());
+    push(&mut params, "name", spec.name.clone());
+    // Clone takes no tags: the description line marks the guest until the
+    // first config write adds the tag.
+    push(&mut params, "description", super::desired::description(spec, input.id));
+    push(&mut params, "full", if c.full { "1" } else { "0" });
+    if template_node != node {
+        push(&mut params, "target", node);
+    }
+    if let (true, Some(st)) = (c.full, &c.storage) {
+        push(&mut params, "storage", st.clone());
+    }
+    if let Some(pool) = &spec.pool {
+        push(&mut params, "pool", pool.clone());
+    }
+    params
+}
+
+/// A new guest from an OS template or an ISO, created whole in one call.
+fn create_params(input: &PlanInput, source: &ResolvedSource, vmid: u32) -> Params {
+    let spec = input.spec;
+    let mut params: Params = vec![];
+    push(&mut params, "vmid", vmid.to_string());
+    match source {
         ResolvedSource::OsTemplate(t) => {
-            push(&mut params, "vmid", vmid.to_string());
             push(&mut params, "ostemplate", t.clone());
             push(
                 &mut params,
                 "unprivileged",
-                if spec.unprivileged.unwrap_or(true) { "1" } else { "0" }.into(),
+                if spec.unprivileged.unwrap_or(true) { "1" } else { "0" },
             );
         }
         ResolvedSource::Iso(image) => {
-            push(&mut params, "vmid", vmid.to_string());
             push(&mut params, "ide2", format!("{image},media=cdrom"));
-            push(&mut params, "scsihw", "virtio-scsi-single".into());
-            push(
-                &mut params,
-                "ostype",
-                spec.source
-                    .iso
-                    .as_ref()
-                    .and_then(|i| i.os_type.clone())
-                    .unwrap_or_else(|| "l26".into()),
-            );
+            push(&mut params, "scsihw", "virtio-scsi-single");
+            let os_type = spec.source.iso.as_ref().and_then(|i| i.os_type.clone());
+            push(&mut params, "ostype", os_type.unwrap_or_else(|| "l26".into()));
         }
+        ResolvedSource::Clone { .. } => {}
     }
+    let d = desired(spec, input.id);
     for k in &d.keys {
         let v = match &k.compare {
             Compare::Props { default_key, keys } => merge_props(&k.value, None, default_key, keys),
@@ -382,13 +408,7 @@ fn plan_create(input: &PlanInput) -> Plan {
         };
         params.push((k.key.clone(), v));
     }
-    for disk in &d.disks {
-        let mut v = format!("{}:{}", disk.storage, disk.size_gib);
-        for (k, val) in &disk.options {
-            v.push_str(&format!(",{k}={val}"));
-        }
-        params.push((disk.slot.clone(), v));
-    }
+    params.extend(d.disks.iter().map(|disk| (disk.slot.clone(), new_volume(disk))));
     if spec.guest_type == GuestType::Qemu && spec.cloud_init.is_some() {
         let storage = spec.disks.first().map_or("local-lvm".to_string(), |d| d.storage.clone());
         params.push(("ide0".into(), format!("{storage}:cloudinit")));
@@ -399,170 +419,86 @@ fn plan_create(input: &PlanInput) -> Plan {
     if let Some(pool) = &spec.pool {
         params.push(("pool".into(), pool.clone()));
     }
-    Plan {
-        actions: vec![Action::CreateGuest {
-            node: node.to_string(),
-            vmid,
-            params,
-        }],
-        ..Default::default()
+    params
+}
+
+/// A disk to allocate: `STORAGE:SIZE` and its options.
+fn new_volume(disk: &super::desired::DesiredDisk) -> String {
+    let mut v = format!("{}:{}", disk.storage, disk.size_gib);
+    for (k, val) in &disk.options {
+        v.push_str(&format!(",{k}={val}"));
+    }
+    v
+}
+
+/// What differs between the spec and the guest's config.
+#[derive(Default)]
+struct ConfigDiff {
+    params: Params,
+    /// What the update changes, for events and `plan`.
+    summary: Vec<String>,
+    pending: Vec<PendingChange>,
+    reboot_needed: bool,
+    resizes: Vec<Action>,
+    /// Slots to delete.
+    deletes: Vec<String>,
+}
+
+impl ConfigDiff {
+    fn set(&mut self, key: &str, value: String) {
+        self.params.push((key.to_string(), value));
+        self.summary.push(key.to_string());
+    }
+
+    fn delete(&mut self, key: &str) {
+        self.deletes.push(key.to_string());
+        self.summary.push(format!("-{key}"));
+    }
+
+    fn waits_for_reboot(&mut self, field: &str, current: Option<String>, desired: Option<String>) {
+        self.reboot_needed = true;
+        self.pending.push(PendingChange {
+            field: field.to_string(),
+            current,
+            desired,
+            class: ChangeClass::NeedsReboot,
+        });
+    }
+
+    fn needs_recreate(&mut self, field: &str, current: String, desired: String) {
+        self.pending.push(PendingChange {
+            field: field.to_string(),
+            current: Some(current),
+            desired: Some(desired),
+            class: ChangeClass::NeedsRecreate,
+        });
     }
 }
 
-type ConfigDiff = (Params, Vec<String>, Vec<PendingChange>, bool, Vec<Action>, Option<Blocked>);
-
-/// Compare every desired key with the guest's effective config.
-fn diff_config(spec: &ProxmoxGuestSpec, id: &Identity, cfg: &ObservedConfig, running: bool) -> ConfigDiff {
+/// Compare every desired key with the guest's effective config; `Err` when
+/// the spec asks for what is refused (a disk shrink), with what is pending.
+fn diff_config(
+    spec: &ProxmoxGuestSpec,
+    id: &Identity,
+    cfg: &ObservedConfig,
+    running: bool,
+) -> Result<ConfigDiff, (Blocked, Vec<PendingChange>)> {
     let d = desired(spec, id);
-    let mut params: Params = vec![];
-    let mut summary = vec![];
-    let mut pending = vec![];
-    let mut reboot_needed = false;
-    let mut resizes = vec![];
-    let mut deletes: Vec<String> = vec![];
+    let mut diff = ConfigDiff::default();
     for k in &d.keys {
-        let effective = cfg.effective(&k.key);
-        let current = cfg
-            .current
-            .get(&k.key)
-            .map(String::as_str)
-            .filter(|_| !cfg.pending_delete.contains(&k.key));
-        if !same(k, effective) {
-            let value = match &k.compare {
-                Compare::Props { default_key, keys } => merge_props(&k.value, effective, default_key, keys),
-                _ => k.value.clone(),
-            };
-            params.push((k.key.clone(), value));
-            summary.push(k.key.clone());
-        }
-        // A change that waits for a reboot (already pending, or being written now to a running guest).
-        let applied_now = same(k, current);
-        if !applied_now && running && k.class == ChangeClass::NeedsReboot {
-            reboot_needed = true;
-            pending.push(PendingChange {
-                field: k.key.clone(),
-                current: current.map(str::to_string),
-                desired: Some(display_value(k)),
-                class: ChangeClass::NeedsReboot,
-            });
-        }
+        diff_key(&mut diff, k, cfg, running);
     }
-    // Families the spec owns: slots it does not list go away.
-    let wanted: BTreeSet<&str> = d.keys.iter().map(|k| k.key.as_str()).collect();
-    for family in &d.managed_families {
-        for key in cfg.keys() {
-            let is_family = key
-                .strip_prefix(family)
-                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
-            if is_family && !wanted.contains(key) && cfg.effective(key).is_some() {
-                deletes.push(key.to_string());
-                summary.push(format!("-{key}"));
-            }
-        }
-    }
-    // Bind mounts are ours to remove; volume mount points hold data and stay.
-    if spec.guest_type == GuestType::Lxc {
-        for key in cfg.keys() {
-            if key.starts_with("mp")
-                && !wanted.contains(key)
-                && !d.disks.iter().any(|x| x.slot == key)
-                && cfg.effective(key).is_some_and(|v| v.starts_with('/'))
-            {
-                deletes.push(key.to_string());
-                summary.push(format!("-{key}"));
-            }
-        }
-    }
+    removed_slots(&mut diff, spec, &d, cfg);
     for disk in &d.disks {
-        let Some(obs) = cfg.effective(&disk.slot) else {
-            // A new disk: allocate with STORAGE:SIZE.
-            let mut v = format!("{}:{}", disk.storage, disk.size_gib);
-            for (k, val) in &disk.options {
-                v.push_str(&format!(",{k}={val}"));
-            }
-            params.push((disk.slot.clone(), v));
-            summary.push(disk.slot.clone());
-            continue;
-        };
-        let props = PropertyString::parse(obs, "file");
-        let volume = props.get("file").unwrap_or_default().to_string();
-        let storage = volume.split(':').next().unwrap_or_default();
-        if storage != disk.storage {
-            pending.push(PendingChange {
-                field: disk.slot.clone(),
-                current: Some(storage.to_string()),
-                desired: Some(disk.storage.clone()),
-                class: ChangeClass::NeedsRecreate,
-            });
-            continue;
-        }
-        let size = props
-            .get("size")
-            .and_then(crate::providers::pve::codec::parse_size_bytes)
-            .unwrap_or(0);
-        let want = (disk.size_gib as u64) << 30;
-        if want < size {
-            let msg = format!(
-                "disk {} is {} on the guest but the spec asks for {} GiB; disks never shrink: set sizeGiB to at least {}",
-                disk.slot,
-                props.get("size").unwrap_or("?"),
-                disk.size_gib,
-                size.div_ceil(1 << 30)
-            );
-            return (
-                vec![],
-                vec![],
-                pending,
-                false,
-                vec![],
-                Some(Blocked {
-                    reason: "DiskShrinkRefused",
-                    message: msg,
-                }),
-            );
-        }
-        if want > size {
-            resizes.push(Action::ResizeDisk {
-                disk: disk.slot.clone(),
-                size_gib: disk.size_gib,
-            });
-        }
-        let obs_map = normalized_props(obs, "file");
-        let differs = disk.managed.iter().any(|k| {
-            let want = disk.options.iter().find(|(o, _)| o == k).map(|(_, v)| v.as_str());
-            !bool_eq(want, obs_map.get(*k).map(String::as_str))
-        });
-        if differs {
-            let mut v = volume.clone();
-            for (k, val) in obs_map.iter().filter(|(k, _)| *k != "file" && !disk.managed.contains(&k.as_str())) {
-                v.push_str(&format!(",{k}={val}"));
-            }
-            for (k, val) in &disk.options {
-                v.push_str(&format!(",{k}={val}"));
-            }
-            params.push((disk.slot.clone(), v));
-            summary.push(disk.slot.clone());
-            if running {
-                reboot_needed = true;
-                pending.push(PendingChange {
-                    field: disk.slot.clone(),
-                    current: Some(obs.to_string()),
-                    desired: None,
-                    class: ChangeClass::NeedsReboot,
-                });
-            }
+        if let Err(b) = diff_disk(&mut diff, disk, cfg, running) {
+            return Err((b, diff.pending));
         }
     }
     if spec.guest_type == GuestType::Lxc
         && let (Some(want), Some(have)) = (spec.unprivileged, cfg.effective("unprivileged"))
         && (have == "1") != want
     {
-        pending.push(PendingChange {
-            field: "unprivileged".into(),
-            current: Some(have.into()),
-            desired: Some(if want { "1" } else { "0" }.into()),
-            class: ChangeClass::NeedsRecreate,
-        });
+        diff.needs_recreate("unprivileged", have.into(), if want { "1" } else { "0" }.into());
     }
     if spec.guest_type == GuestType::Qemu
         && spec.cloud_init.is_some()
@@ -570,13 +506,116 @@ fn diff_config(spec: &ProxmoxGuestSpec, id: &Identity, cfg: &ObservedConfig, run
     {
         let storage = spec.disks.first().map_or("local-lvm".to_string(), |d| d.storage.clone());
         let slot = if cfg.effective("ide0").is_none() { "ide0" } else { "ide3" };
-        params.push((slot.into(), format!("{storage}:cloudinit")));
-        summary.push(format!("{slot} (cloud-init drive)"));
+        diff.params.push((slot.into(), format!("{storage}:cloudinit")));
+        diff.summary.push(format!("{slot} (cloud-init drive)"));
     }
-    if !deletes.is_empty() {
-        params.push(("delete".into(), deletes.join(",")));
+    if !diff.deletes.is_empty() {
+        let deletes = diff.deletes.join(",");
+        diff.params.push(("delete".into(), deletes));
     }
-    (params, summary, pending, reboot_needed, resizes, None)
+    Ok(diff)
+}
+
+fn diff_key(diff: &mut ConfigDiff, k: &DesiredKey, cfg: &ObservedConfig, running: bool) {
+    let effective = cfg.effective(&k.key);
+    let current = cfg
+        .current
+        .get(&k.key)
+        .map(String::as_str)
+        .filter(|_| !cfg.pending_delete.contains(&k.key));
+    if !same(k, effective) {
+        let value = match &k.compare {
+            Compare::Props { default_key, keys } => merge_props(&k.value, effective, default_key, keys),
+            _ => k.value.clone(),
+        };
+        diff.set(&k.key, value);
+    }
+    // A change that waits for a reboot (already pending, or being written now to a running guest).
+    if !same(k, current) && running && k.class == ChangeClass::NeedsReboot {
+        diff.waits_for_reboot(&k.key, current.map(str::to_string), Some(display_value(k)));
+    }
+}
+
+/// Families the spec owns lose the slots it does not list; bind mounts are
+/// ours to remove, volume mount points hold data and stay.
+fn removed_slots(diff: &mut ConfigDiff, spec: &ProxmoxGuestSpec, d: &super::desired::Desired, cfg: &ObservedConfig) {
+    let wanted: BTreeSet<&str> = d.keys.iter().map(|k| k.key.as_str()).collect();
+    for family in &d.managed_families {
+        for key in cfg.keys() {
+            let is_family = key
+                .strip_prefix(family)
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+            if is_family && !wanted.contains(key) && cfg.effective(key).is_some() {
+                diff.delete(key);
+            }
+        }
+    }
+    if spec.guest_type == GuestType::Lxc {
+        for key in cfg.keys() {
+            if key.starts_with("mp")
+                && !wanted.contains(key)
+                && !d.disks.iter().any(|x| x.slot == key)
+                && cfg.effective(key).is_some_and(|v| v.starts_with('/'))
+            {
+                diff.delete(key);
+            }
+        }
+    }
+}
+
+/// A disk: new (allocated), on another storage (recreate), grown, or with other options.
+fn diff_disk(diff: &mut ConfigDiff, disk: &super::desired::DesiredDisk, cfg: &ObservedConfig, running: bool) -> Result<(), Blocked> {
+    let Some(obs) = cfg.effective(&disk.slot) else {
+        diff.set(&disk.slot, new_volume(disk));
+        return Ok(());
+    };
+    let props = PropertyString::parse(obs, "file");
+    let volume = props.get("file").unwrap_or_default().to_string();
+    let storage = volume.split(':').next().unwrap_or_default();
+    if storage != disk.storage {
+        diff.needs_recreate(&disk.slot, storage.to_string(), disk.storage.clone());
+        return Ok(());
+    }
+    let size = props
+        .get("size")
+        .and_then(crate::providers::pve::codec::parse_size_bytes)
+        .unwrap_or(0);
+    let want = (disk.size_gib as u64) << 30;
+    if want < size {
+        let message = format!(
+            "disk {} is {} on the guest but the spec asks for {} GiB; disks never shrink: set sizeGiB to at least {}",
+            disk.slot,
+            props.get("size").unwrap_or("?"),
+            disk.size_gib,
+            size.div_ceil(1 << 30)
+        );
+        return Err(Blocked::new("DiskShrinkRefused", message));
+    }
+    if want > size {
+        diff.resizes.push(Action::ResizeDisk {
+            disk: disk.slot.clone(),
+            size_gib: disk.size_gib,
+        });
+    }
+    let obs_map = normalized_props(obs, "file");
+    let differs = disk.managed.iter().any(|k| {
+        let want = disk.options.iter().find(|(o, _)| o == k).map(|(_, v)| v.as_str());
+        !bool_eq(want, obs_map.get(*k).map(String::as_str))
+    });
+    if differs {
+        let mut v = volume.clone();
+        for (k, val) in obs_map.iter().filter(|(k, _)| *k != "file" && !disk.managed.contains(&k.as_str())) {
+            v.push_str(&format!(",{k}={val}"));
+        }
+        for (k, val) in &disk.options {
+            v.push_str(&format!(",{k}={val}"));
+        }
+        diff.set(&disk.slot, v);
+        if running {
+            diff.waits_for_reboot(&disk.slot, Some(obs.to_string()), None);
+        }
+    }
+    Ok(())
 }
 
 fn display_value(k: &DesiredKey) -> String {

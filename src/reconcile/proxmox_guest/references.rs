@@ -2,13 +2,9 @@
 //! volumes, the ISO or container template, the bridges of its NICs), checked
 //! against one listing of the node before anything is created. Pure.
 
-use std::collections::BTreeMap;
-
 use super::plan::ResolvedSource;
-use crate::{
-    api::{GuestType, ProxmoxGuestSpec},
-    providers::pve::StorageInfo,
-};
+use crate::api::{GuestType, ProxmoxGuestSpec};
+pub use crate::reconcile::inventory::NodeInventory;
 
 /// A storage the spec puts something on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,15 +38,6 @@ impl References {
         out.dedup();
         out
     }
-}
-
-/// What one node has, from `/nodes/{node}/storage`, `/network` and the content listings asked for.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct NodeInventory {
-    pub storages: Vec<StorageInfo>,
-    pub bridges: Vec<String>,
-    /// Volume ids by `(storage, content)`.
-    pub volumes: BTreeMap<(String, String), Vec<String>>,
 }
 
 pub fn references(spec: &ProxmoxGuestSpec, source: &ResolvedSource) -> References {
@@ -133,6 +120,7 @@ pub fn missing(node: &str, refs: &References, inv: &NodeInventory) -> Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::pve::StorageInfo;
 
     fn spec(yaml: &str) -> ProxmoxGuestSpec {
         serde_yaml_ng::from_str(&format!("memoryMiB: 1024\n{yaml}")).expect("spec")

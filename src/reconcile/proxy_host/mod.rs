@@ -1,10 +1,11 @@
 //! ProxyHost: list the hosts, plan, write, verify nginx took it, report.
 
+mod kind;
 pub mod plan;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Blocked, EventNote, RESYNC, ReconcileError, conditions, ownership::Identity};
+use super::{Blocked, EventNote, Outcome, RESYNC, ReconcileError, conditions, ownership::Identity};
 use crate::{
     api::{self, ConditionState, ProxyHostSpec, ProxyHostStatus},
     providers::npm::{ProxyApi, ProxyHost},
@@ -20,12 +21,7 @@ pub struct ProxyObject<'a> {
     pub target_ips: Option<Vec<String>>,
 }
 
-pub struct ProxyOutcome {
-    pub status: ProxyHostStatus,
-    pub plan: ProxyPlan,
-    pub events: Vec<EventNote>,
-    pub requeue: std::time::Duration,
-}
+pub type ProxyOutcome = Outcome<ProxyHostStatus, ProxyPlan>;
 
 fn set(status: &mut ProxyHostStatus, generation: Option<i64>, wanted: &[ConditionState]) {
     status.conditions = api::merge_conditions(&status.conditions, wanted, generation, Time(jiff::Timestamp::now()));
@@ -61,7 +57,7 @@ fn describe_tls(h: &ProxyHost) -> String {
     }
 }
 
-fn observe(status: &mut ProxyHostStatus, h: &ProxyHost) {
+fn observe_host(status: &mut ProxyHostStatus, h: &ProxyHost) {
     let (online, err) = h.nginx();
     status.host_id = Some(h.id);
     status.upstream = Some(format!("{}://{}:{}", h.forward_scheme, h.forward_host, h.forward_port));
@@ -70,7 +66,17 @@ fn observe(status: &mut ProxyHostStatus, h: &ProxyHost) {
     status.nginx_error = err;
 }
 
-pub async fn reconcile<P: ProxyApi>(api: &P, obj: ProxyObject<'_>, dry_run: bool) -> Result<ProxyOutcome, ReconcileError> {
+/// The hosts observed and planned.
+struct Observed {
+    status: ProxyHostStatus,
+    generation: Option<i64>,
+    upstream: String,
+    plan: ProxyPlan,
+}
+
+/// List the hosts and plan; `Err` carries the outcome when the reconcile ends
+/// here (waiting for the target, a conflict).
+async fn observe<P: ProxyApi>(api: &P, obj: ProxyObject<'_>) -> Result<Result<Observed, ProxyOutcome>, ReconcileError> {
     let ProxyObject {
         id,
         spec,
@@ -83,37 +89,62 @@ pub async fn reconcile<P: ProxyApi>(api: &P, obj: ProxyObject<'_>, dry_run: bool
         Ok(u) => u,
         Err((reason, message)) => {
             set(&mut status, generation, &conditions(false, true, false, reason, &message));
-            return Ok(ProxyOutcome {
+            return Ok(Err(Outcome {
                 status,
                 plan: ProxyPlan::default(),
                 events: vec![],
                 requeue: std::time::Duration::from_secs(30),
-            });
+            }));
         }
     };
     let want = plan::desired(spec, (&scheme, &host, port), &id.mark_line());
     let hosts = api.list().await.map_err(|e| proxy_err("listing proxy hosts".into(), e))?;
     let plan = plan::plan(&want, &hosts, &id.mark_line(), spec.adopt);
     if let Some(h) = plan.current.and_then(|c| hosts.iter().find(|h| h.id == c)) {
-        observe(&mut status, h);
+        observe_host(&mut status, h);
     }
     if let Some(Blocked { reason, message }) = &plan.blocked {
         set(&mut status, generation, &conditions(false, false, true, reason, message));
-        return Ok(ProxyOutcome {
+        return Ok(Err(Outcome {
             status,
             events: vec![EventNote::warning(reason, message.clone())],
             plan,
             requeue: RESYNC,
-        });
+        }));
     }
-    if dry_run {
-        return Ok(ProxyOutcome {
-            status,
-            plan,
+    Ok(Ok(Observed {
+        status,
+        generation,
+        upstream: format!("{scheme}://{host}:{port}"),
+        plan,
+    }))
+}
+
+/// What reconciling would write, read-only.
+pub async fn plan<P: ProxyApi>(api: &P, obj: ProxyObject<'_>) -> Result<ProxyOutcome, ReconcileError> {
+    Ok(match observe(api, obj).await? {
+        Ok(o) => Outcome {
+            status: o.status,
+            plan: o.plan,
             events: vec![],
             requeue: RESYNC,
-        });
-    }
+        },
+        Err(out) => out,
+    })
+}
+
+/// One reconcile: list, plan, write what differs, check nginx took it, report.
+pub async fn reconcile<P: ProxyApi>(api: &P, obj: ProxyObject<'_>) -> Result<ProxyOutcome, ReconcileError> {
+    let domains = obj.spec.domains.join(", ");
+    let Observed {
+        mut status,
+        generation,
+        upstream,
+        plan,
+    } = match observe(api, obj).await? {
+        Ok(o) => o,
+        Err(out) => return Ok(out),
+    };
     let mut events = vec![];
     let mut written = None;
     for action in &plan.actions {
@@ -121,7 +152,7 @@ pub async fn reconcile<P: ProxyApi>(api: &P, obj: ProxyObject<'_>, dry_run: bool
             ProxyAction::Create(s) => (
                 api.create(s)
                     .await
-                    .map_err(|e| proxy_err(format!("creating proxy host {}", spec.domains.join(", ")), e))?,
+                    .map_err(|e| proxy_err(format!("creating proxy host {domains}"), e))?,
                 "Created",
             ),
             ProxyAction::Update { id, spec: s, why } => (
@@ -131,33 +162,29 @@ pub async fn reconcile<P: ProxyApi>(api: &P, obj: ProxyObject<'_>, dry_run: bool
                 *why,
             ),
         };
-        events.push(EventNote::normal(
-            why,
-            format!("proxy host {} for {} → {scheme}://{host}:{port}", h.id, spec.domains.join(", ")),
-        ));
+        events.push(EventNote::normal(why, format!("proxy host {} for {domains} → {upstream}", h.id)));
         written = Some(h);
     }
     if let Some(h) = &written {
-        observe(&mut status, h);
+        observe_host(&mut status, h);
     }
     // NPM reloads nginx after each write; a config nginx refused is for a person to fix.
-    if status.nginx_online == Some(false) {
-        let message = format!(
-            "nginx did not accept the configuration: {}",
-            status.nginx_error.clone().unwrap_or_default()
-        );
-        set(&mut status, generation, &conditions(false, false, true, "NginxRejected", &message));
-        events.push(EventNote::warning("NginxRejected", message));
-        return Ok(ProxyOutcome {
-            status,
-            plan,
-            events,
-            requeue: RESYNC,
-        });
+    let (ready, reason, message) = match status.nginx_online {
+        Some(false) => (
+            false,
+            "NginxRejected",
+            format!(
+                "nginx did not accept the configuration: {}",
+                status.nginx_error.clone().unwrap_or_default()
+            ),
+        ),
+        _ => (true, "Published", format!("{domains} → {upstream}")),
+    };
+    set(&mut status, generation, &conditions(ready, false, !ready, reason, &message));
+    if !ready {
+        events.push(EventNote::warning(reason, message));
     }
-    let message = format!("{} → {scheme}://{host}:{port}", spec.domains.join(", "));
-    set(&mut status, generation, &conditions(true, false, false, "Published", &message));
-    Ok(ProxyOutcome {
+    Ok(Outcome {
         status,
         plan,
         events,

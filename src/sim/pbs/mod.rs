@@ -23,7 +23,7 @@ use state::{Effect, SimError, State, bad, now};
 
 use super::{
     faults::{FaultKind, Faults},
-    pve::schema::{Dialect, PveSchema, check_params_as},
+    schema::{Dialect, PveSchema, check_params_as},
     server::{SimHandler, SimRequest, SimResponse, SimServer, json_response},
 };
 

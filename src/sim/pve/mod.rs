@@ -10,7 +10,6 @@ mod guest_config;
 mod props;
 mod restore;
 mod routes;
-pub mod schema;
 mod state;
 mod storage;
 
@@ -23,8 +22,8 @@ use std::{
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
+pub use super::schema::PveSchema;
 pub use agent::stand_in_web_server;
-pub use schema::PveSchema;
 use state::State;
 pub use state::{SimGuest, SimNode};
 pub use storage::{SimBackup, SimStorage};
@@ -328,7 +327,7 @@ impl PveSim {
         };
         let mut all = params.clone();
         all.extend(path_params.clone());
-        let errors = schema::check_params(&route.endpoint.parameters, &all);
+        let errors = super::schema::check_params(&route.endpoint.parameters, &all);
         if !errors.is_empty() {
             return Some(param_error(errors));
         }

@@ -1,0 +1,66 @@
+//! What resources refer to, read from the API server.
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, api::ListParams};
+
+use crate::{
+    api::{ProxmoxGuest, ProxyHost, SecretKeyRef},
+    config::SecretString,
+    reconcile::{
+        ReconcileError,
+        kind::{Lookup, SecretValue},
+    },
+};
+
+pub struct ApiLookup(pub Client);
+
+fn kube_error(what: String) -> impl FnOnce(kube::Error) -> ReconcileError {
+    move |e| ReconcileError::Kubernetes(format!("{what}: {e}"))
+}
+
+impl Lookup for ApiLookup {
+    fn guest<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<Option<ProxmoxGuest>, ReconcileError>> {
+        Box::pin(async move {
+            let api: Api<ProxmoxGuest> = Api::namespaced(self.0.clone(), namespace);
+            api.get_opt(name)
+                .await
+                .map_err(kube_error(format!("reading ProxmoxGuest {namespace}/{name}")))
+        })
+    }
+
+    fn guests<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<ProxmoxGuest>, ReconcileError>> {
+        Box::pin(async move {
+            let api: Api<ProxmoxGuest> = Api::namespaced(self.0.clone(), namespace);
+            let list = api.list(&ListParams::default()).await;
+            Ok(list.map_err(kube_error(format!("listing the ProxmoxGuests of {namespace}")))?.items)
+        })
+    }
+
+    fn proxy_host<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<Option<ProxyHost>, ReconcileError>> {
+        Box::pin(async move {
+            let api: Api<ProxyHost> = Api::namespaced(self.0.clone(), namespace);
+            api.get_opt(name)
+                .await
+                .map_err(kube_error(format!("reading ProxyHost {namespace}/{name}")))
+        })
+    }
+
+    fn secret<'a>(&'a self, namespace: &'a str, key: &'a SecretKeyRef) -> BoxFuture<'a, Result<SecretValue, ReconcileError>> {
+        Box::pin(async move {
+            let name = &key.name;
+            let api: Api<Secret> = Api::namespaced(self.0.clone(), namespace);
+            let Some(secret) = api
+                .get_opt(name)
+                .await
+                .map_err(kube_error(format!("reading Secret {namespace}/{name}")))?
+            else {
+                return Ok(SecretValue::Missing(format!("Secret {namespace}/{name} not found")));
+            };
+            Ok(match secret.data.as_ref().and_then(|d| d.get(&key.key)) {
+                Some(b) => SecretValue::Found(SecretString::new(String::from_utf8_lossy(&b.0).into_owned())),
+                None => SecretValue::Missing(format!("key {:?} not in Secret {namespace}/{name}", key.key)),
+            })
+        })
+    }
+}
