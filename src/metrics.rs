@@ -86,100 +86,83 @@ pub struct Metrics {
     backup_series: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
 }
 
+/// Register `metric` under `name` and hand it back.
+fn registered<M: prometheus_client::registry::Metric + Clone>(r: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    r.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("homelab_operator");
-        let reconciles = Family::<KindLabels, Counter>::default();
-        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
-        });
-        let outside_calls = Family::<CallLabels, Counter>::default();
-        let tasks_in_flight = Family::<SystemLabels, Gauge>::default();
-        registry.register("reconciles", "Reconciles run, by kind", reconciles.clone());
-        registry.register(
-            "reconcile_errors",
-            "Failed reconciles, by kind and error category",
-            reconcile_errors.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Reconcile duration, by kind",
-            reconcile_duration.clone(),
-        );
-        registry.register(
-            "outside_calls",
-            "Calls to outside systems, by system, operation and outcome",
-            outside_calls.clone(),
-        );
-        registry.register(
-            "tasks_in_flight",
-            "Long-running outside tasks being polled",
-            tasks_in_flight.clone(),
-        );
-        let backup_last_success = Family::<BackupLabels, Gauge>::default();
-        let backup_age = Family::<BackupLabels, Gauge>::default();
-        let backup_fresh = Family::<BackupLabels, Gauge>::default();
-        registry.register(
-            "backup_last_success_timestamp_seconds",
-            "Time of each BackupPolicy member's newest backup",
-            backup_last_success.clone(),
-        );
-        registry.register(
-            "backup_age_seconds",
-            "Age of each BackupPolicy member's newest backup",
-            backup_age.clone(),
-        );
-        registry.register(
-            "backup_fresh",
-            "1 when a BackupPolicy member's newest backup is younger than maxAge, else 0",
-            backup_fresh.clone(),
-        );
-        let guests_not_backed_up = Family::<ClusterLabels, Gauge>::default();
-        registry.register(
-            "guests_not_backed_up",
-            "Guests of a Proxmox cluster that no enabled backup job covers",
-            guests_not_backed_up.clone(),
-        );
-        let notifications = Family::<NotifyLabels, Counter>::default();
-        registry.register(
-            "notifications",
-            "Notifications sent, by channel type and outcome (sent, failed)",
-            notifications.clone(),
-        );
-        let monitor_up = Family::<MonitorLabels, Gauge>::default();
-        let monitor_cert_expiry = Family::<MonitorLabels, Gauge>::default();
-        let check_duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
-        registry.register(
-            "monitor_up",
-            "1 when a MonitorTarget is Up, 0 when Down (absent otherwise)",
-            monitor_up.clone(),
-        );
-        registry.register(
-            "monitor_certificate_expiry_timestamp_seconds",
-            "End of validity of the certificate a MonitorTarget's check saw",
-            monitor_cert_expiry.clone(),
-        );
-        registry.register(
-            "monitor_check_duration_seconds",
-            "Duration of monitor checks",
-            check_duration.clone(),
-        );
+        let r = &mut Registry::with_prefix("homelab_operator");
+        let duration = || Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
+        let check_buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let backup = "BackupPolicy member's newest backup";
         Self {
-            registry,
-            monitor_up,
-            monitor_cert_expiry,
-            check_duration,
-            guests_not_backed_up,
-            notifications,
-            reconciles,
-            reconcile_errors,
-            reconcile_duration,
-            outside_calls,
-            tasks_in_flight,
-            backup_last_success,
-            backup_age,
-            backup_fresh,
+            reconciles: registered(r, "reconciles", "Reconciles run, by kind", Family::default()),
+            reconcile_errors: registered(
+                r,
+                "reconcile_errors",
+                "Failed reconciles, by kind and error category",
+                Family::default(),
+            ),
+            reconcile_duration: registered(
+                r,
+                "reconcile_duration_seconds",
+                "Reconcile duration, by kind",
+                Family::new_with_constructor(duration),
+            ),
+            outside_calls: registered(
+                r,
+                "outside_calls",
+                "Calls to outside systems, by system, operation and outcome",
+                Family::default(),
+            ),
+            tasks_in_flight: registered(r, "tasks_in_flight", "Long-running outside tasks being polled", Family::default()),
+            backup_last_success: registered(
+                r,
+                "backup_last_success_timestamp_seconds",
+                &format!("Time of each {backup}"),
+                Family::default(),
+            ),
+            backup_age: registered(r, "backup_age_seconds", &format!("Age of each {backup}"), Family::default()),
+            backup_fresh: registered(
+                r,
+                "backup_fresh",
+                &format!("1 when a {backup} is younger than maxAge, else 0"),
+                Family::default(),
+            ),
+            guests_not_backed_up: registered(
+                r,
+                "guests_not_backed_up",
+                "Guests of a Proxmox cluster that no enabled backup job covers",
+                Family::default(),
+            ),
+            notifications: registered(
+                r,
+                "notifications",
+                "Notifications sent, by channel type and outcome (sent, failed)",
+                Family::default(),
+            ),
+            monitor_up: registered(
+                r,
+                "monitor_up",
+                "1 when a MonitorTarget is Up, 0 when Down (absent otherwise)",
+                Family::default(),
+            ),
+            monitor_cert_expiry: registered(
+                r,
+                "monitor_certificate_expiry_timestamp_seconds",
+                "End of validity of the certificate a MonitorTarget's check saw",
+                Family::default(),
+            ),
+            check_duration: registered(
+                r,
+                "monitor_check_duration_seconds",
+                "Duration of monitor checks",
+                Histogram::new(check_buckets),
+            ),
+            registry: std::mem::take(r),
             backup_series: Default::default(),
         }
     }

@@ -291,139 +291,149 @@ impl Config {
             path: path.to_string(),
             message: e.to_string(),
         })?;
-        let invalid = |key: String, message: String| ConfigError::Invalid {
+        let sections = || -> Result<Config, Invalid> {
+            Ok(Config {
+                path: path.to_string(),
+                proxmox: section("proxmox", raw.proxmox, proxmox_endpoint)?,
+                pbs: section("pbs", raw.pbs, pbs_endpoint)?,
+                dns: section("dns", raw.dns, dns_endpoint)?,
+                proxy: section("proxy", raw.proxy, proxy_endpoint)?,
+                notifications: notifications::parse(raw.notifications)?,
+            })
+        };
+        sections().map_err(|(key, message)| ConfigError::Invalid {
             path: path.to_string(),
             key,
             message,
-        };
-        let mut proxmox = BTreeMap::new();
-        for (name, r) in raw.proxmox {
-            let key = format!("proxmox.{name}");
-            let (url, tls) = proxmox_api_endpoint(&key, &r.url, &r.token_id, r.fingerprint, r.ca_file, r.insecure_skip_tls_verify)
-                .map_err(|(k, m)| invalid(k, m))?;
-            let token_secret =
-                SecretSource::from_pair("tokenSecret", r.token_secret_file, r.token_secret_env).map_err(|m| invalid(key.clone(), m))?;
-            let timeout = std::time::Duration::from_secs(r.timeout_seconds.unwrap_or(30).max(1));
-            proxmox.insert(
-                name.clone(),
-                ProxmoxEndpoint {
-                    name,
-                    url,
-                    token_id: r.token_id,
-                    token_secret,
-                    tls,
-                    timeout,
-                    agent_boot_grace: r.agent_boot_grace_seconds.map_or(AGENT_BOOT_GRACE, std::time::Duration::from_secs),
-                },
-            );
-        }
-        let mut pbs = BTreeMap::new();
-        for (name, r) in raw.pbs {
-            let key = format!("pbs.{name}");
-            let (url, tls) = proxmox_api_endpoint(&key, &r.url, &r.token_id, r.fingerprint, r.ca_file, r.insecure_skip_tls_verify)
-                .map_err(|(k, m)| invalid(k, m))?;
-            let token_secret =
-                SecretSource::from_pair("tokenSecret", r.token_secret_file, r.token_secret_env).map_err(|m| invalid(key.clone(), m))?;
-            let ep = PbsEndpoint {
-                name: name.clone(),
-                url,
-                token_id: r.token_id,
-                token_secret,
-                tls,
-                timeout: std::time::Duration::from_secs(r.timeout_seconds.unwrap_or(30).max(1)),
-            };
-            pbs.insert(name, ep);
-        }
-        let mut dns = BTreeMap::new();
-        for (name, r) in raw.dns {
-            let key = format!("dns.{name}");
-            let timeout = |t: Option<u64>| std::time::Duration::from_secs(t.unwrap_or(10).max(1));
-            let ep = match r {
-                RawDns::Technitium {
-                    url,
-                    token_file,
-                    token_env,
-                    timeout_seconds,
-                } => DnsEndpoint::Technitium {
-                    url: url::Url::parse(&url).map_err(|e| invalid(format!("{key}.url"), format!("{e}: {url:?}")))?,
-                    token: SecretSource::from_pair("token", token_file, token_env).map_err(|m| invalid(key.clone(), m))?,
-                    timeout: timeout(timeout_seconds),
-                },
-                RawDns::Powerdns {
-                    url,
-                    api_key_file,
-                    api_key_env,
-                    server_id,
-                    timeout_seconds,
-                } => DnsEndpoint::PowerDns {
-                    url: url::Url::parse(&url).map_err(|e| invalid(format!("{key}.url"), format!("{e}: {url:?}")))?,
-                    api_key: SecretSource::from_pair("apiKey", api_key_file, api_key_env).map_err(|m| invalid(key.clone(), m))?,
-                    server_id: server_id.unwrap_or_else(|| "localhost".into()),
-                    timeout: timeout(timeout_seconds),
-                },
-                RawDns::Rfc2136 {
-                    server,
-                    tsig_key_name,
-                    tsig_algorithm,
-                    tsig_secret_file,
-                    tsig_secret_env,
-                    timeout_seconds,
-                } => {
-                    if server.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
-                        return Err(invalid(format!("{key}.server"), format!("expected HOST:PORT, got {server:?}")));
-                    }
-                    let tsig_algorithm = tsig_algorithm.unwrap_or_else(|| "hmac-sha256".into());
-                    if !matches!(tsig_algorithm.as_str(), "hmac-sha256" | "hmac-sha384" | "hmac-sha512") {
-                        return Err(invalid(
-                            format!("{key}.tsigAlgorithm"),
-                            format!("expected hmac-sha256, hmac-sha384 or hmac-sha512, got {tsig_algorithm:?}"),
-                        ));
-                    }
-                    DnsEndpoint::Rfc2136 {
-                        server,
-                        tsig_key_name,
-                        tsig_algorithm,
-                        tsig_secret: SecretSource::from_pair("tsigSecret", tsig_secret_file, tsig_secret_env)
-                            .map_err(|m| invalid(key.clone(), m))?,
-                        timeout: timeout(timeout_seconds),
-                    }
-                }
-            };
-            dns.insert(name, ep);
-        }
-        let mut proxy = BTreeMap::new();
-        for (name, r) in raw.proxy {
-            let key = format!("proxy.{name}");
-            let RawProxy::NginxProxyManager {
-                url,
-                identity,
-                secret_file,
-                secret_env,
-                timeout_seconds,
-            } = r;
-            proxy.insert(
-                name,
-                ProxyEndpoint {
-                    url: url::Url::parse(&url).map_err(|e| invalid(format!("{key}.url"), format!("{e}: {url:?}")))?,
-                    identity,
-                    secret: SecretSource::from_pair("secret", secret_file, secret_env).map_err(|m| invalid(key.clone(), m))?,
-                    timeout: std::time::Duration::from_secs(timeout_seconds.unwrap_or(30).max(1)),
-                },
-            );
-        }
-        Ok(Config {
-            path: path.to_string(),
-            proxmox,
-            dns,
-            proxy,
-            pbs,
-            notifications: notifications::parse(raw.notifications).map_err(|(k, m)| invalid(k, m))?,
         })
     }
 
     pub fn proxmox(&self, name: &str) -> Option<&ProxmoxEndpoint> {
         self.proxmox.get(name)
     }
+}
+
+/// A config error: the key it is about and what is wrong.
+type Invalid = (String, String);
+
+/// Every endpoint of one section, each built by `build(key, name, raw)`.
+fn section<R, T>(
+    prefix: &str,
+    raw: BTreeMap<String, R>,
+    build: fn(&str, &str, R) -> Result<T, Invalid>,
+) -> Result<BTreeMap<String, T>, Invalid> {
+    raw.into_iter()
+        .map(|(name, r)| {
+            let key = format!("{prefix}.{name}");
+            build(&key, &name, r).map(|ep| (name, ep))
+        })
+        .collect()
+}
+
+fn seconds(t: Option<u64>, default: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(t.unwrap_or(default).max(1))
+}
+
+fn parse_url(key: &str, url: &str) -> Result<url::Url, Invalid> {
+    url::Url::parse(url).map_err(|e| (format!("{key}.url"), format!("{e}: {url:?}")))
+}
+
+fn secret(key: &str, field: &str, file: Option<PathBuf>, env: Option<String>) -> Result<SecretSource, Invalid> {
+    SecretSource::from_pair(field, file, env).map_err(|m| (key.to_string(), m))
+}
+
+fn proxmox_endpoint(key: &str, name: &str, r: RawProxmox) -> Result<ProxmoxEndpoint, Invalid> {
+    let (url, tls) = proxmox_api_endpoint(key, &r.url, &r.token_id, r.fingerprint, r.ca_file, r.insecure_skip_tls_verify)?;
+    Ok(ProxmoxEndpoint {
+        name: name.to_string(),
+        url,
+        token_id: r.token_id,
+        token_secret: secret(key, "tokenSecret", r.token_secret_file, r.token_secret_env)?,
+        tls,
+        timeout: seconds(r.timeout_seconds, 30),
+        agent_boot_grace: r.agent_boot_grace_seconds.map_or(AGENT_BOOT_GRACE, std::time::Duration::from_secs),
+    })
+}
+
+fn pbs_endpoint(key: &str, name: &str, r: RawPbs) -> Result<PbsEndpoint, Invalid> {
+    let (url, tls) = proxmox_api_endpoint(key, &r.url, &r.token_id, r.fingerprint, r.ca_file, r.insecure_skip_tls_verify)?;
+    Ok(PbsEndpoint {
+        name: name.to_string(),
+        url,
+        token_id: r.token_id,
+        token_secret: secret(key, "tokenSecret", r.token_secret_file, r.token_secret_env)?,
+        tls,
+        timeout: seconds(r.timeout_seconds, 30),
+    })
+}
+
+fn dns_endpoint(key: &str, _name: &str, r: RawDns) -> Result<DnsEndpoint, Invalid> {
+    Ok(match r {
+        RawDns::Technitium {
+            url,
+            token_file,
+            token_env,
+            timeout_seconds,
+        } => DnsEndpoint::Technitium {
+            url: parse_url(key, &url)?,
+            token: secret(key, "token", token_file, token_env)?,
+            timeout: seconds(timeout_seconds, 10),
+        },
+        RawDns::Powerdns {
+            url,
+            api_key_file,
+            api_key_env,
+            server_id,
+            timeout_seconds,
+        } => DnsEndpoint::PowerDns {
+            url: parse_url(key, &url)?,
+            api_key: secret(key, "apiKey", api_key_file, api_key_env)?,
+            server_id: server_id.unwrap_or_else(|| "localhost".into()),
+            timeout: seconds(timeout_seconds, 10),
+        },
+        RawDns::Rfc2136 {
+            server,
+            tsig_key_name,
+            tsig_algorithm,
+            tsig_secret_file,
+            tsig_secret_env,
+            timeout_seconds,
+        } => {
+            if server.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                return Err((format!("{key}.server"), format!("expected HOST:PORT, got {server:?}")));
+            }
+            let tsig_algorithm = tsig_algorithm.unwrap_or_else(|| "hmac-sha256".into());
+            if !matches!(tsig_algorithm.as_str(), "hmac-sha256" | "hmac-sha384" | "hmac-sha512") {
+                return Err((
+                    format!("{key}.tsigAlgorithm"),
+                    format!("expected hmac-sha256, hmac-sha384 or hmac-sha512, got {tsig_algorithm:?}"),
+                ));
+            }
+            DnsEndpoint::Rfc2136 {
+                server,
+                tsig_key_name,
+                tsig_algorithm,
+                tsig_secret: secret(key, "tsigSecret", tsig_secret_file, tsig_secret_env)?,
+                timeout: seconds(timeout_seconds, 10),
+            }
+        }
+    })
+}
+
+fn proxy_endpoint(key: &str, _name: &str, r: RawProxy) -> Result<ProxyEndpoint, Invalid> {
+    let RawProxy::NginxProxyManager {
+        url,
+        identity,
+        secret_file,
+        secret_env,
+        timeout_seconds,
+    } = r;
+    Ok(ProxyEndpoint {
+        url: parse_url(key, &url)?,
+        identity,
+        secret: secret(key, "secret", secret_file, secret_env)?,
+        timeout: seconds(timeout_seconds, 30),
+    })
 }
 
 /// URL, token id and TLS trust of a Proxmox VE or Backup Server endpoint;

@@ -108,17 +108,7 @@ enum Raw {
         webhook_url_env: Option<String>,
         timeout_seconds: Option<u64>,
     },
-    #[serde(rename_all = "camelCase")]
-    Ntfy {
-        url: Option<String>,
-        topic: String,
-        priority: Option<u8>,
-        #[serde(default)]
-        tags: Vec<String>,
-        token_file: Option<PathBuf>,
-        token_env: Option<String>,
-        timeout_seconds: Option<u64>,
-    },
+    Ntfy(RawNtfy),
     #[serde(rename_all = "camelCase")]
     Webhook {
         url_file: Option<PathBuf>,
@@ -127,19 +117,35 @@ enum Raw {
         hmac_secret_env: Option<String>,
         timeout_seconds: Option<u64>,
     },
-    #[serde(rename_all = "camelCase")]
-    Email {
-        host: String,
-        port: Option<u16>,
-        security: Option<SmtpSecurity>,
-        username: Option<String>,
-        password_file: Option<PathBuf>,
-        password_env: Option<String>,
-        from: String,
-        to: Vec<String>,
-        ca_file: Option<PathBuf>,
-        timeout_seconds: Option<u64>,
-    },
+    Email(RawEmail),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawNtfy {
+    url: Option<String>,
+    topic: String,
+    priority: Option<u8>,
+    #[serde(default)]
+    tags: Vec<String>,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    timeout_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawEmail {
+    host: String,
+    port: Option<u16>,
+    security: Option<SmtpSecurity>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    from: String,
+    to: Vec<String>,
+    ca_file: Option<PathBuf>,
+    timeout_seconds: Option<u64>,
 }
 
 fn optional(key: &str, file: Option<PathBuf>, env: Option<String>) -> Result<Option<SecretSource>, String> {
@@ -196,31 +202,9 @@ pub fn parse(section: BTreeMap<String, serde_yaml_ng::Value>) -> Result<BTreeMap
                 },
                 secs(timeout_seconds),
             ),
-            Raw::Ntfy {
-                url: u,
-                topic,
-                priority,
-                tags,
-                token_file,
-                token_env,
-                timeout_seconds,
-            } => {
-                if priority.is_some_and(|p| !(1..=5).contains(&p)) {
-                    return Err((format!("{key}.priority"), "expected 1 (min) to 5 (max)".into()));
-                }
-                if topic.is_empty() || topic.contains('/') {
-                    return Err((format!("{key}.topic"), format!("expected a topic name, got {topic:?}")));
-                }
-                (
-                    ChannelKind::Ntfy {
-                        url: url(&format!("{key}.url"), u.as_deref().unwrap_or("https://ntfy.sh"))?,
-                        topic,
-                        priority,
-                        tags,
-                        token: optional("token", token_file, token_env).map_err(bad)?,
-                    },
-                    secs(timeout_seconds),
-                )
+            Raw::Ntfy(n) => {
+                let timeout = secs(n.timeout_seconds);
+                (ntfy(&key, n)?, timeout)
             }
             Raw::Webhook {
                 url_file,
@@ -235,47 +219,56 @@ pub fn parse(section: BTreeMap<String, serde_yaml_ng::Value>) -> Result<BTreeMap
                 },
                 secs(timeout_seconds),
             ),
-            Raw::Email {
-                host,
-                port,
-                security,
-                username,
-                password_file,
-                password_env,
-                from,
-                to,
-                ca_file,
-                timeout_seconds,
-            } => {
-                let security = security.unwrap_or(SmtpSecurity::Starttls);
-                let password = optional("password", password_file, password_env).map_err(bad)?;
-                if password.is_some() != username.is_some() {
-                    return Err(bad("set username and passwordFile/passwordEnv together".into()));
-                }
-                if to.is_empty() {
-                    return Err((format!("{key}.to"), "name at least one recipient".into()));
-                }
-                let port = port.unwrap_or(match security {
-                    SmtpSecurity::Tls => 465,
-                    SmtpSecurity::Starttls => 587,
-                    SmtpSecurity::None => 25,
-                });
-                let email = EmailChannel {
-                    host,
-                    port,
-                    security,
-                    username,
-                    password,
-                    from,
-                    to,
-                    ca_file,
-                };
-                (ChannelKind::Email(email), secs(timeout_seconds))
+            Raw::Email(e) => {
+                let timeout = secs(e.timeout_seconds);
+                (ChannelKind::Email(email(&key, e)?), timeout)
             }
         };
         out.insert(name.clone(), Channel { name, kind, timeout });
     }
     Ok(out)
+}
+
+fn ntfy(key: &str, n: RawNtfy) -> Result<ChannelKind, (String, String)> {
+    if n.priority.is_some_and(|p| !(1..=5).contains(&p)) {
+        return Err((format!("{key}.priority"), "expected 1 (min) to 5 (max)".into()));
+    }
+    if n.topic.is_empty() || n.topic.contains('/') {
+        return Err((format!("{key}.topic"), format!("expected a topic name, got {:?}", n.topic)));
+    }
+    Ok(ChannelKind::Ntfy {
+        url: url(&format!("{key}.url"), n.url.as_deref().unwrap_or("https://ntfy.sh"))?,
+        topic: n.topic,
+        priority: n.priority,
+        tags: n.tags,
+        token: optional("token", n.token_file, n.token_env).map_err(|m| (key.to_string(), m))?,
+    })
+}
+
+fn email(key: &str, e: RawEmail) -> Result<EmailChannel, (String, String)> {
+    let security = e.security.unwrap_or(SmtpSecurity::Starttls);
+    let password = optional("password", e.password_file, e.password_env).map_err(|m| (key.to_string(), m))?;
+    if password.is_some() != e.username.is_some() {
+        return Err((key.to_string(), "set username and passwordFile/passwordEnv together".into()));
+    }
+    if e.to.is_empty() {
+        return Err((format!("{key}.to"), "name at least one recipient".into()));
+    }
+    let port = e.port.unwrap_or(match security {
+        SmtpSecurity::Tls => 465,
+        SmtpSecurity::Starttls => 587,
+        SmtpSecurity::None => 25,
+    });
+    Ok(EmailChannel {
+        host: e.host,
+        port,
+        security,
+        username: e.username,
+        password,
+        from: e.from,
+        to: e.to,
+        ca_file: e.ca_file,
+    })
 }
 
 #[cfg(test)]

@@ -68,6 +68,9 @@ fn custom_client(h: &crate::api::HttpCheck, secrets: &Secrets) -> Result<reqwest
     b.build().map_err(|e| e.to_string())
 }
 
+/// A probe, its check type and what it aims at (as shown in status).
+type Built = (Probe, &'static str, String);
+
 /// Build the probe; `host` is the resolved target address or domain, when `target` is set.
 pub fn build(spec: &MonitorTargetSpec, host: Option<&str>, secrets: &Secrets, generation: Option<i64>) -> Result<MonitorConfig, String> {
     let need_host = |fixed: &Option<String>| -> Result<String, String> {
@@ -76,110 +79,34 @@ pub fn build(spec: &MonitorTargetSpec, host: Option<&str>, secrets: &Secrets, ge
             .or_else(|| host.map(str::to_string))
             .ok_or_else(|| "the target has no address yet".to_string())
     };
-    let (probe, check_type, target) = if let Some(h) = &spec.http {
-        let url = match &h.url {
-            Some(u) => u.clone(),
-            None => {
-                let scheme = h.scheme.as_deref().unwrap_or("http");
-                let host = need_host(&None)?;
-                let host = if host.contains(':') { format!("[{host}]") } else { host };
-                let port = h.port.map(|p| format!(":{p}")).unwrap_or_default();
-                format!("{scheme}://{host}{port}{}", h.path.as_deref().unwrap_or("/"))
-            }
-        };
-        url::Url::parse(&url).map_err(|e| format!("url {url:?}: {e}"))?;
-        let client = match h.ca_secret.is_none() && h.verify_tls && h.follow_redirects {
-            // Most monitors: one shared client (its root store and pool), not one per monitor.
-            true => default_client()?,
-            false => custom_client(h, secrets)?,
-        };
-        let headers = h
-            .headers
-            .iter()
-            .map(|x| match (&x.value, &x.value_from) {
-                (Some(v), _) => Ok((x.name.clone(), v.clone())),
-                (None, Some(r)) => secret(secrets, r).map(|v| (x.name.clone(), v)),
-                (None, None) => Err(format!("header {}: set value or valueFrom", x.name)),
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let probe = HttpProbe {
-            client,
-            method: reqwest::Method::from_bytes(h.method.as_bytes()).map_err(|e| e.to_string())?,
-            headers,
-            expected_status: h.expected_status.clone(),
-            body_contains: h.body_contains.clone(),
-            body_regex: h
-                .body_regex
-                .as_deref()
-                .map(regex::Regex::new)
-                .transpose()
-                .map_err(|e| format!("bodyRegex: {e}"))?,
-            json: h.json.as_ref().map(|j| (j.pointer.clone(), j.equals.clone())),
-            max_response: h.max_response_ms.map(|ms| Duration::from_millis(ms as u64)),
-            url: url.clone(),
-        };
-        // Never show credentials a URL may carry.
-        let shown = url::Url::parse(&url).map(|mut u| {
-            let _ = u.set_password(None);
-            let _ = u.set_username("");
-            u.to_string()
-        });
-        (Probe::Http(probe), "http", shown.unwrap_or(url))
-    } else if let Some(t) = &spec.tcp {
-        let host = need_host(&t.host)?;
-        let target = format!("{host}:{}", t.port);
-        (
-            Probe::Tcp(TcpProbe {
+    let (probe, check_type, target) = match (&spec.http, &spec.tcp, &spec.dns, &spec.tls) {
+        (Some(h), ..) => http_probe(h, need_host(&None).ok(), secrets)?,
+        (_, Some(t), ..) => {
+            let host = need_host(&t.host)?;
+            let target = format!("{host}:{}", t.port);
+            let probe = TcpProbe {
                 host,
                 port: t.port,
                 send: t.send.clone(),
                 expect: t.expect.clone(),
-            }),
-            "tcp",
-            target,
-        )
-    } else if let Some(d) = &spec.dns {
-        let server = if d.server.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-            d.server.clone()
-        } else {
-            format!("{}:53", d.server)
-        };
-        let record_type = d.record_type.parse().map_err(|e| format!("recordType: {e:?}"))?;
-        let rcode = match d.rcode.as_str() {
-            "NXDOMAIN" => hickory_proto::op::ResponseCode::NXDomain,
-            "SERVFAIL" => hickory_proto::op::ResponseCode::ServFail,
-            "REFUSED" => hickory_proto::op::ResponseCode::Refused,
-            _ => hickory_proto::op::ResponseCode::NoError,
-        };
-        let target = format!("{} {}@{server}", d.name, d.record_type);
-        (
-            Probe::Dns(DnsProbe {
-                server,
-                name: d.name.clone(),
-                record_type,
-                expected: d.expected.clone(),
-                rcode,
-            }),
-            "dns",
-            target,
-        )
-    } else if let Some(t) = &spec.tls {
-        let host = need_host(&t.host)?;
-        let ca = t.ca_secret.as_ref().map(|r| secret(secrets, r)).transpose()?;
-        let config = tls_config(ca.as_deref().map(str::as_bytes))?;
-        let target = format!("{host}:{}", t.port);
-        (
-            Probe::Tls(TlsProbe {
+            };
+            (Probe::Tcp(probe), "tcp", target)
+        }
+        (_, _, Some(d), _) => dns_probe(d)?,
+        (_, _, _, Some(t)) => {
+            let host = need_host(&t.host)?;
+            let ca = t.ca_secret.as_ref().map(|r| secret(secrets, r)).transpose()?;
+            let config = tls_config(ca.as_deref().map(str::as_bytes))?;
+            let target = format!("{host}:{}", t.port);
+            let probe = TlsProbe {
                 host,
                 port: t.port,
                 warn_days: t.warn_days,
                 config,
-            }),
-            "tls",
-            target,
-        )
-    } else {
-        return Err("set exactly one check: http, tcp, dns or tls".into());
+            };
+            (Probe::Tls(probe), "tls", target)
+        }
+        _ => return Err("set exactly one check: http, tcp, dns or tls".into()),
     };
     let maintenance = spec
         .policy
@@ -214,4 +141,76 @@ pub fn build(spec: &MonitorTargetSpec, host: Option<&str>, secrets: &Secrets, ge
         generation,
         fingerprint: std::hash::Hasher::finish(&h),
     })
+}
+
+/// The URL (given, or made from the target's host), the client and the headers.
+fn http_probe(h: &crate::api::HttpCheck, host: Option<String>, secrets: &Secrets) -> Result<Built, String> {
+    let url = match &h.url {
+        Some(u) => u.clone(),
+        None => {
+            let scheme = h.scheme.as_deref().unwrap_or("http");
+            let host = host.ok_or_else(|| "the target has no address yet".to_string())?;
+            let host = if host.contains(':') { format!("[{host}]") } else { host };
+            let port = h.port.map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{scheme}://{host}{port}{}", h.path.as_deref().unwrap_or("/"))
+        }
+    };
+    url::Url::parse(&url).map_err(|e| format!("url {url:?}: {e}"))?;
+    let client = match h.ca_secret.is_none() && h.verify_tls && h.follow_redirects {
+        // Most monitors: one shared client (its root store and pool), not one per monitor.
+        true => default_client()?,
+        false => custom_client(h, secrets)?,
+    };
+    let headers = h
+        .headers
+        .iter()
+        .map(|x| match (&x.value, &x.value_from) {
+            (Some(v), _) => Ok((x.name.clone(), v.clone())),
+            (None, Some(r)) => secret(secrets, r).map(|v| (x.name.clone(), v)),
+            (None, None) => Err(format!("header {}: set value or valueFrom", x.name)),
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let body_regex = h.body_regex.as_deref().map(regex::Regex::new).transpose();
+    let probe = HttpProbe {
+        client,
+        method: reqwest::Method::from_bytes(h.method.as_bytes()).map_err(|e| e.to_string())?,
+        headers,
+        expected_status: h.expected_status.clone(),
+        body_contains: h.body_contains.clone(),
+        body_regex: body_regex.map_err(|e| format!("bodyRegex: {e}"))?,
+        json: h.json.as_ref().map(|j| (j.pointer.clone(), j.equals.clone())),
+        max_response: h.max_response_ms.map(|ms| Duration::from_millis(ms as u64)),
+        url: url.clone(),
+    };
+    // Never show credentials a URL may carry.
+    let shown = url::Url::parse(&url).map(|mut u| {
+        let _ = u.set_password(None);
+        let _ = u.set_username("");
+        u.to_string()
+    });
+    Ok((Probe::Http(probe), "http", shown.unwrap_or(url)))
+}
+
+fn dns_probe(d: &crate::api::DnsCheck) -> Result<Built, String> {
+    let server = if d.server.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        d.server.clone()
+    } else {
+        format!("{}:53", d.server)
+    };
+    let record_type = d.record_type.parse().map_err(|e| format!("recordType: {e:?}"))?;
+    let rcode = match d.rcode.as_str() {
+        "NXDOMAIN" => hickory_proto::op::ResponseCode::NXDomain,
+        "SERVFAIL" => hickory_proto::op::ResponseCode::ServFail,
+        "REFUSED" => hickory_proto::op::ResponseCode::Refused,
+        _ => hickory_proto::op::ResponseCode::NoError,
+    };
+    let target = format!("{} {}@{server}", d.name, d.record_type);
+    let probe = DnsProbe {
+        server,
+        name: d.name.clone(),
+        record_type,
+        expected: d.expected.clone(),
+        rcode,
+    };
+    Ok((Probe::Dns(probe), "dns", target))
 }

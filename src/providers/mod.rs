@@ -2,6 +2,7 @@
 pub mod dns;
 pub mod npm;
 pub mod pbs;
+pub mod proxmox_api;
 pub mod pve;
 
 use std::{collections::BTreeMap, sync::Arc};

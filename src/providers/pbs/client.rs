@@ -2,44 +2,34 @@
 
 use std::sync::Arc;
 
-use backon::Retryable;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{DatastoreConfig, Error, GcStatus, Job, JobKind, Params, PbsApi, PbsUpid, Snapshot, TaskStatus, codec};
 use crate::{
-    config::{PbsEndpoint, SecretSource},
+    config::PbsEndpoint,
     http::{self, Method},
     metrics::Metrics,
+    providers::proxmox_api::{Answer, Endpoint, Failure, ProxmoxApi},
 };
 
 /// One Proxmox Backup Server.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PbsClient {
-    http: reqwest::Client,
-    base: String,
-    token_id: String,
-    secret: SecretSource,
-    metrics: Option<Arc<Metrics>>,
-}
-
-impl std::fmt::Debug for PbsClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PbsClient")
-            .field("base", &self.base)
-            .field("token_id", &self.token_id)
-            .finish_non_exhaustive()
-    }
+    api: ProxmoxApi,
 }
 
 impl PbsClient {
     pub fn new(ep: &PbsEndpoint, metrics: Option<Arc<Metrics>>) -> Result<Self, http::BuildError> {
+        let endpoint = Endpoint {
+            url: &ep.url,
+            token_id: &ep.token_id,
+            secret: &ep.token_secret,
+            tls: &ep.tls,
+            timeout: ep.timeout,
+        };
         Ok(Self {
-            http: http::client(&ep.tls, ep.timeout)?,
-            base: format!("{}/api2/json", ep.url.as_str().trim_end_matches('/')),
-            token_id: ep.token_id.clone(),
-            secret: ep.token_secret.clone(),
-            metrics,
+            api: ProxmoxApi::new("pbs", endpoint, metrics)?,
         })
     }
 
@@ -47,10 +37,7 @@ impl PbsClient {
     async fn call_raw(&self, method: Method, op: &'static str, path: &str, params: &Params) -> Result<Value, Error> {
         let once = || self.call_once(method, op, path, params);
         if method == Method::Get {
-            once.retry(http::retry_policy())
-                .when(Error::is_transient)
-                .notify(|e, d| tracing::debug!(error = %e, delay = ?d, "retrying PBS call"))
-                .await
+            self.api.retried(once, Error::is_transient).await
         } else {
             once().await
         }
@@ -69,24 +56,16 @@ impl PbsClient {
 
     async fn call_once(&self, method: Method, op: &'static str, path: &str, params: &Params) -> Result<Value, Error> {
         let m = method.as_str();
-        let secret = self.secret.load("tokenSecret").map_err(|e| Error::Credentials(e.to_string()))?;
-        let url = format!("{}{}", self.base, path);
-        let req = match method {
-            Method::Get => self.http.get(&url).query(params),
-            Method::Delete => self.http.delete(&url).query(params),
-            Method::Post => self.http.post(&url).form(params),
-            Method::Put => self.http.put(&url).form(params),
-        }
-        .header("Authorization", codec::token_header(&self.token_id, secret.expose()));
-        let result = send(m, path, req).await;
-        if let Some(metrics) = &self.metrics {
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(e) if e.is_transient() => "transient_error",
-                Err(_) => "error",
-            };
-            metrics.outside_call("pbs", op, outcome);
-        }
+        let result = match self.api.request(method, path, params, codec::token_header).await {
+            Ok(answer) => decode(m, path, answer),
+            Err(f) => Err(failure(m, path, f)),
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) if e.is_transient() => "transient_error",
+            Err(_) => "error",
+        };
+        self.api.record(op, outcome);
         result
     }
 
@@ -95,21 +74,18 @@ impl PbsClient {
     }
 }
 
-async fn send(m: &'static str, path: &str, req: reqwest::RequestBuilder) -> Result<Value, Error> {
-    let transport = |e: reqwest::Error| match e.is_timeout() {
-        true => Error::Timeout {
-            method: m,
-            path: path.to_string(),
-        },
-        false => Error::Transport {
-            method: m,
-            path: path.to_string(),
-            message: http::describe(&e.without_url()),
-        },
-    };
-    let resp = req.send().await.map_err(transport)?;
-    let status = resp.status();
-    let body = resp.bytes().await.map_err(transport)?;
+fn failure(method: &'static str, path: &str, f: Failure) -> Error {
+    let path = path.to_string();
+    match f {
+        Failure::Credentials(m) => Error::Credentials(m),
+        Failure::Timeout => Error::Timeout { method, path },
+        Failure::Transport(message) => Error::Transport { method, path, message },
+    }
+}
+
+/// PBS's answer: JSON, or an error in plain text (or JSON) with its reason phrase.
+fn decode(m: &'static str, path: &str, answer: Answer) -> Result<Value, Error> {
+    let Answer { status, body } = answer;
     if !status.is_success() {
         return Err(Error::Api {
             method: m,

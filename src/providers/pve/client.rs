@@ -2,7 +2,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use backon::Retryable;
 use serde::de::DeserializeOwned;
 
 use super::{
@@ -11,40 +10,35 @@ use super::{
     types::*,
 };
 use crate::{
-    config::{ProxmoxEndpoint, SecretSource},
+    config::ProxmoxEndpoint,
     http::{self, Method},
     metrics::Metrics,
+    providers::proxmox_api::{Answer, Endpoint, Failure, ProxmoxApi},
 };
 
 /// One Proxmox VE cluster endpoint.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PveClient {
-    http: reqwest::Client,
-    base: String,
-    token_id: String,
-    secret: SecretSource,
+    api: ProxmoxApi,
     agent_boot_grace: std::time::Duration,
-    metrics: Option<Arc<Metrics>>,
 }
 
-impl std::fmt::Debug for PveClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PveClient")
-            .field("base", &self.base)
-            .field("token_id", &self.token_id)
-            .finish_non_exhaustive()
-    }
+fn token_header(id: &str, secret: &str) -> String {
+    format!("PVEAPIToken={id}={secret}")
 }
 
 impl PveClient {
     pub fn new(ep: &ProxmoxEndpoint, metrics: Option<Arc<Metrics>>) -> Result<Self, http::BuildError> {
+        let endpoint = Endpoint {
+            url: &ep.url,
+            token_id: &ep.token_id,
+            secret: &ep.token_secret,
+            tls: &ep.tls,
+            timeout: ep.timeout,
+        };
         Ok(Self {
-            http: http::client(&ep.tls, ep.timeout)?,
-            base: format!("{}/api2/json", ep.url.as_str().trim_end_matches('/')),
-            token_id: ep.token_id.clone(),
-            secret: ep.token_secret.clone(),
+            api: ProxmoxApi::new("pve", endpoint, metrics)?,
             agent_boot_grace: ep.agent_boot_grace,
-            metrics,
         })
     }
 
@@ -52,11 +46,10 @@ impl PveClient {
     async fn call<T: DeserializeOwned>(&self, method: Method, op: &'static str, path: &str, params: &Params) -> Result<T, Error> {
         let once = || self.call_once::<T>(method, op, path, params);
         if method.idempotent() {
-            once.retry(http::retry_policy())
-                // The agent of a booting guest will not answer within a retry's
-                // few seconds; the reconciler asks again later instead.
-                .when(|e: &Error| e.is_transient() && !e.is_agent_not_running())
-                .notify(|e, d| tracing::debug!(error = %e, delay = ?d, "retrying PVE call"))
+            // The agent of a booting guest will not answer within a retry's
+            // few seconds; the reconciler asks again later instead.
+            self.api
+                .retried(once, |e: &Error| e.is_transient() && !e.is_agent_not_running())
                 .await
         } else {
             once().await
@@ -65,70 +58,12 @@ impl PveClient {
 
     async fn call_once<T: DeserializeOwned>(&self, method: Method, op: &'static str, path: &str, params: &Params) -> Result<T, Error> {
         let m = method.as_str();
-        let secret = self.secret.load("tokenSecret").map_err(|e| Error::Credentials(e.to_string()))?;
-        let url = format!("{}{}", self.base, path);
-        let req = match method {
-            Method::Get => self.http.get(&url).query(params),
-            Method::Delete => self.http.delete(&url).query(params),
-            Method::Post => self.http.post(&url).form(params),
-            Method::Put => self.http.put(&url).form(params),
-        }
-        .header("Authorization", format!("PVEAPIToken={}={}", self.token_id, secret.expose()));
-        let result = self.send::<T>(m, path, req).await;
-        if let Some(metrics) = &self.metrics {
-            metrics.outside_call("pve", op, outcome_label(&result));
-        }
+        let result = match self.api.request(method, path, params, token_header).await {
+            Ok(answer) => decode(m, path, answer),
+            Err(f) => Err(failure(m, path, f)),
+        };
+        self.api.record(op, outcome_label(&result));
         result
-    }
-
-    async fn send<T: DeserializeOwned>(&self, m: &'static str, path: &str, req: reqwest::RequestBuilder) -> Result<T, Error> {
-        // reqwest errors carry the URL; drop it (paths are ours, never secrets,
-        // but the policy is to print only what we chose to print).
-        let resp = req.send().await.map_err(|e| transport_error(m, path, e))?;
-        let status = resp.status();
-        let reason = status.canonical_reason().unwrap_or("").to_string();
-        let body = resp.bytes().await.map_err(|e| transport_error(m, path, e))?;
-        if !status.is_success() {
-            let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-            let message = parsed
-                .as_ref()
-                .and_then(|v| v.get("message"))
-                .and_then(|m| m.as_str())
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .unwrap_or(reason);
-            let errors: Vec<(String, String)> = parsed
-                .as_ref()
-                .and_then(|v| v.get("errors"))
-                .and_then(|e| e.as_object())
-                .map(|o| {
-                    o.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").trim().to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let message = describe_api(&message, &errors);
-            return Err(Error::Api {
-                method: m,
-                path: path.to_string(),
-                status: status.as_u16(),
-                message,
-                errors,
-            });
-        }
-        #[derive(serde::Deserialize)]
-        struct Envelope<T> {
-            data: T,
-        }
-        let de = &mut serde_json::Deserializer::from_slice(&body);
-        serde_path_to_error::deserialize::<_, Envelope<T>>(de)
-            .map(|e| e.data)
-            .map_err(|e| Error::Decode {
-                method: m,
-                path: path.to_string(),
-                at: e.path().to_string(),
-                message: e.inner().to_string(),
-            })
     }
 
     fn guest_path(node: &str, kind: GuestKind, vmid: u32) -> String {
@@ -136,17 +71,59 @@ impl PveClient {
     }
 }
 
-fn transport_error(method: &'static str, path: &str, e: reqwest::Error) -> Error {
+fn failure(method: &'static str, path: &str, f: Failure) -> Error {
     let path = path.to_string();
-    if e.is_timeout() {
-        Error::Timeout { method, path }
-    } else {
-        Error::Transport {
-            method,
-            path,
-            message: http::describe(&e.without_url()),
-        }
+    match f {
+        Failure::Credentials(m) => Error::Credentials(m),
+        Failure::Timeout => Error::Timeout { method, path },
+        Failure::Transport(message) => Error::Transport { method, path, message },
     }
+}
+
+/// PVE's answer: `{"data": …}`, or an error with its message and per-parameter errors.
+fn decode<T: DeserializeOwned>(m: &'static str, path: &str, answer: Answer) -> Result<T, Error> {
+    let Answer { status, body } = answer;
+    if !status.is_success() {
+        let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+        let message = parsed
+            .as_ref()
+            .and_then(|v| v.get("message"))
+            .and_then(|m| m.as_str())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
+        let errors: Vec<(String, String)> = parsed
+            .as_ref()
+            .and_then(|v| v.get("errors"))
+            .and_then(|e| e.as_object())
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").trim().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let message = describe_api(&message, &errors);
+        return Err(Error::Api {
+            method: m,
+            path: path.to_string(),
+            status: status.as_u16(),
+            message,
+            errors,
+        });
+    }
+    #[derive(serde::Deserialize)]
+    struct Envelope<T> {
+        data: T,
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize::<_, Envelope<T>>(de)
+        .map(|e| e.data)
+        .map_err(|e| Error::Decode {
+            method: m,
+            path: path.to_string(),
+            at: e.path().to_string(),
+            message: e.inner().to_string(),
+        })
 }
 
 /// "Parameter verification failed." alone says nothing; add which parameter and why.

@@ -245,6 +245,49 @@ pub(super) async fn task_failed<P: PveApi, S: StatusSink<ProxmoxGuestStatus> + ?
     Err(f.error())
 }
 
+/// Why an action was refused, as applying a plan treats it.
+enum Refused {
+    /// Our snapshot of this name exists already.
+    SnapshotExists,
+    /// A conflict on a VMID someone else took.
+    VmidTaken(ReconcileError),
+    Other(ReconcileError),
+}
+
+/// Run one action, sorting a refusal into what applying the plan does about it.
+async fn run_checked<P: PveApi>(
+    ctx: &GuestCtx<'_, P>,
+    spec: &ProxmoxGuestSpec,
+    g: Option<&ObservedGuest>,
+    action: &Action,
+) -> Result<Option<Upid>, Refused> {
+    run_action(ctx, spec, g, action).await.map_err(|e| {
+        let conflict = e.class() == pve::ErrorClass::Conflict;
+        match action {
+            Action::Snapshot { .. } if conflict => Refused::SnapshotExists,
+            Action::CreateGuest { .. } | Action::CloneGuest { .. } if conflict => {
+                Refused::VmidTaken(ReconcileError::pve("creating guest (VMID taken)", e))
+            }
+            _ if conflict => Refused::VmidTaken(ReconcileError::pve(action.to_string(), e)),
+            _ => Refused::Other(ReconcileError::pve(action.to_string(), e)),
+        }
+    })
+}
+
+/// Record the task an action started, so the next reconcile polls it.
+fn started_task(action: &Action, upid: Upid, generation: Option<i64>, status: &mut ProxmoxGuestStatus) {
+    let task = TaskRef {
+        upid: upid.raw.clone(),
+        operation: operation_name(action).into(),
+        started: jiff::Timestamp::now().to_string(),
+    };
+    if matches!(action, Action::CreateGuest { .. } | Action::CloneGuest { .. }) {
+        status.state = Some("creating".into());
+    }
+    set_conditions(status, generation, &task_conditions(&task));
+    status.current_task = Some(task);
+}
+
 /// The guest a plan is applied to.
 pub(super) struct ApplyTarget<'a> {
     pub uid: &'a str,
@@ -267,24 +310,12 @@ pub(super) async fn apply_plan<P: PveApi, S: StatusSink<ProxmoxGuestStatus> + ?S
     let was_settled = is_ready(&status) && status.observed_generation == t.generation;
     for action in &plan.actions {
         let g = t.guest;
-        let task = run_action(ctx, t.spec, g, action).await.map_err(|e| {
-            if let (pve::ErrorClass::Conflict, Action::CreateGuest { .. } | Action::CloneGuest { .. }) = (e.class(), action) {
-                ReconcileError::pve("creating guest (VMID taken)", e)
-            } else {
-                ReconcileError::pve(action.to_string(), e)
-            }
-        });
-        let task = match task {
+        let task = match run_checked(ctx, t.spec, g, action).await {
+            Ok(task) => task,
             // Our safety snapshot of this generation exists already (taken just
             // before a restart lost the status write): use it.
-            Err(ReconcileError::Pve { source, .. })
-                if source.class() == pve::ErrorClass::Conflict && matches!(action, Action::Snapshot { .. }) =>
-            {
-                None
-            }
-            Err(ReconcileError::Pve { source, .. })
-                if source.class() == pve::ErrorClass::Conflict && t.spec.vmid.is_none() && status.vmid.is_some() =>
-            {
+            Err(Refused::SnapshotExists) => None,
+            Err(Refused::VmidTaken(_)) if t.spec.vmid.is_none() && status.vmid.is_some() => {
                 // Lost a race for an allocated VMID: forget it and allocate again next time.
                 events.push(EventNote::warning(
                     "VmidCollision",
@@ -299,7 +330,7 @@ pub(super) async fn apply_plan<P: PveApi, S: StatusSink<ProxmoxGuestStatus> + ?S
                     requeue: VERIFY_SOON,
                 });
             }
-            other => other?,
+            Err(Refused::VmidTaken(e) | Refused::Other(e)) => return Err(e),
         };
         let drift = was_settled
             && matches!(
@@ -312,16 +343,7 @@ pub(super) async fn apply_plan<P: PveApi, S: StatusSink<ProxmoxGuestStatus> + ?S
         }
         ctx.drift.expire(t.uid);
         if let Some(upid) = task {
-            let task = TaskRef {
-                upid: upid.raw.clone(),
-                operation: operation_name(action).into(),
-                started: jiff::Timestamp::now().to_string(),
-            };
-            if matches!(action, Action::CreateGuest { .. } | Action::CloneGuest { .. }) {
-                status.state = Some("creating".into());
-            }
-            set_conditions(&mut status, t.generation, &task_conditions(&task));
-            status.current_task = Some(task);
+            started_task(action, upid, t.generation, &mut status);
             ctx.cache.invalidate(ctx.cluster).await;
             sink.save(&status).await.map_err(ReconcileError::Status)?;
             return Ok(Outcome {

@@ -19,119 +19,129 @@ impl State {
     ) -> Result<String, SimError> {
         let base = key.trim_end_matches(|c: char| c.is_ascii_digit());
         if is_disk_key(kind, key) {
-            let mut items = split_props(value);
-            let file_idx = items
-                .iter()
-                .position(|(k, _)| k.is_none() || matches!(k.as_deref(), Some("file") | Some("volume")));
-            let Some(i) = file_idx else {
-                return Ok(value.to_string());
-            };
-            let file = items[i].1.clone();
-            if file.starts_with('/') || file == "none" {
-                return Ok(value.to_string()); // bind mount or empty drive
-            }
-            let Some((storage, rest)) = file.split_once(':') else {
-                return Err(param_fail(key, format!("invalid format - unable to parse volume ID '{file}'")));
-            };
-            let is_iso = rest.starts_with("iso/");
-            self.storage(storage)?;
-            if is_iso {
-                if !self.config.volumes.iter().any(|v| v == &file) {
-                    return Err(fail(500, format!("volume '{file}' does not exist")));
-                }
-                return Ok(value.to_string());
-            }
-            if rest == "cloudinit" {
-                items[i] = (None, format!("{storage}:vm-{vmid}-cloudinit"));
-                if prop(&items, "media").is_none() {
-                    items.push((Some("media".into()), "cdrom".into()));
-                }
-                return Ok(join_props(&items));
-            }
-            if let Ok(gib) = rest.parse::<f64>() {
-                // New volume: STORAGE:SIZE_IN_GiB.
-                self.check_volume_storage(kind, key, storage)?;
-                let marker = format!("-{vmid}-disk-");
-                let n = self.guests.get(&vmid).map_or(0, |g| {
-                    g.config
-                        .values()
-                        .filter(|v| v.as_str().is_some_and(|s| s.contains(&marker)))
-                        .count()
-                });
-                let name = if kind == "lxc" {
-                    format!("subvol-{vmid}-disk-{n}")
-                } else {
-                    format!("vm-{vmid}-disk-{n}")
-                };
-                items[i] = (None, format!("{storage}:{name}"));
-                items.retain(|(k, _)| k.as_deref() != Some("size"));
-                items.push((Some("size".into()), size_string((gib * (1u64 << 30) as f64) as u64)));
-                return Ok(join_props(&items));
-            }
-            // An existing volume: keep the recorded size (only resize changes it).
-            if let Some(cur) = existing {
-                let cur_items = split_props(cur);
-                if let Some(size) = prop(&cur_items, "size") {
-                    items.retain(|(k, _)| k.as_deref() != Some("size"));
-                    items.push((Some("size".into()), size.to_string()));
-                }
-            }
-            return Ok(join_props(&items));
+            return self.materialize_volume(kind, vmid, key, value, existing);
         }
         if base == "net" && base.len() < key.len() {
-            let mut items = split_props(value);
-            if kind == "qemu" {
-                let model_idx = items.iter().position(|(k, v)| match k {
-                    None => NIC_MODELS.contains(&v.as_str()),
-                    Some(k) => NIC_MODELS.contains(&k.as_str()) || k == "model",
-                });
-                match model_idx {
-                    Some(i) => {
-                        let (k, v) = items[i].clone();
-                        let (model, mac) = match k.as_deref() {
-                            None => (v, None),
-                            Some("model") => (v, prop(&items, "macaddr").map(str::to_string)),
-                            Some(m) => (m.to_string(), Some(v)),
-                        };
-                        let mac = match mac {
-                            Some(m) => m,
-                            None => self.new_mac(),
-                        };
-                        items.retain(|(k, _)| k.as_deref() != Some("macaddr"));
-                        let i = items
-                            .iter()
-                            .position(|(k, v)| {
-                                k.as_deref() == Some(model.as_str()) || (k.is_none() && v == &model) || k.as_deref() == Some("model")
-                            })
-                            .unwrap_or(0);
-                        items[i] = (Some(model), mac.to_uppercase());
-                    }
-                    None => {
-                        return Err(param_fail(
-                            key,
-                            "invalid format - property model: property is missing and it is not optional",
-                        ));
-                    }
-                }
-            } else if prop(&items, "hwaddr").is_none() {
-                let mac = self.new_mac();
-                items.push((Some("hwaddr".into()), mac));
-            }
-            // PVE plugs a NIC into its bridge when the guest starts; only a
-            // running guest (hot-plug) finds out at config time.
-            let running = self.guests.get(&vmid).is_some_and(|g| g.running);
-            if let Some(bridge) = prop(&items, "bridge")
-                && running
-                && !self.config.bridges.iter().any(|b| b == bridge)
-            {
-                return Err(fail(500, format!("bridge '{bridge}' does not exist")));
-            }
-            return Ok(join_props(&items));
+            return self.materialize_nic(kind, vmid, key, value);
         }
         if kind == "qemu" && key == "cipassword" {
             return Ok("**********".into());
         }
         Ok(value.to_string())
+    }
+
+    /// A disk or mount point: a new volume for `STORAGE:SIZE`, the cloud-init drive, an ISO that must exist.
+    fn materialize_volume(&mut self, kind: &str, vmid: u32, key: &str, value: &str, existing: Option<&str>) -> Result<String, SimError> {
+        let mut items = split_props(value);
+        let file_idx = items
+            .iter()
+            .position(|(k, _)| k.is_none() || matches!(k.as_deref(), Some("file") | Some("volume")));
+        let Some(i) = file_idx else {
+            return Ok(value.to_string());
+        };
+        let file = items[i].1.clone();
+        if file.starts_with('/') || file == "none" {
+            return Ok(value.to_string()); // bind mount or empty drive
+        }
+        let Some((storage, rest)) = file.split_once(':') else {
+            return Err(param_fail(key, format!("invalid format - unable to parse volume ID '{file}'")));
+        };
+        let is_iso = rest.starts_with("iso/");
+        self.storage(storage)?;
+        if is_iso {
+            if !self.config.volumes.iter().any(|v| v == &file) {
+                return Err(fail(500, format!("volume '{file}' does not exist")));
+            }
+            return Ok(value.to_string());
+        }
+        if rest == "cloudinit" {
+            items[i] = (None, format!("{storage}:vm-{vmid}-cloudinit"));
+            if prop(&items, "media").is_none() {
+                items.push((Some("media".into()), "cdrom".into()));
+            }
+            return Ok(join_props(&items));
+        }
+        if let Ok(gib) = rest.parse::<f64>() {
+            // New volume: STORAGE:SIZE_IN_GiB.
+            self.check_volume_storage(kind, key, storage)?;
+            let marker = format!("-{vmid}-disk-");
+            let n = self.guests.get(&vmid).map_or(0, |g| {
+                g.config
+                    .values()
+                    .filter(|v| v.as_str().is_some_and(|s| s.contains(&marker)))
+                    .count()
+            });
+            let name = if kind == "lxc" {
+                format!("subvol-{vmid}-disk-{n}")
+            } else {
+                format!("vm-{vmid}-disk-{n}")
+            };
+            items[i] = (None, format!("{storage}:{name}"));
+            items.retain(|(k, _)| k.as_deref() != Some("size"));
+            items.push((Some("size".into()), size_string((gib * (1u64 << 30) as f64) as u64)));
+            return Ok(join_props(&items));
+        }
+        // An existing volume: keep the recorded size (only resize changes it).
+        if let Some(cur) = existing {
+            let cur_items = split_props(cur);
+            if let Some(size) = prop(&cur_items, "size") {
+                items.retain(|(k, _)| k.as_deref() != Some("size"));
+                items.push((Some("size".into()), size.to_string()));
+            }
+        }
+        Ok(join_props(&items))
+    }
+
+    /// A NIC: a MAC when none is given, the model checked, the bridge on a running guest.
+    fn materialize_nic(&mut self, kind: &str, vmid: u32, key: &str, value: &str) -> Result<String, SimError> {
+        let mut items = split_props(value);
+        if kind == "qemu" {
+            let model_idx = items.iter().position(|(k, v)| match k {
+                None => NIC_MODELS.contains(&v.as_str()),
+                Some(k) => NIC_MODELS.contains(&k.as_str()) || k == "model",
+            });
+            match model_idx {
+                Some(i) => {
+                    let (k, v) = items[i].clone();
+                    let (model, mac) = match k.as_deref() {
+                        None => (v, None),
+                        Some("model") => (v, prop(&items, "macaddr").map(str::to_string)),
+                        Some(m) => (m.to_string(), Some(v)),
+                    };
+                    let mac = match mac {
+                        Some(m) => m,
+                        None => self.new_mac(),
+                    };
+                    items.retain(|(k, _)| k.as_deref() != Some("macaddr"));
+                    let i = items
+                        .iter()
+                        .position(|(k, v)| {
+                            k.as_deref() == Some(model.as_str()) || (k.is_none() && v == &model) || k.as_deref() == Some("model")
+                        })
+                        .unwrap_or(0);
+                    items[i] = (Some(model), mac.to_uppercase());
+                }
+                None => {
+                    return Err(param_fail(
+                        key,
+                        "invalid format - property model: property is missing and it is not optional",
+                    ));
+                }
+            }
+        } else if prop(&items, "hwaddr").is_none() {
+            let mac = self.new_mac();
+            items.push((Some("hwaddr".into()), mac));
+        }
+        // PVE plugs a NIC into its bridge when the guest starts; only a
+        // running guest (hot-plug) finds out at config time.
+        let running = self.guests.get(&vmid).is_some_and(|g| g.running);
+        if let Some(bridge) = prop(&items, "bridge")
+            && running
+            && !self.config.bridges.iter().any(|b| b == bridge)
+        {
+            return Err(fail(500, format!("bridge '{bridge}' does not exist")));
+        }
+        Ok(join_props(&items))
     }
 
     /// Write config keys as PVE does: hot keys now, others pending while running.
@@ -254,23 +264,7 @@ impl State {
                 }
             }
         }
-        if kind == "lxc" {
-            config.insert("arch".into(), json!("amd64"));
-            let os = params
-                .get("ostemplate")
-                .and_then(|t| t.split('/').nth(1))
-                .and_then(|f| f.split('-').next())
-                .unwrap_or("debian");
-            config.insert("ostype".into(), json!(os));
-            config.entry("unprivileged".into()).or_insert(json!(1));
-        } else {
-            config
-                .entry("meta".into())
-                .or_insert(json!(format!("creation-qemu=10.0.2,ctime={}", now_epoch())));
-            config
-                .entry("smbios1".into())
-                .or_insert(json!(format!("uuid=00000000-0000-4000-8000-{vmid:012}")));
-        }
+        created_defaults(kind, vmid, params, &mut config);
         let g = self.guests.get_mut(&vmid).expect("inserted");
         g.config = config;
         let task = if kind == "lxc" { "vzcreate" } else { "qmcreate" };
@@ -356,5 +350,26 @@ impl State {
             Some(p) if !self.config.pools.contains(p) => Err(fail(403, format!("Permission check failed (pool '{p}' does not exist)"))),
             _ => Ok(()),
         }
+    }
+}
+
+/// What PVE adds to a new guest's config by itself.
+fn created_defaults(kind: &str, vmid: u32, params: &BTreeMap<String, String>, config: &mut BTreeMap<String, Value>) {
+    if kind == "lxc" {
+        config.insert("arch".into(), json!("amd64"));
+        let os = params
+            .get("ostemplate")
+            .and_then(|t| t.split('/').nth(1))
+            .and_then(|f| f.split('-').next())
+            .unwrap_or("debian");
+        config.insert("ostype".into(), json!(os));
+        config.entry("unprivileged".into()).or_insert(json!(1));
+    } else {
+        config
+            .entry("meta".into())
+            .or_insert(json!(format!("creation-qemu=10.0.2,ctime={}", now_epoch())));
+        config
+            .entry("smbios1".into())
+            .or_insert(json!(format!("uuid=00000000-0000-4000-8000-{vmid:012}")));
     }
 }
