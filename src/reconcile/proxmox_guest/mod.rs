@@ -7,6 +7,7 @@ mod conditions;
 mod creation;
 mod deletion;
 pub mod desired;
+pub mod exported;
 mod kind;
 mod observe;
 pub mod plan;
