@@ -50,7 +50,8 @@ pub async fn run(a: FilesArgs) -> anyhow::Result<i32> {
         }
     }
     let failed = entries.iter().any(|e| e.error.is_some());
-    let pending = entries.iter().any(|e| !e.changes.is_empty());
+    // Adopting writes only the ownership marks: listed, but not a change to wait for.
+    let pending = entries.iter().flat_map(|e| &e.changes).any(Change::changes_anything);
     Ok(if failed {
         1
     } else if pending {
@@ -81,6 +82,12 @@ fn print_plan(entries: &[PlanEntry]) {
     for e in entries {
         match (&e.error, e.changes.is_empty()) {
             (Some(err), _) => println!("{} {}: error: {err}", e.kind, e.name),
+            (None, _) if !e.changes.iter().any(Change::changes_anything) && !e.changes.is_empty() => {
+                println!("{} {}: no changes (adopted as it is):", e.kind, e.name);
+                for c in &e.changes {
+                    println!("  {} {}", c.symbol, c.what);
+                }
+            }
             (None, true) => println!("{} {}: no changes", e.kind, e.name),
             (None, false) => {
                 println!("{} {}:", e.kind, e.name);
@@ -92,12 +99,13 @@ fn print_plan(entries: &[PlanEntry]) {
     }
     let count = |op: &str| entries.iter().flat_map(|e| &e.changes).filter(|c| c.op == op).count();
     println!(
-        "\nPlan: {} to create, {} to update, {} reboots, {} to delete, {} pending, {} blocked.",
+        "\nPlan: {} to create, {} to update, {} reboots, {} to delete, {} pending, {} blocked, {} to adopt.",
         count("create"),
         count("update"),
         count("reboot"),
         count("delete"),
         count("pending"),
-        count("blocked")
+        count("blocked"),
+        count("adopt")
     );
 }

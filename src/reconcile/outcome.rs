@@ -98,7 +98,7 @@ pub enum Cleanup<S> {
 /// One line of what `plan` shows for a resource.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Change {
-    /// `create`, `update`, `reboot`, `delete`, `pending`, `blocked` or `waiting`.
+    /// `create`, `update`, `reboot`, `delete`, `adopt`, `pending`, `blocked` or `waiting`.
     pub op: &'static str,
     #[serde(skip)]
     pub symbol: char,
@@ -106,13 +106,15 @@ pub struct Change {
 }
 
 impl Change {
-    /// `+` create, `~` update, `!` reboot, `-` delete, `?` pending, `x` blocked, `.` waiting.
+    /// `+` create, `~` update, `!` reboot, `-` delete, `=` adopt (ownership marks
+    /// only), `?` pending, `x` blocked, `.` waiting.
     pub fn new(symbol: char, what: impl Into<String>) -> Self {
         let op = match symbol {
             '+' => "create",
             '-' => "delete",
             '!' => "reboot",
             '~' => "update",
+            '=' => "adopt",
             '?' => "pending",
             'x' => "blocked",
             _ => "waiting",
@@ -122,6 +124,11 @@ impl Change {
             symbol,
             what: what.into(),
         }
+    }
+
+    /// Whether this is a change to the outside system beyond adopting it (its ownership marks).
+    pub fn changes_anything(&self) -> bool {
+        self.op != "adopt"
     }
 
     pub fn blocked(b: &Blocked) -> Self {

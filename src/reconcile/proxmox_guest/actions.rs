@@ -19,7 +19,7 @@ pub(super) async fn run_action<P: PveApi>(
             params,
             ..
         } => api.clone_guest(template_node, kind, *template_vmid, params.clone()).await.map(Some),
-        Action::UpdateConfig { params, .. } => {
+        Action::UpdateConfig { params, .. } | Action::MarkOwnership { params } => {
             let (node, vmid) = target();
             api.update_config(node, kind, vmid, params.clone()).await
         }
@@ -64,7 +64,7 @@ pub(super) fn operation_name(a: &Action) -> &'static str {
     match a {
         Action::CreateGuest { .. } => "create",
         Action::CloneGuest { .. } => "clone",
-        Action::UpdateConfig { .. } => "config",
+        Action::UpdateConfig { .. } | Action::MarkOwnership { .. } => "config",
         Action::ResizeDisk { .. } => "resize",
         Action::SetFirewallOptions { .. } | Action::ReplaceFirewallRules { .. } => "firewall",
         Action::Snapshot { .. } => "snapshot",
@@ -80,6 +80,7 @@ pub(super) fn event_for(a: &Action, vmid: Option<u32>, drift: bool) -> EventNote
         Action::CreateGuest { .. } => "Creating",
         Action::CloneGuest { .. } => "Cloning",
         Action::UpdateConfig { .. } => "ConfigUpdated",
+        Action::MarkOwnership { .. } => "Adopted",
         Action::ResizeDisk { .. } => "DiskResized",
         Action::SetFirewallOptions { .. } | Action::ReplaceFirewallRules { .. } => "FirewallUpdated",
         Action::Snapshot { .. } => "SnapshotTaken",

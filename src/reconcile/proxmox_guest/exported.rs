@@ -436,10 +436,10 @@ mod tests {
         });
         assert!(p.blocked.is_none() && p.pending.is_empty(), "{p:?}");
         match p.actions.as_slice() {
-            [Action::UpdateConfig { summary, .. }] => {
-                let mut s = summary.clone();
-                s.sort();
-                assert_eq!(s, vec!["description", "tags"], "{p:?}");
+            [Action::MarkOwnership { params }] => {
+                let mut keys: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
+                keys.sort();
+                assert_eq!(keys, vec!["description", "tags"], "{p:?}");
             }
             other => panic!("only the marks should change: {other:?}"),
         }

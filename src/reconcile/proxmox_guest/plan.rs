@@ -101,6 +101,11 @@ pub enum Action {
         params: Params,
         summary: Vec<String>,
     },
+    /// Add the ownership marks (tag, description line) to a guest that
+    /// otherwise matches: all that adopting it writes.
+    MarkOwnership {
+        params: Params,
+    },
     ResizeDisk {
         disk: String,
         size_gib: u32,
@@ -128,6 +133,7 @@ impl std::fmt::Display for Action {
             Action::UpdateConfig { summary, .. } => {
                 write!(f, "update config: {}", summary.join(", "))
             }
+            Action::MarkOwnership { .. } => write!(f, "adopt: add the ownership marks (tag and description line), nothing else"),
             Action::ResizeDisk { disk, size_gib } => {
                 write!(f, "grow disk {disk} to {size_gib} GiB")
             }
@@ -157,6 +163,7 @@ impl Action {
             Action::CreateGuest { .. } | Action::CloneGuest { .. } => '+',
             Action::DeleteGuest => '-',
             Action::Power(PowerAction::Reboot) => '!',
+            Action::MarkOwnership { .. } => '=',
             _ => '~',
         }
     }
@@ -254,9 +261,12 @@ pub fn plan(input: &PlanInput) -> Plan {
                 };
             }
         };
+        let only_marks = marks_only(&diff, spec, input.id, cfg);
         plan.pending = diff.pending;
         reboot_needed = diff.reboot_needed;
-        if !diff.params.is_empty() {
+        if !diff.params.is_empty() && only_marks {
+            plan.actions.push(Action::MarkOwnership { params: diff.params });
+        } else if !diff.params.is_empty() {
             plan.actions.push(Action::UpdateConfig {
                 params: diff.params,
                 summary: diff.summary,
@@ -280,6 +290,16 @@ pub fn plan(input: &PlanInput) -> Plan {
         }
     }
     plan
+}
+
+/// Whether a config update writes nothing but the ownership marks.
+fn marks_only(diff: &ConfigDiff, spec: &ProxmoxGuestSpec, id: &Identity, cfg: &ObservedConfig) -> bool {
+    use crate::reconcile::ownership::{is_mark_tag, strip_mark_lines};
+    let unmarked_tags = |v: &str| -> BTreeSet<String> { split_tags(v).into_iter().filter(|t| !is_mark_tag(t)).collect() };
+    let tags_same = unmarked_tags(&super::desired::tags(spec, id)) == unmarked_tags(cfg.effective("tags").unwrap_or(""));
+    let description = |v: &str| strip_mark_lines(v).trim_end().to_string();
+    let description_same = description(&super::desired::description(spec, id)) == description(cfg.effective("description").unwrap_or(""));
+    diff.summary.iter().all(|k| k == "tags" || k == "description") && tags_same && description_same
 }
 
 /// Power actions the spec asks for, and a safety snapshot first when a
