@@ -4,6 +4,7 @@ mod apply;
 pub mod backups;
 pub mod demo;
 mod demo_monitors;
+pub mod export;
 pub mod oneshot;
 mod plan;
 pub mod resources;
@@ -47,6 +48,9 @@ pub enum Command {
     Apply(FilesArgs),
     /// Start the built-in simulators on loopback, apply manifests/examples, print the result.
     Demo(DemoArgs),
+    /// Write manifests (with `adopt: true`) for the guests that already run, read read-only;
+    /// `plan` over them shows no change but the ownership marks adopting adds.
+    Export(export::ExportArgs),
     /// Send a test message to a notification channel of the config.
     /// Exit 0 when it was delivered, 1 otherwise.
     NotifyTest(NotifyTestArgs),
@@ -117,6 +121,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
         Command::Plan(a) => plan::run(a).await,
         Command::Apply(a) => apply::run(a).await,
         Command::Demo(a) => demo::run(a).await,
+        Command::Export(a) => export::run(a).await,
         Command::NotifyTest(a) => notify_test(a).await,
         Command::Run(a) => {
             let config = Config::load(&a.config.config)?;

@@ -42,7 +42,18 @@ pub struct Exported {
 }
 
 /// Keys PVE keeps for itself or that describe the guest's history, not its wanted state.
-const NOT_STATE: &[&str] = &["digest", "meta", "vmgenid", "smbios1", "lock", "parent", "snaptime", "arch", "ostype", "hookscript"];
+const NOT_STATE: &[&str] = &[
+    "digest",
+    "meta",
+    "vmgenid",
+    "smbios1",
+    "lock",
+    "parent",
+    "snaptime",
+    "arch",
+    "ostype",
+    "hookscript",
+];
 
 pub fn spec_of(f: &GuestFacts) -> Exported {
     let cfg = |k: &str| f.config.effective(k);
@@ -51,14 +62,36 @@ pub fn spec_of(f: &GuestFacts) -> Exported {
         unexpressed: vec![],
         secrets: vec![],
     };
-    let mut used: Vec<String> = vec!["name".into(), "hostname".into(), "description".into(), "tags".into(), "onboot".into()];
-    used.extend(["protection", "startup", "cores", "sockets", "cpu", "memory", "balloon", "swap", "agent"].map(String::from));
+    let mut used: Vec<String> = vec![
+        "name".into(),
+        "hostname".into(),
+        "description".into(),
+        "tags".into(),
+        "onboot".into(),
+    ];
+    used.extend(
+        [
+            "protection",
+            "startup",
+            "cores",
+            "sockets",
+            "cpu",
+            "memory",
+            "balloon",
+            "swap",
+            "agent",
+        ]
+        .map(String::from),
+    );
     let spec = &mut out.spec;
     spec.name = cfg(if f.guest_type == GuestType::Qemu { "name" } else { "hostname" })
         .unwrap_or_default()
         .to_string();
     spec.description = cfg("description").map(strip_mark_lines).filter(|d| !d.trim().is_empty());
-    spec.tags = split_tags(cfg("tags").unwrap_or("")).into_iter().filter(|t| !is_mark_tag(t)).collect();
+    spec.tags = split_tags(cfg("tags").unwrap_or(""))
+        .into_iter()
+        .filter(|t| !is_mark_tag(t))
+        .collect();
     spec.start_on_boot = cfg("onboot") == Some("1");
     spec.protection = cfg("protection") == Some("1");
     spec.startup = cfg("startup").map(startup);
@@ -122,7 +155,8 @@ fn qemu(f: &GuestFacts, out: &mut Exported, used: &mut Vec<String>) {
     spec.cpu.cpu_type = cfg("cpu").and_then(|c| PropertyString::parse(c, "cputype").get("cputype").map(str::to_string));
     spec.balloon_mib = number(cfg("balloon"));
     if cfg("agent").is_some_and(|a| PropertyString::parse(a, "enabled").get("enabled") != Some("1")) {
-        out.unexpressed.push("agent: off (the operator turns the guest agent on: it is how addresses are learned)".into());
+        out.unexpressed
+            .push("agent: off (the operator turns the guest agent on: it is how addresses are learned)".into());
     }
     for key in f.config.keys() {
         let Some(value) = cfg(key) else { continue };
@@ -199,7 +233,12 @@ fn cloud_init(f: &GuestFacts, out: &mut Exported, used: &mut Vec<String>) {
     let ssh_keys = cfg("sshkeys").map(pve_urldecode).unwrap_or_default();
     let mut ci = CloudInit {
         user: cfg("ciuser").map(str::to_string),
-        ssh_keys: ssh_keys.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect(),
+        ssh_keys: ssh_keys
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect(),
         nameserver: cfg("nameserver").map(str::to_string),
         search_domain: cfg("searchdomain").map(str::to_string),
         password_secret_ref: None,
@@ -210,7 +249,8 @@ fn cloud_init(f: &GuestFacts, out: &mut Exported, used: &mut Vec<String>) {
             name: f.password_secret.clone(),
             key: "password".into(),
         });
-        out.secrets.push(format!("{}/password (the cloud-init password)", f.password_secret));
+        out.secrets
+            .push(format!("{}/password (the cloud-init password)", f.password_secret));
     }
     out.spec.cloud_init = Some(ci);
 }
@@ -483,7 +523,10 @@ mod tests {
         ]);
         let e = only_marks_change(GuestType::Qemu, &cfg, None);
         let s = &e.spec;
-        assert_eq!((s.name.as_str(), s.cpu.cores, s.memory_mib, s.balloon_mib), ("web", 4, 4096, Some(1024)));
+        assert_eq!(
+            (s.name.as_str(), s.cpu.cores, s.memory_mib, s.balloon_mib),
+            ("web", 4, 4096, Some(1024))
+        );
         assert_eq!(s.tags, vec!["prod", "web"]);
         assert_eq!(s.disks.len(), 2, "the CD-ROM, cloud-init drive and EFI disk are not spec disks");
         assert_eq!(s.network[0].mac.as_deref(), Some("BC:24:11:AA:BB:01"));
@@ -511,7 +554,10 @@ mod tests {
             ("rootfs", "local-lvm:subvol-120-disk-0,size=8G"),
             ("mp0", "/tank/media,mp=/media,ro=1"),
             ("mp1", "local-lvm:subvol-120-disk-1,mp=/config,backup=1,size=4G"),
-            ("net0", "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:CC:DD:01,ip=10.0.0.50/24,gw=10.0.0.1,firewall=1"),
+            (
+                "net0",
+                "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:CC:DD:01,ip=10.0.0.50/24,gw=10.0.0.1,firewall=1",
+            ),
             ("net1", "name=eth1,bridge=vmbr0,hwaddr=BC:24:11:CC:DD:02,ip=dhcp,tag=30"),
             ("dev0", "/dev/dri/renderD128,gid=104,mode=0666"),
             ("ostype", "debian"),
@@ -543,7 +589,10 @@ mod tests {
         assert_eq!(s.mounts[0].host_path.as_deref(), Some("/tank/media"));
         assert_eq!((s.mounts[1].storage.as_deref(), s.mounts[1].size_gib), (Some("local-lvm"), Some(4)));
         let rules = &s.firewall.as_ref().unwrap().rules;
-        assert_eq!(rules.iter().map(|r| r.dport.as_deref()).collect::<Vec<_>>(), [Some("8096"), Some("8920")]);
+        assert_eq!(
+            rules.iter().map(|r| r.dport.as_deref()).collect::<Vec<_>>(),
+            [Some("8096"), Some("8920")]
+        );
         assert!(e.unexpressed.iter().any(|u| u.starts_with("dev0:")), "{:?}", e.unexpressed);
     }
 }

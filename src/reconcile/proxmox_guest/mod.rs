@@ -27,6 +27,7 @@ use conditions::*;
 use creation::*;
 pub use deletion::{CleanupOutcome, cleanup};
 use observe::*;
+pub use observe::{observed_from, read_config, read_firewall};
 pub use plan::{Action, Plan};
 use plan::{Blocked, ObservedConfig, ObservedFirewall, ObservedGuest, PlanInput, ResolvedSource};
 

@@ -59,7 +59,7 @@ pub(super) enum Identified {
     None,
 }
 
-pub(super) fn observed_from(r: &ClusterResource, guest_type: GuestType) -> ObservedGuest {
+pub fn observed_from(r: &ClusterResource, guest_type: GuestType) -> ObservedGuest {
     ObservedGuest {
         vmid: r.vmid as u32,
         node: r.node.clone(),
@@ -121,7 +121,7 @@ pub(super) async fn identify<P: PveApi>(
     }
 }
 
-pub(super) async fn read_config<P: PveApi>(api: &P, g: &ObservedGuest) -> Result<ObservedConfig, ReconcileError> {
+pub async fn read_config<P: PveApi>(api: &P, g: &ObservedGuest) -> Result<ObservedConfig, ReconcileError> {
     let entries = api
         .pending(&g.node, kind_of(g.guest_type), g.vmid)
         .await
@@ -141,7 +141,7 @@ pub(super) async fn read_config<P: PveApi>(api: &P, g: &ObservedGuest) -> Result
     Ok(cfg)
 }
 
-pub(super) async fn read_firewall<P: PveApi>(api: &P, g: &ObservedGuest) -> Result<ObservedFirewall, ReconcileError> {
+pub async fn read_firewall<P: PveApi>(api: &P, g: &ObservedGuest) -> Result<ObservedFirewall, ReconcileError> {
     let k = kind_of(g.guest_type);
     let options = api
         .firewall_options(&g.node, k, g.vmid)

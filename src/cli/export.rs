@@ -1,0 +1,211 @@
+//! `export`: what already runs, read read-only from the live systems, as
+//! manifests with `adopt: true` that `plan` finds unchanged (but for the
+//! ownership marks adopting adds). Guests of every Proxmox VE cluster of the
+//! config, one file each under `OUT/<cluster>/guests/`.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::Context;
+use clap::Args;
+
+use super::oneshot::Engine;
+use crate::{
+    api::{GuestType, ProxmoxGuest},
+    config::{Config, ConfigArg},
+    metrics::Metrics,
+    providers::pve::{ClusterResource, PveApi, PveClient},
+    reconcile::proxmox_guest::{
+        exported::{Exported, GuestFacts, spec_of},
+        observed_from, read_config, read_firewall,
+    },
+};
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Namespace of the exported resources.
+    #[arg(long, short = 'n', default_value = "default")]
+    pub namespace: String,
+    /// Directory the manifests are written to (created when missing).
+    #[arg(long, default_value = "exported")]
+    pub out: PathBuf,
+    /// Only this Proxmox VE endpoint of the config (default: every one).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Only these VMIDs (repeatable).
+    #[arg(long)]
+    pub vmid: Vec<u32>,
+    /// Only guests on this node.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Only guests with this Proxmox tag.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Only guests in this resource pool.
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// Only guests whose name contains this text.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print the summary only; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl ExportArgs {
+    fn selects(&self, r: &ClusterResource) -> bool {
+        let name = r.name.as_deref().unwrap_or("");
+        (self.vmid.is_empty() || self.vmid.contains(&(r.vmid as u32)))
+            && self.node.as_ref().is_none_or(|n| &r.node == n)
+            && self.tag.as_ref().is_none_or(|t| r.tag_list().contains(t))
+            && self.pool.as_ref().is_none_or(|p| r.pool.as_ref() == Some(p))
+            && self.name.as_ref().is_none_or(|n| name.contains(n.as_str()))
+    }
+}
+
+/// One exported guest, as the summary reports it.
+struct Written {
+    file: PathBuf,
+    name: String,
+    vmid: u32,
+    exported: Exported,
+}
+
+/// Exit 0 when everything selected was exported, 1 on an error.
+pub async fn run(a: ExportArgs) -> anyhow::Result<i32> {
+    let config = Config::load(&a.config.config)?;
+    let engine = Engine::new(&config, Arc::new(Metrics::default()))?;
+    let mut names = BTreeSet::new();
+    let mut written = vec![];
+    for (cluster, client) in &engine.providers.pve {
+        if a.cluster.as_ref().is_some_and(|c| c != cluster) {
+            continue;
+        }
+        let resources = client
+            .cluster_resources()
+            .await
+            .with_context(|| format!("cluster {cluster}: listing guests"))?;
+        let mut guests: Vec<&ClusterResource> = resources.iter().filter(|r| !r.template && a.selects(r)).collect();
+        guests.sort_by_key(|r| r.vmid);
+        for r in guests {
+            let w = export_guest(&a, cluster, client, r, &mut names).await?;
+            written.push(w);
+        }
+    }
+    summary(&a, &written);
+    Ok(0)
+}
+
+async fn export_guest(
+    a: &ExportArgs,
+    cluster: &str,
+    client: &PveClient,
+    r: &ClusterResource,
+    names: &mut BTreeSet<String>,
+) -> anyhow::Result<Written> {
+    let guest_type = if r.kind == "lxc" { GuestType::Lxc } else { GuestType::Qemu };
+    let g = observed_from(r, guest_type);
+    let what = || format!("cluster {cluster}: guest {}", r.vmid);
+    let config = read_config(client, &g).await.with_context(what)?;
+    let firewall = read_firewall(client, &g).await.ok();
+    let name = unique_name(r, names);
+    let facts = GuestFacts {
+        cluster,
+        vmid: g.vmid,
+        node: &g.node,
+        guest_type,
+        running: g.running,
+        pool: r.pool.clone(),
+        config: &config,
+        firewall: firewall.as_ref(),
+        password_secret: format!("{name}-cloud-init"),
+    };
+    let exported = spec_of(&facts);
+    let file = a.out.join(cluster).join("guests").join(format!("{name}.yaml"));
+    if !a.dry_run {
+        write_manifest(&file, &manifest(&a.namespace, &name, &exported)?)?;
+    }
+    Ok(Written {
+        file,
+        name,
+        vmid: g.vmid,
+        exported,
+    })
+}
+
+/// A DNS-label name from the guest's name, unique among those exported (`-VMID` on a clash).
+fn unique_name(r: &ClusterResource, taken: &mut BTreeSet<String>) -> String {
+    let raw = r.name.clone().unwrap_or_default().to_lowercase();
+    let mut name: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    name = name
+        .trim_matches('-')
+        .chars()
+        .take(50)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_string();
+    if name.is_empty() || !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        name = format!("guest-{}", r.vmid);
+    }
+    if taken.contains(&name) {
+        name = format!("{name}-{}", r.vmid);
+    }
+    taken.insert(name.clone());
+    name
+}
+
+/// The manifest: what the spec cannot say first, as comments a reader sees before the spec.
+fn manifest(namespace: &str, name: &str, e: &Exported) -> anyhow::Result<String> {
+    let mut g = ProxmoxGuest::new(name, e.spec.clone());
+    g.metadata.namespace = Some(namespace.to_string());
+    let mut text = String::new();
+    if !e.unexpressed.is_empty() {
+        text.push_str("# Exported by homelab-operator. Kept on the guest as it is, not expressed in this spec:\n");
+        for u in &e.unexpressed {
+            text.push_str(&format!("#   {u}\n"));
+        }
+    }
+    for s in &e.secrets {
+        text.push_str(&format!("# Create the Secret {s} before applying.\n"));
+    }
+    text.push_str(&serde_yaml_ng::to_string(&g)?);
+    Ok(text)
+}
+
+fn write_manifest(file: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))
+}
+
+fn summary(a: &ExportArgs, written: &[Written]) {
+    let verb = if a.dry_run { "would write" } else { "wrote" };
+    for w in written {
+        println!(
+            "ProxmoxGuest {}/{} (VMID {}): {verb} {}",
+            a.namespace,
+            w.name,
+            w.vmid,
+            w.file.display()
+        );
+        for u in &w.exported.unexpressed {
+            println!("  not expressed, kept as it is: {u}");
+        }
+        for s in &w.exported.secrets {
+            println!("  create the Secret {}/{s}", a.namespace);
+        }
+    }
+    let unexpressed: usize = written.iter().map(|w| w.exported.unexpressed.len()).sum();
+    let secrets: usize = written.iter().map(|w| w.exported.secrets.len()).sum();
+    println!(
+        "\nExport: {} guests, {unexpressed} settings kept as they are but not expressed, {secrets} Secrets to create{}.",
+        written.len(),
+        if a.dry_run { " (dry run: nothing written)" } else { "" }
+    );
+}

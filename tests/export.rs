@@ -1,0 +1,139 @@
+//! Moving in: guests made by hand (through the API, the way the web UI makes
+//! them) are exported with `adopt: true`; `plan` over the export changes
+//! nothing but the ownership marks (exit 0), `apply` writes only those marks,
+//! and the next `plan` has nothing left at all.
+
+mod support {
+    pub mod guest_world;
+}
+
+use std::{path::Path, time::Duration};
+
+use homelab_operator::{
+    providers::pve::{GuestKind, PveApi, client::wait_task},
+    sim::pve::config_section,
+};
+use support::guest_world::world;
+
+fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// A VM and a container as a person makes them in the web UI: several NICs
+/// (one MAC picked by Proxmox), a CD-ROM, bind mounts, tags, a description.
+async fn hand_made_guests<P: PveApi>(api: &P) {
+    let vm = params(&[
+        ("vmid", "120"),
+        ("name", "web"),
+        ("description", "nginx for the family photos"),
+        ("tags", "prod;web"),
+        ("onboot", "1"),
+        ("memory", "4096"),
+        ("cores", "2"),
+        ("sockets", "1"),
+        ("cpu", "x86-64-v2-AES"),
+        ("agent", "1"),
+        ("ostype", "l26"),
+        ("scsihw", "virtio-scsi-single"),
+        ("scsi0", "local-lvm:32,iothread=1,discard=on,ssd=1"),
+        ("ide2", "local:iso/debian-13.1.0-amd64-netinst.iso,media=cdrom"),
+        ("net0", "virtio,bridge=vmbr0,firewall=1"),
+        ("net1", "e1000,bridge=vmbr1,tag=20"),
+    ]);
+    let ct = params(&[
+        ("vmid", "121"),
+        ("hostname", "jellyfin"),
+        ("ostemplate", "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"),
+        ("memory", "2048"),
+        ("swap", "512"),
+        ("cores", "2"),
+        ("unprivileged", "1"),
+        ("features", "nesting=1"),
+        ("rootfs", "local-lvm:8"),
+        ("mp0", "/tank/media,mp=/media,ro=1"),
+        ("net0", "name=eth0,bridge=vmbr0,ip=10.0.0.50/24,gw=10.0.0.1"),
+        ("net1", "name=eth1,bridge=vmbr1,ip=dhcp"),
+    ]);
+    for (node, kind, p) in [("pve1", GuestKind::Qemu, vm), ("pve2", GuestKind::Lxc, ct)] {
+        let upid = api.create(node, kind, p).await.unwrap();
+        wait_task(api, &upid, Duration::from_millis(10), Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    let upid = api.power("pve2", GuestKind::Lxc, 121, "start").await.unwrap();
+    wait_task(api, &upid, Duration::from_millis(10), Duration::from_secs(10))
+        .await
+        .unwrap();
+}
+
+/// The command, off the runtime that serves the simulator.
+async fn run(args: &[&str], config: &Path) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_homelab-operator"));
+    cmd.args(args).arg("--config").arg(config);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+#[tokio::test]
+async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
+    let w = world().await;
+    hand_made_guests(&w.engine.providers.pve["default"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, config_section(&w.sim, &w._server, dir.path()).unwrap()).unwrap();
+    let out = dir.path().join("homelab");
+    let out_arg = out.to_str().unwrap();
+
+    // A dry run writes nothing.
+    let (code, text) = run(&["export", "--namespace", "homelab", "--out", out_arg, "--dry-run"], &config).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("Export: 2 guests") && text.contains("dry run"), "{text}");
+    assert!(!out.exists());
+
+    let (code, text) = run(&["export", "--namespace", "homelab", "--out", out_arg], &config).await;
+    assert_eq!(code, Some(0), "{text}");
+    let web = std::fs::read_to_string(out.join("default/guests/web.yaml")).unwrap();
+    assert!(web.contains("adopt: true") && web.contains("vmid: 120"), "{web}");
+    // What the spec cannot say is named at the top, not dropped.
+    assert!(
+        web.starts_with("# Exported by homelab-operator") && web.contains("#   ide2: ") && web.contains("#   scsihw: "),
+        "{web}"
+    );
+    assert!(text.contains("not expressed, kept as it is: ide2"), "{text}");
+    let before: Vec<_> = w.sim.guests().into_iter().map(|g| (g.vmid, g.config)).collect();
+
+    let (code, text) = run(&["plan", "-f", out_arg], &config).await;
+    assert_eq!(code, Some(0), "nothing but the marks to write: {text}");
+    assert_eq!(text.matches("= adopt: add the ownership marks").count(), 2, "{text}");
+    assert!(
+        text.contains("0 to update, 0 reboots, 0 to delete, 0 pending, 0 blocked, 2 to adopt."),
+        "{text}"
+    );
+
+    w.sim.reset_calls();
+    let (code, text) = run(&["apply", "-f", out_arg], &config).await;
+    assert_eq!(code, Some(0), "{text}");
+    let writes: Vec<(String, u64)> = w.sim.calls().into_iter().filter(|(k, _)| !k.starts_with("GET")).collect();
+    assert_eq!(
+        writes,
+        vec![
+            ("POST /nodes/{node}/qemu/{vmid}/config".to_string(), 1),
+            ("PUT /nodes/{node}/lxc/{vmid}/config".to_string(), 1)
+        ],
+        "one config write per guest: {text}"
+    );
+    // Those writes added the marks and changed nothing else.
+    for (vmid, old) in before {
+        let new = w.sim.guests().into_iter().find(|g| g.vmid == vmid).unwrap().config;
+        let changed: Vec<&String> = new.keys().chain(old.keys()).filter(|k| new.get(*k) != old.get(*k)).collect();
+        let mut changed: Vec<&str> = changed.into_iter().map(String::as_str).collect();
+        changed.sort();
+        changed.dedup();
+        assert_eq!(changed, vec!["description", "tags"], "guest {vmid}");
+        assert!(new["tags"].as_str().unwrap().contains("hlo-"), "{:?}", new["tags"]);
+    }
+    let (code, text) = run(&["plan", "-f", out_arg], &config).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(text.matches(": no changes\n").count(), 2, "{text}");
+}
