@@ -32,7 +32,6 @@ async fn hand_made_guests<P: PveApi>(api: &P) {
         ("cores", "2"),
         ("sockets", "1"),
         ("cpu", "x86-64-v2-AES"),
-        ("agent", "1"),
         ("ostype", "l26"),
         ("scsihw", "virtio-scsi-single"),
         ("scsi0", "local-lvm:32,iothread=1,discard=on,ssd=1"),

@@ -33,6 +33,7 @@ use super::common::*;
     validation = Rule::new("self.type == 'qemu' || !has(self.cloudInit)").message("cloudInit is only valid with type: qemu"),
     validation = Rule::new("self.type == 'qemu' || !has(self.hostPci) || size(self.hostPci) == 0").message("hostPci is only valid with type: qemu"),
     validation = Rule::new("self.type == 'qemu' || !has(self.balloonMiB)").message("balloonMiB is only valid with type: qemu"),
+    validation = Rule::new("self.type == 'qemu' || !has(self.agent)").message("agent is only valid with type: qemu"),
     validation = Rule::new("self.type == 'lxc' || !has(self.swapMiB)").message("swapMiB is only valid with type: lxc"),
     validation = Rule::new("self.type == 'lxc' || !has(self.mounts) || size(self.mounts) == 0").message("mounts are only valid with type: lxc"),
     validation = Rule::new("self.type == 'lxc' || !has(self.unprivileged)").message("unprivileged is only valid with type: lxc"),
@@ -93,6 +94,10 @@ pub struct ProxmoxGuestSpec {
     /// QEMU balloon minimum in MiB (0 disables the balloon device).
     #[serde(rename = "balloonMiB", default, skip_serializing_if = "Option::is_none")]
     pub balloon_mib: Option<u32>,
+    /// QEMU guest agent (default on: it is how `status.ips` is learned).
+    /// `false` keeps it off, as an adopted VM may have it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<bool>,
     /// LXC swap in MiB.
     #[serde(rename = "swapMiB", default, skip_serializing_if = "Option::is_none")]
     pub swap_mib: Option<u32>,

@@ -37,6 +37,7 @@ pub fn refused_guests() -> Vec<(String, &'static str, By)> {
             "hostPci is only valid with type: qemu",
             By::Cel,
         ),
+        (with("  agent: false\n"), "agent is only valid with type: qemu", By::Cel),
         (
             with("  node: pve1\n  allowedNodes: [pve2]\n"),
             "set either node or allowedNodes",

@@ -150,8 +150,9 @@ fn qemu_keys(spec: &ProxmoxGuestSpec, keys: &mut Vec<DesiredKey>, managed_famili
     if let Some(bl) = spec.balloon_mib {
         keys.push(key("balloon", bl.to_string(), Hot, Compare::Exact));
     }
-    // The guest agent is how status.ips is learned.
-    keys.push(key("agent", "1", NeedsReboot, props("enabled", vec!["enabled"])));
+    // The guest agent is how status.ips is learned: on unless the spec says off.
+    let agent = if spec.agent.unwrap_or(true) { "1" } else { "0" };
+    keys.push(key("agent", agent, NeedsReboot, props("enabled", vec!["enabled"])));
     for nic in &spec.network {
         keys.push(key(&nic.slot, qemu_nic(nic), Hot, nic_compare(GuestType::Qemu)));
     }

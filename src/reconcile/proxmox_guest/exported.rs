@@ -154,10 +154,9 @@ fn qemu(f: &GuestFacts, out: &mut Exported, used: &mut Vec<String>) {
     let spec = &mut out.spec;
     spec.cpu.cpu_type = cfg("cpu").and_then(|c| PropertyString::parse(c, "cputype").get("cputype").map(str::to_string));
     spec.balloon_mib = number(cfg("balloon"));
-    if cfg("agent").is_some_and(|a| PropertyString::parse(a, "enabled").get("enabled") != Some("1")) {
-        out.unexpressed
-            .push("agent: off (the operator turns the guest agent on: it is how addresses are learned)".into());
-    }
+    // Off (or never set, as the web UI leaves it) stays off; on is the default.
+    let agent_on = cfg("agent").is_some_and(|a| PropertyString::parse(a, "enabled").get("enabled") == Some("1"));
+    spec.agent = (!agent_on).then_some(false);
     for key in f.config.keys() {
         let Some(value) = cfg(key) else { continue };
         if let Some(disk) = qemu_disk(key, value) {

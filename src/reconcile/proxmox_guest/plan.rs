@@ -667,9 +667,9 @@ fn same(k: &DesiredKey, observed: Option<&str>) -> bool {
             have == (k.value == "1")
         }
         Compare::Props { default_key, keys } => {
-            let Some(obs) = observed else { return false };
+            // An absent key has every property at its default (off).
             let want = normalized_props(&k.value, default_key);
-            let have = normalized_props(obs, default_key);
+            let have = normalized_props(observed.unwrap_or(""), default_key);
             keys.iter().all(|key| {
                 let w = want.get(*key).map(String::as_str);
                 // A MAC the spec leaves open is whatever Proxmox picked.
