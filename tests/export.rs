@@ -11,8 +11,9 @@ use std::{path::Path, time::Duration};
 
 use homelab_operator::{
     providers::pve::{GuestKind, PveApi, client::wait_task},
-    sim::pve::config_section,
+    sim::{npm::NpmSim, pve::config_section},
 };
+use serde_json::json;
 use support::guest_world::world;
 
 fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -65,6 +66,29 @@ async fn hand_made_guests<P: PveApi>(api: &P) {
         .unwrap();
 }
 
+/// Two proxy hosts as a person makes them in the NPM UI.
+fn hand_made_hosts(npm: &NpmSim) {
+    let host = |domains: &[&str], host: &str, port: u16, extra: serde_json::Value| {
+        let mut h = json!({
+            "domain_names": domains, "forward_scheme": "http", "forward_host": host, "forward_port": port,
+            "access_list_id": 0, "certificate_id": 0, "ssl_forced": false, "caching_enabled": false,
+            "block_exploits": true, "advanced_config": "", "meta": {"letsencrypt_agree": false, "dns_challenge": false},
+            "allow_websocket_upgrade": false, "http2_support": false, "hsts_enabled": false, "enabled": true, "locations": []
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            h[k] = v.clone();
+        }
+        npm.add_host(h);
+    };
+    host(&["photos.home.arpa"], "10.0.0.20", 2342, json!({"allow_websocket_upgrade": true}));
+    host(
+        &["git.home.arpa", "code.home.arpa"],
+        "10.0.0.21",
+        3000,
+        json!({"advanced_config": "client_max_body_size 0;"}),
+    );
+}
+
 /// The command, off the runtime that serves the simulator.
 async fn run(args: &[&str], config: &Path) -> (Option<i32>, String) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_homelab-operator"));
@@ -78,16 +102,28 @@ async fn run(args: &[&str], config: &Path) -> (Option<i32>, String) {
 async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
     let w = world().await;
     hand_made_guests(&w.engine.providers.pve["default"]).await;
+    let npm = NpmSim::new("admin@example.com", "s3cret-pass").unwrap();
+    let npm_server = npm.serve().await.unwrap();
+    hand_made_hosts(&npm);
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("npm-secret"), "s3cret-pass").unwrap();
+    let proxy = format!(
+        "proxy:\n  default:\n    type: nginx-proxy-manager\n    url: {}\n    identity: admin@example.com\n    secretFile: {}\n",
+        npm_server.url,
+        dir.path().join("npm-secret").display()
+    );
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, config_section(&w.sim, &w._server, dir.path()).unwrap()).unwrap();
+    std::fs::write(&config, config_section(&w.sim, &w._server, dir.path()).unwrap() + &proxy).unwrap();
     let out = dir.path().join("homelab");
     let out_arg = out.to_str().unwrap();
 
     // A dry run writes nothing.
     let (code, text) = run(&["export", "--namespace", "homelab", "--out", out_arg, "--dry-run"], &config).await;
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("Export: 2 guests") && text.contains("dry run"), "{text}");
+    assert!(
+        text.contains("Export: 2 guests, 2 proxy hosts") && text.contains("dry run"),
+        "{text}"
+    );
     assert!(!out.exists());
 
     let (code, text) = run(&["export", "--namespace", "homelab", "--out", out_arg], &config).await;
@@ -100,13 +136,17 @@ async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
         "{web}"
     );
     assert!(text.contains("not expressed, kept as it is: ide2"), "{text}");
+    let git = std::fs::read_to_string(out.join("default/proxy-hosts/code-home-arpa.yaml")).unwrap();
+    assert!(git.contains("adopt: true") && git.contains("deletionPolicy: Retain"), "{git}");
     let before: Vec<_> = w.sim.guests().into_iter().map(|g| (g.vmid, g.config)).collect();
+    let hosts_before = npm.hosts();
 
     let (code, text) = run(&["plan", "-f", out_arg], &config).await;
     assert_eq!(code, Some(0), "nothing but the marks to write: {text}");
     assert_eq!(text.matches("= adopt: add the ownership marks").count(), 2, "{text}");
+    assert_eq!(text.matches("= adopt: add the ownership mark to proxy host").count(), 2, "{text}");
     assert!(
-        text.contains("0 to update, 0 reboots, 0 to delete, 0 pending, 0 blocked, 2 to adopt."),
+        text.contains("0 to update, 0 reboots, 0 to delete, 0 pending, 0 blocked, 4 to adopt."),
         "{text}"
     );
 
@@ -132,7 +172,39 @@ async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
         assert_eq!(changed, vec!["description", "tags"], "guest {vmid}");
         assert!(new["tags"].as_str().unwrap().contains("hlo-"), "{:?}", new["tags"]);
     }
+    // The proxy hosts: one write each, adding the mark to meta and nothing else.
+    let npm_writes: Vec<(String, u64)> = npm
+        .calls()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("PUT") || k.starts_with("POST /nginx") || k.starts_with("DELETE"))
+        .collect();
+    assert_eq!(
+        npm_writes,
+        vec![
+            ("PUT /nginx/proxy-hosts/1".to_string(), 1),
+            ("PUT /nginx/proxy-hosts/2".to_string(), 1)
+        ],
+        "{text}"
+    );
+    for (old, new) in hosts_before.iter().zip(npm.hosts()) {
+        let mut unmarked = new.clone();
+        unmarked["meta"].as_object_mut().unwrap().remove("homelab_operator");
+        for k in ["modified_on", "meta"] {
+            assert_eq!(unmarked[k].is_null(), old[k].is_null(), "{k}");
+        }
+        let same = |v: &serde_json::Value| {
+            let mut v = v.clone();
+            let o = v.as_object_mut().unwrap();
+            for k in ["modified_on", "meta"] {
+                o.remove(k);
+            }
+            v
+        };
+        assert_eq!(same(&unmarked), same(old), "host {}", old["id"]);
+        assert_eq!(unmarked["meta"]["letsencrypt_agree"], json!(false), "the host's own meta kept");
+        assert!(new["meta"]["homelab_operator"].is_string(), "{new}");
+    }
     let (code, text) = run(&["plan", "-f", out_arg], &config).await;
     assert_eq!(code, Some(0), "{text}");
-    assert_eq!(text.matches(": no changes\n").count(), 2, "{text}");
+    assert_eq!(text.matches(": no changes\n").count(), 4, "{text}");
 }

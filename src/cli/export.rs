@@ -1,7 +1,8 @@
 //! `export`: what already runs, read read-only from the live systems, as
 //! manifests with `adopt: true` that `plan` finds unchanged (but for the
-//! ownership marks adopting adds). Guests of every Proxmox VE cluster of the
-//! config, one file each under `OUT/<cluster>/guests/`.
+//! ownership marks adopting adds): the guests of every Proxmox VE cluster of
+//! the config under `OUT/<cluster>/guests/`, the hosts of every Nginx Proxy
+//! Manager under `OUT/<endpoint>/proxy-hosts/`, one file each.
 
 use std::{
     collections::BTreeSet,
@@ -97,8 +98,38 @@ pub async fn run(a: ExportArgs) -> anyhow::Result<i32> {
             written.push(w);
         }
     }
-    summary(&a, &written);
+    let hosts = export_proxy_hosts(&a, &engine).await?;
+    summary(&a, &written, &hosts);
     Ok(0)
+}
+
+/// Every proxy host of every `proxy:` endpoint (none with `--cluster`, `--vmid`… filters: those select guests).
+async fn export_proxy_hosts(a: &ExportArgs, engine: &Engine) -> anyhow::Result<Vec<PathBuf>> {
+    let guest_filters = !a.vmid.is_empty() || a.node.is_some() || a.tag.is_some() || a.pool.is_some() || a.name.is_some();
+    if guest_filters || a.cluster.is_some() {
+        return Ok(vec![]);
+    }
+    let mut names = BTreeSet::new();
+    let mut written = vec![];
+    for (provider, client) in &engine.providers.proxy {
+        let hosts = client
+            .list()
+            .await
+            .with_context(|| format!("proxy {provider}: listing proxy hosts"))?;
+        for h in hosts.iter().filter(|h| h.mark().is_none()) {
+            let spec = crate::reconcile::proxy_host::exported::spec_of(provider, h);
+            let first = spec.domains.first().cloned().unwrap_or_else(|| format!("host-{}", h.id));
+            let name = unique(&dns_label(&first, &format!("host-{}", h.id)), h.id.to_string(), &mut names);
+            let mut host = crate::api::ProxyHost::new(&name, spec);
+            host.metadata.namespace = Some(a.namespace.clone());
+            let file = a.out.join(provider).join("proxy-hosts").join(format!("{name}.yaml"));
+            if !a.dry_run {
+                write_manifest(&file, &serde_yaml_ng::to_string(&host)?)?;
+            }
+            written.push(file);
+        }
+    }
+    Ok(written)
 }
 
 async fn export_guest(
@@ -140,21 +171,29 @@ async fn export_guest(
 
 /// A DNS-label name from the guest's name, unique among those exported (`-VMID` on a clash).
 fn unique_name(r: &ClusterResource, taken: &mut BTreeSet<String>) -> String {
-    let raw = r.name.clone().unwrap_or_default().to_lowercase();
-    let mut name: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-    name = name
-        .trim_matches('-')
+    let name = dns_label(r.name.as_deref().unwrap_or(""), &format!("guest-{}", r.vmid));
+    unique(&name, r.vmid.to_string(), taken)
+}
+
+/// `text` as a Kubernetes name (lower case, `-` for anything else), or `fallback`.
+fn dns_label(text: &str, fallback: &str) -> String {
+    let name: String = text
+        .to_lowercase()
         .chars()
-        .take(50)
-        .collect::<String>()
-        .trim_end_matches('-')
-        .to_string();
-    if name.is_empty() || !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        name = format!("guest-{}", r.vmid);
-    }
-    if taken.contains(&name) {
-        name = format!("{name}-{}", r.vmid);
-    }
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let name: String = name.trim_matches('-').chars().take(50).collect();
+    let name = name.trim_end_matches('-').to_string();
+    if name.is_empty() { fallback.to_string() } else { name }
+}
+
+/// `name`, or `name-suffix` when it is taken.
+fn unique(name: &str, suffix: String, taken: &mut BTreeSet<String>) -> String {
+    let name = if taken.contains(name) {
+        format!("{name}-{suffix}")
+    } else {
+        name.to_string()
+    };
     taken.insert(name.clone());
     name
 }
@@ -184,7 +223,7 @@ fn write_manifest(file: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))
 }
 
-fn summary(a: &ExportArgs, written: &[Written]) {
+fn summary(a: &ExportArgs, written: &[Written], hosts: &[PathBuf]) {
     let verb = if a.dry_run { "would write" } else { "wrote" };
     for w in written {
         println!(
@@ -201,11 +240,15 @@ fn summary(a: &ExportArgs, written: &[Written]) {
             println!("  create the Secret {}/{s}", a.namespace);
         }
     }
+    for h in hosts {
+        println!("ProxyHost: {verb} {}", h.display());
+    }
     let unexpressed: usize = written.iter().map(|w| w.exported.unexpressed.len()).sum();
     let secrets: usize = written.iter().map(|w| w.exported.secrets.len()).sum();
     println!(
-        "\nExport: {} guests, {unexpressed} settings kept as they are but not expressed, {secrets} Secrets to create{}.",
+        "\nExport: {} guests, {} proxy hosts, {unexpressed} settings kept as they are but not expressed, {secrets} Secrets to create{}.",
         written.len(),
+        hosts.len(),
         if a.dry_run { " (dry run: nothing written)" } else { "" }
     );
 }

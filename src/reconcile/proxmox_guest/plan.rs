@@ -279,17 +279,21 @@ pub fn plan(input: &PlanInput) -> Plan {
     }
     power_and_safety(input, guest, reboot_needed, &mut plan);
     if spec.mode == ManagementMode::ObserveOnly {
-        // Report every difference, write nothing.
-        for a in plan.actions.drain(..) {
-            plan.pending.push(PendingChange {
-                field: a.to_string(),
-                current: None,
-                desired: None,
-                class: ChangeClass::Hot,
-            });
-        }
+        report_only(&mut plan);
     }
     plan
+}
+
+/// `ObserveOnly`: every difference reported as pending, nothing written.
+fn report_only(plan: &mut Plan) {
+    for a in plan.actions.drain(..) {
+        plan.pending.push(PendingChange {
+            field: a.to_string(),
+            current: None,
+            desired: None,
+            class: ChangeClass::Hot,
+        });
+    }
 }
 
 /// Whether a config update writes nothing but the ownership marks.

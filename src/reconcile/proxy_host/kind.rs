@@ -91,6 +91,10 @@ impl Kind for ProxyHost {
         for act in &out.plan.actions {
             let (symbol, h, why) = match act {
                 ProxyAction::Create(h) => ('+', h, "create proxy host".to_string()),
+                // Adopting as it is writes only the ownership mark.
+                ProxyAction::Update { id, spec, why: "Adopted" } => {
+                    ('=', spec, format!("adopt: add the ownership mark to proxy host {id}"))
+                }
                 ProxyAction::Update { id, spec, why } => ('~', spec, format!("{why}: proxy host {id}")),
             };
             let what = format!(

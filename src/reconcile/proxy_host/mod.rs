@@ -1,5 +1,6 @@
 //! ProxyHost: list the hosts, plan, write, verify nginx took it, report.
 
+pub mod exported;
 mod kind;
 pub mod plan;
 

@@ -83,6 +83,34 @@ pub struct ProxyPlan {
     pub blocked: Option<Blocked>,
 }
 
+/// `want`, keeping what else the host stores in `meta` (Let's Encrypt and
+/// DNS-challenge settings) but NPM's own nginx state, and its order of the same domains.
+fn keeping_meta(want: &HostSpec, have: &ProxyHost) -> HostSpec {
+    let mut spec = want.clone();
+    let mut domains = have.domain_names.clone();
+    domains.sort();
+    if domains == want.domain_names {
+        spec.domain_names = have.domain_names.clone();
+    }
+    if let (Some(w), Some(h)) = (spec.meta.as_object_mut(), have.meta.as_object()) {
+        for (k, v) in h.iter().filter(|(k, _)| !matches!(k.as_str(), "nginx_online" | "nginx_err")) {
+            w.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    spec
+}
+
+/// The host as it would be with our mark.
+fn marked(have: &ProxyHost, want: &HostSpec) -> ProxyHost {
+    let mut h = have.clone();
+    if let (Some(m), Some(mark)) = (h.meta.as_object_mut(), want.meta.get(META_MARK)) {
+        m.insert(META_MARK.to_string(), mark.clone());
+    } else {
+        h.meta = json!({ META_MARK: want.meta.get(META_MARK).cloned().unwrap_or_default() });
+    }
+    h
+}
+
 /// Find our host (by mark), else a host serving one of our domains (conflict or adopt).
 pub fn plan(want: &HostSpec, hosts: &[ProxyHost], mark: &str, adopt: bool) -> ProxyPlan {
     if let Some(ours) = hosts.iter().find(|h| h.mark() == Some(mark)) {
@@ -91,7 +119,7 @@ pub fn plan(want: &HostSpec, hosts: &[ProxyHost], mark: &str, adopt: bool) -> Pr
         } else {
             vec![ProxyAction::Update {
                 id: ours.id,
-                spec: want.clone(),
+                spec: keeping_meta(want, ours),
                 why: "Updated",
             }]
         };
@@ -111,8 +139,13 @@ pub fn plan(want: &HostSpec, hosts: &[ProxyHost], mark: &str, adopt: bool) -> Pr
         Some(h) if adopt => ProxyPlan {
             actions: vec![ProxyAction::Update {
                 id: h.id,
-                spec: want.clone(),
-                why: "Adopted",
+                spec: keeping_meta(want, h),
+                // Only the mark to add, or more.
+                why: if matches(want, &marked(h, want)) {
+                    "Adopted"
+                } else {
+                    "AdoptedAndUpdated"
+                },
             }],
             current: Some(h.id),
             blocked: None,
