@@ -12,6 +12,7 @@ use std::{
 
 use anyhow::Context;
 use clap::Args;
+use futures::StreamExt;
 
 use super::oneshot::Engine;
 use crate::{
@@ -93,10 +94,11 @@ pub async fn run(a: ExportArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("cluster {cluster}: listing guests"))?;
         let mut guests: Vec<&ClusterResource> = resources.iter().filter(|r| !r.template && a.selects(r)).collect();
         guests.sort_by_key(|r| r.vmid);
-        for r in guests {
-            let w = export_guest(&a, cluster, client, r, &mut names).await?;
-            written.push(w);
-        }
+        // Names first (in VMID order, so a clash always resolves the same way), then the reads, a few at once.
+        let named: Vec<(&ClusterResource, String)> = guests.into_iter().map(|r| (r, unique_name(r, &mut names))).collect();
+        let reads = named.into_iter().map(|(r, name)| export_guest(&a, cluster, client, r, name));
+        let done: Vec<anyhow::Result<Written>> = futures::stream::iter(reads).buffered(EXPORT_CONCURRENCY).collect().await;
+        written.extend(done.into_iter().collect::<anyhow::Result<Vec<_>>>()?);
     }
     let hosts = export_proxy_hosts(&a, &engine).await?;
     summary(&a, &written, &hosts);
@@ -132,19 +134,15 @@ async fn export_proxy_hosts(a: &ExportArgs, engine: &Engine) -> anyhow::Result<V
     Ok(written)
 }
 
-async fn export_guest(
-    a: &ExportArgs,
-    cluster: &str,
-    client: &PveClient,
-    r: &ClusterResource,
-    names: &mut BTreeSet<String>,
-) -> anyhow::Result<Written> {
+/// Guests read at once (each costs three reads: config, firewall options and rules).
+const EXPORT_CONCURRENCY: usize = 8;
+
+async fn export_guest(a: &ExportArgs, cluster: &str, client: &PveClient, r: &ClusterResource, name: String) -> anyhow::Result<Written> {
     let guest_type = if r.kind == "lxc" { GuestType::Lxc } else { GuestType::Qemu };
     let g = observed_from(r, guest_type);
     let what = || format!("cluster {cluster}: guest {}", r.vmid);
     let config = read_config(client, &g).await.with_context(what)?;
     let firewall = read_firewall(client, &g).await.ok();
-    let name = unique_name(r, names);
     let facts = GuestFacts {
         cluster,
         vmid: g.vmid,
