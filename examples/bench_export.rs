@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 fn guest(vmid: u32) -> SimGuest {
     let node = ["pve1", "pve2", "pve3"][vmid as usize % 3];
     let mac = format!("BC:24:11:{:02X}:{:02X}:01", vmid >> 8, vmid & 0xff);
-    let config: BTreeMap<String, Value> = if vmid % 2 == 0 {
+    let config: BTreeMap<String, Value> = if vmid.is_multiple_of(2) {
         BTreeMap::from([
             ("name".into(), json!(format!("vm{vmid}"))),
             ("memory".into(), json!(2048)),
@@ -43,7 +43,7 @@ fn guest(vmid: u32) -> SimGuest {
             ("ostype".into(), json!("debian")),
         ])
     };
-    let kind = if vmid % 2 == 0 { "qemu" } else { "lxc" };
+    let kind = if vmid.is_multiple_of(2) { "qemu" } else { "lxc" };
     SimGuest::new(vmid, kind, node, config, false)
 }
 
