@@ -224,3 +224,52 @@ async fn the_readme_role_grants_every_call_the_operator_makes() {
     let unmet = support::pve_permissions::unmet(&schema, &calls, &privs);
     assert!(unmet.is_empty(), "the README's role lacks:\n{}", unmet.join("\n"));
 }
+
+/// Device passthrough as homelabs use it: a container gets the GPU's render
+/// node (hardware transcoding), a VM a USB stick by id and a Zigbee dongle by
+/// resource mapping. Proxmox takes them at creation, an edit converges, and a
+/// second pass writes nothing.
+#[tokio::test]
+async fn devices_and_usb_are_passed_through_and_kept() {
+    let w = world().await;
+    let mut ct = example("jellyfin");
+    ct.spec.devices = vec![serde_yaml_ng::from_str("{slot: dev0, path: /dev/dri/renderD128, gid: 104, mode: \"0660\"}").unwrap()];
+    let r = apply(&w, &ct).await;
+    assert!(ready(&r.status), "{:?} {:?}", r.error, r.status.conditions);
+    let vmid = r.status.vmid.unwrap();
+    let on_sim = |key: &str| w.sim.guests().into_iter().find(|g| g.vmid == vmid).and_then(|g| g.get(key));
+    assert_eq!(on_sim("dev0").as_deref(), Some("path=/dev/dri/renderD128,gid=104,mode=0660"));
+
+    let mut vm = example("lab-installer");
+    vm.spec.usb = vec![
+        serde_yaml_ng::from_str("{slot: usb0, host: \"1a86:7523\"}").unwrap(),
+        serde_yaml_ng::from_str("{slot: usb1, mapping: zigbee, usb3: true}").unwrap(),
+    ];
+    let v = apply(&w, &vm).await;
+    assert!(ready(&v.status), "{:?} {:?}", v.error, v.status.conditions);
+    let vm_cfg = |key: &str| {
+        w.sim
+            .guests()
+            .into_iter()
+            .find(|g| Some(g.vmid) == v.status.vmid)
+            .and_then(|g| g.get(key))
+    };
+    assert_eq!(vm_cfg("usb0").as_deref(), Some("host=1a86:7523"));
+    assert_eq!(vm_cfg("usb1").as_deref(), Some("mapping=zigbee,usb3=1"));
+
+    // An edit converges: devices apply at start, so the container is rebooted for it.
+    ct.status = Some(r.status);
+    ct.spec.devices[0].mode = Some("0666".into());
+    ct.spec.update_policy = api::UpdatePolicy::RebootIfNeeded;
+    let r = apply(&w, &ct).await;
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let dev0 = on_sim("dev0").unwrap_or_default();
+    assert!(dev0.contains("mode=0666"), "{dev0}");
+    // Nothing left to write.
+    w.sim.reset_calls();
+    ct.status = Some(r.status);
+    let again = apply(&w, &ct).await;
+    assert!(again.error.is_none());
+    let writes: Vec<String> = w.sim.calls().into_keys().filter(|k| !k.starts_with("GET")).collect();
+    assert!(writes.is_empty(), "{writes:?}");
+}

@@ -39,6 +39,27 @@ pub fn refused_guests() -> Vec<(String, &'static str, By)> {
         ),
         (with("  agent: false\n"), "agent is only valid with type: qemu", By::Cel),
         (
+            with("  usb: [{slot: usb0, host: \"1a86:7523\"}]\n"),
+            "usb is only valid with type: qemu",
+            By::Cel,
+        ),
+        (
+            BASE_LXC.replace("type: lxc", "type: qemu").replace("rootfs", "scsi0").replace(
+                "source: {osTemplate: \"local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\"}",
+                "source: {iso: {image: \"local:iso/x.iso\"}}\n  devices: [{slot: dev0, path: /dev/dri/renderD128}]",
+            ),
+            "devices are only valid with type: lxc",
+            By::Cel,
+        ),
+        (
+            BASE_LXC.replace("type: lxc", "type: qemu").replace("rootfs", "scsi0").replace(
+                "source: {osTemplate: \"local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\"}",
+                "source: {iso: {image: \"local:iso/x.iso\"}}\n  usb: [{slot: usb0, host: \"1a86:7523\", mapping: zigbee}]",
+            ),
+            "usb: set exactly one of host or mapping",
+            By::Cel,
+        ),
+        (
             with("  node: pve1\n  allowedNodes: [pve2]\n"),
             "set either node or allowedNodes",
             By::Cel,

@@ -99,7 +99,7 @@ pub fn desired(spec: &ProxmoxGuestSpec, id: &Identity) -> Desired {
     }
     match spec.guest_type {
         GuestType::Qemu => qemu_keys(spec, &mut keys, &mut managed_families),
-        GuestType::Lxc => lxc_keys(spec, &mut keys),
+        GuestType::Lxc => lxc_keys(spec, &mut keys, &mut managed_families),
     }
     let mut disks: Vec<DesiredDisk> = spec.disks.iter().map(|d| desired_disk(spec.guest_type, d)).collect();
     disks.extend(spec.mounts.iter().filter(|m| m.host_path.is_none()).map(volume_mount));
@@ -167,6 +167,23 @@ fn qemu_keys(spec: &ProxmoxGuestSpec, keys: &mut Vec<DesiredKey>, managed_famili
         let compare = props("host", vec!["host", "mapping", "pcie", "x-vga"]);
         keys.push(key(&dev.slot, hostpci(dev), NeedsReboot, compare));
     }
+    if !spec.usb.is_empty() {
+        managed_families.push("usb");
+    }
+    for dev in &spec.usb {
+        let mut p = PropertyString::default();
+        set_opt(&mut p, "host", dev.host.clone());
+        set_opt(&mut p, "mapping", dev.mapping.clone());
+        if dev.usb3 {
+            p.set("usb3", "1");
+        }
+        keys.push(key(
+            &dev.slot,
+            p.encode(None),
+            NeedsReboot,
+            props("host", vec!["host", "mapping", "usb3"]),
+        ));
+    }
 }
 
 fn cloud_init_keys(spec: &ProxmoxGuestSpec, ci: &crate::api::CloudInit, keys: &mut Vec<DesiredKey>) {
@@ -193,7 +210,10 @@ fn cloud_init_keys(spec: &ProxmoxGuestSpec, ci: &crate::api::CloudInit, keys: &m
     }
 }
 
-fn lxc_keys(spec: &ProxmoxGuestSpec, keys: &mut Vec<DesiredKey>) {
+fn lxc_keys(spec: &ProxmoxGuestSpec, keys: &mut Vec<DesiredKey>, managed_families: &mut Vec<&'static str>) {
+    if !spec.devices.is_empty() {
+        managed_families.push("dev");
+    }
     use ChangeClass::*;
     keys.push(key("hostname", &spec.name, NeedsReboot, Compare::Exact));
     keys.push(key("cores", spec.cpu.cores.to_string(), Hot, Compare::Exact));
@@ -223,6 +243,18 @@ fn lxc_keys(spec: &ProxmoxGuestSpec, keys: &mut Vec<DesiredKey>) {
             NeedsReboot,
             props("volume", vec!["volume", "mp", "ro"]),
         ));
+    }
+    for d in &spec.devices {
+        let mut p = PropertyString::default();
+        p.set("path", &d.path);
+        set_opt(&mut p, "gid", d.gid.map(|g| g.to_string()));
+        set_opt(&mut p, "uid", d.uid.map(|u| u.to_string()));
+        set_opt(&mut p, "mode", d.mode.clone());
+        if d.deny_write {
+            p.set("deny-write", "1");
+        }
+        let compare = props("path", vec!["path", "gid", "uid", "mode", "deny-write"]);
+        keys.push(key(&d.slot, p.encode(None), NeedsReboot, compare));
     }
 }
 

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use super::plan::{ObservedConfig, ObservedFirewall};
 use crate::{
     api::{
-        CloudInit, Direction, Disk, FirewallAction, FirewallRule, FirewallSpec, GuestType, HostPci, LxcFeatures, Mount, Nic, NicModel,
-        PowerState, ProxmoxGuestSpec, SecretKeyRef, Startup,
+        CloudInit, Direction, Disk, FirewallAction, FirewallRule, FirewallSpec, GuestType, HostPci, LxcDevice, LxcFeatures, Mount, Nic,
+        NicModel, PowerState, ProxmoxGuestSpec, SecretKeyRef, Startup, UsbDevice,
     },
     providers::pve::{
         codec::{PropertyString, parse_size_bytes, pve_urldecode},
@@ -136,6 +136,12 @@ fn base_spec(f: &GuestFacts) -> ProxmoxGuestSpec {
     spec
 }
 
+/// `key` is `family` and a number (`usb0`, `dev12`).
+fn slot_of(key: &str, family: &str) -> bool {
+    key.strip_prefix(family)
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+}
+
 fn number<T: std::str::FromStr>(v: Option<&str>) -> Option<T> {
     v.and_then(|v| v.trim().parse().ok())
 }
@@ -167,6 +173,15 @@ fn qemu(f: &GuestFacts, out: &mut Exported, used: &mut Vec<String>) {
             used.push(key.to_string());
         } else if key.starts_with("hostpci") && key.len() > 7 {
             out.spec.host_pci.push(host_pci(key, value));
+            used.push(key.to_string());
+        } else if slot_of(key, "usb") {
+            let p = PropertyString::parse(value, "host");
+            out.spec.usb.push(UsbDevice {
+                slot: key.to_string(),
+                host: p.get("host").map(str::to_string),
+                mapping: p.get("mapping").map(str::to_string),
+                usb3: p.get("usb3") == Some("1"),
+            });
             used.push(key.to_string());
         }
     }
@@ -284,7 +299,18 @@ fn lxc(f: &GuestFacts, out: &mut Exported, used: &mut Vec<String>) {
                 Err(why) => out.unexpressed.push(format!("rootfs: {value} ({why})")),
             }
             used.push(key.to_string());
-        } else if key.starts_with("mp") && key[2..].chars().all(|c| c.is_ascii_digit()) && key.len() > 2 {
+        } else if slot_of(key, "dev") {
+            let p = PropertyString::parse(value, "path");
+            out.spec.devices.push(LxcDevice {
+                slot: key.to_string(),
+                path: p.get("path").unwrap_or_default().to_string(),
+                gid: number(p.get("gid")),
+                uid: number(p.get("uid")),
+                mode: p.get("mode").map(str::to_string),
+                deny_write: p.get("deny-write") == Some("1"),
+            });
+            used.push(key.to_string());
+        } else if slot_of(key, "mp") {
             match mount(key, value) {
                 Ok(m) => out.spec.mounts.push(m),
                 Err(why) => out.unexpressed.push(format!("{key}: {value} ({why})")),
@@ -513,6 +539,8 @@ mod tests {
             ("cipassword", "**********"),
             ("sshkeys", "ssh-ed25519%20AAAAC3Nza%20me%40laptop%0A"),
             ("hostpci0", "mapping=gpu,pcie=1"),
+            ("usb0", "host=1a86:7523"),
+            ("usb1", "mapping=zigbee,usb3=1"),
             ("efidisk0", "local-lvm:vm-120-disk-2,efitype=4m,size=4M"),
             ("bios", "ovmf"),
             ("machine", "q35"),
@@ -532,6 +560,10 @@ mod tests {
         assert_eq!(s.network[0].ipv4.as_deref(), Some("10.0.20.5/24"));
         assert_eq!(s.cloud_init.as_ref().unwrap().ssh_keys, vec!["ssh-ed25519 AAAAC3Nza me@laptop"]);
         assert_eq!(s.host_pci[0].device, "mapping=gpu");
+        assert_eq!(
+            (s.usb[0].host.as_deref(), s.usb[1].mapping.as_deref()),
+            (Some("1a86:7523"), Some("zigbee"))
+        );
         // The password is a Secret reference, named in the summary; never the value.
         assert_eq!(e.secrets, vec!["web-cloud-init/password (the cloud-init password)"]);
         let unexpressed = e.unexpressed.join("\n");
@@ -592,6 +624,7 @@ mod tests {
             rules.iter().map(|r| r.dport.as_deref()).collect::<Vec<_>>(),
             [Some("8096"), Some("8920")]
         );
-        assert!(e.unexpressed.iter().any(|u| u.starts_with("dev0:")), "{:?}", e.unexpressed);
+        assert_eq!((s.devices[0].path.as_str(), s.devices[0].gid), ("/dev/dri/renderD128", Some(104)));
+        assert!(e.unexpressed.is_empty(), "{:?}", e.unexpressed);
     }
 }
