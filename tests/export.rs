@@ -207,4 +207,8 @@ async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
     let (code, text) = run(&["plan", "-f", out_arg], &config).await;
     assert_eq!(code, Some(0), "{text}");
     assert_eq!(text.matches(": no changes\n").count(), 4, "{text}");
+    // What the operator now manages is not exported again.
+    let (code, text) = run(&["export", "--out", out_arg, "--dry-run"], &config).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("Export: 0 guests, 0 proxy hosts"), "{text}");
 }

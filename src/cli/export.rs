@@ -20,9 +20,12 @@ use crate::{
     config::{Config, ConfigArg},
     metrics::Metrics,
     providers::pve::{ClusterResource, PveApi, PveClient},
-    reconcile::proxmox_guest::{
-        exported::{Exported, GuestFacts, spec_of},
-        observed_from, read_config, read_firewall,
+    reconcile::{
+        ownership::is_mark_tag,
+        proxmox_guest::{
+            exported::{Exported, GuestFacts, spec_of},
+            observed_from, read_config, read_firewall,
+        },
     },
 };
 
@@ -92,7 +95,9 @@ pub async fn run(a: ExportArgs) -> anyhow::Result<i32> {
             .cluster_resources()
             .await
             .with_context(|| format!("cluster {cluster}: listing guests"))?;
-        let mut guests: Vec<&ClusterResource> = resources.iter().filter(|r| !r.template && a.selects(r)).collect();
+        // Templates are sources, not guests; a guest the operator already marks has its resource.
+        let unmanaged = |r: &&ClusterResource| !r.template && !r.tag_list().iter().any(|t| is_mark_tag(t));
+        let mut guests: Vec<&ClusterResource> = resources.iter().filter(unmanaged).filter(|r| a.selects(r)).collect();
         guests.sort_by_key(|r| r.vmid);
         // Names first (in VMID order, so a clash always resolves the same way), then the reads, a few at once.
         let named: Vec<(&ClusterResource, String)> = guests.into_iter().map(|r| (r, unique_name(r, &mut names))).collect();
