@@ -72,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
         tag: None,
         pool: None,
         name: None,
+        zone: vec![],
         dry_run,
     };
     println!("exporting {n} guests (half VMs, half containers), {latency:?} per API call");

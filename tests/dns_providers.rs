@@ -86,6 +86,16 @@ async fn powerdns_lifecycle_with_comment_marks() {
     dns.put(ZONE, &set("nas.home.arpa.", "A", 300, &["10.5.0.5"], None)).await.unwrap();
     assert_eq!(dns.get(ZONE, "nas.home.arpa.", "A").await.unwrap().unwrap().mark, None);
 
+    // The whole zone in one listing (what export reads), marks included, the zone's own SOA/NS too.
+    let all = dns.list(ZONE).await.unwrap();
+    let find = |n: &str, t: &str| all.iter().find(|s| s.name == n && s.rtype == t).cloned();
+    assert_eq!(
+        find("nas.home.arpa.", "A").map(|s| (s.values, s.mark)),
+        Some((vec!["10.5.0.5".to_string()], None))
+    );
+    assert_eq!(find("www.home.arpa.", "CNAME").and_then(|s| s.mark).as_deref(), Some(MARK));
+    assert!(find("home.arpa.", "SOA").is_some(), "{all:?}");
+
     // Wrong API key: a permission error that does not echo the key.
     let bad = PowerDns::new(
         &url,

@@ -11,7 +11,11 @@ use std::{path::Path, time::Duration};
 
 use homelab_operator::{
     providers::pve::{GuestKind, PveApi, client::wait_task},
-    sim::{npm::NpmSim, pve::config_section},
+    sim::{
+        npm::NpmSim,
+        pve::config_section,
+        technitium::{SimRecord, TechnitiumSim},
+    },
 };
 use serde_json::json;
 use support::guest_world::world;
@@ -89,6 +93,24 @@ fn hand_made_hosts(npm: &NpmSim) {
     );
 }
 
+/// A zone kept by hand: an address, a CNAME, mail and SPF at the apex.
+fn hand_made_records(dns: &TechnitiumSim) {
+    let rec = |name: &str, rtype: &str, rdata: serde_json::Value| SimRecord {
+        name: name.into(),
+        rtype: rtype.into(),
+        ttl: 3600,
+        comments: None,
+        rdata,
+    };
+    dns.add_record("home.arpa", rec("nas.home.arpa", "A", json!({"ipAddress": "10.0.0.5"})));
+    dns.add_record("home.arpa", rec("files.home.arpa", "CNAME", json!({"cname": "nas.home.arpa"})));
+    dns.add_record(
+        "home.arpa",
+        rec("home.arpa", "MX", json!({"preference": 10, "exchange": "mail.home.arpa"})),
+    );
+    dns.add_record("home.arpa", rec("home.arpa", "TXT", json!({"text": "v=spf1 -all"})));
+}
+
 /// The command, off the runtime that serves the simulator.
 async fn run(args: &[&str], config: &Path) -> (Option<i32>, String) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_homelab-operator"));
@@ -105,28 +127,42 @@ async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
     let npm = NpmSim::new("admin@example.com", "s3cret-pass").unwrap();
     let npm_server = npm.serve().await.unwrap();
     hand_made_hosts(&npm);
+    let dns = TechnitiumSim::new("dns-token-0123456789abcdef", &["home.arpa"]).unwrap();
+    let dns_server = dns.serve().await.unwrap();
+    hand_made_records(&dns);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("npm-secret"), "s3cret-pass").unwrap();
+    std::fs::write(dir.path().join("dns-token"), "dns-token-0123456789abcdef").unwrap();
     let proxy = format!(
         "proxy:\n  default:\n    type: nginx-proxy-manager\n    url: {}\n    identity: admin@example.com\n    secretFile: {}\n",
         npm_server.url,
         dir.path().join("npm-secret").display()
     );
+    let dns_section = format!(
+        "dns:\n  default:\n    type: technitium\n    url: {}\n    tokenFile: {}\n",
+        dns_server.url,
+        dir.path().join("dns-token").display()
+    );
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, config_section(&w.sim, &w._server, dir.path()).unwrap() + &proxy).unwrap();
+    std::fs::write(
+        &config,
+        config_section(&w.sim, &w._server, dir.path()).unwrap() + &proxy + &dns_section,
+    )
+    .unwrap();
     let out = dir.path().join("homelab");
     let out_arg = out.to_str().unwrap();
 
     // A dry run writes nothing.
-    let (code, text) = run(&["export", "--namespace", "homelab", "--out", out_arg, "--dry-run"], &config).await;
+    let export = ["export", "--namespace", "homelab", "--out", out_arg, "--zone", "home.arpa"];
+    let (code, text) = run(&[&export[..], &["--dry-run"]].concat(), &config).await;
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains("Export: 2 guests, 2 proxy hosts") && text.contains("dry run"),
+        text.contains("Export: 2 guests, 2 proxy hosts, 4 DNS records") && text.contains("dry run"),
         "{text}"
     );
     assert!(!out.exists());
 
-    let (code, text) = run(&["export", "--namespace", "homelab", "--out", out_arg], &config).await;
+    let (code, text) = run(&export, &config).await;
     assert_eq!(code, Some(0), "{text}");
     let web = std::fs::read_to_string(out.join("default/guests/web.yaml")).unwrap();
     assert!(web.contains("adopt: true") && web.contains("vmid: 120"), "{web}");
@@ -140,13 +176,18 @@ async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
     assert!(git.contains("adopt: true") && git.contains("deletionPolicy: Retain"), "{git}");
     let before: Vec<_> = w.sim.guests().into_iter().map(|g| (g.vmid, g.config)).collect();
     let hosts_before = npm.hosts();
+    let records_before: Vec<_> = ["nas.home.arpa", "files.home.arpa", "home.arpa"]
+        .iter()
+        .map(|n| dns.records(n))
+        .collect();
 
     let (code, text) = run(&["plan", "-f", out_arg], &config).await;
     assert_eq!(code, Some(0), "nothing but the marks to write: {text}");
     assert_eq!(text.matches("= adopt: add the ownership marks").count(), 2, "{text}");
     assert_eq!(text.matches("= adopt: add the ownership mark to proxy host").count(), 2, "{text}");
+    assert_eq!(text.matches("= adopt: add the ownership mark to Adopted:").count(), 4, "{text}");
     assert!(
-        text.contains("0 to update, 0 reboots, 0 to delete, 0 pending, 0 blocked, 4 to adopt."),
+        text.contains("0 to update, 0 reboots, 0 to delete, 0 pending, 0 blocked, 8 to adopt."),
         "{text}"
     );
 
@@ -206,9 +247,21 @@ async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
     }
     let (code, text) = run(&["plan", "-f", out_arg], &config).await;
     assert_eq!(code, Some(0), "{text}");
-    assert_eq!(text.matches(": no changes\n").count(), 4, "{text}");
+    assert_eq!(text.matches(": no changes\n").count(), 8, "{text}");
+    // The records: the same data, each now carrying the mark as its comment.
+    for (before, name) in records_before.iter().zip(["nas.home.arpa", "files.home.arpa", "home.arpa"]) {
+        let after = dns.records(name);
+        let data = |rs: &[SimRecord]| rs.iter().map(|r| (r.rtype.clone(), r.ttl, r.rdata.clone())).collect::<Vec<_>>();
+        assert_eq!(data(&after), data(before), "{name}");
+        assert!(
+            after
+                .iter()
+                .all(|r| r.comments.as_deref().is_some_and(|c| c.contains("homelab-operator"))),
+            "{name}"
+        );
+    }
     // What the operator now manages is not exported again.
-    let (code, text) = run(&["export", "--out", out_arg, "--dry-run"], &config).await;
+    let (code, text) = run(&["export", "--out", out_arg, "--zone", "home.arpa", "--dry-run"], &config).await;
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("Export: 0 guests, 0 proxy hosts"), "{text}");
+    assert!(text.contains("Export: 0 guests, 0 proxy hosts, 0 DNS records"), "{text}");
 }

@@ -57,6 +57,10 @@ pub struct ExportArgs {
     /// Only guests whose name contains this text.
     #[arg(long)]
     pub name: Option<String>,
+    /// Export the records of this DNS zone (`ZONE` on every `dns:` endpoint that can list a
+    /// zone, or `ENDPOINT/ZONE`); repeatable. Without it no records are exported.
+    #[arg(long)]
+    pub zone: Vec<String>,
     /// Print the summary only; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -106,8 +110,66 @@ pub async fn run(a: ExportArgs) -> anyhow::Result<i32> {
         written.extend(done.into_iter().collect::<anyhow::Result<Vec<_>>>()?);
     }
     let hosts = export_proxy_hosts(&a, &engine).await?;
-    summary(&a, &written, &hosts);
-    Ok(0)
+    let records = export_records(&a, &engine).await?;
+    summary(&a, &written, &hosts, &records);
+    Ok(if records.failed.is_empty() { 0 } else { 1 })
+}
+
+/// The records exported, and what was not (with why).
+#[derive(Default)]
+struct Records {
+    files: Vec<PathBuf>,
+    skipped: Vec<String>,
+    failed: Vec<String>,
+}
+
+/// The RRsets of every `--zone`, except those the operator already marks and the zone's own SOA/NS.
+async fn export_records(a: &ExportArgs, engine: &Engine) -> anyhow::Result<Records> {
+    use crate::{
+        providers::dns::{DnsApi, DnsClient},
+        reconcile::{dns_record::exported, ownership::is_mark_line},
+    };
+    let mut out = Records::default();
+    let mut names = BTreeSet::new();
+    for z in &a.zone {
+        let (only, zone) = z.split_once('/').map_or((None, z.as_str()), |(p, z)| (Some(p), z));
+        for (provider, client) in engine.providers.dns.iter().filter(|(p, _)| only.is_none_or(|o| o == p.as_str())) {
+            if only.is_none() && matches!(client, DnsClient::Rfc2136(_)) {
+                out.skipped
+                    .push(format!("dns {provider}: an RFC 2136 server cannot list zone {zone}"));
+                continue;
+            }
+            let sets = match client.list(zone).await {
+                Ok(s) => s,
+                Err(e) => {
+                    out.failed.push(format!("dns {provider}: zone {zone}: {e}"));
+                    continue;
+                }
+            };
+            for set in sets.iter().filter(|s| !s.mark.as_deref().is_some_and(is_mark_line)) {
+                let spec = match exported::spec_of(provider, zone, set) {
+                    Ok(spec) => spec,
+                    Err(why) => {
+                        out.skipped.push(why);
+                        continue;
+                    }
+                };
+                let label = dns_label(
+                    &format!("{}-{}", spec.name.replace('@', "apex"), spec.record_type.as_str()),
+                    "record",
+                );
+                let name = unique(&label, zone.replace('.', "-"), &mut names);
+                let mut record = crate::api::DnsRecord::new(&name, spec);
+                record.metadata.namespace = Some(a.namespace.clone());
+                let file = a.out.join(provider).join("dns").join(zone).join(format!("{name}.yaml"));
+                if !a.dry_run {
+                    write_manifest(&file, &serde_yaml_ng::to_string(&record)?)?;
+                }
+                out.files.push(file);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Every proxy host of every `proxy:` endpoint (none with `--cluster`, `--vmid`… filters: those select guests).
@@ -226,7 +288,7 @@ fn write_manifest(file: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))
 }
 
-fn summary(a: &ExportArgs, written: &[Written], hosts: &[PathBuf]) {
+fn summary(a: &ExportArgs, written: &[Written], hosts: &[PathBuf], records: &Records) {
     let verb = if a.dry_run { "would write" } else { "wrote" };
     for w in written {
         println!(
@@ -246,12 +308,22 @@ fn summary(a: &ExportArgs, written: &[Written], hosts: &[PathBuf]) {
     for h in hosts {
         println!("ProxyHost: {verb} {}", h.display());
     }
+    for r in &records.files {
+        println!("DnsRecord: {verb} {}", r.display());
+    }
+    for s in &records.skipped {
+        println!("not exported: {s}");
+    }
+    for f in &records.failed {
+        println!("error: {f}");
+    }
     let unexpressed: usize = written.iter().map(|w| w.exported.unexpressed.len()).sum();
     let secrets: usize = written.iter().map(|w| w.exported.secrets.len()).sum();
     println!(
-        "\nExport: {} guests, {} proxy hosts, {unexpressed} settings kept as they are but not expressed, {secrets} Secrets to create{}.",
+        "\nExport: {} guests, {} proxy hosts, {} DNS records, {unexpressed} settings kept as they are but not expressed, {secrets} Secrets to create{}.",
         written.len(),
         hosts.len(),
+        records.files.len(),
         if a.dry_run { " (dry run: nothing written)" } else { "" }
     );
 }

@@ -68,6 +68,8 @@ impl Error {
 pub trait DnsApi: Send + Sync {
     /// The RRset of this name and type, with its mark, if it exists.
     fn get(&self, zone: &str, name: &str, rtype: &str) -> impl Future<Output = Result<Option<RecordSet>, Error>> + Send;
+    /// Every RRset of the zone, with its mark (for `export`).
+    fn list(&self, zone: &str) -> impl Future<Output = Result<Vec<RecordSet>, Error>> + Send;
     /// Replace the whole RRset (and its mark) with `set`.
     fn put(&self, zone: &str, set: &RecordSet) -> impl Future<Output = Result<(), Error>> + Send;
     /// Remove the RRset and its mark.
@@ -162,6 +164,13 @@ impl DnsApi for DnsClient {
             DnsClient::Technitium(c) => c.get(zone, name, rtype).await,
             DnsClient::PowerDns(c) => c.get(zone, name, rtype).await,
             DnsClient::Rfc2136(c) => c.get(zone, name, rtype).await,
+        }
+    }
+    async fn list(&self, zone: &str) -> Result<Vec<RecordSet>, Error> {
+        match self {
+            DnsClient::Technitium(c) => c.list(zone).await,
+            DnsClient::PowerDns(c) => c.list(zone).await,
+            DnsClient::Rfc2136(c) => c.list(zone).await,
         }
     }
     async fn put(&self, zone: &str, set: &RecordSet) -> Result<(), Error> {

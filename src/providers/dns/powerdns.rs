@@ -120,21 +120,18 @@ impl PowerDns {
     }
 }
 
-impl DnsApi for PowerDns {
-    async fn get(&self, zone: &str, name: &str, rtype: &str) -> Result<Option<RecordSet>, Error> {
-        let req = self
-            .http
-            .get(self.zone_url(zone))
-            .query(&[("rrset_name", absolute(name)), ("rrset_type", rtype.to_string())]);
-        let z: Zone = self.send("get_rrset", req).await?.json().await.map_err(|e| Error::Invalid {
+impl PowerDns {
+    /// The zone, or the RRsets `filter` asks for.
+    async fn rrsets(&self, zone: &str, op: &'static str, filter: &[(&str, String)]) -> Result<Vec<RecordSet>, Error> {
+        let req = self.http.get(self.zone_url(zone)).query(filter);
+        let z: Zone = self.send(op, req).await?.json().await.map_err(|e| Error::Invalid {
             server: self.base.clone(),
-            op: "get_rrset",
+            op,
             message: e.without_url().to_string(),
         })?;
-        let want = absolute(name);
         Ok(z.rrsets
             .into_iter()
-            .find(|r| r.name.eq_ignore_ascii_case(&want) && r.rtype.eq_ignore_ascii_case(rtype))
+            .filter(|r| !r.records.is_empty())
             .map(|r| {
                 let mut values: Vec<String> = r.records.into_iter().filter(|r| !r.disabled).map(|r| r.content).collect();
                 values.sort();
@@ -145,7 +142,24 @@ impl DnsApi for PowerDns {
                     values,
                     mark: r.comments.into_iter().find(|c| c.account == ACCOUNT).map(|c| c.content),
                 }
-            }))
+            })
+            .collect())
+    }
+}
+
+impl DnsApi for PowerDns {
+    async fn get(&self, zone: &str, name: &str, rtype: &str) -> Result<Option<RecordSet>, Error> {
+        let filter = [("rrset_name", absolute(name)), ("rrset_type", rtype.to_string())];
+        let want = absolute(name);
+        Ok(self
+            .rrsets(zone, "get_rrset", &filter)
+            .await?
+            .into_iter()
+            .find(|r| r.name.eq_ignore_ascii_case(&want) && r.rtype.eq_ignore_ascii_case(rtype)))
+    }
+
+    async fn list(&self, zone: &str) -> Result<Vec<RecordSet>, Error> {
+        self.rrsets(zone, "list_zone", &[]).await
     }
 
     async fn put(&self, zone: &str, set: &RecordSet) -> Result<(), Error> {

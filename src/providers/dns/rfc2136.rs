@@ -216,6 +216,15 @@ fn rtype_of(s: &str) -> Result<RecordType, String> {
 }
 
 impl DnsApi for Rfc2136 {
+    /// RFC 2136 servers list a zone only by zone transfer (AXFR), which the operator does not do.
+    async fn list(&self, _zone: &str) -> Result<Vec<RecordSet>, Error> {
+        Err(self.invalid(
+            "list_zone",
+            "an RFC 2136 server lists a zone only by zone transfer (AXFR), which export does not do yet; \
+             write DnsRecords with adopt: true for the records to take over",
+        ))
+    }
+
     async fn get(&self, _zone: &str, name: &str, rtype: &str) -> Result<Option<RecordSet>, Error> {
         let rt = rtype_of(rtype).map_err(|m| self.invalid("query", m))?;
         let owner = self.name("query", name)?;

@@ -194,26 +194,49 @@ impl Technitium {
     }
 }
 
+/// Records grouped into RRsets by name and type (enabled records only).
+fn rrsets(records: &[Record]) -> Vec<RecordSet> {
+    let mut sets: std::collections::BTreeMap<(String, String), RecordSet> = std::collections::BTreeMap::new();
+    for r in records.iter().filter(|r| !r.disabled) {
+        let key = (r.name.to_ascii_lowercase(), r.rtype.to_ascii_uppercase());
+        let set = sets.entry(key).or_insert_with(|| RecordSet {
+            name: absolute(&r.name),
+            rtype: r.rtype.to_ascii_uppercase(),
+            ttl: r.ttl,
+            values: vec![],
+            mark: None,
+        });
+        set.values.extend(presentation(&r.rtype, &r.rdata));
+        set.mark = set.mark.take().or_else(|| r.comments.clone().filter(|c| !c.is_empty()));
+    }
+    sets.into_values()
+        .map(|mut s| {
+            s.values.sort();
+            s
+        })
+        .collect()
+}
+
 impl DnsApi for Technitium {
     async fn get(&self, zone: &str, name: &str, rtype: &str) -> Result<Option<RecordSet>, Error> {
         let params = vec![("domain".into(), bare(name)), ("zone".into(), bare(zone))];
         let resp = self.call("get_records", "/api/zones/records/get", params).await?;
         let records: Vec<Record> = serde_json::from_value(resp.get("records").cloned().unwrap_or_default()).unwrap_or_default();
-        let want = bare(name);
-        let mine: Vec<&Record> = records
-            .iter()
-            .filter(|r| r.name.eq_ignore_ascii_case(&want) && r.rtype.eq_ignore_ascii_case(rtype) && !r.disabled)
-            .collect();
-        let Some(first) = mine.first() else { return Ok(None) };
-        let mut values: Vec<String> = mine.iter().filter_map(|r| presentation(&r.rtype, &r.rdata)).collect();
-        values.sort();
-        Ok(Some(RecordSet {
-            name: absolute(name),
-            rtype: rtype.to_ascii_uppercase(),
-            ttl: first.ttl,
-            values,
-            mark: mine.iter().find_map(|r| r.comments.clone()).filter(|c| !c.is_empty()),
-        }))
+        let want = absolute(name);
+        Ok(rrsets(&records)
+            .into_iter()
+            .find(|s| s.name.eq_ignore_ascii_case(&want) && s.rtype.eq_ignore_ascii_case(rtype)))
+    }
+
+    async fn list(&self, zone: &str) -> Result<Vec<RecordSet>, Error> {
+        let params = vec![
+            ("domain".into(), bare(zone)),
+            ("zone".into(), bare(zone)),
+            ("listZone".into(), "true".into()),
+        ];
+        let resp = self.call("list_zone", "/api/zones/records/get", params).await?;
+        let records: Vec<Record> = serde_json::from_value(resp.get("records").cloned().unwrap_or_default()).unwrap_or_default();
+        Ok(rrsets(&records))
     }
 
     async fn put(&self, zone: &str, set: &RecordSet) -> Result<(), Error> {

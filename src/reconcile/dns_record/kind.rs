@@ -97,7 +97,18 @@ impl Kind for DnsRecord {
         for act in &out.plan.actions {
             if let DnsAction::Put { set, why } = act {
                 let what = format!("{why}: {} {} {} (TTL {})", set.name, set.rtype, set.values.join(", "), set.ttl);
-                let symbol = if out.status.values.is_empty() { '+' } else { '~' };
+                // Adopting as it is writes only the ownership mark.
+                let adopt_only = *why == "Adopted" && out.plan.marks_only;
+                let symbol = match adopt_only {
+                    true => '=',
+                    false if out.status.values.is_empty() => '+',
+                    false => '~',
+                };
+                let what = if adopt_only {
+                    format!("adopt: add the ownership mark to {what}")
+                } else {
+                    what
+                };
                 changes.push(Change::new(symbol, what));
             }
         }

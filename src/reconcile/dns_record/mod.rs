@@ -1,5 +1,6 @@
 //! DnsRecord: read the RRset, plan, write, report.
 
+pub mod exported;
 mod kind;
 pub mod plan;
 

@@ -68,6 +68,8 @@ pub struct DnsPlan {
     pub actions: Vec<DnsAction>,
     /// Why nothing can be written.
     pub blocked: Option<Blocked>,
+    /// Adopting the record as it is: the write adds only the ownership mark.
+    pub marks_only: bool,
 }
 
 /// What to write so the server has `desired` (which carries our mark).
@@ -79,6 +81,7 @@ pub fn plan(desired: &RecordSet, observed: Option<&RecordSet>, adopt: bool, poli
                 why: "Created",
             }],
             blocked: None,
+            marks_only: false,
         };
     };
     let ours = obs.mark.is_some() && obs.mark == desired.mark;
@@ -98,8 +101,10 @@ pub fn plan(desired: &RecordSet, observed: Option<&RecordSet>, adopt: bool, poli
                     obs.values.join(", ")
                 ),
             )),
+            marks_only: false,
         };
     }
+    let same = obs.values == desired.values && obs.ttl == desired.ttl;
     if !ours {
         return DnsPlan {
             actions: vec![DnsAction::Put {
@@ -107,9 +112,9 @@ pub fn plan(desired: &RecordSet, observed: Option<&RecordSet>, adopt: bool, poli
                 why: "Adopted",
             }],
             blocked: None,
+            marks_only: same,
         };
     }
-    let same = obs.values == desired.values && obs.ttl == desired.ttl;
     if same || policy == RecordPolicy::CreateOnly {
         return DnsPlan::default();
     }
@@ -119,6 +124,7 @@ pub fn plan(desired: &RecordSet, observed: Option<&RecordSet>, adopt: bool, poli
             why: "Updated",
         }],
         blocked: None,
+        marks_only: false,
     }
 }
 
