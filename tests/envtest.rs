@@ -21,6 +21,9 @@ use kube::{
 use serde_json::json;
 use support::envtest_world::*;
 
+#[path = "tiers/envtest_export.rs"]
+mod export;
+
 /// Long enough for any honest convergence on a loaded 2-core machine.
 #[tokio::test(flavor = "multi_thread")]
 async fn admission_matches_the_local_rules_and_examples_are_admitted() {
