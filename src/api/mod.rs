@@ -4,6 +4,7 @@ pub mod backup_policy;
 pub mod common;
 pub mod dns_record;
 pub mod monitor_target;
+pub mod passthrough;
 pub mod proxmox_guest;
 pub mod proxy_host;
 
@@ -14,6 +15,7 @@ pub use backup_policy::*;
 pub use common::*;
 pub use dns_record::*;
 pub use monitor_target::*;
+pub use passthrough::*;
 pub use proxmox_guest::*;
 pub use proxy_host::*;
 
