@@ -1,6 +1,7 @@
-//! Reconcilers: for each kind, observe → plan (pure) → apply → status.
-//! Nothing here talks to Kubernetes; the controller and the CLI supply status
-//! persistence through [`StatusSink`].
+//! Reconcilers: for each kind one adapter ([`kind::Kind`]) that observes,
+//! plans (pure) and applies, driven alike by the controller and the one-shot
+//! commands. Nothing here talks to Kubernetes: what a resource refers to comes
+//! through a [`kind::Lookup`], status goes through a [`StatusSink`].
 
 pub mod agent;
 pub mod backup_policy;
