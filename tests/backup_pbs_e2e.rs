@@ -280,7 +280,7 @@ async fn the_readme_pbs_acls_grant_every_call_a_policy_makes() {
     let out = back_up_now(&w, &s, vec![member("web01", 100)], "1").await;
     run_pbs_job(&w, JobKind::Verify).await;
     let mut changed = s.clone();
-    changed.retention.keep_daily = Some(14);
+    changed.retention.as_mut().unwrap().keep_daily = Some(14);
     run(&w, &changed, out.status, vec![member("web01", 100)]).await.unwrap();
     backup_policy::cleanup(apis(&w, &s), &id(), &s).await.unwrap();
     let schema: serde_json::Value =

@@ -70,6 +70,45 @@ async fn hand_made_guests<P: PveApi>(api: &P) {
         .unwrap();
 }
 
+/// Two vzdump jobs as the web UI makes them, run once (the guests have backups):
+/// one for both guests with its own words in the comment, one for every guest
+/// but the container, with options the spec has no field for.
+async fn hand_made_jobs<P: PveApi>(api: &P, sim: &homelab_operator::sim::pve::PveSim) {
+    let nightly = params(&[
+        ("vmid", "120,121"),
+        ("storage", "local"),
+        ("schedule", "21:00"),
+        ("mode", "snapshot"),
+        ("compress", "zstd"),
+        ("notes-template", "{{guestname}}"),
+        ("prune-backups", "keep-last=7"),
+        ("enabled", "1"),
+        ("all", "0"),
+        ("comment", "Nightly, to local"),
+    ]);
+    let weekly = params(&[
+        ("all", "1"),
+        ("exclude", "121"),
+        ("storage", "pbs1"),
+        ("schedule", "sat 03:00"),
+        ("mode", "stop"),
+        ("prune-backups", "keep-last=3,keep-weekly=2"),
+        ("mailnotification", "failure"),
+        ("node", "pve1"),
+    ]);
+    for p in [nightly, weekly] {
+        api.create_backup_job(p).await.unwrap();
+    }
+    for job in api.backup_jobs().await.unwrap() {
+        for upid in sim.run_backup_job(&job.id).unwrap() {
+            let upid = homelab_operator::providers::pve::Upid::parse(&upid).unwrap();
+            wait_task(api, &upid, Duration::from_millis(10), Duration::from_secs(10))
+                .await
+                .unwrap();
+        }
+    }
+}
+
 /// Two proxy hosts as a person makes them in the NPM UI.
 fn hand_made_hosts(npm: &NpmSim) {
     let host = |domains: &[&str], host: &str, port: u16, extra: serde_json::Value| {
@@ -124,6 +163,7 @@ async fn run(args: &[&str], config: &Path) -> (Option<i32>, String) {
 async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
     let w = world().await;
     hand_made_guests(&w.engine.providers.pve["default"]).await;
+    hand_made_jobs(&w.engine.providers.pve["default"], &w.sim).await;
     let npm = NpmSim::new("admin@example.com", "s3cret-pass").unwrap();
     let npm_server = npm.serve().await.unwrap();
     hand_made_hosts(&npm);
@@ -157,7 +197,7 @@ async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
     let (code, text) = run(&[&export[..], &["--dry-run"]].concat(), &config).await;
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains("Export: 2 guests, 2 proxy hosts, 4 DNS records") && text.contains("dry run"),
+        text.contains("Export: 2 guests, 2 backup jobs, 2 proxy hosts, 4 DNS records") && text.contains("dry run"),
         "{text}"
     );
     assert!(!out.exists());
@@ -172,6 +212,30 @@ async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
         "{web}"
     );
     assert!(text.contains("not expressed, kept as it is: ide2"), "{text}");
+    // Each job a policy adopting it; the guests of the nightly one picked by a label on them.
+    let nightly = std::fs::read_to_string(out.join("default/backups/nightly-to-local.yaml")).unwrap();
+    assert!(
+        nightly.contains("adoptJobId: backup-") && nightly.contains("backup.homelab.dev/nightly-to-local"),
+        "{nightly}"
+    );
+    assert!(web.contains("backup.homelab.dev/nightly-to-local: 'true'"), "{web}");
+    // No comment: named after the job's id.
+    let weekly_file = std::fs::read_dir(out.join("default/backups"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("backup-")))
+        .unwrap();
+    let weekly = std::fs::read_to_string(weekly_file).unwrap();
+    assert!(
+        weekly.contains("allGuests: true") && weekly.contains("exclude:\n  - 121") && weekly.contains("maxAge: 7d2h"),
+        "{weekly}"
+    );
+    assert!(
+        weekly.starts_with("# Exported by homelab-operator") && weekly.contains("#   node=pve1"),
+        "{weekly}"
+    );
+    let jobs_before = w.sim.backup_jobs();
     let git = std::fs::read_to_string(out.join("default/proxy-hosts/code-home-arpa.yaml")).unwrap();
     assert!(git.contains("adopt: true") && git.contains("deletionPolicy: Retain"), "{git}");
     let before: Vec<_> = w.sim.guests().into_iter().map(|g| (g.vmid, g.config)).collect();
@@ -186,8 +250,9 @@ async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
     assert_eq!(text.matches("= adopt: add the ownership marks").count(), 2, "{text}");
     assert_eq!(text.matches("= adopt: add the ownership mark to proxy host").count(), 2, "{text}");
     assert_eq!(text.matches("= adopt: add the ownership mark to Adopted:").count(), 4, "{text}");
+    assert_eq!(text.matches("= adopt: add the ownership mark to backup job").count(), 2, "{text}");
     assert!(
-        text.contains("0 to update, 0 reboots, 0 to delete, 0 pending, 0 blocked, 8 to adopt."),
+        text.contains("0 to update, 0 reboots, 0 to delete, 0 pending, 0 blocked, 10 to adopt."),
         "{text}"
     );
 
@@ -199,10 +264,25 @@ async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
         writes,
         vec![
             ("POST /nodes/{node}/qemu/{vmid}/config".to_string(), 1),
+            ("PUT /cluster/backup/{id}".to_string(), 2),
             ("PUT /nodes/{node}/lxc/{vmid}/config".to_string(), 1)
         ],
-        "one config write per guest: {text}"
+        "one config write per guest and per job: {text}"
     );
+    // The jobs: the same options, the mark after the owner's words in the comment.
+    for (old, new) in jobs_before.iter().zip(w.sim.backup_jobs()) {
+        let without_comment = |j: &std::collections::BTreeMap<String, serde_json::Value>| {
+            let mut j = j.clone();
+            j.remove("comment");
+            j
+        };
+        assert_eq!(without_comment(&new), without_comment(old));
+        let comment = new["comment"].as_str().unwrap();
+        assert!(comment.contains("managed-by: homelab-operator"), "{comment}");
+        if let Some(own) = old.get("comment").and_then(|c| c.as_str()) {
+            assert!(comment.starts_with(&format!("{own} | ")), "{comment}");
+        }
+    }
     // Those writes added the marks and changed nothing else.
     for (vmid, old) in before {
         let new = w.sim.guests().into_iter().find(|g| g.vmid == vmid).unwrap().config;
@@ -247,7 +327,7 @@ async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
     }
     let (code, text) = run(&["plan", "-f", out_arg], &config).await;
     assert_eq!(code, Some(0), "{text}");
-    assert_eq!(text.matches(": no changes\n").count(), 8, "{text}");
+    assert_eq!(text.matches(": no changes\n").count(), 10, "{text}");
     // The records: the same data, each now carrying the mark as its comment.
     for (before, name) in records_before.iter().zip(["nas.home.arpa", "files.home.arpa", "home.arpa"]) {
         let after = dns.records(name);
@@ -263,5 +343,8 @@ async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
     // What the operator now manages is not exported again.
     let (code, text) = run(&["export", "--out", out_arg, "--zone", "home.arpa", "--dry-run"], &config).await;
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("Export: 0 guests, 0 proxy hosts, 0 DNS records"), "{text}");
+    assert!(
+        text.contains("Export: 0 guests, 0 backup jobs, 0 proxy hosts, 0 DNS records"),
+        "{text}"
+    );
 }

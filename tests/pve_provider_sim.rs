@@ -403,6 +403,21 @@ async fn backup_jobs_round_trip_with_pves_shapes_and_refusals() {
     let e = f.client.create_backup_job(local).await.unwrap_err();
     assert!(e.to_string().contains("storage 'local-lvm' does not support backups"), "{e}");
     assert!(!e.is_transient());
+    // One selection per job, and one line per option (jobs.cfg is a section config).
+    for (key, value, words) in [
+        ("pool", "homelab", "option conflicts with option 'vmid'"),
+        ("exclude", "101", "option conflicts with option 'vmid'"),
+        ("comment", "two\nlines", "property 'comment' contains a line feed"),
+    ] {
+        let e = f.client.update_backup_job("hlo-nightly", p(&[(key, value)])).await.unwrap_err();
+        assert!(e.to_string().contains(words), "{key}: {e}");
+    }
+    let e = f
+        .client
+        .update_backup_job("hlo-nightly", p(&[("exclude", "101"), ("delete", "vmid")]))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("only makes sense in combination with option 'all'"), "{e}");
 
     f.client.delete_backup_job("hlo-nightly").await.unwrap();
     let e = f.client.delete_backup_job("hlo-nightly").await.unwrap_err();

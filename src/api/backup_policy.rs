@@ -29,7 +29,11 @@ use super::common::*;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("has(self.selector) || (has(self.vmids) && size(self.vmids) > 0)").message("name the members: selector and/or vmids"),
+    validation = Rule::new("has(self.selector) || (has(self.vmids) && size(self.vmids) > 0) || (has(self.allGuests) && self.allGuests) || has(self.pool)").message("name the members: selector and/or vmids, or allGuests, or pool"),
+    validation = Rule::new("!(has(self.allGuests) && self.allGuests) || (!has(self.selector) && (!has(self.vmids) || size(self.vmids) == 0) && !has(self.pool))").message("allGuests backs up every guest of the cluster: it takes no selector, vmids or pool (leave guests out with exclude)"),
+    validation = Rule::new("!has(self.pool) || (!has(self.selector) && (!has(self.vmids) || size(self.vmids) == 0))").message("pool names the members: it takes no selector or vmids"),
+    validation = Rule::new("!has(self.exclude) || size(self.exclude) == 0 || (has(self.allGuests) && self.allGuests)").message("exclude only goes with allGuests"),
+    validation = Rule::new("!has(self.pbs) || !has(self.pbs.prune) || (has(self.retention) && !(has(self.retention.keepAll) && self.retention.keepAll))").message("pbs.prune prunes with the policy's retention: set retention (keepLast, keepDaily, …), not keepAll"),
     validation = Rule::new("self.cluster == oldSelf.cluster").message("cluster is immutable")
 )]
 pub struct BackupPolicySpec {
@@ -44,6 +48,17 @@ pub struct BackupPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10000), inner(range(min = 100, max = 999999999)))]
     pub vmids: Vec<u32>,
+    /// Every guest of the cluster, present and future (vzdump `all`); no selector, vmids or pool with it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub all_guests: bool,
+    /// Guests `allGuests` leaves out, by VMID.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10000), inner(range(min = 100, max = 999999999)))]
+    pub exclude: Vec<u32>,
+    /// Every guest of this Proxmox VE resource pool, present and future (vzdump `pool`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._\-]*$"))]
+    pub pool: Option<String>,
     /// When backups run, as a Proxmox calendar event (`02:30`, `sat 03:00`, `mon..fri 22:00`).
     #[schemars(
         length(min = 1, max = 128),
@@ -61,15 +76,16 @@ pub struct BackupPolicySpec {
     /// Compression for file-based storages (PBS always compresses): `zstd` (default), `gzip`, `lzo`, `none`.
     #[serde(default)]
     pub compress: Compression,
-    /// Notes attached to each backup; `{{guestname}}`, `{{vmid}}`, `{{node}}`, `{{cluster}}` are expanded.
+    /// Notes attached to each backup; `{{guestname}}`, `{{vmid}}`, `{{node}}`, `{{cluster}}` are expanded; `""` for none.
     #[serde(default = "default_notes")]
-    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(length(max = 1024), regex(pattern = r"^[^\n\r]*$"))]
     pub notes_template: String,
     /// Whether the schedule runs (a disabled policy still reports freshness).
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// How many backups are kept (PVE `prune-backups`).
-    pub retention: Retention,
+    /// How many backups are kept (PVE `prune-backups`); without it the storage's retention applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
     /// A member whose newest backup is older than this is stale (`26h`, `7d`, `1d12h`).
     #[serde(default = "default_max_age")]
     #[schemars(regex(pattern = r"^([0-9]{1,5}[wdhm])+$"))]
@@ -130,13 +146,22 @@ pub enum Compression {
     None,
 }
 
-/// Backups kept per guest, as PVE's `prune-backups` (all unset keeps everything, which is refused).
+/// Backups kept per guest, as PVE's `prune-backups` (all unset keeps everything, which is refused
+/// unless said with `keepAll`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new(
-    "(has(self.keepLast) && self.keepLast > 0) || (has(self.keepHourly) && self.keepHourly > 0) || (has(self.keepDaily) && self.keepDaily > 0) || (has(self.keepWeekly) && self.keepWeekly > 0) || (has(self.keepMonthly) && self.keepMonthly > 0) || (has(self.keepYearly) && self.keepYearly > 0)"
-).message("keep at least one backup: set one of keepLast, keepHourly, keepDaily, keepWeekly, keepMonthly, keepYearly above 0"))]
+#[x_kube(
+    validation = Rule::new(
+        "(has(self.keepAll) && self.keepAll) || (has(self.keepLast) && self.keepLast > 0) || (has(self.keepHourly) && self.keepHourly > 0) || (has(self.keepDaily) && self.keepDaily > 0) || (has(self.keepWeekly) && self.keepWeekly > 0) || (has(self.keepMonthly) && self.keepMonthly > 0) || (has(self.keepYearly) && self.keepYearly > 0)"
+    ).message("keep at least one backup: set one of keepLast, keepHourly, keepDaily, keepWeekly, keepMonthly, keepYearly above 0 (or keepAll: true)"),
+    validation = Rule::new(
+        "!(has(self.keepAll) && self.keepAll) || !(has(self.keepLast) || has(self.keepHourly) || has(self.keepDaily) || has(self.keepWeekly) || has(self.keepMonthly) || has(self.keepYearly))"
+    ).message("keepAll keeps every backup: it takes no other keep option")
+)]
 pub struct Retention {
+    /// Keep every backup (PVE `keep-all`); nothing is pruned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_all: Option<bool>,
     /// The newest N backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 100000))]

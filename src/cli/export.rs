@@ -5,7 +5,7 @@
 //! Manager under `OUT/<endpoint>/proxy-hosts/`, one file each.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -21,7 +21,8 @@ use crate::{
     metrics::Metrics,
     providers::pve::{ClusterResource, PveApi, PveClient},
     reconcile::{
-        ownership::is_mark_tag,
+        backup_policy::exported::{self as backup_exported, ExportedPolicy},
+        ownership::{has_mark, is_mark_tag},
         proxmox_guest::{
             exported::{Exported, GuestFacts, spec_of},
             observed_from, read_config, read_firewall,
@@ -67,6 +68,11 @@ pub struct ExportArgs {
 }
 
 impl ExportArgs {
+    /// Whether guests are picked one by one: then only guests are exported.
+    fn filters_guests(&self) -> bool {
+        !self.vmid.is_empty() || self.node.is_some() || self.tag.is_some() || self.pool.is_some() || self.name.is_some()
+    }
+
     fn selects(&self, r: &ClusterResource) -> bool {
         let name = r.name.as_deref().unwrap_or("");
         (self.vmid.is_empty() || self.vmid.contains(&(r.vmid as u32)))
@@ -83,6 +89,16 @@ struct Written {
     name: String,
     vmid: u32,
     exported: Exported,
+    /// `member_label`s of the exported backup jobs that back it up.
+    labels: BTreeMap<String, String>,
+}
+
+/// One exported backup job.
+struct Policy {
+    file: PathBuf,
+    name: String,
+    job: String,
+    exported: ExportedPolicy,
 }
 
 /// Exit 0 when everything selected was exported, 1 on an error.
@@ -91,6 +107,8 @@ pub async fn run(a: ExportArgs) -> anyhow::Result<i32> {
     let engine = Engine::new(&config, Arc::new(Metrics::default()))?;
     let mut names = BTreeSet::new();
     let mut written = vec![];
+    let mut policies = vec![];
+    let mut skipped = vec![];
     for (cluster, client) in &engine.providers.pve {
         if a.cluster.as_ref().is_some_and(|c| c != cluster) {
             continue;
@@ -107,12 +125,71 @@ pub async fn run(a: ExportArgs) -> anyhow::Result<i32> {
         let named: Vec<(&ClusterResource, String)> = guests.into_iter().map(|r| (r, unique_name(r, &mut names))).collect();
         let reads = named.into_iter().map(|(r, name)| export_guest(&a, cluster, client, r, name));
         let done: Vec<anyhow::Result<Written>> = futures::stream::iter(reads).buffered(EXPORT_CONCURRENCY).collect().await;
-        written.extend(done.into_iter().collect::<anyhow::Result<Vec<_>>>()?);
+        let mut guests = done.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+        if !a.filters_guests() {
+            policies.extend(export_jobs(&a, cluster, client, &mut guests, &mut skipped).await?);
+        }
+        written.extend(guests);
+    }
+    if !a.dry_run {
+        for w in &written {
+            write_manifest(&w.file, &guest_manifest(&a.namespace, w)?)?;
+        }
     }
     let hosts = export_proxy_hosts(&a, &engine).await?;
-    let records = export_records(&a, &engine).await?;
-    summary(&a, &written, &hosts, &records);
+    let mut records = export_records(&a, &engine).await?;
+    records.skipped.extend(skipped);
+    summary(&a, &written, &policies, &hosts, &records);
     Ok(if records.failed.is_empty() { 0 } else { 1 })
+}
+
+/// The cluster's vzdump jobs not yet managed, as BackupPolicies adopting
+/// them; the exported guests they back up get the policy's member label.
+async fn export_jobs(
+    a: &ExportArgs,
+    cluster: &str,
+    client: &PveClient,
+    guests: &mut [Written],
+    skipped: &mut Vec<String>,
+) -> anyhow::Result<Vec<Policy>> {
+    let jobs = client
+        .backup_jobs()
+        .await
+        .with_context(|| format!("cluster {cluster}: listing backup jobs"))?;
+    let by_vmid: BTreeMap<u32, String> = guests.iter().map(|w| (w.vmid, w.name.clone())).collect();
+    let mut names = BTreeSet::new();
+    let mut out = vec![];
+    for (n, job) in jobs.iter().filter(|j| !j.comment.as_deref().is_some_and(has_mark)).enumerate() {
+        let words = job.comment.as_deref().filter(|c| !c.trim().is_empty()).unwrap_or(&job.id);
+        let name = unique(&dns_label(words, &job.id), (n + 1).to_string(), &mut names);
+        let exported = match backup_exported::spec_of(cluster, &name, job, &by_vmid) {
+            Ok(e) => e,
+            Err(why) => {
+                skipped.push(format!("cluster {cluster}: {why}"));
+                continue;
+            }
+        };
+        for w in guests.iter_mut().filter(|w| exported.labelled.contains(&w.vmid)) {
+            w.labels.insert(backup_exported::member_label(&name), "true".into());
+        }
+        let file = a.out.join(cluster).join("backups").join(format!("{name}.yaml"));
+        if !a.dry_run {
+            let mut p = crate::api::BackupPolicy::new(&name, exported.spec.clone());
+            p.metadata.namespace = Some(a.namespace.clone());
+            let kept = "Kept on the job as it is, not expressed in this spec";
+            write_manifest(
+                &file,
+                &with_header(kept, &exported.unexpressed, &[], &serde_yaml_ng::to_string(&p)?),
+            )?;
+        }
+        out.push(Policy {
+            file,
+            name,
+            job: job.id.clone(),
+            exported,
+        });
+    }
+    Ok(out)
 }
 
 /// The records exported, and what was not (with why).
@@ -174,8 +251,7 @@ async fn export_records(a: &ExportArgs, engine: &Engine) -> anyhow::Result<Recor
 
 /// Every proxy host of every `proxy:` endpoint (none with `--cluster`, `--vmid`… filters: those select guests).
 async fn export_proxy_hosts(a: &ExportArgs, engine: &Engine) -> anyhow::Result<Vec<PathBuf>> {
-    let guest_filters = !a.vmid.is_empty() || a.node.is_some() || a.tag.is_some() || a.pool.is_some() || a.name.is_some();
-    if guest_filters || a.cluster.is_some() {
+    if a.filters_guests() || a.cluster.is_some() {
         return Ok(vec![]);
     }
     let mut names = BTreeSet::new();
@@ -221,16 +297,12 @@ async fn export_guest(a: &ExportArgs, cluster: &str, client: &PveClient, r: &Clu
         firewall: firewall.as_ref(),
         password_secret: format!("{name}-cloud-init"),
     };
-    let exported = spec_of(&facts);
-    let file = a.out.join(cluster).join("guests").join(format!("{name}.yaml"));
-    if !a.dry_run {
-        write_manifest(&file, &manifest(&a.namespace, &name, &exported)?)?;
-    }
     Ok(Written {
-        file,
+        file: a.out.join(cluster).join("guests").join(format!("{name}.yaml")),
         name,
         vmid: g.vmid,
-        exported,
+        exported: spec_of(&facts),
+        labels: BTreeMap::new(),
     })
 }
 
@@ -247,7 +319,9 @@ fn dns_label(text: &str, fallback: &str) -> String {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    let name: String = name.trim_matches('-').chars().take(50).collect();
+    // One `-` for a run of others ("weekly, all" → "weekly-all").
+    let name = name.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-");
+    let name: String = name.chars().take(50).collect();
     let name = name.trim_end_matches('-').to_string();
     if name.is_empty() { fallback.to_string() } else { name }
 }
@@ -263,22 +337,34 @@ fn unique(name: &str, suffix: String, taken: &mut BTreeSet<String>) -> String {
     name
 }
 
-/// The manifest: what the spec cannot say first, as comments a reader sees before the spec.
-fn manifest(namespace: &str, name: &str, e: &Exported) -> anyhow::Result<String> {
-    let mut g = ProxmoxGuest::new(name, e.spec.clone());
+/// A guest's manifest, with its member labels.
+fn guest_manifest(namespace: &str, w: &Written) -> anyhow::Result<String> {
+    let mut g = ProxmoxGuest::new(&w.name, w.exported.spec.clone());
     g.metadata.namespace = Some(namespace.to_string());
+    g.metadata.labels = Some(w.labels.clone()).filter(|l| !l.is_empty());
+    let kept = "Kept on the guest as it is, not expressed in this spec";
+    Ok(with_header(
+        kept,
+        &w.exported.unexpressed,
+        &w.exported.secrets,
+        &serde_yaml_ng::to_string(&g)?,
+    ))
+}
+
+/// What the spec cannot say first, as comments a reader sees before the spec.
+fn with_header(kept: &str, unexpressed: &[String], secrets: &[String], yaml: &str) -> String {
     let mut text = String::new();
-    if !e.unexpressed.is_empty() {
-        text.push_str("# Exported by homelab-operator. Kept on the guest as it is, not expressed in this spec:\n");
-        for u in &e.unexpressed {
+    if !unexpressed.is_empty() {
+        text.push_str(&format!("# Exported by homelab-operator. {kept}:\n"));
+        for u in unexpressed {
             text.push_str(&format!("#   {u}\n"));
         }
     }
-    for s in &e.secrets {
+    for s in secrets {
         text.push_str(&format!("# Create the Secret {s} before applying.\n"));
     }
-    text.push_str(&serde_yaml_ng::to_string(&g)?);
-    Ok(text)
+    text.push_str(yaml);
+    text
 }
 
 fn write_manifest(file: &Path, text: &str) -> anyhow::Result<()> {
@@ -288,7 +374,7 @@ fn write_manifest(file: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))
 }
 
-fn summary(a: &ExportArgs, written: &[Written], hosts: &[PathBuf], records: &Records) {
+fn summary(a: &ExportArgs, written: &[Written], policies: &[Policy], hosts: &[PathBuf], records: &Records) {
     let verb = if a.dry_run { "would write" } else { "wrote" };
     for w in written {
         println!(
@@ -305,6 +391,22 @@ fn summary(a: &ExportArgs, written: &[Written], hosts: &[PathBuf], records: &Rec
             println!("  create the Secret {}/{s}", a.namespace);
         }
     }
+    for p in policies {
+        println!(
+            "BackupPolicy {}/{} (job {}): {verb} {}",
+            a.namespace,
+            p.name,
+            p.job,
+            p.file.display()
+        );
+        if !p.exported.labelled.is_empty() {
+            let label = crate::reconcile::backup_policy::exported::member_label(&p.name);
+            println!("  members by label {label}: VMIDs {:?}", p.exported.labelled);
+        }
+        for u in &p.exported.unexpressed {
+            println!("  not expressed, kept as it is: {u}");
+        }
+    }
     for h in hosts {
         println!("ProxyHost: {verb} {}", h.display());
     }
@@ -317,11 +419,13 @@ fn summary(a: &ExportArgs, written: &[Written], hosts: &[PathBuf], records: &Rec
     for f in &records.failed {
         println!("error: {f}");
     }
-    let unexpressed: usize = written.iter().map(|w| w.exported.unexpressed.len()).sum();
+    let unexpressed: usize = written.iter().map(|w| w.exported.unexpressed.len()).sum::<usize>()
+        + policies.iter().map(|p| p.exported.unexpressed.len()).sum::<usize>();
     let secrets: usize = written.iter().map(|w| w.exported.secrets.len()).sum();
     println!(
-        "\nExport: {} guests, {} proxy hosts, {} DNS records, {unexpressed} settings kept as they are but not expressed, {secrets} Secrets to create{}.",
+        "\nExport: {} guests, {} backup jobs, {} proxy hosts, {} DNS records, {unexpressed} settings kept as they are but not expressed, {secrets} Secrets to create{}.",
         written.len(),
+        policies.len(),
         hosts.len(),
         records.files.len(),
         if a.dry_run { " (dry run: nothing written)" } else { "" }

@@ -68,6 +68,11 @@ pub fn is_mark_line(line: &str) -> bool {
     line.trim_start().starts_with(LINE_PREFIX)
 }
 
+/// Whether a one-line comment carries a mark (after the owner's own words, as on adopted jobs).
+pub fn has_mark(comment: &str) -> bool {
+    comment.contains(LINE_PREFIX)
+}
+
 /// The description with every operator line removed (for `Retain`).
 pub fn strip_mark_lines(description: &str) -> String {
     description.lines().filter(|l| !is_mark_line(l)).collect::<Vec<_>>().join("\n")

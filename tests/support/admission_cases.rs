@@ -194,6 +194,34 @@ pub fn refused_policies() -> Vec<(String, &'static str, By)> {
             By::Cel,
         ),
         (
+            with("  allGuests: true\n"),
+            "allGuests backs up every guest of the cluster",
+            By::Cel,
+        ),
+        (with("  pool: homelab\n"), "pool names the members", By::Cel),
+        (with("  exclude: [105]\n"), "exclude only goes with allGuests", By::Cel),
+        (
+            BASE_POLICY.replace(
+                "  selector: {matchLabels: {backup: nightly}}\n",
+                "  pool: homelab\n  allGuests: true\n",
+            ),
+            "allGuests backs up every guest of the cluster",
+            By::Cel,
+        ),
+        (
+            BASE_POLICY.replace("{keepDaily: 7, keepWeekly: 4}", "{keepAll: true, keepDaily: 7}"),
+            "keepAll keeps every backup",
+            By::Cel,
+        ),
+        (
+            BASE_POLICY.replace("  retention: {keepDaily: 7, keepWeekly: 4}\n", "")
+                + "  pbs: {endpoint: main, datastore: store1, prune: {schedule: daily}}\n",
+            "pbs.prune prunes with the policy's retention",
+            By::Cel,
+        ),
+        (with("  notesTemplate: \"two\\nlines\"\n"), "notesTemplate", By::Schema),
+        (with("  pool: \"-x\"\n"), "pool", By::Schema),
+        (
             BASE_POLICY.replace("{keepDaily: 7, keepWeekly: 4}", "{keepDaily: 0}"),
             "keep at least one backup",
             By::Cel,
@@ -239,6 +267,14 @@ pub fn admitted_policies() -> Vec<String> {
         BASE_POLICY.replace("\"02:30\"", "\"sat 03:00\""),
         BASE_POLICY.replace("\"02:30\"", "daily"),
         BASE_POLICY.replace("{keepDaily: 7, keepWeekly: 4}", "{keepLast: 3}"),
+        BASE_POLICY.replace("{keepDaily: 7, keepWeekly: 4}", "{keepAll: true}"),
+        BASE_POLICY.replace("  retention: {keepDaily: 7, keepWeekly: 4}\n", ""),
+        BASE_POLICY.replace(
+            "  selector: {matchLabels: {backup: nightly}}\n",
+            "  allGuests: true\n  exclude: [105, 9000]\n",
+        ),
+        BASE_POLICY.replace("  selector: {matchLabels: {backup: nightly}}\n", "  pool: homelab\n"),
+        with("  notesTemplate: \"\"\n  compress: none\n"),
         with("  maxAge: 1d12h\n  mode: stop\n  compress: none\n  notify: [telegram]\n"),
         with(
             "  pbs: {endpoint: main, datastore: store1, verify: {schedule: daily, reverifyAfterDays: 30}, prune: {schedule: daily}, \

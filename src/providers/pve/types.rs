@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::codec::de;
 
 /// One entry of `GET /cluster/resources?type=vm`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct ClusterResource {
     pub id: String,
     #[serde(rename = "type")]
@@ -177,6 +177,9 @@ pub struct BackupJob {
     pub all: bool,
     #[serde(default)]
     pub pool: Option<String>,
+    /// VMIDs `all` leaves out (comma-separated).
+    #[serde(default)]
+    pub exclude: Option<String>,
     /// An object of strings when read (`{"keep-daily": "7"}`), a property string when written.
     #[serde(default, rename = "prune-backups")]
     pub prune_backups: Option<serde_json::Value>,
@@ -186,6 +189,9 @@ pub struct BackupJob {
     pub comment: Option<String>,
     #[serde(default, rename = "next-run", deserialize_with = "de::opt_u64_lenient")]
     pub next_run: Option<u64>,
+    /// Every other option the job has (`node`, `mailto`, `bwlimit`, `fleecing`, …), as answered.
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl BackupJob {

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use crate::{
     api::{BackupMode, BackupPolicySpec, Compression, Retention},
     providers::pve::{BackupJob, Params, codec},
-    reconcile::{Blocked, ownership::Identity},
+    reconcile::{
+        Blocked,
+        ownership::{Identity, has_mark},
+    },
 };
 
 /// Our job's id: stable per resource UID (PVE job ids are `[a-z][a-z0-9_-]+`).
@@ -31,8 +34,13 @@ pub fn keep_options(r: &Retention) -> Vec<(&'static str, u32)> {
     .collect()
 }
 
-/// `prune-backups` for a retention, keys in PVE's order.
-pub fn prune_string(r: &Retention) -> String {
+/// `prune-backups` for a retention, keys in PVE's order; `""` (not set: the
+/// storage's retention applies) without one.
+pub fn prune_string(r: Option<&Retention>) -> String {
+    let Some(r) = r else { return String::new() };
+    if r.keep_all == Some(true) {
+        return "keep-all=1".into();
+    }
     keep_options(r)
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -49,62 +57,103 @@ pub fn mode_str(mode: BackupMode) -> &'static str {
     }
 }
 
-/// The job's fields, as they are compared and written (`vmid` sorted,
-/// `prune-backups` as a property string in a fixed order).
-pub fn desired(spec: &BackupPolicySpec, members: &[u32], id: &Identity) -> BTreeMap<&'static str, String> {
-    let mut vmids = members.to_vec();
-    vmids.sort_unstable();
-    vmids.dedup();
-    let mode = mode_str(spec.mode);
-    let compress = match spec.compress {
+/// vzdump's name for a compression (`0`: none, its default).
+pub fn compress_str(c: Compression) -> &'static str {
+    match c {
         Compression::Zstd => "zstd",
         Compression::Gzip => "gzip",
         Compression::Lzo => "lzo",
         Compression::None => "0",
-    };
+    }
+}
+
+/// How a job picks its guests: exactly one of these keys is set, the others are not.
+const SELECTION: [&str; 4] = ["vmid", "all", "exclude", "pool"];
+
+/// The job's fields, as they are compared and written (`vmid` sorted,
+/// `prune-backups` as a property string in a fixed order). An empty value is
+/// a field the job must not have (another selection, no notes, the storage's
+/// retention).
+pub fn desired(spec: &BackupPolicySpec, members: &[u32], id: &Identity) -> BTreeMap<&'static str, String> {
     // Pruned on the PBS instead: PVE keeps everything it wrote.
     let prune = match spec.pbs.as_ref().and_then(|p| p.prune.as_ref()) {
         Some(_) => "keep-all=1".to_string(),
-        None => prune_string(&spec.retention),
+        None => prune_string(spec.retention.as_ref()),
     };
-    BTreeMap::from([
+    let mut job = BTreeMap::from([
         ("schedule", spec.schedule.clone()),
         ("storage", spec.storage.clone()),
-        ("mode", mode.to_string()),
-        ("compress", compress.to_string()),
-        ("vmid", vmids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
+        ("mode", mode_str(spec.mode).to_string()),
+        ("compress", compress_str(spec.compress).to_string()),
         ("prune-backups", prune),
         ("notes-template", spec.notes_template.clone()),
         ("enabled", codec::bool01(spec.enabled)),
         ("comment", id.mark_line()),
-    ])
+    ]);
+    job.extend(SELECTION.map(|k| (k, String::new())));
+    if spec.all_guests {
+        job.insert("all", "1".into());
+        job.insert("exclude", vmid_list(&spec.exclude));
+    } else if let Some(pool) = &spec.pool {
+        job.insert("pool", pool.clone());
+    } else {
+        job.insert("vmid", vmid_list(members));
+    }
+    job
 }
 
-/// A job's fields in the form `desired` uses.
-fn observed(job: &BackupJob) -> BTreeMap<&'static str, String> {
-    let mut out = BTreeMap::new();
-    let mut put = |k: &'static str, v: Option<String>| {
-        if let Some(v) = v {
-            out.insert(k, v);
-        }
-    };
-    put("schedule", job.schedule.clone());
-    put("storage", job.storage.clone());
-    put("mode", job.mode.clone());
-    put("compress", job.compress.clone());
-    put("vmid", job.vmid.as_ref().map(|v| normalize_vmids(v)));
-    put("prune-backups", job.prune_backups.as_ref().map(normalize_prune));
-    put("notes-template", job.notes_template.clone());
-    put("enabled", Some(codec::bool01(job.is_enabled())));
-    put("comment", job.comment.clone());
-    out
-}
-
-fn normalize_vmids(v: &str) -> String {
-    let mut ids: Vec<u32> = v.split([',', ' ', ';']).filter_map(|s| s.trim().parse().ok()).collect();
+fn vmid_list(ids: &[u32]) -> String {
+    let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
     ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// A job's fields in the form `desired` uses, PVE's defaults filled in.
+fn observed(job: &BackupJob) -> BTreeMap<&'static str, String> {
+    let compress = match job.compress.as_deref() {
+        None | Some("0") => "0",
+        // vzdump's old "1" is lzo.
+        Some("1") => "lzo",
+        Some(other) => other,
+    };
+    let list = |v: &Option<String>| v.as_deref().map(normalize_vmids).unwrap_or_default();
+    BTreeMap::from([
+        ("schedule", job.schedule.clone().unwrap_or_default()),
+        ("storage", job.storage.clone().unwrap_or_default()),
+        ("mode", job.mode.clone().unwrap_or_else(|| "snapshot".into())),
+        ("compress", compress.to_string()),
+        ("vmid", list(&job.vmid)),
+        ("all", if job.all { "1".into() } else { String::new() }),
+        ("exclude", list(&job.exclude)),
+        ("pool", job.pool.clone().unwrap_or_default()),
+        ("prune-backups", job.prune_backups.as_ref().map(normalize_prune).unwrap_or_default()),
+        ("notes-template", job.notes_template.clone().unwrap_or_default()),
+        ("enabled", codec::bool01(job.is_enabled())),
+        ("comment", job.comment.clone().unwrap_or_default()),
+    ])
+}
+
+/// Whether an update only adds the mark to the comment (adopting a job as it is).
+pub fn marks_only(params: &Params) -> bool {
+    matches!(params.as_slice(), [(k, v)] if k == "comment" && has_mark(v))
+}
+
+/// The comment an adopted job gets: its own words, then our mark (one line: jobs.cfg has no others).
+fn marked_comment(existing: &str, mark: &str) -> String {
+    const MAX: usize = 512;
+    let own = existing.trim();
+    if own.is_empty() || own.contains(mark) {
+        return if own.is_empty() { mark.to_string() } else { own.to_string() };
+    }
+    let room = MAX.saturating_sub(mark.len() + 3);
+    let own: String = own.chars().take(room).collect();
+    format!("{own} | {mark}")
+}
+
+fn normalize_vmids(v: &str) -> String {
+    let ids: Vec<u32> = v.split([',', ' ', ';']).filter_map(|s| s.trim().parse().ok()).collect();
+    vmid_list(&ids)
 }
 
 fn normalize_prune(v: &serde_json::Value) -> String {
@@ -181,31 +230,36 @@ pub fn plan(
         (Some(w), None) => JobPlan::Create {
             id: ours_id.clone(),
             params: std::iter::once(("id".to_string(), ours_id))
-                .chain(w.iter().map(|(k, v)| (k.to_string(), v.clone())))
+                .chain(w.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_string(), v.clone())))
                 .collect(),
         },
-        (Some(w), Some(j)) => {
-            let have = observed(j);
-            let params: Params = w
-                .iter()
-                .filter(|(k, v)| have.get(*k) != Some(*v))
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect();
-            let mut params = params;
-            // The members are the selection: an adopted job's `all`/`pool` goes.
-            let other_selection: Vec<&str> = [("all", j.all), ("pool", j.pool.is_some())]
-                .into_iter()
-                .filter_map(|(k, set)| set.then_some(k))
-                .collect();
-            if !other_selection.is_empty() {
-                params.push(("delete".into(), other_selection.join(",")));
-            }
-            match params.is_empty() {
-                true => JobPlan::NoChange { id: j.id.clone() },
-                false => JobPlan::Update { id: j.id.clone(), params },
-            }
-        }
+        (Some(w), Some(j)) => match update_params(w, j, &id.mark_line()) {
+            params if params.is_empty() => JobPlan::NoChange { id: j.id.clone() },
+            params => JobPlan::Update { id: j.id.clone(), params },
+        },
     })
+}
+
+/// The fields of `job` that differ from `want`: set, or named in `delete`.
+fn update_params(want: &BTreeMap<&'static str, String>, job: &BackupJob, mark: &str) -> Params {
+    let have = observed(job);
+    let mut want = want.clone();
+    want.insert("comment", marked_comment(&have["comment"], mark));
+    let differs = |k: &&str, v: &String| have.get(k).is_none_or(|h| h != v);
+    let mut params: Params = want
+        .iter()
+        .filter(|(k, v)| !v.is_empty() && differs(k, v))
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let gone: Vec<&str> = want
+        .iter()
+        .filter(|(k, v)| v.is_empty() && have.get(*k).is_some_and(|h| !h.is_empty()))
+        .map(|(k, _)| *k)
+        .collect();
+    if !gone.is_empty() {
+        params.push(("delete".into(), gone.join(",")));
+    }
+    params
 }
 
 #[cfg(test)]
@@ -358,10 +412,47 @@ mod tests {
                     id: "backup-1d0e9c44-a1b0".into(),
                     params: desired(&s, &[100, 101], &id())
                         .into_iter()
-                        .filter(|(k, _)| !matches!(*k, "storage" | "enabled"))
+                        .filter(|(k, v)| !v.is_empty() && !matches!(*k, "storage" | "enabled" | "mode"))
                         .map(|(k, v)| (k.to_string(), v))
                         .chain([("delete".to_string(), "pool".to_string())])
                         .collect(),
+                }),
+            ),
+            (
+                "adopting a job with a comment: its words stay, the mark follows on the same line",
+                Some(desired(&s, &[100, 101], &id())),
+                vec![BackupJob {
+                    comment: Some("nightly to PBS".into()),
+                    ..mine.clone()
+                }],
+                Some("hlo-3f1c2b4a9d8e"),
+                Ok(JobPlan::Update {
+                    id: mine.id.clone(),
+                    params: vec![("comment".into(), format!("nightly to PBS | {}", id().mark_line()))],
+                }),
+            ),
+            (
+                "the whole cluster but two: all and exclude set, the VMID list deleted",
+                Some(desired(&spec("").tap_all(&[250, 200]), &[100, 101], &id())),
+                vec![mine.clone()],
+                None,
+                Ok(JobPlan::Update {
+                    id: mine.id.clone(),
+                    params: vec![
+                        ("all".into(), "1".into()),
+                        ("exclude".into(), "200,250".into()),
+                        ("delete".into(), "vmid".into()),
+                    ],
+                }),
+            ),
+            (
+                "no notes and the storage's retention: both deleted, not sent empty",
+                Some(desired(&spec("notesTemplate: ''").tap_no_retention(), &[100, 101], &id())),
+                vec![mine.clone()],
+                None,
+                Ok(JobPlan::Update {
+                    id: mine.id.clone(),
+                    params: vec![("delete".into(), "notes-template,prune-backups".into())],
                 }),
             ),
             (
@@ -388,6 +479,8 @@ mod tests {
     trait Tap {
         fn tap_schedule(self, s: &str) -> Self;
         fn tap_retention(self, keep_last: u32) -> Self;
+        fn tap_all(self, exclude: &[u32]) -> Self;
+        fn tap_no_retention(self) -> Self;
     }
 
     impl Tap for BackupPolicySpec {
@@ -396,10 +489,20 @@ mod tests {
             self
         }
         fn tap_retention(mut self, keep_last: u32) -> Self {
-            self.retention = Retention {
+            self.retention = Some(Retention {
                 keep_last: Some(keep_last),
                 ..Default::default()
-            };
+            });
+            self
+        }
+        fn tap_all(mut self, exclude: &[u32]) -> Self {
+            self.selector = None;
+            self.all_guests = true;
+            self.exclude = exclude.to_vec();
+            self
+        }
+        fn tap_no_retention(mut self) -> Self {
+            self.retention = None;
             self
         }
     }

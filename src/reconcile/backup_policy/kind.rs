@@ -2,7 +2,13 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use super::{Apis, PolicyObject, PolicyOutcome, PolicyPlan, freshness::Member, job::JobPlan, members, pbs_jobs::PbsStep};
+use super::{
+    Apis, PolicyObject, PolicyOutcome, PolicyPlan,
+    freshness::Member,
+    job::{self, JobPlan},
+    members,
+    pbs_jobs::PbsStep,
+};
 use crate::{
     api::{self, BackupPolicy, BackupPolicyStatus},
     providers::{pbs::PbsClient, pve::PveClient},
@@ -37,6 +43,10 @@ pub fn job_change(job: &JobPlan) -> Option<Change> {
                 ),
             ))
         }
+        JobPlan::Update { id, params } if job::marks_only(params) => Some(Change::new(
+            '=',
+            format!("adopt: add the ownership mark to backup job {id}'s comment"),
+        )),
         JobPlan::Update { id, params } => {
             let fields: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
             Some(Change::new('~', format!("update backup job {id}: {}", fields.join(", "))))
@@ -80,9 +90,18 @@ impl Kind for BackupPolicy {
         self.validate_cel().map_err(|e| e.to_string())
     }
 
-    fn resolve<'a>(&'a self, _env: Env<'a>, lookup: &'a dyn Lookup) -> Fut<'a, Vec<Member>> {
+    fn resolve<'a>(&'a self, env: Env<'a>, lookup: &'a dyn Lookup) -> Fut<'a, Vec<Member>> {
         Box::pin(async move {
             let guests = lookup.guests(namespace(self)).await?;
+            if self.spec.all_guests || self.spec.pool.is_some() {
+                let pve = env.providers.pve(&self.spec.cluster)?;
+                let resources = env
+                    .cache
+                    .resources(&self.spec.cluster, pve)
+                    .await
+                    .map_err(|e| ReconcileError::pve("listing the cluster's guests", e))?;
+                return Ok(members::from_cluster(self, &resources, &guests));
+            }
             members::members(self, &guests).map_err(ReconcileError::Config)
         })
     }

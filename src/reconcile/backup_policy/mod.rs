@@ -3,6 +3,7 @@
 //! reads, writes what the plan says, and reports.
 
 pub mod alerts;
+pub mod exported;
 pub mod freshness;
 pub mod job;
 mod kind;
@@ -117,7 +118,9 @@ async fn observe<'a, P: PveApi, B: PbsApi>(
         )));
     }
     let vmids: Vec<u32> = obj.members.iter().map(|m| m.vmid).collect();
-    let want = (!vmids.is_empty()).then(|| job::desired(spec, &vmids, id));
+    // A job over the whole cluster or a pool stands even while it covers no one.
+    let standing = spec.all_guests || spec.pool.is_some();
+    let want = (standing || !vmids.is_empty()).then(|| job::desired(spec, &vmids, id));
     let jobs = apis
         .pve
         .backup_jobs()
@@ -477,10 +480,12 @@ fn problem(spec: &BackupPolicySpec, status: &BackupPolicyStatus) -> Option<(&'st
     let unfresh = freshness::unfresh(&status.members, &spec.max_age);
     let name_of = |v: u32| status.members.iter().find(|m| m.vmid == v).and_then(|m| m.name.clone());
     if status.members.is_empty() {
-        return Some((
-            "NoMembers",
-            "no members: the selector matches no ProxmoxGuest and vmids is empty".into(),
-        ));
+        let why = match &spec.pool {
+            _ if spec.all_guests => "allGuests: the cluster has no guest besides those excluded".to_string(),
+            Some(pool) => format!("pool {pool:?} has no guest"),
+            None => "the selector matches no ProxmoxGuest and vmids is empty".into(),
+        };
+        return Some(("NoMembers", format!("no members: {why}")));
     }
     // The newest run of either kind speaks for the members.
     let newest = [status.last_run.as_ref(), status.last_scheduled_run.as_ref()]

@@ -64,7 +64,7 @@ pub async fn observe<B: PbsApi>(api: &B, pbs: &PbsOptions) -> Result<Observed, R
 /// The steps for this policy (all deletions when `spec` is `None`).
 pub fn plan(spec: Option<&BackupPolicySpec>, obs: &Observed, id: &Identity) -> Result<Vec<PbsStep>, Blocked> {
     let want = spec
-        .and_then(|s| Some(pbs_jobs::desired(s.pbs.as_ref()?, &s.retention, id)))
+        .and_then(|s| Some(pbs_jobs::desired(s.pbs.as_ref()?, s.retention.as_ref(), id)))
         .unwrap_or_default();
     let gc = spec
         .and_then(|s| s.pbs.as_ref()?.garbage_collection.as_ref())

@@ -76,7 +76,7 @@ fn managed(kind: JobKind) -> &'static [&'static str] {
 }
 
 /// The wanted fields of each configured job kind.
-pub fn desired(pbs: &PbsOptions, retention: &Retention, id: &Identity) -> BTreeMap<JobKind, BTreeMap<&'static str, String>> {
+pub fn desired(pbs: &PbsOptions, retention: Option<&Retention>, id: &Identity) -> BTreeMap<JobKind, BTreeMap<&'static str, String>> {
     let base = |schedule: &str| {
         BTreeMap::from([
             ("store", pbs.datastore.clone()),
@@ -87,7 +87,8 @@ pub fn desired(pbs: &PbsOptions, retention: &Retention, id: &Identity) -> BTreeM
     let mut out = BTreeMap::new();
     if let Some(p) = &pbs.prune {
         let mut f = base(&p.schedule);
-        f.extend(keep_fields(retention));
+        // Admission refuses a server-side prune without a retention.
+        f.extend(keep_fields(retention.unwrap_or(&Retention::default())));
         out.insert(JobKind::Prune, f);
     }
     if let Some(v) = &pbs.verify {
@@ -192,7 +193,7 @@ mod tests {
     }
 
     fn want(s: &BackupPolicySpec) -> BTreeMap<JobKind, BTreeMap<&'static str, String>> {
-        desired(s.pbs.as_ref().unwrap(), &s.retention, &ident())
+        desired(s.pbs.as_ref().unwrap(), s.retention.as_ref(), &ident())
     }
 
     /// The jobs as the server would list them after `steps` created them.
@@ -248,8 +249,9 @@ mod tests {
         let s = spec("{endpoint: main, datastore: store1, prune: {schedule: daily}}");
         let listed = as_listed(&plan(&want(&s), &BTreeMap::new(), &ident(), None).unwrap());
         let mut changed = s.clone();
-        changed.retention.keep_weekly = None;
-        changed.retention.keep_daily = Some(14);
+        let r = changed.retention.as_mut().unwrap();
+        r.keep_weekly = None;
+        r.keep_daily = Some(14);
         let steps = plan(&want(&changed), &listed, &ident(), None).unwrap();
         assert_eq!(
             steps,

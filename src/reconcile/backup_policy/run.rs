@@ -54,7 +54,7 @@ pub async fn start<P: PveApi, S: StatusSink<BackupPolicyStatus> + ?Sized>(
     status: &mut BackupPolicyStatus,
     sink: &S,
 ) -> Result<(), ReconcileError> {
-    let prune = job::prune_string(&spec.retention);
+    let prune = job::prune_string(spec.retention.as_ref());
     status.last_run = Some(BackupRun {
         request,
         started: now(),
@@ -70,6 +70,8 @@ pub async fn start<P: PveApi, S: StatusSink<BackupPolicyStatus> + ?Sized>(
             ("remove", "1".into()),
         ]
         .into_iter()
+        // Empty: not set (no notes; the storage's retention).
+        .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let upid = api

@@ -36,10 +36,43 @@ impl State {
         {
             return Err(fail(500, format!("storage '{st}' does not support backups")));
         }
-        if job.get("vmid").is_some() && job.get("all").is_some_and(|a| a == &json!(1)) {
+        let all = job.get("all").is_some_and(|a| a == &json!(1));
+        if job.get("vmid").is_some() && all {
             return Err(fail(500, "you can't specify both vmid and all"));
         }
+        // VZDump::verify_vzdump_parameters.
+        for (key, with) in [("exclude", "vmid"), ("pool", "vmid"), ("pool", "all")] {
+            if job.contains_key(key) && job.contains_key(with) && (with != "all" || all) {
+                return Err(param_fail(key, format!("option conflicts with option '{with}'")));
+            }
+        }
+        if job.contains_key("exclude") && !all {
+            return Err(param_fail("exclude", "option only makes sense in combination with option 'all'"));
+        }
+        // jobs.cfg is a section config: one line per value.
+        if let Some((k, _)) = job.iter().find(|(_, v)| v.as_str().is_some_and(|s| s.contains('\n'))) {
+            return Err(fail(500, format!("property '{k}' contains a line feed")));
+        }
         Ok(())
+    }
+
+    /// The guests a job backs up: its VMIDs, every guest but those excluded, or a pool's.
+    fn job_guests(&self, job: &BTreeMap<String, Value>) -> Vec<u32> {
+        let text = |k: &str| job.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let list = |k: &str| -> Vec<u32> { text(k).split([',', ' ', ';']).filter_map(|v| v.trim().parse().ok()).collect() };
+        let guests = self.guests.values().filter(|g| !g.template);
+        if job.get("all") == Some(&json!(1)) {
+            let exclude = list("exclude");
+            return guests.filter(|g| !exclude.contains(&g.vmid)).map(|g| g.vmid).collect();
+        }
+        if job.contains_key("pool") {
+            let pool = text("pool");
+            return guests
+                .filter(|g| g.pool.as_deref() == Some(pool.as_str()))
+                .map(|g| g.vmid)
+                .collect();
+        }
+        list("vmid")
     }
 
     fn job_value(key: &str, v: &str) -> Value {
@@ -117,11 +150,7 @@ impl State {
             .filter(|j| j.get("enabled").is_none_or(|e| e == &json!(1)));
         let mut covered = std::collections::BTreeSet::new();
         for j in enabled {
-            if j.get("all") == Some(&json!(1)) {
-                return Value::Array(vec![]);
-            }
-            let list = j.get("vmid").and_then(Value::as_str).unwrap_or_default();
-            covered.extend(list.split(',').filter_map(|v| v.trim().parse::<u32>().ok()));
+            covered.extend(self.job_guests(j));
         }
         let guests = self.guests.values().filter(|g| !g.template && !covered.contains(&g.vmid));
         Value::Array(
@@ -169,7 +198,7 @@ impl State {
     pub(super) fn run_job_now(&mut self, id: &str) -> Result<Vec<String>, SimError> {
         let job = self.job_mut(id)?.clone();
         let text = |k: &str| job.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-        let vmids: Vec<u32> = text("vmid").split(',').filter_map(|v| v.parse().ok()).collect();
+        let vmids = self.job_guests(&job);
         let mut by_node: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         for v in vmids {
             if let Some(g) = self.guests.get(&v) {

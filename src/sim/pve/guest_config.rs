@@ -245,6 +245,7 @@ impl State {
         let mut config = BTreeMap::new();
         let mut g = SimGuest::new(vmid, kind, node, BTreeMap::new(), false);
         g.lock = Some("create".into());
+        g.pool = params.get("pool").cloned();
         self.guests.insert(vmid, g);
         // PVE allocates the root disk first (disk-0), then the other volumes.
         let mut ordered: Vec<(&String, &String)> = params.iter().collect();
@@ -339,6 +340,7 @@ impl State {
         };
         let mut g = SimGuest::new(newid, kind, &target, config, false);
         g.lock = Some("clone".into());
+        g.pool = params.get("pool").cloned();
         self.guests.insert(newid, g);
         let task = if kind == "lxc" { "vzclone" } else { "qmclone" };
         Ok(self.start_task(node, task, &src.to_string(), Effect::Created(newid), failure))

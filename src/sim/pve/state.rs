@@ -36,6 +36,8 @@ pub struct SimGuest {
     pub snapshots: BTreeMap<String, (BTreeMap<String, Value>, u64)>,
     pub fw_options: BTreeMap<String, Value>,
     pub fw_rules: Vec<BTreeMap<String, Value>>,
+    /// The resource pool it was created or cloned into.
+    pub pool: Option<String>,
 }
 
 impl SimGuest {
@@ -54,6 +56,7 @@ impl SimGuest {
             snapshots: BTreeMap::new(),
             fw_options: BTreeMap::new(),
             fw_rules: Vec::new(),
+            pool: None,
         }
     }
 
@@ -434,6 +437,9 @@ impl State {
                 }
                 if let Some(l) = &g.lock {
                     e["lock"] = json!(l);
+                }
+                if let Some(p) = &g.pool {
+                    e["pool"] = json!(p);
                 }
                 out.push(e);
             }
