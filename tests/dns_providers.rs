@@ -155,6 +155,26 @@ async fn rfc2136_lifecycle_with_txt_registry_marks() {
         "registry removed with the RRset"
     );
 
+    // The whole zone by transfer (what export reads): registry records folded in as marks.
+    dns.put(ZONE, &set("nas.home.arpa.", "A", 300, &["10.5.0.5"], None)).await.unwrap();
+    let all = dns.list(ZONE).await.unwrap();
+    let find = |n: &str, t: &str| all.iter().find(|s| s.name == n && s.rtype == t).cloned();
+    assert_eq!(
+        find("nas.home.arpa.", "A").map(|s| (s.values, s.mark)),
+        Some((vec!["10.5.0.5".to_string()], None))
+    );
+    assert_eq!(find("www.home.arpa.", "CNAME").and_then(|s| s.mark).as_deref(), Some(MARK));
+    assert_eq!(find("web.home.arpa.", "AAAA").map(|s| s.values), Some(vec!["fd00::21".to_string()]));
+    assert!(find("home.arpa.", "SOA").is_some_and(|s| s.values.len() == 1), "{all:?}");
+    assert!(
+        !all.iter().any(|s| s.name.starts_with("hlo-")),
+        "registry records are marks, not records: {all:?}"
+    );
+    // A zone that refuses transfers says what to allow.
+    let e = dns.list("closed.arpa.").await.unwrap_err();
+    assert!(e.to_string().contains("REFUSED") && e.to_string().contains("allow-transfer"), "{e}");
+    assert!(!e.is_transient());
+
     // A wrong TSIG secret is refused by the server: a permission error.
     let bad = Rfc2136::new(
         &server,

@@ -4,6 +4,7 @@
 //! and the next `plan` has nothing left at all.
 
 mod support {
+    pub mod dns_servers;
     pub mod guest_world;
 }
 
@@ -18,7 +19,7 @@ use homelab_operator::{
     },
 };
 use serde_json::json;
-use support::guest_world::world;
+use support::{dns_servers, guest_world::world};
 
 fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -347,4 +348,82 @@ async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
         text.contains("Export: 0 guests, 0 backup jobs, 0 proxy hosts, 0 DNS records"),
         "{text}"
     );
+}
+
+/// A zone on a real BIND, its records made by hand (dynamic updates without
+/// marks): exported by zone transfer, `plan` exits 0, `apply` adds only the
+/// TXT registry records that carry the marks, and the data stays as it was.
+#[tokio::test]
+async fn a_bind_zone_exports_by_zone_transfer_and_adopts_with_registry_marks() {
+    use homelab_operator::providers::dns::{DnsApi, RecordSet, rfc2136};
+    let bind = dns_servers::bind();
+    let port = bind.server.dns_port;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tsig"), &bind.secret).unwrap();
+    let source = homelab_operator::config::SecretSource::File(dir.path().join("tsig"));
+    let server = format!("127.0.0.1:{port}");
+    let alg = rfc2136::parse_algorithm("hmac-sha256").unwrap();
+    let by_hand = rfc2136::Rfc2136::new(&server, &bind.key_name, alg, source, Duration::from_secs(5), None);
+    let set = |name: &str, rtype: &str, values: &[&str]| RecordSet {
+        name: name.into(),
+        rtype: rtype.into(),
+        ttl: 3600,
+        values: values.iter().map(|v| v.to_string()).collect(),
+        mark: None,
+    };
+    for s in [
+        set("nas.home.arpa.", "A", &["10.0.0.5"]),
+        // BIND refuses an MX whose target in the zone has no address.
+        set("mail.home.arpa.", "A", &["10.0.0.25"]),
+        set("files.home.arpa.", "CNAME", &["nas.home.arpa."]),
+        set("home.arpa.", "MX", &["10 mail.home.arpa."]),
+        set("home.arpa.", "TXT", &["\"v=spf1 -all\""]),
+    ] {
+        by_hand.put("home.arpa.", &s).await.unwrap();
+    }
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "dns:\n  bind:\n    type: rfc2136\n    server: {server}\n    tsigKeyName: {}\n    tsigSecretFile: {}\n",
+            bind.key_name,
+            dir.path().join("tsig").display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("homelab");
+    let out_arg = out.to_str().unwrap();
+    let (code, text) = run(&["export", "-n", "homelab", "--out", out_arg, "--zone", "bind/home.arpa"], &config).await;
+    assert_eq!(code, Some(0), "{text}");
+    // ns1's A record came with the zone, like every record a person keeps.
+    assert!(text.contains("6 DNS records"), "{text}");
+    let answers = |n: &str, t: &str| dns_servers::dig(port, n, t);
+    let before: Vec<Vec<String>> = [
+        ("nas.home.arpa.", "A"),
+        ("files.home.arpa.", "CNAME"),
+        ("home.arpa.", "MX"),
+        ("home.arpa.", "TXT"),
+    ]
+    .iter()
+    .map(|(n, t)| answers(n, t))
+    .collect();
+
+    let (code, text) = run(&["plan", "-f", out_arg], &config).await;
+    assert_eq!(code, Some(0), "nothing but the marks to write: {text}");
+    assert!(text.contains("6 to adopt."), "{text}");
+    let (code, text) = run(&["apply", "-f", out_arg], &config).await;
+    assert_eq!(code, Some(0), "{text}");
+    let after: Vec<Vec<String>> = [
+        ("nas.home.arpa.", "A"),
+        ("files.home.arpa.", "CNAME"),
+        ("home.arpa.", "MX"),
+        ("home.arpa.", "TXT"),
+    ]
+    .iter()
+    .map(|(n, t)| answers(n, t))
+    .collect();
+    assert_eq!(after, before, "the data as it was");
+    assert!(answers("hlo-a.nas.home.arpa.", "TXT")[0].contains("managed-by: homelab-operator"));
+    let (code, text) = run(&["plan", "-f", out_arg], &config).await;
+    assert_eq!((code, text.matches(": no changes\n").count()), (Some(0), 6), "{text}");
 }

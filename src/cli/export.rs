@@ -203,7 +203,7 @@ struct Records {
 /// The RRsets of every `--zone`, except those the operator already marks and the zone's own SOA/NS.
 async fn export_records(a: &ExportArgs, engine: &Engine) -> anyhow::Result<Records> {
     use crate::{
-        providers::dns::{DnsApi, DnsClient},
+        providers::dns::DnsApi,
         reconcile::{dns_record::exported, ownership::is_mark_line},
     };
     let mut out = Records::default();
@@ -211,11 +211,6 @@ async fn export_records(a: &ExportArgs, engine: &Engine) -> anyhow::Result<Recor
     for z in &a.zone {
         let (only, zone) = z.split_once('/').map_or((None, z.as_str()), |(p, z)| (Some(p), z));
         for (provider, client) in engine.providers.dns.iter().filter(|(p, _)| only.is_none_or(|o| o == p.as_str())) {
-            if only.is_none() && matches!(client, DnsClient::Rfc2136(_)) {
-                out.skipped
-                    .push(format!("dns {provider}: an RFC 2136 server cannot list zone {zone}"));
-                continue;
-            }
             let sets = match client.list(zone).await {
                 Ok(s) => s,
                 Err(e) => {

@@ -182,16 +182,19 @@ pub fn bind() -> Bind {
 }};
 controls {{ }};
 key "{key_name}" {{ algorithm hmac-sha256; secret "{secret}"; }};
-zone "home.arpa" {{ type primary; file "{d}/home.arpa.db"; update-policy {{ grant {key_name} zonesub ANY; }}; }};
+zone "home.arpa" {{ type primary; file "{d}/home.arpa.db"; update-policy {{ grant {key_name} zonesub ANY; }}; allow-transfer {{ key {key_name}; }}; }};
+zone "closed.arpa" {{ type primary; file "{d}/closed.arpa.db"; allow-transfer {{ none; }}; }};
 "#
         ),
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("home.arpa.db"),
-        "$TTL 300\n@ IN SOA ns1.home.arpa. hostmaster.home.arpa. 1 3600 600 86400 300\n@ IN NS ns1.home.arpa.\nns1 IN A 127.0.0.1\n",
-    )
-    .unwrap();
+    for zone in ["home.arpa", "closed.arpa"] {
+        std::fs::write(
+            dir.path().join(format!("{zone}.db")),
+            format!("$TTL 300\n@ IN SOA ns1.{zone}. hostmaster.{zone}. 1 3600 600 86400 300\n@ IN NS ns1.{zone}.\nns1 IN A 127.0.0.1\n"),
+        )
+        .unwrap();
+    }
     let log = dir.path().join("named.log");
     let child = Command::new(bin)
         .args(["-g", "-c"])

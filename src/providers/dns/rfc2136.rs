@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use hickory_proto::{
     op::{Message, MessageType, OpCode, Query},
-    rr::{DNSClass, Name, RData, Record, RecordType, TSigner, rdata::TXT, rdata::tsig::TsigAlgorithm},
+    rr::{DNSClass, Name, RData, Record, RecordType, TSigVerifier, TSigner, rdata::TXT, rdata::tsig::TsigAlgorithm},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -100,14 +100,8 @@ impl Rfc2136 {
             message,
         };
         let run = async {
-            let mut stream = TcpStream::connect(&self.server).await.map_err(|e| transport(e.to_string()))?;
-            let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
-            framed.extend_from_slice(bytes);
-            stream.write_all(&framed).await.map_err(|e| transport(e.to_string()))?;
-            let len = stream.read_u16().await.map_err(|e| transport(e.to_string()))?;
-            let mut buf = vec![0; len as usize];
-            stream.read_exact(&mut buf).await.map_err(|e| transport(e.to_string()))?;
-            Ok::<_, Error>(buf)
+            let mut stream = send(&self.server, bytes).await.map_err(|e| transport(e.to_string()))?;
+            receive(&mut stream).await.map_err(|e| transport(e.to_string()))
         };
         let result = tokio::time::timeout(self.timeout, run)
             .await
@@ -118,17 +112,23 @@ impl Rfc2136 {
         result
     }
 
-    /// Send a message signed with TSIG, check the answer's signature and rcode.
-    async fn signed(&self, op: &'static str, mut message: Message) -> Result<Message, Error> {
+    /// The message signed with TSIG, as bytes, and the verifier of its answers.
+    fn sign(&self, op: &'static str, mut message: Message) -> Result<(Vec<u8>, Option<TSigVerifier>), Error> {
         message.metadata.id = rand::random();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let mut verifier = message
+        let verifier = message
             .finalize(&self.signer()?, now)
             .map_err(|e| self.invalid(op, e.to_string()))?;
         let bytes = message.to_vec().map_err(|e| self.invalid(op, e.to_string()))?;
+        Ok((bytes, verifier))
+    }
+
+    /// Send a message signed with TSIG, check the answer's signature and rcode.
+    async fn signed(&self, op: &'static str, message: Message) -> Result<Message, Error> {
+        let (bytes, mut verifier) = self.sign(op, message)?;
         let answer = self.exchange(op, &bytes).await?;
         let parsed = Message::from_vec(&answer).map_err(|e| self.invalid(op, format!("undecodable answer: {e}")))?;
         let rcode = parsed.metadata.response_code;
@@ -169,6 +169,63 @@ impl Rfc2136 {
         }
     }
 
+    /// AXFR over one TCP connection: messages until the closing SOA, each
+    /// checked for its rcode and TSIG (the verifier follows the chain of MACs).
+    async fn transfer(&self, zone: &Name) -> Result<Vec<Record>, Error> {
+        const OP: &str = "transfer";
+        let mut message = Message::query();
+        message.add_query(Query::query(zone.clone(), RecordType::AXFR));
+        let (bytes, mut verifier) = self.sign(OP, message)?;
+        let transport = |message: String| Error::Transport {
+            server: self.server.clone(),
+            op: OP,
+            message,
+        };
+        let run = async {
+            let mut stream = send(&self.server, &bytes).await.map_err(|e| transport(e.to_string()))?;
+            let mut records: Vec<Record> = vec![];
+            loop {
+                let buf = receive(&mut stream).await.map_err(|e| transport(e.to_string()))?;
+                let parsed = self.transfer_message(&buf, verifier.as_mut())?;
+                records.extend(parsed.answers);
+                let soas = records.iter().filter(|r| r.record_type() == RecordType::SOA).count();
+                if soas >= 2 {
+                    return Ok::<_, Error>(records);
+                }
+            }
+        };
+        let result = tokio::time::timeout(self.timeout, run)
+            .await
+            .unwrap_or_else(|_| Err(transport("timed out".into())));
+        if let Some(m) = &self.metrics {
+            m.outside_call("rfc2136", OP, if result.is_ok() { "ok" } else { "transient_error" });
+        }
+        result
+    }
+
+    /// One message of a transfer: its rcode, then its signature.
+    fn transfer_message(&self, buf: &[u8], verifier: Option<&mut TSigVerifier>) -> Result<Message, Error> {
+        let parsed = Message::from_vec(buf).map_err(|e| self.invalid("transfer", format!("undecodable answer: {e}")))?;
+        let rcode = parsed.metadata.response_code;
+        if rcode != hickory_proto::op::ResponseCode::NoError {
+            return Err(Error::Rcode {
+                server: self.server.clone(),
+                op: "transfer",
+                rcode: mnemonic(rcode),
+                message: Some("zone transfer refused: allow it to the key (allow-transfer { key <name>; })".into()),
+            });
+        }
+        if let Some(v) = verifier {
+            v.verify(buf).map_err(|e| Error::Rcode {
+                server: self.server.clone(),
+                op: "transfer",
+                rcode: "BADSIG".into(),
+                message: Some(e.to_string()),
+            })?;
+        }
+        Ok(parsed)
+    }
+
     fn update_message(&self, zone: &Name) -> Message {
         let mut message = Message::new(0, MessageType::Query, OpCode::Update);
         let mut q = Query::new();
@@ -178,6 +235,23 @@ impl Rfc2136 {
         message.add_query(q);
         message
     }
+}
+
+/// Connect and send one length-prefixed message (DNS over TCP).
+async fn send(server: &str, bytes: &[u8]) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(server).await?;
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(bytes);
+    stream.write_all(&framed).await?;
+    Ok(stream)
+}
+
+/// One length-prefixed message.
+async fn receive(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let len = stream.read_u16().await?;
+    let mut buf = vec![0; len as usize];
+    stream.read_exact(&mut buf).await?;
+    Ok(buf)
 }
 
 /// The RFC mnemonic (`NXDOMAIN`, `NOTAUTH`, …) that operators know.
@@ -202,6 +276,42 @@ fn mnemonic(rcode: hickory_proto::op::ResponseCode) -> String {
     }
 }
 
+/// A transfer's records as RRsets (values sorted), each with the mark its
+/// registry record carries; the registry records themselves are not listed.
+fn record_sets(records: Vec<Record>) -> Vec<RecordSet> {
+    use std::collections::BTreeMap;
+    let mut sets: BTreeMap<(String, String), RecordSet> = BTreeMap::new();
+    let mut marks: BTreeMap<String, String> = BTreeMap::new();
+    for r in records {
+        let name = r.name.to_ascii().to_ascii_lowercase();
+        let rtype = r.record_type().to_string();
+        if let (RData::TXT(t), true) = (&r.data, name.starts_with("hlo-")) {
+            let text = t.txt_data.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+            marks.insert(name, text);
+            continue;
+        }
+        let set = sets.entry((name.clone(), rtype.clone())).or_insert_with(|| RecordSet {
+            name,
+            rtype,
+            ttl: r.ttl,
+            values: vec![],
+            mark: None,
+        });
+        let value = r.data.to_string();
+        // The closing SOA repeats the opening one.
+        if !set.values.contains(&value) {
+            set.values.push(value);
+        }
+    }
+    sets.into_values()
+        .map(|mut s| {
+            s.values.sort();
+            s.mark = marks.get(&registry_name(&s.name, &s.rtype)).cloned();
+            s
+        })
+        .collect()
+}
+
 /// RFC 2136 §2.5.2 "delete an RRset": class ANY, TTL 0, empty rdata.
 fn delete_rrset(name: &Name, rtype: RecordType) -> Record {
     let mut r = Record::from_rdata(name.clone(), 0, RData::Update0(rtype));
@@ -216,13 +326,11 @@ fn rtype_of(s: &str) -> Result<RecordType, String> {
 }
 
 impl DnsApi for Rfc2136 {
-    /// RFC 2136 servers list a zone only by zone transfer (AXFR), which the operator does not do.
-    async fn list(&self, _zone: &str) -> Result<Vec<RecordSet>, Error> {
-        Err(self.invalid(
-            "list_zone",
-            "an RFC 2136 server lists a zone only by zone transfer (AXFR), which export does not do yet; \
-             write DnsRecords with adopt: true for the records to take over",
-        ))
+    /// The zone by transfer (AXFR, signed with the same key): every RRset,
+    /// the registry records folded in as their marks.
+    async fn list(&self, zone: &str) -> Result<Vec<RecordSet>, Error> {
+        let records = self.transfer(&self.name("transfer", zone)?).await?;
+        Ok(record_sets(records))
     }
 
     async fn get(&self, _zone: &str, name: &str, rtype: &str) -> Result<Option<RecordSet>, Error> {
