@@ -427,3 +427,84 @@ async fn a_bind_zone_exports_by_zone_transfer_and_adopts_with_registry_marks() {
     let (code, text) = run(&["plan", "-f", out_arg], &config).await;
     assert_eq!((code, text.matches(": no changes\n").count()), (Some(0), 6), "{text}");
 }
+
+/// The README's "Moving an existing homelab in" commands, exactly as written,
+/// on the demo's simulators: `demo --serve` in the background, then each
+/// command in order from the same directory.
+#[tokio::test]
+async fn the_readme_moving_in_commands_run_on_the_demo() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme.split("## Moving an existing homelab in").nth(1).expect("README section");
+    let block = section.split("```sh\n").nth(1).unwrap().split("```").next().unwrap();
+    let commands: Vec<&str> = block
+        .lines()
+        .map(|l| l.split("   #").next().unwrap().trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(commands[0], "homelab-operator demo --serve demo", "{block}");
+    let bin = Path::new(env!("CARGO_BIN_EXE_homelab-operator")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let dir = tempfile::tempdir().unwrap();
+    let sh = |line: &str| {
+        let mut c = std::process::Command::new("sh");
+        c.args(["-c", line]).current_dir(dir.path()).env("PATH", &path);
+        c
+    };
+    let log = std::fs::File::create(dir.path().join("demo.log")).unwrap();
+    // `exec`: the signal at the end reaches the demo itself, not a shell around it.
+    let demo = sh(&format!("exec {}", commands[0]))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _stop = Stop(demo);
+    // Ready once the config file is there (written last, by rename).
+    let config = dir.path().join("demo/config.yaml");
+    let started = std::time::Instant::now();
+    while !config.exists() {
+        let log = std::fs::read_to_string(dir.path().join("demo.log")).unwrap_or_default();
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the demo did not start serving: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut outputs = vec![];
+    for line in &commands[1..] {
+        let mut c = sh(line);
+        let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{line}: {text}");
+        outputs.push(text);
+    }
+    assert!(
+        outputs[1].contains("Export: 3 guests, 1 backup jobs, 1 proxy hosts, 2 DNS records"),
+        "{}",
+        outputs[1]
+    );
+    assert!(
+        outputs[1].contains("ProxmoxGuest homelab/jellyfin-902 (VMID 902)"),
+        "{}",
+        outputs[1]
+    );
+    assert!(
+        outputs[2].contains("0 to update, 0 reboots, 0 to delete, 0 pending, 0 blocked, 7 to adopt."),
+        "{}",
+        outputs[2]
+    );
+    assert!(
+        outputs[4].contains("0 to create, 0 to update, 0 reboots, 0 to delete, 0 pending, 0 blocked, 0 to adopt."),
+        "{}",
+        outputs[4]
+    );
+}
+
+/// Ends the background demo (SIGTERM: it cleans up its files) when the test ends.
+struct Stop(std::process::Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}

@@ -59,14 +59,56 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
     println!("== planning again: a converged homelab needs no writes");
     let clean = plan_again(&engine, &loaded, &files).await?;
     println!("\n{calls} Proxmox API calls to converge; simulator guests: {}", sim.guests().len());
-    Ok(if applied && backups_ok && monitors_ok && clean { 0 } else { 1 })
+    let ok = applied && backups_ok && monitors_ok && clean;
+    if let Some(dir) = a.serve.as_deref().filter(|_| ok) {
+        serve(&world, dir).await?;
+    }
+    Ok(if ok { 0 } else { 1 })
+}
+
+/// Add the hand-made homelab, write the config that reaches the simulators
+/// (written last, so its presence means ready), serve until interrupted.
+async fn serve(world: &World, dir: &std::path::Path) -> anyhow::Result<()> {
+    crate::sim::homelab::seed(&world.sim, &world.npm, &world.dns).map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = dir.join("config.yaml");
+    let partial = dir.join(".config.yaml.partial");
+    std::fs::write(&partial, &world.config_yaml)?;
+    std::fs::rename(&partial, &file)?;
+    println!(
+        "\n== a homelab made by hand sits beside the operator's: VMIDs {:?}, backup job \"Nightly, made by hand\", ha.home.arpa on the proxy and in DNS",
+        crate::sim::homelab::VMIDS
+    );
+    println!("   {} reaches the simulators; serving until interrupted (Ctrl-C)", file.display());
+    wait_for_signal().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+    }
 }
 
 /// The simulators on loopback and the config that reaches them.
 struct World {
     sim: Arc<PveSim>,
     pbs: Arc<PbsSim>,
+    npm: Arc<crate::sim::npm::NpmSim>,
+    dns: Arc<crate::sim::technitium::TechnitiumSim>,
     config: Config,
+    /// The same endpoints as a config file.
+    config_yaml: String,
     dir: tempfile::TempDir,
     /// Serving until the demo ends.
     _servers: Vec<crate::sim::server::SimServer>,
@@ -122,6 +164,16 @@ async fn start_simulators(task_ms: u64) -> anyhow::Result<World> {
         timeout: Duration::from_secs(5),
     };
     println!("   {}", npm_server.url);
+    let config_yaml = format!(
+        "{}{}dns:\n  default:\n    type: technitium\n    url: {}\n    tokenFile: {}\n\
+         proxy:\n  default:\n    type: nginx-proxy-manager\n    url: {}\n    identity: admin@example.com\n    secretFile: {}\n",
+        crate::sim::pve::config_section(&sim, &server, dir.path())?,
+        crate::sim::pbs::config_section("main", &pbs, &pbs_server, dir.path())?,
+        dns_server.url,
+        dir.path().join("dns-token").display(),
+        npm_server.url,
+        dir.path().join("npm-secret").display(),
+    );
     let config = Config {
         path: "(demo)".into(),
         proxmox: [("default".to_string(), ep)].into(),
@@ -133,7 +185,10 @@ async fn start_simulators(task_ms: u64) -> anyhow::Result<World> {
     Ok(World {
         sim,
         pbs,
+        npm: npm_sim,
+        dns: dns_sim,
         config,
+        config_yaml,
         dir,
         _servers: vec![server, pbs_server, dns_server, npm_server],
     })

@@ -22,7 +22,7 @@ use crate::{
     providers::pve::{ClusterResource, PveApi, PveClient},
     reconcile::{
         backup_policy::exported::{self as backup_exported, ExportedPolicy},
-        ownership::{has_mark, is_mark_tag},
+        ownership::{has_mark, is_mark_tag, owner_in},
         proxmox_guest::{
             exported::{Exported, GuestFacts, spec_of},
             observed_from, read_config, read_firewall,
@@ -118,7 +118,9 @@ pub async fn run(a: ExportArgs) -> anyhow::Result<i32> {
             .await
             .with_context(|| format!("cluster {cluster}: listing guests"))?;
         // Templates are sources, not guests; a guest the operator already marks has its resource.
-        let unmanaged = |r: &&ClusterResource| !r.template && !r.tag_list().iter().any(|t| is_mark_tag(t));
+        let marked = |r: &&ClusterResource| !r.template && r.tag_list().iter().any(|t| is_mark_tag(t));
+        reserve_guest_names(&a.namespace, client, resources.iter().filter(marked), &mut names).await;
+        let unmanaged = |r: &&ClusterResource| !r.template && !marked(r);
         let mut guests: Vec<&ClusterResource> = resources.iter().filter(unmanaged).filter(|r| a.selects(r)).collect();
         guests.sort_by_key(|r| r.vmid);
         // Names first (in VMID order, so a clash always resolves the same way), then the reads, a few at once.
@@ -143,6 +145,33 @@ pub async fn run(a: ExportArgs) -> anyhow::Result<i32> {
     Ok(if records.failed.is_empty() { 0 } else { 1 })
 }
 
+/// The names of the namespace's ProxmoxGuests that manage guests already (read
+/// from their marks), so an exported guest never takes one: applying it would
+/// replace that resource. A guest whose config cannot be read reserves nothing.
+async fn reserve_guest_names<'a>(
+    namespace: &str,
+    client: &PveClient,
+    marked: impl Iterator<Item = &'a ClusterResource>,
+    names: &mut BTreeSet<String>,
+) {
+    let reads = marked.map(|r| async move {
+        let g = observed_from(r, if r.kind == "lxc" { GuestType::Lxc } else { GuestType::Qemu });
+        read_config(client, &g).await.ok()?.effective("description").map(str::to_string)
+    });
+    let descriptions: Vec<Option<String>> = futures::stream::iter(reads).buffered(EXPORT_CONCURRENCY).collect().await;
+    reserve(namespace, descriptions.iter().flatten().map(String::as_str), names);
+}
+
+/// Reserve the names that `marks` give to resources of `namespace`.
+fn reserve<'a>(namespace: &str, marks: impl Iterator<Item = &'a str>, names: &mut BTreeSet<String>) {
+    names.extend(
+        marks
+            .filter_map(owner_in)
+            .filter(|(ns, _)| *ns == namespace)
+            .map(|(_, n)| n.to_string()),
+    );
+}
+
 /// The cluster's vzdump jobs not yet managed, as BackupPolicies adopting
 /// them; the exported guests they back up get the policy's member label.
 async fn export_jobs(
@@ -158,6 +187,7 @@ async fn export_jobs(
         .with_context(|| format!("cluster {cluster}: listing backup jobs"))?;
     let by_vmid: BTreeMap<u32, String> = guests.iter().map(|w| (w.vmid, w.name.clone())).collect();
     let mut names = BTreeSet::new();
+    reserve(&a.namespace, jobs.iter().filter_map(|j| j.comment.as_deref()), &mut names);
     let mut out = vec![];
     for (n, job) in jobs.iter().filter(|j| !j.comment.as_deref().is_some_and(has_mark)).enumerate() {
         let words = job.comment.as_deref().filter(|c| !c.trim().is_empty()).unwrap_or(&job.id);
@@ -218,6 +248,7 @@ async fn export_records(a: &ExportArgs, engine: &Engine) -> anyhow::Result<Recor
                     continue;
                 }
             };
+            reserve(&a.namespace, sets.iter().filter_map(|s| s.mark.as_deref()), &mut names);
             for set in sets.iter().filter(|s| !s.mark.as_deref().is_some_and(is_mark_line)) {
                 let spec = match exported::spec_of(provider, zone, set) {
                     Ok(spec) => spec,
@@ -256,6 +287,7 @@ async fn export_proxy_hosts(a: &ExportArgs, engine: &Engine) -> anyhow::Result<V
             .list()
             .await
             .with_context(|| format!("proxy {provider}: listing proxy hosts"))?;
+        reserve(&a.namespace, hosts.iter().filter_map(|h| h.mark()), &mut names);
         for h in hosts.iter().filter(|h| h.mark().is_none()) {
             let spec = crate::reconcile::proxy_host::exported::spec_of(provider, h);
             let first = spec.domains.first().cloned().unwrap_or_else(|| format!("host-{}", h.id));

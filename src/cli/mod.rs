@@ -103,6 +103,11 @@ pub struct DemoArgs {
     /// Simulated task duration in milliseconds.
     #[arg(long, default_value_t = 400)]
     pub task_ms: u64,
+    /// Then add a homelab made by hand (guests, a backup job, a proxy host, DNS records),
+    /// write DIR/config.yaml that reaches the simulators, and keep serving until interrupted:
+    /// try `export`, `plan` and `apply` on it.
+    #[arg(long, value_name = "DIR")]
+    pub serve: Option<PathBuf>,
 }
 
 pub fn init_tracing(filter: &str) {

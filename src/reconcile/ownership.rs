@@ -73,6 +73,12 @@ pub fn has_mark(comment: &str) -> bool {
     comment.contains(LINE_PREFIX)
 }
 
+/// The `namespace` and `name` of the resource a mark names, from any text carrying one.
+pub fn owner_in(text: &str) -> Option<(&str, &str)> {
+    let rest = &text[text.find(LINE_PREFIX)? + LINE_PREFIX.len()..];
+    rest.split_whitespace().next()?.split_once('/')
+}
+
 /// The description with every operator line removed (for `Retain`).
 pub fn strip_mark_lines(description: &str) -> String {
     description.lines().filter(|l| !is_mark_line(l)).collect::<Vec<_>>().join("\n")
@@ -88,6 +94,12 @@ mod tests {
         assert_eq!(id.mark_tag(), "hlo-3f1c2b4a-9d8e-4f7a-b6c5-1d2e3f4a5b6c");
         assert!(is_mark_tag(&id.mark_tag()));
         let desc = format!("my web server\n{}\n", id.mark_line());
+        assert_eq!(owner_in(&desc), Some((id.namespace.as_str(), id.name.as_str())));
+        assert_eq!(
+            owner_in(&format!("Nightly | {}", id.mark_line())),
+            Some((id.namespace.as_str(), id.name.as_str()))
+        );
+        assert_eq!(owner_in("my web server"), None);
         assert!(id.in_description(&desc));
         assert_eq!(strip_mark_lines(&desc), "my web server");
         let cli = Identity::new("apps", "web", None);

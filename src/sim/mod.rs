@@ -3,6 +3,7 @@
 //! providers' types: both sides sharing a type would agree on the same bug.
 
 pub mod faults;
+pub mod homelab;
 pub mod notify;
 pub mod npm;
 pub mod pbs;

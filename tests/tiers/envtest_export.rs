@@ -1,76 +1,17 @@
-//! Moving in on a real API server: a homelab made by hand is exported, the
-//! files are applied with kubectl, the operator adopts everything, and the
-//! simulators' write counters show that nothing but the ownership marks was written.
+//! Moving in on a real API server: a homelab made by hand (the one `demo
+//! --serve` adds) is exported, the files are applied with kubectl, the
+//! operator adopts everything, and the simulators' write counters show that
+//! nothing but the ownership marks was written.
 
 use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use homelab_operator::{
-    api::{DnsRecord, ProxmoxGuest, ProxyHost},
-    sim::{pve::SimGuest, technitium::SimRecord},
+    api::{BackupPolicy, DnsRecord, ProxmoxGuest, ProxyHost},
+    sim::homelab,
 };
 use kube::Api;
-use serde_json::json;
 
 use super::support::envtest_world::*;
-
-/// A container and a VM as the web UI leaves them, an NPM host, a DNS record.
-fn hand_made(w: &World) {
-    let cfg = |pairs: &[(&str, serde_json::Value)]| -> BTreeMap<String, serde_json::Value> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
-    };
-    let mut ct = SimGuest::new(
-        150,
-        "lxc",
-        "pve1",
-        cfg(&[
-            ("hostname", json!("pihole")),
-            ("memory", json!(512)),
-            ("swap", json!(512)),
-            ("cores", json!(1)),
-            ("rootfs", json!("local-lvm:subvol-150-disk-0,size=4G")),
-            (
-                "net0",
-                json!("name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:15:00,ip=10.0.0.53/24,gw=10.0.0.1"),
-            ),
-            ("unprivileged", json!(1)),
-            ("onboot", json!(1)),
-        ]),
-        false,
-    );
-    ct.running = true;
-    w.sim.add_guest(ct);
-    w.sim.add_guest(SimGuest::new(
-        151,
-        "qemu",
-        "pve2",
-        cfg(&[
-            ("name", json!("homeassistant")),
-            ("memory", json!(4096)),
-            ("cores", json!(2)),
-            ("scsihw", json!("virtio-scsi-single")),
-            ("scsi0", json!("local-lvm:vm-151-disk-0,iothread=1,size=32G")),
-            ("net0", json!("virtio=BC:24:11:00:15:01,bridge=vmbr0")),
-            ("usb0", json!("host=10c4:ea60")),
-        ]),
-        false,
-    ));
-    w.npm.add_host(json!({
-        "domain_names": ["ha.home.arpa"], "forward_scheme": "http", "forward_host": "10.0.0.60", "forward_port": 8123,
-        "access_list_id": 0, "certificate_id": 0, "ssl_forced": false, "caching_enabled": false, "block_exploits": true,
-        "advanced_config": "", "meta": {"letsencrypt_agree": false, "dns_challenge": false}, "allow_websocket_upgrade": true,
-        "http2_support": false, "hsts_enabled": false, "enabled": true, "locations": []
-    }));
-    w.dns.add_record(
-        "home.arpa",
-        SimRecord {
-            name: "pihole.home.arpa".into(),
-            rtype: "A".into(),
-            ttl: 3600,
-            comments: None,
-            rdata: json!({"ipAddress": "10.0.0.53"}),
-        },
-    );
-}
 
 /// Calls that change something, by endpoint.
 fn writes(calls: BTreeMap<String, u64>) -> Vec<(String, u64)> {
@@ -83,7 +24,7 @@ async fn an_exported_homelab_is_adopted_on_the_cluster_with_only_the_marks_writt
     let client = plane.admin().await;
     let ns = namespace(&client, "moving-in").await;
     let w = world(Duration::from_millis(200)).await;
-    hand_made(&w);
+    homelab::seed(&w.sim, &w.npm, &w.dns).unwrap();
     let out = w.dir.path().join("homelab");
     let export = Command::new(env!("CARGO_BIN_EXE_homelab-operator"))
         .args(["export", "--config"])
@@ -94,7 +35,7 @@ async fn an_exported_homelab_is_adopted_on_the_cluster_with_only_the_marks_writt
         .unwrap();
     let text = String::from_utf8_lossy(&export.stdout);
     assert!(
-        export.status.success() && text.contains("Export: 2 guests, 1 proxy hosts, 1 DNS records"),
+        export.status.success() && text.contains("Export: 3 guests, 1 backup jobs, 1 proxy hosts, 2 DNS records"),
         "{text}"
     );
     let (ok, applied) = plane.kubectl(&["apply", "--server-side", "-R", "-f", out.to_str().unwrap()]);
@@ -103,7 +44,7 @@ async fn an_exported_homelab_is_adopted_on_the_cluster_with_only_the_marks_writt
     let op = Operator::start(plane, &w, &ns, &["--no-leader-election"], "moving-in");
 
     let guests: Api<ProxmoxGuest> = Api::namespaced(client.clone(), &ns);
-    for name in ["pihole", "homeassistant"] {
+    for name in ["pihole", "homeassistant", "jellyfin"] {
         wait_for(&guests, name, "Ready", &op, |g| is_true(g, "Ready")).await;
     }
     let ready = |c: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>| {
@@ -115,23 +56,34 @@ async fn an_exported_homelab_is_adopted_on_the_cluster_with_only_the_marks_writt
     })
     .await;
     let records: Api<DnsRecord> = Api::namespaced(client.clone(), &ns);
-    wait_for(&records, "pihole-a", "Ready", &op, |r| {
-        ready(r.status.as_ref().map(|s| &s.conditions))
+    for name in ["pihole-a", "ha-a"] {
+        wait_for(&records, name, "Ready", &op, |r| ready(r.status.as_ref().map(|s| &s.conditions))).await;
+    }
+    // The job's members by the label export put on the guests; their backups fresh.
+    let policies: Api<BackupPolicy> = Api::namespaced(client.clone(), &ns);
+    wait_for(&policies, "nightly-made-by-hand", "Ready", &op, |p| {
+        ready(p.status.as_ref().map(|s| &s.conditions)) && p.status.as_ref().is_some_and(|s| s.member_count == 3)
     })
     .await;
 
-    // Only the marks: one config write per guest, one host update, one record rewrite.
+    // Only the marks: one config write per guest and per job, one host update, one rewrite per record.
     assert_eq!(
         writes(w.sim.calls()),
         vec![
             ("POST /nodes/{node}/qemu/{vmid}/config".to_string(), 1),
-            ("PUT /nodes/{node}/lxc/{vmid}/config".to_string(), 1)
+            ("PUT /cluster/backup/{id}".to_string(), 1),
+            ("PUT /nodes/{node}/lxc/{vmid}/config".to_string(), 2)
         ],
         "{}",
         op.logs()
     );
-    assert!(sim_config(&w, 150, "tags").contains("hlo-") && sim_config(&w, 151, "tags").contains("hlo-"));
-    assert_eq!(sim_config(&w, 151, "usb0"), "host=10c4:ea60", "the USB device is kept");
+    assert!(homelab::VMIDS.iter().all(|v| sim_config(&w, *v, "tags").contains("hlo-")));
+    assert_eq!(sim_config(&w, 900, "usb0"), "host=10c4:ea60", "the USB device is kept");
+    assert_eq!(
+        sim_config(&w, 902, "dev0"),
+        "/dev/dri/renderD128,gid=104,mode=0660",
+        "the render node is kept"
+    );
     // (Logging in to NPM, POST /tokens, changes nothing.)
     let npm_writes: Vec<(String, u64)> = writes(w.npm.calls()).into_iter().filter(|(k, _)| !k.ends_with("/tokens")).collect();
     assert_eq!(npm_writes, vec![("PUT /nginx/proxy-hosts/1".to_string(), 1)]);
@@ -142,6 +94,9 @@ async fn an_exported_homelab_is_adopted_on_the_cluster_with_only_the_marks_writt
         .into_iter()
         .filter(|(k, _)| k.contains("/add") || k.contains("/update") || k.contains("/delete"))
         .collect();
-    assert_eq!(dns_writes, vec![("/api/zones/records/add".to_string(), 1)], "{:?}", w.dns.calls());
-    assert!(w.sim.guest(150).unwrap().running, "the container was never restarted");
+    assert_eq!(dns_writes, vec![("/api/zones/records/add".to_string(), 2)], "{:?}", w.dns.calls());
+    assert!(
+        homelab::VMIDS.iter().all(|v| w.sim.guest(*v).unwrap().running),
+        "no guest was ever restarted"
+    );
 }

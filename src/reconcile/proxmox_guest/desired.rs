@@ -15,6 +15,8 @@ use crate::reconcile::ownership::Identity;
 pub enum Compare {
     /// Plain value (trailing whitespace ignored).
     Exact,
+    /// Plain value where a missing key means PVE's default (its config schema's `default`).
+    ExactOr(&'static str),
     /// `;`/`,`-separated tag sets.
     TagSet,
     /// Property string: compare only these keys; keep all others (and the MAC) on rewrite.
@@ -136,8 +138,8 @@ fn startup_key(s: &crate::api::Startup) -> DesiredKey {
 fn qemu_keys(spec: &ProxmoxGuestSpec, keys: &mut Vec<DesiredKey>, managed_families: &mut Vec<&'static str>) {
     use ChangeClass::*;
     keys.push(key("name", &spec.name, Hot, Compare::Exact));
-    keys.push(key("cores", spec.cpu.cores.to_string(), NeedsReboot, Compare::Exact));
-    keys.push(key("sockets", spec.cpu.sockets.to_string(), NeedsReboot, Compare::Exact));
+    keys.push(key("cores", spec.cpu.cores.to_string(), NeedsReboot, Compare::ExactOr("1")));
+    keys.push(key("sockets", spec.cpu.sockets.to_string(), NeedsReboot, Compare::ExactOr("1")));
     if let Some(t) = &spec.cpu.cpu_type {
         keys.push(key("cpu", t, NeedsReboot, props("cputype", vec!["cputype"])));
     }
@@ -217,8 +219,8 @@ fn lxc_keys(spec: &ProxmoxGuestSpec, keys: &mut Vec<DesiredKey>, managed_familie
     use ChangeClass::*;
     keys.push(key("hostname", &spec.name, NeedsReboot, Compare::Exact));
     keys.push(key("cores", spec.cpu.cores.to_string(), Hot, Compare::Exact));
-    keys.push(key("memory", spec.memory_mib.to_string(), Hot, Compare::Exact));
-    keys.push(key("swap", spec.swap_mib.unwrap_or(512).to_string(), Hot, Compare::Exact));
+    keys.push(key("memory", spec.memory_mib.to_string(), Hot, Compare::ExactOr("512")));
+    keys.push(key("swap", spec.swap_mib.unwrap_or(512).to_string(), Hot, Compare::ExactOr("512")));
     if let Some(f) = &spec.features {
         let mut p = PropertyString::default();
         for (on, name) in [(f.nesting, "nesting"), (f.keyctl, "keyctl"), (f.fuse, "fuse")] {

@@ -42,18 +42,7 @@ pub struct Exported {
 }
 
 /// Keys PVE keeps for itself or that describe the guest's history, not its wanted state.
-const NOT_STATE: &[&str] = &[
-    "digest",
-    "meta",
-    "vmgenid",
-    "smbios1",
-    "lock",
-    "parent",
-    "snaptime",
-    "arch",
-    "ostype",
-    "hookscript",
-];
+const NOT_STATE: &[&str] = &["digest", "meta", "vmgenid", "smbios1", "lock", "parent", "snaptime", "arch"];
 
 pub fn spec_of(f: &GuestFacts) -> Exported {
     let cfg = |k: &str| f.config.effective(k);
@@ -108,7 +97,9 @@ pub fn spec_of(f: &GuestFacts) -> Exported {
     out.spec.firewall = f.firewall.and_then(firewall_of);
     for key in f.config.keys() {
         let family = key.trim_end_matches(|c: char| c.is_ascii_digit());
-        let known = used.iter().any(|u| u == key) || NOT_STATE.contains(&key) || NOT_STATE.contains(&family);
+        // A container's ostype comes from its template; a VM's is the user's choice.
+        let derived = f.guest_type == GuestType::Lxc && key == "ostype";
+        let known = used.iter().any(|u| u == key) || NOT_STATE.contains(&key) || NOT_STATE.contains(&family) || derived;
         if !known && cfg(key).is_some() {
             out.unexpressed.push(format!("{key}: {}", cfg(key).unwrap_or_default()));
         }
@@ -567,7 +558,7 @@ mod tests {
         // The password is a Secret reference, named in the summary; never the value.
         assert_eq!(e.secrets, vec!["web-cloud-init/password (the cloud-init password)"]);
         let unexpressed = e.unexpressed.join("\n");
-        for key in ["bios: ovmf", "machine: q35", "efidisk0", "scsihw", "ide2"] {
+        for key in ["bios: ovmf", "machine: q35", "efidisk0", "scsihw", "ide2", "ostype: l26"] {
             assert!(unexpressed.contains(key), "{key} missing from {unexpressed}");
         }
         assert!(!unexpressed.contains("vmgenid") && !unexpressed.contains("meta:"), "{unexpressed}");

@@ -86,6 +86,17 @@ pub(super) async fn identify<P: PveApi>(
 ) -> Result<Identified, ReconcileError> {
     let guests = || resources.iter().filter(|r| !r.template);
     if let Some(r) = guests().find(|r| id.has_tag(&r.tag_list())) {
+        if let Some(v) = spec.vmid.filter(|v| u64::from(*v) != r.vmid) {
+            // Two resources with one name, or a mark copied by hand: never act on the wrong guest.
+            return Err(ReconcileError::Config(format!(
+                "spec.vmid is {v}, but VMID {} carries this resource's mark ({}); set vmid: {} if that is the guest, \
+                 or rename this resource if another one (of the same namespace and name) manages VMID {}",
+                r.vmid,
+                id.mark_tag(),
+                r.vmid,
+                r.vmid
+            )));
+        }
         return Ok(Identified::Ours(observed_from(r, spec.guest_type)));
     }
     let hint = spec.vmid.or(status.vmid);

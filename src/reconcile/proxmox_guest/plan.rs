@@ -661,6 +661,7 @@ fn bool_eq(want: Option<&str>, have: Option<&str>) -> bool {
 fn same(k: &DesiredKey, observed: Option<&str>) -> bool {
     match &k.compare {
         Compare::Exact => observed.map(str::trim_end) == Some(k.value.trim_end()),
+        Compare::ExactOr(default) => observed.map_or(*default, str::trim_end) == k.value.trim_end(),
         Compare::TagSet => {
             let a: BTreeSet<String> = split_tags(&k.value).into_iter().collect();
             let b: BTreeSet<String> = split_tags(observed.unwrap_or("")).into_iter().collect();

@@ -486,3 +486,52 @@ mod properties {
         }
     }
 }
+
+/// Every plain key the plan compares treats a key the guest lacks as PVE's
+/// default, read from PVE's published config schema (as the simulator checks
+/// requests with it): a guest made without `sockets` is not "changed" to
+/// `sockets=1`. A new key with a schema default and a plain compare fails here.
+#[test]
+fn absent_keys_compare_as_the_schemas_default() {
+    let schema = crate::sim::schema::PveSchema::from_repository().expect("the schema subset");
+    let rich_vm = format!("{VM}balloonMiB: 1024\nstartOnBoot: true\nprotection: true\nstartup: {{order: 2}}\n");
+    let rich_ct = format!("{LXC}swapMiB: 256\nfeatures: {{nesting: true}}\n");
+    for (yaml, path) in [
+        (rich_vm.as_str(), "/nodes/n/qemu/100/config"),
+        (rich_ct.as_str(), "/nodes/n/lxc/100/config"),
+    ] {
+        let method = if path.contains("qemu") { "POST" } else { "PUT" };
+        let endpoint = schema
+            .route(method, path)
+            .unwrap_or_else(|_| panic!("{path}: no config endpoint"))
+            .endpoint;
+        let props = &endpoint.parameters["properties"];
+        for k in desired::desired(&spec(yaml), &id()).keys {
+            let family = k.key.trim_end_matches(|c: char| c.is_ascii_digit());
+            let p = props.get(&k.key).or_else(|| props.get(format!("{family}[n]")));
+            let default = p
+                .and_then(|p| p.get("default"))
+                .map(|d| d.to_string().trim_matches('"').to_string());
+            match (&k.compare, default) {
+                (desired::Compare::Exact, Some(d)) => panic!("{path} {}: the schema's default is {d}: compare with ExactOr", k.key),
+                (desired::Compare::ExactOr(ours), d) => assert_eq!(Some(ours.to_string()), d, "{path} {}", k.key),
+                (desired::Compare::Bool { default }, Some(d)) => assert_eq!(u8::from(*default).to_string(), d, "{path} {}", k.key),
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn a_guest_made_without_sockets_or_swap_matches_the_defaults() {
+    for yaml in [VM, LXC] {
+        let s = spec(yaml);
+        let mut cfg = matching_config(&s);
+        for k in ["sockets", "swap"] {
+            cfg.remove(k);
+        }
+        let g = guest(&s, true, cfg);
+        let ident = id();
+        assert!(update_keys(&plan(&input(&s, &ident, Some(&g)))).is_empty(), "{yaml}");
+    }
+}
