@@ -483,6 +483,7 @@ async fn an_object_that_fails_to_deserialize_gets_an_event_and_waits_for_a_chang
 }
 
 mod support {
+    pub mod debian;
     pub mod dns_servers;
 }
 

@@ -3,6 +3,7 @@
 //! records, adoption, deletion policies, errors as conditions.
 
 mod support {
+    pub mod debian;
     pub mod dns_servers;
 }
 

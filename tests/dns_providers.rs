@@ -2,6 +2,7 @@
 //! (RFC 2136 + TSIG). Results are checked with real DNS queries.
 
 mod support {
+    pub mod debian;
     pub mod dns_servers;
 }
 

@@ -6,6 +6,7 @@
 
 mod support {
     pub mod admission_cases;
+    pub mod debian;
     pub mod envtest;
     pub mod envtest_world;
     pub mod smtp;

@@ -4,6 +4,7 @@
 //! and the next `plan` has nothing left at all.
 
 mod support {
+    pub mod debian;
     pub mod dns_servers;
     pub mod guest_world;
 }

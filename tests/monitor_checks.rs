@@ -11,6 +11,7 @@ use homelab_operator::monitor::checks::{DnsProbe, HttpProbe, Probe, TcpProbe, Tl
 use tokio::{io::AsyncWriteExt, net::TcpListener};
 
 mod support {
+    pub mod debian;
     pub mod dns_servers;
 }
 

@@ -5,6 +5,7 @@
 //! words and never with a secret.
 
 mod support {
+    pub mod debian;
     pub mod smtp;
 }
 

@@ -3,8 +3,9 @@
 
 //! Real DNS servers for tests, started in temporary directories on free
 //! loopback ports: PowerDNS Authoritative (sqlite backend, HTTP API) and BIND
-//! (a zone accepting TSIG-signed dynamic updates). Missing binaries are a test
-//! failure that says how to install them, never a silent pass.
+//! (a zone accepting TSIG-signed dynamic updates). Missing packages are
+//! installed on first use (`debian`); what cannot be is a test failure that
+//! says how to install it, never a silent pass.
 
 use std::{
     net::TcpListener,
@@ -16,6 +17,7 @@ use std::{
 pub const ZONE: &str = "home.arpa.";
 
 fn need(bin: &str, package: &str) -> PathBuf {
+    super::debian::ensure();
     for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin"] {
         let p = Path::new(dir).join(bin);
         if p.exists() {

@@ -24,6 +24,7 @@ impl Drop for Smtp {
 
 /// Start it on a free loopback port (user `alerts@home.arpa`, password `smtp-s3cret`).
 pub fn smtp() -> Smtp {
+    super::debian::ensure();
     let out = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
     let (cert_path, key_path) = (out.path().join("cert.pem"), out.path().join("key.pem"));
