@@ -369,4 +369,21 @@ async fn back_up_now_runs_once_per_value_names_failing_guests_and_survives_a_res
         notes.iter().any(|b| b.notes.as_deref() == Some("jellyfin")),
         "notesTemplate expanded"
     );
+
+    // A member no node has: failed at once, nothing sent for it (never `POST /nodes//vzdump`).
+    let ghost = Member {
+        node: None,
+        ..member("ghost", 4242)
+    };
+    let with_ghost = || [members(), vec![ghost.clone()]].concat();
+    let started = run_now(&w, &s, done.status, with_ghost(), "2026-12-04", &sink).await;
+    let ended = run_now(&w, &s, started.status, with_ghost(), "2026-12-04", &sink).await;
+    let run = ended.status.last_run.unwrap();
+    assert_eq!(run.failed.iter().map(|f| f.vmid).collect::<Vec<_>>(), [4242]);
+    assert!(run.failed[0].error.contains("no guest with VMID 4242"), "{:?}", run.failed);
+    assert_eq!(
+        w.sim.calls().get("POST /nodes/{node}/vzdump"),
+        Some(&6),
+        "one per node, none for the ghost"
+    );
 }

@@ -21,9 +21,12 @@ pub fn requested(request: Option<&str>, status: &BackupPolicyStatus) -> Option<S
     (status.last_run.as_ref().map(|run| run.request.as_str()) != Some(r)).then(|| r.to_string())
 }
 
-/// Members by node; those whose node is unknown are looked up in the cluster's guests.
-async fn by_node<P: PveApi>(api: &P, members: &[Member]) -> Result<BTreeMap<String, Vec<u32>>, ReconcileError> {
+/// Members by node (those whose node is unknown looked up in the cluster's
+/// guests), and the VMIDs no node has: nothing is sent for those (PVE
+/// would refuse `POST /nodes//vzdump`), they are failed at once.
+async fn by_node<P: PveApi>(api: &P, members: &[Member]) -> Result<(BTreeMap<String, Vec<u32>>, Vec<u32>), ReconcileError> {
     let mut out: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut nowhere = vec![];
     let unknown: Vec<u32> = members.iter().filter(|m| m.node.is_none()).map(|m| m.vmid).collect();
     let resources = if unknown.is_empty() {
         vec![]
@@ -37,11 +40,12 @@ async fn by_node<P: PveApi>(api: &P, members: &[Member]) -> Result<BTreeMap<Stri
             .node
             .clone()
             .or_else(|| resources.iter().find(|r| r.vmid == m.vmid as u64).map(|r| r.node.clone()));
-        // A VMID the cluster does not have goes to the first node's run, whose log reports it.
-        let node = node.or_else(|| out.keys().next().cloned()).unwrap_or_default();
-        out.entry(node).or_default().push(m.vmid);
+        match node.filter(|n| !n.is_empty()) {
+            Some(node) => out.entry(node).or_default().push(m.vmid),
+            None => nowhere.push(m.vmid),
+        }
     }
-    Ok(out)
+    Ok((out, nowhere))
 }
 
 /// Start the run: one vzdump per node, each saved in status as soon as it
@@ -55,12 +59,19 @@ pub async fn start<P: PveApi, S: StatusSink<BackupPolicyStatus> + ?Sized>(
     sink: &S,
 ) -> Result<(), ReconcileError> {
     let prune = job::prune_string(spec.retention.as_ref());
+    let (nodes, nowhere) = by_node(api, members).await?;
+    let failed = nowhere.into_iter().map(|vmid| FailedGuest {
+        vmid,
+        error: format!("no guest with VMID {vmid} on the cluster; nothing was sent for it"),
+    });
     status.last_run = Some(BackupRun {
         request,
         started: now(),
+        failed: failed.collect(),
         ..Default::default()
     });
-    for (node, vmids) in by_node(api, members).await? {
+    sink.save(status).await.map_err(ReconcileError::Status)?;
+    for (node, vmids) in nodes {
         let params: Params = [
             ("vmid", vmids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
             ("storage", spec.storage.clone()),
