@@ -1,5 +1,6 @@
 //! Benchmark: `export` of N hand-made guests (half VMs, half containers, as
-//! the web UI makes them) from the simulator, with API latency.
+//! the web UI makes them) and a vzdump job per 50 of them from the simulator,
+//! with API latency.
 //!
 //!     cargo run --release --example bench_export -- [GUESTS] [LATENCY_MS]
 //!
@@ -56,6 +57,15 @@ async fn main() -> anyhow::Result<()> {
     let sim = PveSim::with_defaults(PveSimConfig::default()).map_err(anyhow::Error::msg)?;
     for vmid in 100..100 + n {
         sim.add_guest(guest(vmid));
+    }
+    // A nightly vzdump job per 50 guests, as people group them.
+    for (j, first) in (100..100 + n).step_by(50).enumerate() {
+        let vmids: Vec<String> = (first..(first + 50).min(100 + n)).map(|v| v.to_string()).collect();
+        sim.add_backup_job(
+            &format!("backup-bench-{j:04}"),
+            json!({"schedule": "01:00", "storage": "local", "vmid": vmids.join(","), "compress": "zstd",
+                "prune-backups": "keep-last=7", "comment": format!("rack {j}")}),
+        );
     }
     sim.faults.lock().unwrap().latency = latency;
     let server = sim.serve().await?;
