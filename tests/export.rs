@@ -70,6 +70,11 @@ async fn hand_made_guests<P: PveApi>(api: &P) {
     wait_task(api, &upid, Duration::from_millis(10), Duration::from_secs(10))
         .await
         .unwrap();
+    // A snapshot taken before an upgrade, as people keep them.
+    let upid = api.snapshot("pve1", GuestKind::Qemu, 120, "pre_upgrade").await.unwrap();
+    wait_task(api, &upid, Duration::from_millis(10), Duration::from_secs(10))
+        .await
+        .unwrap();
 }
 
 /// Two vzdump jobs as the web UI makes them, run once (the guests have backups):
@@ -165,6 +170,8 @@ async fn run(args: &[&str], config: &Path) -> (Option<i32>, String) {
 async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
     let w = world().await;
     hand_made_guests(&w.engine.providers.pve["default"]).await;
+    // A disk detached in the web UI stays as an unused volume.
+    w.sim.edit_config(120, "unused0", json!("local-lvm:vm-120-disk-9"));
     hand_made_jobs(&w.engine.providers.pve["default"], &w.sim).await;
     let npm = NpmSim::new("admin@example.com", "s3cret-pass").unwrap();
     let npm_server = npm.serve().await.unwrap();
@@ -210,7 +217,10 @@ async fn export_then_plan_changes_nothing_and_apply_writes_only_the_marks() {
     assert!(web.contains("adopt: true") && web.contains("vmid: 120"), "{web}");
     // What the spec cannot say is named at the top, not dropped.
     assert!(
-        web.starts_with("# Exported by homelab-operator") && web.contains("#   ide2: ") && web.contains("#   scsihw: "),
+        web.starts_with("# Exported by homelab-operator")
+            && web.contains("#   ide2: ")
+            && web.contains("#   scsihw: ")
+            && web.contains("#   unused0: local-lvm:vm-120-disk-9"),
         "{web}"
     );
     assert!(text.contains("not expressed, kept as it is: ide2"), "{text}");
