@@ -620,3 +620,58 @@ async fn a_batch_of_new_guests_spreads_over_the_allowed_nodes() {
     assert!(on("pve1") >= 2 && on("pve3") >= 2, "pve1: {}, pve3: {}", on("pve1"), on("pve3"));
     assert_eq!(on("pve2"), 0, "only allowed nodes");
 }
+
+/// What a flaky cluster answers, one of each kind on a step of convergence
+/// (a plain HTTP 500 "Internal Server Error", a 595, a reset connection, a
+/// stalled request, a cluster-filesystem lock timeout, a guest lock): the
+/// examples converge anyway. `apply` gives up at once on an error classed as
+/// needing a person, so none of these may be classed so.
+#[tokio::test]
+async fn guests_converge_through_every_kind_of_transient_fault() {
+    use homelab_operator::sim::{FaultKind, ScriptedFault};
+    let w = world().await;
+    let faults = [
+        ("GET", "/cluster/resources", FaultKind::Status(500, "Internal Server Error".into())),
+        ("POST", "/lxc", FaultKind::Status(595, "Connection refused".into())),
+        ("POST", "/clone", FaultKind::Status(500, "Internal Server Error".into())),
+        ("GET", "/pending", FaultKind::Drop),
+        ("GET", "/pending", FaultKind::Timeout),
+        (
+            "POST",
+            "/status/start",
+            FaultKind::Status(500, "cfs-lock 'file-user_cfg' error: got lock request timeout".into()),
+        ),
+        ("POST", "/config", FaultKind::Locked),
+    ];
+    for (method, path, kind) in faults {
+        w.sim
+            .faults
+            .lock()
+            .unwrap()
+            .scripted
+            .push_back(ScriptedFault::new(method, path, kind, 1));
+    }
+    let results = w
+        .engine
+        .apply_all(&examples(), &Files::default(), 4, Duration::from_secs(120), &|_| {})
+        .await;
+    for r in &results {
+        assert!(
+            r.error.is_none() && ready(&r.status),
+            "{}: {:?} {:?}",
+            r.name,
+            r.error,
+            r.status.conditions
+        );
+    }
+    let left: Vec<String> = w
+        .sim
+        .faults
+        .lock()
+        .unwrap()
+        .scripted
+        .iter()
+        .map(|f| format!("{:?} {}", f.method, f.path_contains))
+        .collect();
+    assert!(left.is_empty(), "every fault was met on the way: {left:?} were not");
+}

@@ -91,11 +91,14 @@ impl Faults {
             return Some(FaultKind::Timeout);
         }
         if roll(&mut self.rng, self.p_5xx) {
-            // A real transient PVE 500: the cluster filesystem lock timed out.
-            return Some(FaultKind::Status(
-                500,
-                "cfs-lock 'file-user_cfg' error: got lock request timeout".into(),
-            ));
+            // What a busy cluster answers: a plain 500, a cluster-filesystem
+            // lock timeout, pveproxy's 595 for a node it cannot reach.
+            let (status, text) = [
+                (500, "Internal Server Error"),
+                (500, "cfs-lock 'file-user_cfg' error: got lock request timeout"),
+                (595, "Connection refused"),
+            ][self.rng.random_range(0..3)];
+            return Some(FaultKind::Status(status, text.into()));
         }
         if is_write && roll(&mut self.rng, self.p_lock) {
             return Some(FaultKind::Locked);
