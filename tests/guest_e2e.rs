@@ -675,3 +675,36 @@ async fn guests_converge_through_every_kind_of_transient_fault() {
         .collect();
     assert!(left.is_empty(), "every fault was met on the way: {left:?} were not");
 }
+
+/// A guest the user put under Proxmox HA after the operator made it: PVE
+/// turns a stop into an HA state change (a `hastop` task that ends before the
+/// HA manager acts) and refuses to delete it without `purge`. The operator
+/// judges power by the state the guest reaches, and deletes with `purge`.
+#[tokio::test]
+async fn a_guest_under_ha_is_stopped_through_ha_and_deleted_with_its_ha_resource() {
+    let w = world().await;
+    let mut vm = example("web01"); // deletionPolicy: Delete
+    let made = apply(&w, &vm).await;
+    let vmid = made.status.vmid.unwrap();
+    w.sim.manage_by_ha(vmid);
+
+    vm.spec.power = api::PowerState::Stopped;
+    let stopped = apply(&w, &vm).await;
+    assert!(
+        stopped.error.is_none() && ready(&stopped.status),
+        "{:?} {:?}",
+        stopped.error,
+        stopped.status.conditions
+    );
+    assert!(!w.sim.guest(vmid).unwrap().running, "the HA manager stopped it");
+    let types = w.sim.task_types();
+    assert!(types.iter().any(|t| t == "hastop"), "{types:?}");
+    assert!(
+        !types.iter().any(|t| t == "qmstop" || t == "qmshutdown"),
+        "PVE never stops an HA guest directly: {types:?}"
+    );
+
+    delete(&w, &vm, stopped.status).await.unwrap();
+    assert!(w.sim.guest(vmid).is_none(), "deleted");
+    assert!(!w.sim.ha_managed(vmid), "its HA resource purged with it");
+}

@@ -7,6 +7,7 @@ mod agent;
 mod backup;
 mod firewall;
 mod guest_config;
+mod ha;
 mod props;
 mod restore;
 mod routes;
@@ -208,6 +209,30 @@ impl PveSim {
         job.insert("id".into(), json!(id));
         job.insert("type".into(), json!("vzdump"));
         self.state.lock().unwrap().backup_jobs.insert(id.into(), job);
+    }
+
+    /// Put a guest under HA, as `ha-manager add vm:<vmid>` does (state from its power now).
+    pub fn manage_by_ha(&self, vmid: u32) {
+        let mut s = self.state.lock().unwrap();
+        let running = s.guests.get(&vmid).is_some_and(|g| g.running);
+        let state = if running { "started" } else { "stopped" };
+        s.ha.insert(
+            vmid,
+            ha::HaResource {
+                state: state.into(),
+                pending: None,
+            },
+        );
+    }
+
+    /// Whether a guest is an HA resource.
+    pub fn ha_managed(&self, vmid: u32) -> bool {
+        self.state.lock().unwrap().ha_managed(vmid)
+    }
+
+    /// The types of the tasks started so far (`qmstart`, `hastop`, …), oldest first.
+    pub fn task_types(&self) -> Vec<String> {
+        self.state.lock().unwrap().tasks.iter().map(|t| t.task_type.clone()).collect()
     }
 
     /// Create a bridge on every node.

@@ -119,11 +119,12 @@ impl State {
                 ))
             }
             ("GET", "/nodes/{node}/{kind}/{vmid}/status/current") => {
+                let ha = self.ha_status(vmid);
                 let g = self.guest_mut(&node, kind, vmid)?;
                 let mut out = json!({
                     "vmid": vmid, "status": if g.running { "running" } else { "stopped" },
                     "name": g.get("name").or_else(|| g.get("hostname")), "maxmem": g.memory_bytes(), "cpus": 1,
-                    "uptime": g.uptime(), "ha": {"managed": 0},
+                    "uptime": g.uptime(), "ha": ha,
                 });
                 if let Some(l) = &g.lock {
                     out["lock"] = json!(l);
@@ -143,6 +144,9 @@ impl State {
                 if g.template {
                     return Err(fail(500, "you can't start a VM if it's a template"));
                 }
+                if action != "reboot" && self.ha_managed(vmid) {
+                    return Ok(self.ha_request(&node, vmid, action, failure));
+                }
                 let (effect, verb) = match action {
                     "start" => (Effect::Start(vmid), "start"),
                     "reboot" => (Effect::Reboot(vmid), "reboot"),
@@ -161,6 +165,8 @@ impl State {
                 if g.running {
                     return Err(fail(500, format!("{} {vmid} is running - destroy failed", g.what())));
                 }
+                self.check_ha_delete(vmid, p.get("purge").is_some_and(|v| v == "1"))?;
+                let g = self.guest_mut(&node, kind, vmid)?;
                 g.lock = Some("destroyed".into());
                 let task = if kind == "lxc" { "vzdestroy" } else { "qmdestroy" };
                 Ok(self.start_task(&node, task, &vmid.to_string(), Effect::Delete(vmid), failure))

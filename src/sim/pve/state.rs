@@ -148,6 +148,11 @@ pub(super) enum Effect {
         vmid: u32,
         name: String,
     },
+    /// An HA resource's requested state set (`hastart`/`hastop`).
+    HaState {
+        vmid: u32,
+        running: bool,
+    },
     /// A vzdump run: a backup per guest, except those set to fail.
     Backup {
         node: String,
@@ -181,6 +186,8 @@ pub struct State {
     pub(super) next_mac: u32,
     /// Scheduled vzdump jobs by id, as `jobs.cfg` holds them.
     pub(super) backup_jobs: BTreeMap<String, BTreeMap<String, Value>>,
+    /// Guests under HA, by VMID.
+    pub(super) ha: super::ha::HaResources,
     pub(super) backups: Vec<super::storage::SimBackup>,
     /// Guests whose next backups fail, with vzdump's error.
     pub(super) backup_failures: BTreeMap<u32, String>,
@@ -198,6 +205,7 @@ impl State {
             next_pid: 0x3F000,
             next_mac: 1,
             backup_jobs: BTreeMap::new(),
+            ha: Default::default(),
             backups: Vec::new(),
             backup_failures: BTreeMap::new(),
             pbs_links: BTreeMap::new(),
@@ -227,6 +235,7 @@ impl State {
     }
 
     pub fn advance(&mut self) {
+        self.ha_round();
         let now = Instant::now();
         let due: Vec<usize> = (0..self.tasks.len())
             .filter(|&i| self.tasks[i].exitstatus.is_none() && self.tasks[i].done_at <= now)
@@ -311,7 +320,10 @@ impl State {
             }
             Effect::Delete(v) => {
                 self.guests.remove(&v);
+                // `purge`: the HA resource goes with the guest.
+                self.ha.remove(&v);
             }
+            Effect::HaState { vmid, running } => self.ha_set(vmid, running),
             Effect::Resize { vmid, disk, bytes } => {
                 if let Some(g) = self.guests.get_mut(&vmid)
                     && let Some(cur) = g.get(&disk)
