@@ -21,7 +21,8 @@ async fn a_policy_keeps_one_job_and_reports_each_members_freshness() {
     let s = spec("");
     let members = || vec![member("web01", 100), member("jellyfin", 101)];
 
-    // First reconcile: our job is created; no backups yet.
+    // First reconcile: our job is created; no backups yet, and no run has
+    // been due: waiting for the first one (Progressing), not Degraded.
     let out = run(&w, &s, BackupPolicyStatus::default(), members()).await.unwrap();
     assert!(matches!(out.plan.job, JobPlan::Create { .. }), "{:?}", out.plan.job);
     let jobs = w.sim.backup_jobs();
@@ -35,8 +36,12 @@ async fn a_policy_keeps_one_job_and_reports_each_members_freshness() {
             .contains("uid=0b5e4a1c-1111-4222-8333-444455556666")
     );
     let (ready, reason, msg) = condition(&out.status, "Ready");
-    assert_eq!((ready.as_str(), reason.as_str()), ("False", "BackupsNotFresh"));
-    assert!(msg.contains("web01: no backup") && msg.contains("jellyfin: no backup"), "{msg}");
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "AwaitingFirstBackup"));
+    assert!(
+        msg.contains("2 of 2 members wait for their first backup") && msg.contains("web01; jellyfin"),
+        "{msg}"
+    );
+    assert_eq!(condition(&out.status, "Degraded").0, "False");
     assert_eq!(out.status.fresh.as_deref(), Some("0/2"));
     assert_eq!(out.status.job_id.as_deref(), Some("hlo-0b5e4a1c1111"));
 
@@ -69,7 +74,12 @@ async fn a_policy_keeps_one_job_and_reports_each_members_freshness() {
             params: vec![("vmid".into(), "100,101,102".into())]
         }
     );
-    assert!(condition(&out.status, "Degraded").2.contains("dns01: no backup"));
+    // The newcomer waits for the next run; the others stay fresh.
+    let (_, reason, msg) = condition(&out.status, "Reconciling");
+    assert!(
+        reason == "AwaitingFirstBackup" && msg.contains("1 of 3") && msg.contains("dns01"),
+        "{msg}"
+    );
     let foreign_after = w.sim.backup_jobs().into_iter().find(|j| j["id"] == json!("backup-1d0e9c44-a1b0"));
     assert_eq!(foreign_before, foreign_after);
 

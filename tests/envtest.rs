@@ -457,8 +457,13 @@ async fn a_backup_policy_keeps_one_job_for_its_members_and_reports_freshness() {
     assert_eq!((job["schedule"].clone(), job["storage"].clone()), (json!("02:30"), json!("pbs1")));
     assert_eq!(job["prune-backups"], json!({"keep-daily": "7", "keep-weekly": "4"}));
     assert_eq!(job["vmid"], json!(web.to_string()));
-    let degraded = condition_of(&p.status.as_ref().unwrap().conditions, "Degraded");
-    assert!(degraded.contains("web: no backup"), "{degraded}");
+    // No run has been due yet: waiting for the first backup (ArgoCD: Progressing), not Degraded.
+    let waiting = condition_of(&p.status.as_ref().unwrap().conditions, "Reconciling");
+    assert!(
+        waiting.contains("wait for their first backup") && waiting.contains("web"),
+        "{waiting}"
+    );
+    assert_eq!(condition_of(&p.status.as_ref().unwrap().conditions, "Degraded"), "");
 
     // Relabelling a guest puts it in the job; its backup makes the policy Ready.
     let relabel = json!({"metadata": {"labels": {"backup": "nightly"}}});

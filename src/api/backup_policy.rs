@@ -356,6 +356,10 @@ pub struct BackupMember {
     /// Whether the newest backup is younger than `maxAge`.
     #[serde(default)]
     pub fresh: bool,
+    /// When the policy first counted it as a member: until a run that started later has ended,
+    /// a member without a backup waits for its first one rather than being stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]

@@ -65,21 +65,7 @@ pub fn members(members: &[Member], backups: &[StorageVolume], now: u64, max_age:
                     protected: b.protected,
                 }),
                 fresh,
-            }
-        })
-        .collect()
-}
-
-/// For the Degraded message: each member that is not fresh, and why.
-pub fn unfresh(members: &[BackupMember], max_age: &str) -> Vec<String> {
-    members
-        .iter()
-        .filter(|m| !m.fresh)
-        .map(|m| {
-            let who = m.name.clone().unwrap_or_else(|| format!("VMID {}", m.vmid));
-            match &m.newest {
-                None => format!("{who}: no backup"),
-                Some(b) => format!("{who}: newest backup {} is older than {max_age}", b.time),
+                since: None,
             }
         })
         .collect()
@@ -142,12 +128,5 @@ mod tests {
         assert_eq!(ms[0].newest.as_ref().unwrap().verified.as_deref(), Some("ok"));
         assert!(!ms[1].fresh && ms[1].newest.is_some());
         assert!(!ms[2].fresh && ms[2].newest.is_none());
-        let why = unfresh(&ms, "26h");
-        assert_eq!(why.len(), 2);
-        assert!(
-            why[0].starts_with("jellyfin: newest backup ") && why[0].ends_with("is older than 26h"),
-            "{why:?}"
-        );
-        assert_eq!(why[1], "dns01: no backup");
     }
 }

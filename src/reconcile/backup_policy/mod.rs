@@ -11,6 +11,7 @@ pub use kind::job_change;
 pub mod members;
 pub mod pbs;
 pub mod pbs_jobs;
+mod report;
 pub mod restore_plan;
 pub mod restore_test;
 pub mod run;
@@ -32,6 +33,7 @@ use crate::{
 use freshness::Member;
 use job::JobPlan;
 use pbs_jobs::PbsStep;
+use report::{failed_line, report};
 
 pub struct PolicyObject<'a> {
     pub id: &'a Identity,
@@ -342,19 +344,6 @@ async fn backup_now_step<P: PveApi>(
     Ok(false)
 }
 
-/// `backup failed for web01 (VMID 100): <error>; …`, names from `name_of`.
-fn failed_line(run: &api::BackupRun, name_of: impl Fn(u32) -> Option<String>) -> String {
-    let each: Vec<String> = run
-        .failed
-        .iter()
-        .map(|f| match name_of(f.vmid) {
-            Some(n) => format!("backup failed for {n} (VMID {}): {}", f.vmid, f.error),
-            None => format!("backup failed for VMID {}: {}", f.vmid, f.error),
-        })
-        .collect();
-    each.join("; ")
-}
-
 async fn write_job<P: PveApi>(api: &P, plan: &JobPlan, events: &mut Vec<EventNote>) -> Result<(), ReconcileError> {
     match plan {
         JobPlan::Create { id, params } => {
@@ -408,8 +397,13 @@ async fn storage_backups<P: PveApi>(api: &P, spec: &BackupPolicySpec, members: &
 
 fn observe_backups(spec: &BackupPolicySpec, members: &[Member], backups: &[StorageVolume], status: &mut BackupPolicyStatus) {
     let max_age = freshness::parse_age(&spec.max_age).unwrap_or(Duration::from_secs(26 * 3600));
-    let now = jiff::Timestamp::now().as_second().max(0) as u64;
-    status.members = freshness::members(members, backups, now, max_age);
+    let now = jiff::Timestamp::now();
+    let before = std::mem::take(&mut status.members);
+    status.members = freshness::members(members, backups, now.as_second().max(0) as u64, max_age);
+    for m in &mut status.members {
+        let known = before.iter().find(|b| b.vmid == m.vmid).and_then(|b| b.since.clone());
+        m.since = known.or_else(|| Some(now.to_string()));
+    }
     status.member_count = status.members.len() as u32;
     let fresh = status.members.iter().filter(|m| m.fresh).count();
     status.fresh = Some(format!("{fresh}/{}", status.members.len()));
@@ -419,125 +413,6 @@ fn observe_backups(spec: &BackupPolicySpec, members: &[Member], backups: &[Stora
         .filter_map(|m| m.newest.as_ref())
         .map(|b| b.time.clone())
         .max();
-}
-
-/// Ready only when the jobs match the spec (or were just made to) and every
-/// member has a fresh backup that did not fail verification or a restore test.
-fn report(
-    spec: &BackupPolicySpec,
-    plan: &JobPlan,
-    pbs_steps: &[PbsStep],
-    status: &mut BackupPolicyStatus,
-    generation: Option<i64>,
-    wrote: bool,
-) {
-    let problem = (!wrote)
-        .then(|| drift(spec, plan, pbs_steps))
-        .flatten()
-        .or_else(|| problem(spec, status));
-    let mut all = match problem {
-        Some((reason, msg)) => vec![
-            ConditionState::new(api::CONDITION_READY, false, reason, &msg),
-            ConditionState::new(api::CONDITION_DEGRADED, true, reason, msg),
-        ],
-        None => vec![
-            ConditionState::new(
-                api::CONDITION_READY,
-                true,
-                "Fresh",
-                format!("{} members backed up within {}", status.members.len(), spec.max_age),
-            ),
-            ConditionState::new(api::CONDITION_DEGRADED, false, "AsExpected", ""),
-        ],
-    };
-    all.push(ConditionState::new(api::CONDITION_RECONCILING, false, "AsExpected", ""));
-    all.push(ConditionState::new(api::CONDITION_STALLED, false, "AsExpected", ""));
-    set_conditions(status, generation, &all);
-}
-
-/// What differs on the servers and was not written (ObserveOnly, dry runs).
-fn drift(spec: &BackupPolicySpec, plan: &JobPlan, pbs_steps: &[PbsStep]) -> Option<(&'static str, String)> {
-    let mut what: Vec<String> = match plan {
-        JobPlan::Create { id, .. } => vec![format!("job {id} does not exist")],
-        JobPlan::Update { id, params } => {
-            let fields: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
-            vec![format!("job {id} differs in {}", fields.join(", "))]
-        }
-        JobPlan::Delete { id } => vec![format!("job {id} exists but the policy has no members")],
-        JobPlan::NoChange { .. } | JobPlan::Absent => vec![],
-    };
-    what.extend(pbs_steps.iter().map(|s| format!("PBS needs: {}", s.describe())));
-    (!what.is_empty()).then(|| {
-        (
-            "DriftDetected",
-            format!("{}; not written ({:?})", what.join("; "), spec.management_mode),
-        )
-    })
-}
-
-/// The first thing wrong with the backups themselves.
-fn problem(spec: &BackupPolicySpec, status: &BackupPolicyStatus) -> Option<(&'static str, String)> {
-    let unfresh = freshness::unfresh(&status.members, &spec.max_age);
-    let name_of = |v: u32| status.members.iter().find(|m| m.vmid == v).and_then(|m| m.name.clone());
-    if status.members.is_empty() {
-        let why = match &spec.pool {
-            _ if spec.all_guests => "allGuests: the cluster has no guest besides those excluded".to_string(),
-            Some(pool) => format!("pool {pool:?} has no guest"),
-            None => "the selector matches no ProxmoxGuest and vmids is empty".into(),
-        };
-        return Some(("NoMembers", format!("no members: {why}")));
-    }
-    // The newest run of either kind speaks for the members.
-    let newest = [status.last_run.as_ref(), status.last_scheduled_run.as_ref()]
-        .into_iter()
-        .flatten()
-        .filter(|r| r.finished.is_some())
-        .max_by(|a, b| a.started.cmp(&b.started));
-    if let Some(run) = newest.filter(|r| !r.failed.is_empty()) {
-        let mut msg = failed_line(run, name_of);
-        if !unfresh.is_empty() {
-            msg = format!("{msg}; not fresh: {}", unfresh.join("; "));
-        }
-        return Some(("BackupFailed", msg));
-    }
-    if !unfresh.is_empty() {
-        let msg = format!(
-            "{} of {} members not fresh: {}",
-            unfresh.len(),
-            status.members.len(),
-            unfresh.join("; ")
-        );
-        return Some(("BackupsNotFresh", msg));
-    }
-    let corrupt: Vec<String> = status
-        .members
-        .iter()
-        .filter(|m| m.newest.as_ref().is_some_and(|b| b.verified.as_deref() == Some("failed")))
-        .map(|m| {
-            format!(
-                "{}: {}",
-                m.name.clone().unwrap_or_else(|| format!("VMID {}", m.vmid)),
-                m.newest.as_ref().map_or("", |b| b.volid.as_str())
-            )
-        })
-        .collect();
-    if !corrupt.is_empty() {
-        return Some((
-            "VerificationFailed",
-            format!("newest backup failed PBS verification: {}", corrupt.join("; ")),
-        ));
-    }
-    let rt = status.last_restore_test.as_ref().filter(|t| t.finished.is_some());
-    if let Some(t) = rt.filter(|t| t.result.as_deref() != Some("OK")) {
-        let msg = format!(
-            "restore test of {} ({}) failed: {}",
-            t.backup,
-            t.guest,
-            t.result.clone().unwrap_or_default()
-        );
-        return Some(("RestoreTestFailed", msg));
-    }
-    None
 }
 
 /// The policy goes: delete the jobs it created on PVE and PBS (`Delete`) or
