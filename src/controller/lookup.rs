@@ -16,7 +16,7 @@ use crate::{
 pub struct ApiLookup(pub Client);
 
 fn kube_error(what: String) -> impl FnOnce(kube::Error) -> ReconcileError {
-    move |e| ReconcileError::Kubernetes(format!("{what}: {e}"))
+    move |e| ReconcileError::Kubernetes(format!("{what}: {}", super::api_words::kube_words(&e)))
 }
 
 impl Lookup for ApiLookup {

@@ -1,6 +1,7 @@
 //! The only module that talks to the Kubernetes API: controllers, finalizers,
 //! status patches, events, metrics, health and leader election.
 
+pub mod api_words;
 pub mod backoff;
 pub mod backup_policy;
 pub mod context;

@@ -72,6 +72,24 @@ impl Error {
         }
     }
 
+    /// The error in words a person can act on: what failed, then the
+    /// outside system's own words (never a library's `finalizer: failed to
+    /// apply object: ApiError: … (Status { … })`).
+    pub fn message(&self) -> String {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::Finalizer(f) => match f.as_ref() {
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.message(),
+                F::AddFinalizer(e) => format!("adding the operator's finalizer: {}", super::api_words::kube_words(e)),
+                F::RemoveFinalizer(e) => format!("removing the operator's finalizer: {}", super::api_words::kube_words(e)),
+                F::UnnamedObject => "the resource has no name".into(),
+                F::InvalidFinalizer => "the operator's finalizer name is not valid".into(),
+            },
+            Error::Kube(e) => format!("the Kubernetes API server refused a call: {}", super::api_words::kube_words(e)),
+            other => other.to_string(),
+        }
+    }
+
     pub fn in_progress(&self) -> Option<Duration> {
         match self.inner() {
             Error::CleanupInProgress(d) => Some(*d),
@@ -127,7 +145,7 @@ pub async fn report_error<K: Kind>(obj: &K, writer: &StatusWriter<K>, ctx: &Cont
         return;
     }
     let transient = e.is_transient();
-    let message = e.to_string();
+    let message = e.message();
     let mut new: K::Status = writer.latest().unwrap_or_default();
     let wanted = [
         ConditionState::new(api::CONDITION_READY, false, e.category(), message.clone()),
@@ -205,4 +223,44 @@ where
         .filter(|r| r.namespace() == ns && target_of(r) == Some(name.as_str()))
         .map(|r| kube::runtime::reflector::ObjectRef::new(&r.name_any()).within(&r.namespace().unwrap_or_default()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::finalizer::Error as F;
+
+    use super::*;
+
+    #[test]
+    fn messages_are_ours_and_the_servers_never_the_librarys() {
+        let refused = || {
+            kube::Error::Api(Box::new(kube::core::Status::failure(
+                "admission webhook denied the request",
+                "Forbidden",
+            )))
+        };
+        let cases = [
+            (
+                Error::Finalizer(Box::new(F::ApplyFailed(Error::Reconcile(ReconcileError::Config(
+                    "spec.notify: channel \"x\" is not in the config's notifications: section".into(),
+                ))))),
+                "spec.notify: channel \"x\" is not in the config's notifications: section",
+            ),
+            (
+                Error::Finalizer(Box::new(F::AddFinalizer(refused()))),
+                "adding the operator's finalizer: admission webhook denied the request (Forbidden)",
+            ),
+            (
+                Error::Kube(refused()),
+                "the Kubernetes API server refused a call: admission webhook denied the request (Forbidden)",
+            ),
+        ];
+        for (e, words) in cases {
+            let m = e.message();
+            assert_eq!(m, words);
+            for library in ["finalizer: failed", "failed to apply object", "ApiError", "Status {"] {
+                assert!(!m.contains(library), "{m}");
+            }
+        }
+    }
 }

@@ -69,6 +69,6 @@ where
     S: Serialize + Sync,
 {
     fn save<'a>(&'a self, status: &'a S) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move { self.apply(status).await.map_err(|e| e.to_string()) })
+        Box::pin(async move { self.apply(status).await.map_err(|e| super::api_words::kube_words(&e)) })
     }
 }
