@@ -273,3 +273,27 @@ async fn devices_and_usb_are_passed_through_and_kept() {
     let writes: Vec<String> = w.sim.calls().into_keys().filter(|k| !k.starts_with("GET")).collect();
     assert!(writes.is_empty(), "{writes:?}");
 }
+
+/// Fields that must agree (a gateway outside its NIC's subnet, a nameserver
+/// that is no address, an SSH key PVE cannot parse) are found before any call
+/// to Proxmox: nothing is created or changed, and the error names each field.
+#[tokio::test]
+async fn inconsistent_fields_are_refused_before_anything_is_written() {
+    let w = world().await;
+    let mut vm = example("web01");
+    vm.spec.network[0].gateway4 = Some("10.5.9.1".into());
+    let ci = vm.spec.cloud_init.as_mut().unwrap();
+    ci.nameserver = Some("dns.lan".into());
+    ci.ssh_keys = vec!["ssh-ed25519 AAAA-not-a-key me@laptop".into()];
+    w.sim.reset_calls();
+    let r = apply(&w, &vm).await;
+    let error = r.error.expect("refused");
+    for words in [
+        "spec.network[0].gateway4 10.5.9.1 is outside 10.5.0.0/24",
+        "spec.cloudInit.nameserver: \"dns.lan\" is not an IP address",
+        "spec.cloudInit.sshKeys[0]: the key data is not base64",
+    ] {
+        assert!(error.contains(words), "{error}");
+    }
+    assert_eq!(w.sim.total_calls(), 0, "nothing was asked of Proxmox: {:?}", w.sim.calls());
+}

@@ -4,6 +4,7 @@ mod actions;
 pub mod addresses;
 pub mod children;
 mod conditions;
+pub mod consistency;
 mod creation;
 mod deletion;
 pub mod desired;
@@ -97,6 +98,7 @@ pub async fn plan<P: PveApi>(ctx: &GuestCtx<'_, P>, obj: GuestObject<'_>) -> Res
     if spec.mode == ManagementMode::Paused {
         return Ok(paused(status, generation));
     }
+    consistent(spec)?;
     let mut events = vec![];
     let force_read = match task_step(ctx, &mut status, generation, &mut events).await? {
         TaskSeen::Running(out) => return Ok(*out),
@@ -123,6 +125,15 @@ pub async fn plan<P: PveApi>(ctx: &GuestCtx<'_, P>, obj: GuestObject<'_>) -> Res
     })
 }
 
+/// Fields that must agree, checked before any call: nothing is written for
+/// (nor half-made from) a spec the outside systems would refuse or misread.
+fn consistent(spec: &ProxmoxGuestSpec) -> Result<(), ReconcileError> {
+    match consistency::problems(spec) {
+        p if p.is_empty() => Ok(()),
+        p => Err(ReconcileError::Config(p.join("; "))),
+    }
+}
+
 /// One reconcile of a guest that is not being deleted: poll the task in
 /// flight, observe, claim a VMID and node for a new guest (saved before the
 /// create call), plan, and apply in order until a task starts.
@@ -141,6 +152,7 @@ pub async fn reconcile<P: PveApi, S: StatusSink<ProxmoxGuestStatus> + ?Sized>(
     if spec.mode == ManagementMode::Paused {
         return Ok(paused(status, generation));
     }
+    consistent(spec)?;
     let mut events = vec![];
     let force_read = match task_step(ctx, &mut status, generation, &mut events).await? {
         TaskSeen::Running(out) => return Ok(*out),
