@@ -273,10 +273,10 @@ pub struct RestoreTest {
     /// VMIDs the scratch guest may use (never one in use).
     pub scratch_vmids: VmidRange,
     /// Storage for the restored disks.
-    #[schemars(length(min = 2, max = 63))]
+    #[schemars(length(min = 2, max = 63), regex(pattern = r"^[a-zA-Z][a-zA-Z0-9_.-]*[a-zA-Z0-9]$"))]
     pub storage: String,
     /// Node to restore on.
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$"))]
     pub node: String,
     /// Start the restored guest and wait until it runs (default true).
     #[serde(default = "default_true")]

@@ -66,15 +66,22 @@ pub struct ProxmoxGuestSpec {
     pub node: Option<String>,
     /// Nodes the operator may place the guest on when `node` is unset.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32), inner(length(max = 63)))]
+    #[schemars(
+        length(max = 32),
+        inner(length(max = 63), regex(pattern = r"^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$"))
+    )]
     pub allowed_nodes: Vec<String>,
     /// Proxmox VMID. Allocated from `/cluster/nextid` when unset; immutable once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 100, max = 999_999_999))]
     pub vmid: Option<u32>,
-    /// Guest name (QEMU) or hostname (LXC); a DNS label. Default: `metadata.name`.
+    /// Guest name (QEMU) or hostname (LXC); a DNS name, as PVE takes it (`web01`, `HomeAssistant`,
+    /// `nas.home.arpa`). Default: `metadata.name`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
+    #[schemars(
+        length(max = 253),
+        regex(pattern = r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
+    )]
     pub name: String,
     /// Free text shown in the Proxmox UI. The operator appends its ownership line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +93,7 @@ pub struct ProxmoxGuestSpec {
     pub tags: Vec<String>,
     /// Resource pool the guest belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]*$"))]
     pub pool: Option<String>,
     /// Where the guest comes from: exactly one of `clone`, `osTemplate`, `iso`. Immutable.
     pub source: GuestSource,
@@ -326,6 +334,7 @@ pub struct CloneSource {
     pub full: bool,
     /// Target storage for a full clone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-zA-Z][a-zA-Z0-9_.-]*[a-zA-Z0-9]$"))]
     pub storage: Option<String>,
 }
 
@@ -337,6 +346,7 @@ pub struct IsoSource {
     pub image: String,
     /// Proxmox OS type hint (`l26`, `win11`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(other|wxp|w2k|w2k3|w2k8|wvista|win7|win8|win10|win11|l24|l26|solaris)$"))]
     pub os_type: Option<String>,
 }
 
@@ -414,6 +424,7 @@ pub struct Mount {
     pub host_path: Option<String>,
     /// Storage for a new volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-zA-Z][a-zA-Z0-9_.-]*[a-zA-Z0-9]$"))]
     pub storage: Option<String>,
     /// Size of a new volume in GiB.
     #[serde(rename = "sizeGiB", default, skip_serializing_if = "Option::is_none")]
@@ -517,9 +528,13 @@ pub struct CloudInit {
     pub ssh_keys: Vec<String>,
     /// DNS server(s), space separated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-fA-F:.]+([ ,;]+[0-9a-fA-F:.]+)*$"))]
     pub nameserver: Option<String>,
-    /// DNS search domain.
+    /// DNS search domain(s), space separated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*( +([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*)*$"
+    ))]
     pub search_domain: Option<String>,
 }
 
