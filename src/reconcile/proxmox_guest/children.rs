@@ -76,7 +76,8 @@ pub fn dns_records(guest: &ProxmoxGuest) -> Vec<DnsRecord> {
             spec: DnsRecordSpec {
                 provider: dns.provider.clone(),
                 zone: dns.zone.clone(),
-                name: dns.name.clone().unwrap_or_else(|| guest.effective_spec().name),
+                // DNS names are case-insensitive; records are kept in lower case.
+                name: dns.name.clone().unwrap_or_else(|| guest.effective_spec().name.to_ascii_lowercase()),
                 record_type,
                 ttl: dns.ttl.unwrap_or(300),
                 values: vec![],
