@@ -1,8 +1,11 @@
 //! `export`: what already runs, read read-only from the live systems, as
-//! manifests with `adopt: true` that `plan` finds unchanged (but for the
-//! ownership marks adopting adds): the guests of every Proxmox VE cluster of
-//! the config under `OUT/<cluster>/guests/`, the hosts of every Nginx Proxy
-//! Manager under `OUT/<endpoint>/proxy-hosts/`, one file each.
+//! manifests with `adopt: true` (`adoptJobId` for a backup job) that `plan`
+//! finds unchanged but for the ownership marks adopting adds: per Proxmox VE
+//! cluster its guests (`OUT/<cluster>/guests/`) and vzdump jobs
+//! (`OUT/<cluster>/backups/`), the hosts of every Nginx Proxy Manager
+//! (`OUT/<endpoint>/proxy-hosts/`) and the RRsets of each `--zone`
+//! (`OUT/<endpoint>/dns/<zone>/`), one file each. Names never take one the
+//! namespace's resources already have (read from the marks on the servers).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
