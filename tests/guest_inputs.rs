@@ -297,3 +297,26 @@ async fn inconsistent_fields_are_refused_before_anything_is_written() {
     }
     assert_eq!(w.sim.total_calls(), 0, "nothing was asked of Proxmox: {:?}", w.sim.calls());
 }
+
+/// A clone whose spec asks for a disk smaller than the template's would be
+/// stuck the moment it exists (disks never shrink): the template is read
+/// before cloning, and nothing is cloned.
+#[tokio::test]
+async fn a_clone_smaller_than_its_template_is_refused_before_cloning() {
+    let w = world().await;
+    let mut vm = example("web01");
+    vm.spec.disks[0].size_gib = 2; // the template's scsi0 is 4G
+    let r = apply(&w, &vm).await;
+    let (reason, msg) = stalled(&r);
+    assert_eq!(reason, "DiskShrinkRefused");
+    assert!(
+        msg.contains("disk scsi0 asks for 2 GiB but the template's scsi0 is 4G") && msg.contains("at least 4"),
+        "{msg}"
+    );
+    assert_eq!(
+        w.sim.calls().get("POST /nodes/{node}/qemu/{vmid}/clone"),
+        None,
+        "nothing was cloned"
+    );
+    assert!(w.sim.guests().iter().all(|g| g.template), "no guest was made");
+}

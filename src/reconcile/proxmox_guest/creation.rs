@@ -62,11 +62,40 @@ pub(super) async fn check_references<P: PveApi>(
     let missing = references::missing(node, &refs, &inventory);
     if !missing.is_empty() {
         ctx.cache.inventory.forget(ctx.cluster, node).await;
+        return Ok(Some(Blocked {
+            reason: "MissingReference",
+            message: format!("{}; fix the spec or add them on the node", missing.join("; ")),
+        }));
     }
-    Ok((!missing.is_empty()).then(|| Blocked {
-        reason: "MissingReference",
-        message: format!("{}; fix the spec or add them on the node", missing.join("; ")),
+    let ResolvedSource::Clone {
+        template_node,
+        template_vmid,
+    } = source
+    else {
+        return Ok(None);
+    };
+    let shrunk = references::shrunk_by_clone(spec, &template_config(ctx, template_node, *template_vmid).await?);
+    Ok((!shrunk.is_empty()).then(|| Blocked {
+        reason: "DiskShrinkRefused",
+        message: format!("{}; nothing was cloned", shrunk.join("; ")),
     }))
+}
+
+/// A template's config, key → value (one read, only when a clone is about to be made).
+async fn template_config<P: PveApi>(
+    ctx: &GuestCtx<'_, P>,
+    node: &str,
+    vmid: u32,
+) -> Result<std::collections::BTreeMap<String, String>, ReconcileError> {
+    let entries = ctx
+        .api
+        .pending(node, pve::GuestKind::Qemu, vmid)
+        .await
+        .map_err(|e| ReconcileError::pve(format!("reading template {vmid}"), e))?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|e| Some((e.key, pve::codec::value_to_string(&e.value?))))
+        .collect())
 }
 
 /// The fixed node, or the online allowed node with the most free memory,

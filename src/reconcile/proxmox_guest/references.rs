@@ -84,6 +84,30 @@ pub fn references(spec: &ProxmoxGuestSpec, source: &ResolvedSource) -> Reference
     r
 }
 
+/// The spec's disks that the template has bigger: a clone of it would be
+/// stuck at once (disks never shrink), so it is not made. `template` is the
+/// template's config (`scsi0` → `local-lvm:base-9000-disk-0,size=32G`).
+pub fn shrunk_by_clone(spec: &ProxmoxGuestSpec, template: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    use crate::providers::pve::codec::{PropertyString, parse_size_bytes};
+    spec.disks
+        .iter()
+        .filter_map(|d| {
+            let props = PropertyString::parse(template.get(&d.slot)?, "file");
+            let size_text = props.get("size")?;
+            let size = parse_size_bytes(size_text)?;
+            ((u64::from(d.size_gib) << 30) < size).then(|| {
+                format!(
+                    "disk {} asks for {} GiB but the template's {} is {size_text}; disks never shrink: set sizeGiB to at least {}",
+                    d.slot,
+                    d.size_gib,
+                    d.slot,
+                    size.div_ceil(1 << 30)
+                )
+            })
+        })
+        .collect()
+}
+
 /// What the node lacks, one line each (empty when everything is there).
 pub fn missing(node: &str, refs: &References, inv: &NodeInventory) -> Vec<String> {
     let mut out = Vec::new();
