@@ -416,7 +416,13 @@ async fn a_backup_policy_keeps_one_job_for_its_members_and_reports_freshness() {
     let op = Operator::start(plane, &w, &ns, &["--no-leader-election"], "backups");
     let guests: Api<ProxmoxGuest> = Api::namespaced(client.clone(), &ns);
     let labelled = |name: &str, tier: &str| {
-        let mut g = lxc(name, json!({}));
+        // `lab` also names a policy the namespace does not have.
+        let extra = if name == "lab" {
+            json!({"backup": {"policy": "weekly"}})
+        } else {
+            json!({})
+        };
+        let mut g = lxc(name, extra);
         g.metadata.labels = Some([("backup".to_string(), tier.to_string())].into());
         g
     };
@@ -425,6 +431,16 @@ async fn a_backup_policy_keeps_one_job_for_its_members_and_reports_freshness() {
     for name in ["web", "lab"] {
         wait_for(&guests, name, "Ready", &op, |g| is_true(g, "Ready")).await;
     }
+    // Naming a policy that does not exist is said, not silent: the guest runs but is not backed up.
+    let lab = wait_for(&guests, "lab", "BackupPolicyNotFound", &op, |g| {
+        g.status
+            .as_ref()
+            .and_then(|s| api::find_condition(&s.conditions, "Degraded"))
+            .is_some_and(|c| c.reason == "BackupPolicyNotFound")
+    })
+    .await;
+    let why = condition_of(&lab.status.unwrap().conditions, "Degraded");
+    assert!(why.contains("BackupPolicy \"weekly\"") && why.contains("not backed up"), "{why}");
     let vmid = |name: &str| {
         let guests = guests.clone();
         let name = name.to_string();

@@ -36,6 +36,43 @@ fn busy(ctx: &Context, g: &ProxmoxGuest, down: bool) {
     ctx.monitors.guest_busy(&g.namespace().unwrap_or_default(), &g.name_any(), down);
 }
 
+/// A guest naming a BackupPolicy its namespace lacks is not backed up:
+/// say so rather than stay silent.
+async fn missing_backup_policy(g: &ProxmoxGuest, ctx: &Context) -> Result<Option<String>, Error> {
+    let Some(name) = g.spec.backup.as_ref().map(|b| b.policy.as_str()) else {
+        return Ok(None);
+    };
+    let ns = g.namespace().unwrap_or_default();
+    let api: Api<crate::api::BackupPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    Ok(api.get_opt(name).await.map_err(Error::Kube)?.is_none().then(|| {
+        format!("spec.backup.policy names BackupPolicy {name:?}, which namespace {ns} does not have: this guest is not backed up")
+    }))
+}
+
+/// Degraded with `reason`, the other conditions as they are (the guest itself may still be Ready).
+fn degrade(conditions: &mut Vec<Condition>, generation: Option<i64>, reason: &'static str, message: &str) {
+    let now = Time(jiff::Timestamp::now());
+    match conditions.iter_mut().find(|c| c.type_ == crate::api::CONDITION_DEGRADED) {
+        Some(c) => {
+            if c.status != "True" {
+                c.last_transition_time = now;
+            }
+            c.status = "True".into();
+            c.reason = reason.into();
+            c.message = message.into();
+            c.observed_generation = generation;
+        }
+        None => conditions.push(Condition {
+            type_: crate::api::CONDITION_DEGRADED.into(),
+            status: "True".into(),
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: generation,
+            last_transition_time: now,
+        }),
+    }
+}
+
 impl Controlled for ProxmoxGuest {
     fn after_reconcile<'a>(&'a self, ctx: &'a Context, result: &'a mut Reconciled<Self>) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
@@ -55,6 +92,18 @@ impl Controlled for ProxmoxGuest {
                 self.metadata.generation,
                 &Time(jiff::Timestamp::now()),
             );
+            if let Some(why) = missing_backup_policy(self, ctx).await? {
+                // One Event when it starts; the condition says it for as long as it lasts.
+                let said = self
+                    .status
+                    .as_ref()
+                    .and_then(|s| crate::api::find_condition(&s.conditions, crate::api::CONDITION_DEGRADED));
+                if said.is_none_or(|c| c.reason != "BackupPolicyNotFound") {
+                    out.events
+                        .push(crate::reconcile::EventNote::warning("BackupPolicyNotFound", why.clone()));
+                }
+                degrade(&mut out.status.conditions, self.metadata.generation, "BackupPolicyNotFound", &why);
+            }
             Ok(())
         })
     }
