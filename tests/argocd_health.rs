@@ -125,11 +125,19 @@ fn every_state_maps_to_the_right_health() {
     );
 }
 
-/// The argocd-cm patch: one health entry per kind, each the script verbatim.
+/// The argocd-cm patch: one health entry per kind, each the script verbatim,
+/// and per kind the status left out of what makes ArgoCD refresh the app (a
+/// health change still does): the operator's status writes are no app events.
 fn expected_patch() -> String {
     let mut out = String::from(
-        "# Generated from manifests/argocd/health/health.lua by tests/argocd_health.rs\n# (HOMELAB_WRITE=1 cargo test --test argocd_health); do not edit.\n# Merge into argocd-cm: kubectl -n argocd patch configmap argocd-cm --patch-file manifests/argocd/argocd-cm-patch.yaml\ndata:\n",
+        "# Generated from manifests/argocd/health/health.lua by tests/argocd_health.rs\n# (HOMELAB_WRITE=1 cargo test --test argocd_health); do not edit.\n# Merge into argocd-cm: kubectl -n argocd patch configmap argocd-cm --patch-file manifests/argocd/argocd-cm-patch.yaml\ndata:\n  resource.ignoreResourceUpdatesEnabled: \"true\"\n",
     );
+    for crd in homelab_operator::api::all_crds() {
+        out.push_str(&format!(
+            "  resource.customizations.ignoreResourceUpdates.{}_{}: |\n    jsonPointers:\n    - /status\n",
+            crd.spec.group, crd.spec.names.kind
+        ));
+    }
     for crd in homelab_operator::api::all_crds() {
         out.push_str(&format!(
             "  resource.customizations.health.{}_{}: |\n",
@@ -165,6 +173,13 @@ fn argocd_cm_patch_is_fresh() {
             .unwrap()
             .contains("hs.status = \"Healthy\"")
     );
+    // Status-only churn of every kind refreshes no app.
+    assert_eq!(parsed["data"]["resource.ignoreResourceUpdatesEnabled"].as_str(), Some("true"));
+    for crd in homelab_operator::api::all_crds() {
+        let key = format!("resource.customizations.ignoreResourceUpdates.{}_{}", crd.spec.group, crd.spec.names.kind);
+        let rule: serde_yaml_ng::Value = serde_yaml_ng::from_str(parsed["data"][key.as_str()].as_str().unwrap()).unwrap();
+        assert_eq!(rule["jsonPointers"][0].as_str(), Some("/status"), "{key}");
+    }
 }
 
 #[test]
