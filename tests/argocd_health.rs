@@ -176,7 +176,10 @@ fn argocd_cm_patch_is_fresh() {
     // Status-only churn of every kind refreshes no app.
     assert_eq!(parsed["data"]["resource.ignoreResourceUpdatesEnabled"].as_str(), Some("true"));
     for crd in homelab_operator::api::all_crds() {
-        let key = format!("resource.customizations.ignoreResourceUpdates.{}_{}", crd.spec.group, crd.spec.names.kind);
+        let key = format!(
+            "resource.customizations.ignoreResourceUpdates.{}_{}",
+            crd.spec.group, crd.spec.names.kind
+        );
         let rule: serde_yaml_ng::Value = serde_yaml_ng::from_str(parsed["data"][key.as_str()].as_str().unwrap()).unwrap();
         assert_eq!(rule["jsonPointers"][0].as_str(), Some("/status"), "{key}");
     }

@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// Concurrent reconciles per kind.
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: u16,
+    /// Seconds between writes of a MonitorTarget's figures (latency, last check, uptime) while
+    /// its state stays the same; state changes are written at once.
+    #[arg(long, default_value_t = crate::monitor::scheduler::FIGURES_EVERY.as_secs())]
+    pub monitor_figures_every: u64,
 }
 
 /// Reconciles in flight at once, for `run` (per kind) and `apply` alike.
@@ -74,6 +78,10 @@ pub async fn run(config: Config, args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let mut ctx = context::Context::from_config(client.clone(), &config, metrics.clone())?;
     ctx.drift = crate::reconcile::cache::DriftClock::new(Duration::from_secs(args.drift_interval));
+    match Arc::get_mut(&mut ctx.monitors) {
+        Some(s) => s.summary_every = Duration::from_secs(args.monitor_figures_every),
+        None => tracing::warn!("monitor figures cadence not set: the scheduler is already shared"),
+    }
     let ctx = Arc::new(ctx);
     let ready = Arc::new(AtomicBool::new(false));
     let shutdown = CancellationToken::new();

@@ -59,6 +59,12 @@ struct Entry {
     sink: Sink,
 }
 
+/// How often a monitor's figures (latency, last check, uptime) are written
+/// when its state has not changed: every write is an etcd revision and a
+/// watch event for every watcher (ArgoCD included), and a figure that moved
+/// by a millisecond is no news. State changes are written at once.
+pub const FIGURES_EVERY: Duration = Duration::from_secs(3600);
+
 pub struct Scheduler {
     entries: Mutex<HashMap<Key, Entry>>,
     /// Guests (`namespace`, `name`) with an operator task in flight that takes them down.
@@ -111,7 +117,7 @@ impl Scheduler {
             notifier,
             limit: Arc::new(Semaphore::new(concurrency.max(1))),
             metrics,
-            summary_every: Duration::from_secs(60),
+            summary_every: FIGURES_EVERY,
         })
     }
 
