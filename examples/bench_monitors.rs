@@ -109,9 +109,9 @@ async fn main() -> anyhow::Result<()> {
     println!("CPU share (operator+server): {:.1}% of one core", cpu / wall * 100.0);
     println!(
         "status writes:             {written} in {wall:.0} s: {} first reports, {} after ({:.1} per minute)",
-        written.min(n as u64),
-        written.saturating_sub(n as u64),
-        written.saturating_sub(n as u64) as f64 / wall * 60.0
+        written.min(n),
+        written.saturating_sub(n),
+        written.saturating_sub(n) as f64 / wall * 60.0
     );
     println!(
         "check-start jitter:        median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
