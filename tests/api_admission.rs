@@ -199,6 +199,20 @@ fn dns_record_rules() {
         "  name: mail\n  type: MX\n  values: [mail.home.arpa]\n",
         "MX values are 'PRIORITY HOST'",
     );
+    // Names where a name belongs, for every type whose value is one.
+    for (t, bad) in [
+        ("CNAME", "10.0.0.5 web"),
+        ("NS", "ns1 .home.arpa"),
+        ("PTR", "http://web.home.arpa/"),
+    ] {
+        refused(
+            &format!("  name: x\n  type: {t}\n  values: [\"{bad}\"]\n"),
+            "CNAME, NS and PTR values must be host names",
+        );
+        record(&format!("  name: x\n  type: {t}\n  values: [web.home.arpa.]\n"))
+            .validate_cel()
+            .unwrap();
+    }
     let old = record("  name: web\n  type: A\n  values: [10.0.0.1]\n");
     let mut new = old.clone();
     new.spec.name = "web2".into();

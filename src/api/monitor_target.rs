@@ -255,8 +255,13 @@ pub struct TcpCheck {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DnsCheck {
-    /// The server, `HOST:PORT` (port 53 if left out).
-    #[schemars(length(min = 1, max = 260))]
+    /// The server, `HOST:PORT` (port 53 if left out; an IPv6 address in brackets).
+    #[schemars(
+        length(min = 1, max = 260),
+        regex(
+            pattern = r"^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])(:[0-9]{1,5})?$"
+        )
+    )]
     pub server: String,
     /// The name to ask for.
     #[schemars(length(min = 1, max = 253))]

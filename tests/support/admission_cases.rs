@@ -320,6 +320,16 @@ pub fn refused_monitors() -> Vec<(String, &'static str, By)> {
         ),
         (with("  notify: {channels: [\"\"]}\n"), "channels", By::Schema),
         (with("  target: {kind: Service, name: web}\n"), "kind", By::Schema),
+        (
+            "  dns: {server: \"dns server\", name: web.home.arpa}\n".to_string(),
+            "server",
+            By::Schema,
+        ),
+        (
+            "  dns: {server: \"10.5.0.53:dns\", name: web.home.arpa}\n".to_string(),
+            "server",
+            By::Schema,
+        ),
     ]
 }
 
@@ -331,6 +341,8 @@ pub fn admitted_monitors() -> Vec<String> {
         "  tcp: {host: 10.5.0.30, port: 6379, send: \"PING\\r\\n\", expect: \"+PONG\"}\n".into(),
         "  dns: {server: \"10.5.0.53:53\", name: web01.home.arpa, recordType: A, expected: [10.5.0.21]}\n".into(),
         "  dns: {server: 10.5.0.53, name: old.home.arpa, rcode: NXDOMAIN}\n".into(),
+        "  dns: {server: \"[fd00::53]:5353\", name: web.home.arpa}\n".into(),
+        "  dns: {server: ns1.home.arpa, name: web.home.arpa}\n".into(),
         "  target: {kind: ProxyHost, name: media}\n  tls: {warnDays: 21}\n  notify: {channels: [phone, mail], cooldownMinutes: 0, notifyRecovery: false}\n  maintenance: [{schedule: \"0 3 * * 0\", durationMinutes: 30}]\n".into(),
     ]
 }
