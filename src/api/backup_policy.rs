@@ -34,6 +34,7 @@ use super::common::*;
     validation = Rule::new("!has(self.pool) || (!has(self.selector) && (!has(self.vmids) || size(self.vmids) == 0))").message("pool names the members: it takes no selector or vmids"),
     validation = Rule::new("!has(self.exclude) || size(self.exclude) == 0 || (has(self.allGuests) && self.allGuests)").message("exclude only goes with allGuests"),
     validation = Rule::new("!has(self.pbs) || !has(self.pbs.prune) || (has(self.retention) && !(has(self.retention.keepAll) && self.retention.keepAll))").message("pbs.prune prunes with the policy's retention: set retention (keepLast, keepDaily, …), not keepAll"),
+    validation = Rule::new("!has(self.maxAge) || !self.maxAge.matches('^(0+[wdhm])+$')").message("maxAge must be above zero (26h, 7d2h)"),
     validation = Rule::new("self.cluster == oldSelf.cluster").message("cluster is immutable")
 )]
 pub struct BackupPolicySpec {

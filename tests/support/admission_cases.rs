@@ -238,6 +238,8 @@ pub fn refused_policies() -> Vec<(String, &'static str, By)> {
         ),
         (BASE_POLICY.replace("\"02:30\"", "\"every night\""), "schedule", By::Schema),
         (with("  maxAge: 26 hours\n"), "maxAge", By::Schema),
+        (with("  maxAge: 0h\n"), "maxAge must be above zero", By::Cel),
+        (with("  maxAge: 0d00h\n"), "maxAge must be above zero", By::Cel),
         (with("  vmids: [42]\n"), "vmids", By::Schema),
         (
             BASE_POLICY.replace("{keepDaily: 7, keepWeekly: 4}", "{keepDaily: 100001}"),
