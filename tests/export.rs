@@ -409,31 +409,26 @@ async fn a_bind_zone_exports_by_zone_transfer_and_adopts_with_registry_marks() {
     // ns1's A record came with the zone, like every record a person keeps.
     assert!(text.contains("6 DNS records"), "{text}");
     let answers = |n: &str, t: &str| dns_servers::dig(port, n, t);
-    let before: Vec<Vec<String>> = [
-        ("nas.home.arpa.", "A"),
-        ("files.home.arpa.", "CNAME"),
-        ("home.arpa.", "MX"),
-        ("home.arpa.", "TXT"),
-    ]
-    .iter()
-    .map(|(n, t)| answers(n, t))
-    .collect();
+    // What `dig` answers for the records kept by hand.
+    let zone = || -> Vec<Vec<String>> {
+        [
+            ("nas.home.arpa.", "A"),
+            ("files.home.arpa.", "CNAME"),
+            ("home.arpa.", "MX"),
+            ("home.arpa.", "TXT"),
+        ]
+        .iter()
+        .map(|(n, t)| answers(n, t))
+        .collect()
+    };
+    let before = zone();
 
     let (code, text) = run(&["plan", "-f", out_arg], &config).await;
     assert_eq!(code, Some(0), "nothing but the marks to write: {text}");
     assert!(text.contains("6 to adopt."), "{text}");
     let (code, text) = run(&["apply", "-f", out_arg], &config).await;
     assert_eq!(code, Some(0), "{text}");
-    let after: Vec<Vec<String>> = [
-        ("nas.home.arpa.", "A"),
-        ("files.home.arpa.", "CNAME"),
-        ("home.arpa.", "MX"),
-        ("home.arpa.", "TXT"),
-    ]
-    .iter()
-    .map(|(n, t)| answers(n, t))
-    .collect();
-    assert_eq!(after, before, "the data as it was");
+    assert_eq!(zone(), before, "the data as it was");
     assert!(answers("hlo-a.nas.home.arpa.", "TXT")[0].contains("managed-by: homelab-operator"));
     let (code, text) = run(&["plan", "-f", out_arg], &config).await;
     assert_eq!((code, text.matches(": no changes\n").count()), (Some(0), 6), "{text}");
@@ -488,26 +483,17 @@ async fn the_readme_moving_in_commands_run_on_the_demo() {
         assert_eq!(out.status.code(), Some(0), "{line}: {text}");
         outputs.push(text);
     }
-    assert!(
-        outputs[1].contains("Export: 3 guests, 1 backup jobs, 1 proxy hosts, 2 DNS records"),
-        "{}",
-        outputs[1]
-    );
-    assert!(
-        outputs[1].contains("ProxmoxGuest homelab/jellyfin-902 (VMID 902)"),
-        "{}",
-        outputs[1]
-    );
-    assert!(
-        outputs[2].contains("0 to update, 0 reboots, 0 to delete, 0 pending, 0 blocked, 7 to adopt."),
-        "{}",
-        outputs[2]
-    );
-    assert!(
-        outputs[4].contains("0 to create, 0 to update, 0 reboots, 0 to delete, 0 pending, 0 blocked, 0 to adopt."),
-        "{}",
-        outputs[4]
-    );
+    for (i, words) in [
+        (1, "Export: 3 guests, 1 backup jobs, 1 proxy hosts, 2 DNS records"),
+        (1, "ProxmoxGuest homelab/jellyfin-902 (VMID 902)"),
+        (2, "0 to update, 0 reboots, 0 to delete, 0 pending, 0 blocked, 7 to adopt."),
+        (
+            4,
+            "0 to create, 0 to update, 0 reboots, 0 to delete, 0 pending, 0 blocked, 0 to adopt.",
+        ),
+    ] {
+        assert!(outputs[i].contains(words), "{}", outputs[i]);
+    }
 }
 
 /// Ends the background demo (SIGTERM: it cleans up its files) when the test ends.

@@ -27,13 +27,9 @@ mod support {
 
 use support::guest_world::*;
 
-#[tokio::test]
-async fn examples_converge_with_every_field_visible_in_proxmox() {
-    let w = world().await;
-    let results = w
-        .engine
-        .apply_all(&examples(), &Files::default(), 4, Duration::from_secs(30), &|_| {})
-        .await;
+/// Every example applied (four at once), each Ready without an error.
+async fn converge_examples(w: &World, deadline: Duration) -> Vec<homelab_operator::cli::oneshot::Applied> {
+    let results = w.engine.apply_all(&examples(), &Files::default(), 4, deadline, &|_| {}).await;
     for r in &results {
         assert!(
             r.error.is_none() && ready(&r.status),
@@ -43,6 +39,13 @@ async fn examples_converge_with_every_field_visible_in_proxmox() {
             r.status.conditions
         );
     }
+    results
+}
+
+#[tokio::test]
+async fn examples_converge_with_every_field_visible_in_proxmox() {
+    let w = world().await;
+    let results = converge_examples(&w, Duration::from_secs(30)).await;
     let web = results.iter().find(|r| r.name == "homelab/web01").unwrap();
     let g = w.sim.guest(web.status.vmid.unwrap()).unwrap();
     assert_eq!(g.node, "pve1");
@@ -651,19 +654,7 @@ async fn guests_converge_through_every_kind_of_transient_fault() {
             .scripted
             .push_back(ScriptedFault::new(method, path, kind, 1));
     }
-    let results = w
-        .engine
-        .apply_all(&examples(), &Files::default(), 4, Duration::from_secs(120), &|_| {})
-        .await;
-    for r in &results {
-        assert!(
-            r.error.is_none() && ready(&r.status),
-            "{}: {:?} {:?}",
-            r.name,
-            r.error,
-            r.status.conditions
-        );
-    }
+    converge_examples(&w, Duration::from_secs(120)).await;
     let left: Vec<String> = w
         .sim
         .faults
