@@ -154,10 +154,10 @@ fn check_value(dialect: Dialect, p: &Value, value: &str) -> Result<(), String> {
         ),
     };
     match p["type"].as_str().unwrap_or("string") {
-        // Repeated form keys arrive joined; each element is checked against `items`.
+        // Repeated form keys arrive joined by NUL; each element is checked against `items`.
         "array" => {
             return value
-                .split('\n')
+                .split('\0')
                 .filter(|v| !v.is_empty())
                 .try_for_each(|v| check_value(dialect, &p["items"], v));
         }

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use serde::de::DeserializeOwned;
 
 use super::{
-    Error, GuestKind, Params, PveApi,
+    Error, GuestKind, Params, PveApi, PveUpdateApi,
     codec::{Upid, lenient_u64},
     types::*,
 };
@@ -436,5 +436,33 @@ pub async fn wait_task<P: PveApi>(api: &P, upid: &Upid, poll: Duration, max: Dur
             });
         }
         tokio::time::sleep(poll).await;
+    }
+}
+
+impl PveUpdateApi for PveClient {
+    async fn agent_exec(&self, node: &str, vmid: u32, argv: &[String]) -> Result<u64, Error> {
+        let path = format!("{}/agent/exec", Self::guest_path(node, GuestKind::Qemu, vmid));
+        // An array parameter is sent as the key repeated, one value each.
+        let params: Params = argv.iter().map(|a| ("command".to_string(), a.clone())).collect();
+        let started: ExecStarted = self.call(Method::Post, "agent_exec", &path, &params).await?;
+        Ok(started.pid)
+    }
+
+    async fn agent_exec_status(&self, node: &str, vmid: u32, pid: u64) -> Result<ExecStatus, Error> {
+        let path = format!("{}/agent/exec-status", Self::guest_path(node, GuestKind::Qemu, vmid));
+        self.call(Method::Get, "agent_exec_status", &path, &p(&[("pid", pid.to_string())]))
+            .await
+    }
+
+    async fn rollback_and_start(&self, node: &str, kind: GuestKind, vmid: u32, name: &str) -> Result<Upid, Error> {
+        let path = format!("{}/snapshot/{name}/rollback", Self::guest_path(node, kind, vmid));
+        let s: String = self.call(Method::Post, "rollback", &path, &p(&[("start", "1".into())])).await?;
+        upid(s, "POST", &path)
+    }
+
+    async fn delete_snapshot(&self, node: &str, kind: GuestKind, vmid: u32, name: &str) -> Result<Upid, Error> {
+        let path = format!("{}/snapshot/{name}", Self::guest_path(node, kind, vmid));
+        let s: String = self.call(Method::Delete, "delete_snapshot", &path, &vec![]).await?;
+        upid(s, "DELETE", &path)
     }
 }

@@ -111,3 +111,14 @@ pub trait PveApi: Send + Sync {
     /// The node's bridges (Linux, OVS and SDN vnets: what a NIC can be plugged into).
     fn node_bridges(&self, node: &str) -> impl Future<Output = Result<Vec<NetworkInterface>, Error>> + Send;
 }
+
+/// The calls guest updates add: the QEMU guest agent's exec family and the
+/// snapshot steps an update goes through.
+pub trait PveUpdateApi: PveApi {
+    /// Start `argv` inside a QEMU guest through its agent; the PID to poll.
+    fn agent_exec(&self, node: &str, vmid: u32, argv: &[String]) -> impl Future<Output = Result<u64, Error>> + Send;
+    fn agent_exec_status(&self, node: &str, vmid: u32, pid: u64) -> impl Future<Output = Result<ExecStatus, Error>> + Send;
+    /// Roll back to a snapshot and start the guest when done.
+    fn rollback_and_start(&self, node: &str, kind: GuestKind, vmid: u32, name: &str) -> impl Future<Output = Result<Upid, Error>> + Send;
+    fn delete_snapshot(&self, node: &str, kind: GuestKind, vmid: u32, name: &str) -> impl Future<Output = Result<Upid, Error>> + Send;
+}

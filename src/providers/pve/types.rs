@@ -314,3 +314,26 @@ pub fn usable_ip(ip: &str) -> bool {
         Err(_) => false,
     }
 }
+
+/// `POST .../agent/exec`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ExecStarted {
+    #[serde(deserialize_with = "de::u64_lenient")]
+    pub pid: u64,
+}
+
+/// `GET .../agent/exec-status` (PVE passes `exited` on as 0/1).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct ExecStatus {
+    #[serde(default, deserialize_with = "de::bool_lenient")]
+    pub exited: bool,
+    #[serde(default)]
+    pub exitcode: Option<i64>,
+    /// Set when a signal ended it.
+    #[serde(default)]
+    pub signal: Option<i64>,
+    #[serde(rename = "out-data", default)]
+    pub out: String,
+    #[serde(rename = "err-data", default)]
+    pub err: String,
+}

@@ -7,6 +7,7 @@ mod agent;
 mod backup;
 mod firewall;
 mod guest_config;
+pub mod guest_os;
 mod ha;
 mod props;
 mod restore;
@@ -25,6 +26,7 @@ use serde_json::{Value, json};
 
 pub use super::schema::PveSchema;
 pub use agent::stand_in_web_server;
+pub use guest_os::{SimOs, SimPackage};
 use state::State;
 pub use state::{SimGuest, SimNode};
 pub use storage::{SimBackup, SimStorage};
@@ -264,6 +266,14 @@ impl PveSim {
         s.serving(vmid)
     }
 
+    /// Change what runs inside a guest (its packages, its service, how its next update goes).
+    pub fn edit_os(&self, vmid: u32, edit: impl FnOnce(&mut SimOs)) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(g) = s.guests.get_mut(&vmid) {
+            edit(&mut g.os);
+        }
+    }
+
     /// A copy of a guest's state.
     pub fn guest(&self, vmid: u32) -> Option<SimGuest> {
         let mut s = self.state.lock().unwrap();
@@ -415,8 +425,14 @@ fn parse_params(req: &SimRequest) -> Result<BTreeMap<String, String>, String> {
                 out.insert(k, s);
             }
         } else {
+            // A key given more than once (an array) arrives joined by NUL, as PVE joins it.
             for (k, v) in url::form_urlencoded::parse(&req.body) {
-                out.insert(k.into_owned(), v.into_owned());
+                out.entry(k.into_owned())
+                    .and_modify(|e| {
+                        e.push('\0');
+                        e.push_str(&v);
+                    })
+                    .or_insert_with(|| v.into_owned());
             }
         }
     }

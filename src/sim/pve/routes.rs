@@ -25,6 +25,9 @@ impl State {
         if t.contains("/firewall/") {
             return self.firewall(method, &t, &node, kind, vmid, p);
         }
+        if t.ends_with("/agent/exec") || t.ends_with("/agent/exec-status") {
+            return self.agent_exec(method, &node, vmid, p);
+        }
         if method == "GET" && (t.contains("/agent/") || t.ends_with("/interfaces")) {
             return self.guest_interfaces(&t, &node, kind, vmid);
         }
@@ -204,7 +207,8 @@ impl State {
                 g.lock = Some(if rollback { "rollback" } else { "snapshot-delete" }.into());
                 let prefix = if kind == "lxc" { "vz" } else { "qm" };
                 let (task, effect) = if rollback {
-                    (format!("{prefix}rollback"), Effect::Rollback { vmid, name })
+                    let start = p.get("start").is_some_and(|v| v == "1");
+                    (format!("{prefix}rollback"), Effect::Rollback { vmid, name, start })
                 } else {
                     (format!("{prefix}delsnapshot"), Effect::DeleteSnapshot { vmid, name })
                 };

@@ -38,6 +38,13 @@ pub struct SimGuest {
     pub fw_rules: Vec<BTreeMap<String, Value>>,
     /// The resource pool it was created or cloned into.
     pub pool: Option<String>,
+    /// What runs inside it (packages, service, update runs).
+    pub os: super::guest_os::SimOs,
+    /// The operating system as each snapshot saw it.
+    pub os_snapshots: BTreeMap<String, super::guest_os::SimOs>,
+    /// Processes the guest agent started, by PID.
+    pub(super) execs: BTreeMap<u32, super::guest_os::SimExec>,
+    pub(super) next_exec: u32,
 }
 
 impl SimGuest {
@@ -57,6 +64,10 @@ impl SimGuest {
             fw_options: BTreeMap::new(),
             fw_rules: Vec::new(),
             pool: None,
+            os: Default::default(),
+            os_snapshots: BTreeMap::new(),
+            execs: BTreeMap::new(),
+            next_exec: 0,
         }
     }
 
@@ -147,6 +158,8 @@ pub(super) enum Effect {
     Rollback {
         vmid: u32,
         name: String,
+        /// Start the guest once rolled back.
+        start: bool,
     },
     /// An HA resource's requested state set (`hastart`/`hastop`).
     HaState {
@@ -231,7 +244,7 @@ impl State {
             .tasks
             .iter()
             .any(|t| t.exitstatus.is_none() && matches!(t.effect, Effect::Reboot(v) | Effect::Stop(v) if v == vmid));
-        !going_down && self.guests.get(&vmid).is_some_and(|g| g.running)
+        !going_down && self.guests.get(&vmid).is_some_and(|g| g.running && g.os.service_ok)
     }
 
     pub fn advance(&mut self) {
@@ -315,6 +328,7 @@ impl State {
             Effect::Reboot(v) => {
                 if let Some(g) = self.guests.get_mut(&v) {
                     g.apply_pending();
+                    g.os.reboot_required = false;
                     g.started_at = Some(Instant::now());
                 }
             }
@@ -337,23 +351,30 @@ impl State {
             Effect::Snapshot { vmid, name } => {
                 if let Some(g) = self.guests.get_mut(&vmid) {
                     let cfg = g.config.clone();
+                    g.os_snapshots.insert(name.clone(), g.os.clone());
                     g.snapshots.insert(name, (cfg, now_epoch()));
                 }
             }
             Effect::DeleteSnapshot { vmid, name } => {
                 if let Some(g) = self.guests.get_mut(&vmid) {
                     g.snapshots.remove(&name);
+                    g.os_snapshots.remove(&name);
                 }
             }
             Effect::Backup { .. } => {}
-            Effect::Rollback { vmid, name } => {
+            Effect::Rollback { vmid, name, start } => {
                 if let Some(g) = self.guests.get_mut(&vmid)
                     && let Some((cfg, _)) = g.snapshots.get(&name).cloned()
                 {
                     g.config = cfg;
                     g.pending.clear();
                     g.pending_delete.clear();
-                    g.running = false;
+                    // The disks go back; the count of updates run (the tests' witness) does not.
+                    let updates_run = g.os.updates_run;
+                    g.os = g.os_snapshots.get(&name).cloned().unwrap_or_default();
+                    g.os.updates_run = updates_run;
+                    g.running = start;
+                    g.started_at = start.then(Instant::now);
                 }
             }
         }
