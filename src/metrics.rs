@@ -32,13 +32,21 @@ pub struct SystemLabels {
     pub system: &'static str,
 }
 
-/// One member of one BackupPolicy.
+/// One member of one policy (BackupPolicy or UpdatePolicy).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BackupLabels {
+pub struct MemberLabels {
     pub namespace: String,
     pub policy: String,
     /// The ProxmoxGuest's name, or `vmid-<N>` for a member named by VMID.
     pub guest: String,
+}
+
+/// An UpdatePolicy's last run, one result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunResultLabels {
+    pub namespace: String,
+    pub policy: String,
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +74,9 @@ pub struct MemberBackup {
     pub fresh: bool,
 }
 
+/// A policy's member series: kind (`backup`, `update`), namespace, policy.
+type SeriesKey = (&'static str, String, String);
+
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Family<KindLabels, Counter>,
@@ -73,17 +84,27 @@ pub struct Metrics {
     pub reconcile_duration: Family<KindLabels, Histogram>,
     pub outside_calls: Family<CallLabels, Counter>,
     pub tasks_in_flight: Family<SystemLabels, Gauge>,
-    pub backup_last_success: Family<BackupLabels, Gauge>,
-    pub backup_age: Family<BackupLabels, Gauge>,
-    pub backup_fresh: Family<BackupLabels, Gauge>,
+    pub backup_last_success: Family<MemberLabels, Gauge>,
+    pub backup_age: Family<MemberLabels, Gauge>,
+    pub backup_fresh: Family<MemberLabels, Gauge>,
     /// Guests of a cluster in no enabled backup job (`/cluster/backup-info/not-backed-up`).
     pub guests_not_backed_up: Family<ClusterLabels, Gauge>,
     pub notifications: Family<NotifyLabels, Counter>,
     pub monitor_up: Family<MonitorLabels, Gauge>,
+    pub updates_pending: Family<MemberLabels, Gauge>,
+    pub update_run_members: Family<RunResultLabels, Gauge>,
     pub monitor_cert_expiry: Family<MonitorLabels, Gauge>,
     pub check_duration: Histogram,
-    /// The guests each policy has series for, to drop those that left.
-    backup_series: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<String>>>,
+    /// The guests each policy has series for (by kind, namespace, policy), to drop those that left.
+    member_series: std::sync::Mutex<std::collections::HashMap<SeriesKey, Vec<String>>>,
+}
+
+/// A labelled family registered under `name`.
+fn family<L, M>(r: &mut Registry, name: &str, help: &str) -> Family<L, M>
+where
+    Family<L, M>: prometheus_client::registry::Metric + Clone + Default,
+{
+    registered(r, name, help, Family::default())
 }
 
 /// Register `metric` under `name` and hand it back.
@@ -125,7 +146,7 @@ impl Default for Metrics {
                 &format!("Time of each {backup}"),
                 Family::default(),
             ),
-            backup_age: registered(r, "backup_age_seconds", &format!("Age of each {backup}"), Family::default()),
+            backup_age: family(r, "backup_age_seconds", &format!("Age of each {backup}")),
             backup_fresh: registered(
                 r,
                 "backup_fresh",
@@ -162,8 +183,10 @@ impl Default for Metrics {
                 "Duration of monitor checks",
                 Histogram::new(check_buckets),
             ),
+            updates_pending: family(r, "guest_updates_pending", "Updates pending on a member, as last checked"),
+            update_run_members: family(r, "update_last_run_members", "Members of the last update run, by result"),
             registry: std::mem::take(r),
-            backup_series: Default::default(),
+            member_series: Default::default(),
         }
     }
 }
@@ -228,20 +251,47 @@ impl Metrics {
             .sum()
     }
 
+    /// Note the guests a policy now has series for; drop the series of those that left.
+    fn keep_members(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        policy: &str,
+        guests: Vec<String>,
+        families: &[&Family<MemberLabels, Gauge>],
+    ) {
+        let mut series = self.member_series.lock().expect("metrics lock");
+        let key = (kind, namespace.to_string(), policy.to_string());
+        for gone in series.remove(&key).unwrap_or_default().iter().filter(|g| !guests.contains(g)) {
+            let l = MemberLabels {
+                namespace: namespace.to_string(),
+                policy: policy.to_string(),
+                guest: gone.clone(),
+            };
+            for family in families {
+                family.remove(&l);
+            }
+        }
+        if !guests.is_empty() {
+            series.insert(key, guests);
+        }
+    }
+
     /// Set a policy's per-member backup series (an empty list drops them all).
     pub fn set_backups(&self, namespace: &str, policy: &str, members: &[MemberBackup], now: i64) {
-        let labels = |guest: &str| BackupLabels {
+        let labels = |guest: &str| MemberLabels {
             namespace: namespace.to_string(),
             policy: policy.to_string(),
             guest: guest.to_string(),
         };
-        let mut series = self.backup_series.lock().expect("metrics lock");
-        let before = series.remove(&(namespace.to_string(), policy.to_string())).unwrap_or_default();
-        for gone in before.iter().filter(|g| !members.iter().any(|m| &m.guest == *g)) {
-            for family in [&self.backup_last_success, &self.backup_age, &self.backup_fresh] {
-                family.remove(&labels(gone));
-            }
-        }
+        let families = [&self.backup_last_success, &self.backup_age, &self.backup_fresh];
+        self.keep_members(
+            "backup",
+            namespace,
+            policy,
+            members.iter().map(|m| m.guest.clone()).collect(),
+            &families,
+        );
         for m in members {
             let l = labels(&m.guest);
             self.backup_fresh.get_or_create(&l).set(m.fresh as i64);
@@ -256,11 +306,30 @@ impl Metrics {
                 }
             }
         }
-        if !members.is_empty() {
-            series.insert(
-                (namespace.to_string(), policy.to_string()),
-                members.iter().map(|m| m.guest.clone()).collect(),
-            );
+    }
+
+    /// Set an UpdatePolicy's series: pending updates per member (`None`:
+    /// not checked yet, no series), members of the last run by result.
+    pub fn set_updates(&self, namespace: &str, policy: &str, pending: &[(String, Option<u32>)], last_run: &[(&'static str, usize)]) {
+        let checked: Vec<String> = pending.iter().filter(|(_, n)| n.is_some()).map(|(g, _)| g.clone()).collect();
+        self.keep_members("update", namespace, policy, checked, &[&self.updates_pending]);
+        for (guest, n) in pending {
+            if let Some(n) = n {
+                let l = MemberLabels {
+                    namespace: namespace.to_string(),
+                    policy: policy.to_string(),
+                    guest: guest.clone(),
+                };
+                self.updates_pending.get_or_create(&l).set(*n as i64);
+            }
+        }
+        for (result, n) in last_run {
+            let l = RunResultLabels {
+                namespace: namespace.to_string(),
+                policy: policy.to_string(),
+                result,
+            };
+            self.update_run_members.get_or_create(&l).set(*n as i64);
         }
     }
 

@@ -157,7 +157,7 @@ async fn spec_edits_converge_and_drift_is_corrected() {
 async fn reboot_changes_wait_or_reboot_by_policy() {
     let w = world().await;
     let mut g = example("web01");
-    g.spec.update_policy = api::UpdatePolicy::Manual;
+    g.spec.update_policy = api::ConfigUpdatePolicy::Manual;
     g.spec.safety = None;
     let first = apply(&w, &g).await;
     let vmid = first.status.vmid.unwrap();
@@ -173,7 +173,7 @@ async fn reboot_changes_wait_or_reboot_by_policy() {
     );
     assert_eq!(cfg(&w.sim.guest(vmid).unwrap(), "cores"), "2", "not applied while running");
 
-    g.spec.update_policy = api::UpdatePolicy::RebootIfNeeded;
+    g.spec.update_policy = api::ConfigUpdatePolicy::RebootIfNeeded;
     g.spec.safety = Some(api::Safety {
         snapshot_before_change: true,
     });

@@ -193,7 +193,7 @@ async fn the_readme_role_grants_every_call_the_operator_makes() {
     let w = world().await;
     let mut applied = vec![];
     for mut g in examples() {
-        g.spec.update_policy = api::UpdatePolicy::RebootIfNeeded;
+        g.spec.update_policy = api::ConfigUpdatePolicy::RebootIfNeeded;
         g.spec.safety = Some(serde_json::from_value(json!({"snapshotBeforeChange": true})).unwrap());
         let first = apply(&w, &g).await;
         assert!(ready(&first.status), "{:?}", first.status.conditions);
@@ -260,7 +260,7 @@ async fn devices_and_usb_are_passed_through_and_kept() {
     // An edit converges: devices apply at start, so the container is rebooted for it.
     ct.status = Some(r.status);
     ct.spec.devices[0].mode = Some("0666".into());
-    ct.spec.update_policy = api::UpdatePolicy::RebootIfNeeded;
+    ct.spec.update_policy = api::ConfigUpdatePolicy::RebootIfNeeded;
     let r = apply(&w, &ct).await;
     assert!(r.error.is_none(), "{:?}", r.error);
     let dev0 = on_sim("dev0").unwrap_or_default();

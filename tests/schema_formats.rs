@@ -59,6 +59,26 @@ const SENT: &[(&str, &str, &str, &str)] = &[
 const NOT_SENT: &[(&str, &str)] = &[
     ("ProxmoxGuest spec.cluster", "an endpoint name of the operator's config"),
     ("ProxmoxGuest spec.backup.", "a BackupPolicy's name"),
+    ("ProxmoxGuest spec.updates.", "an UpdatePolicy's name"),
+    ("UpdatePolicy spec.cluster", "an endpoint name of the operator's config"),
+    (
+        "UpdatePolicy spec.schedule",
+        "the operator's own cron: runs start from the operator",
+    ),
+    ("UpdatePolicy spec.windows[].schedule", "the operator's own cron"),
+    ("UpdatePolicy spec.mode", "the operator's"),
+    ("UpdatePolicy spec.reboot", "the operator's; a reboot is a plain status/reboot call"),
+    ("UpdatePolicy spec.commands.", "run inside the guest (agent exec takes any string)"),
+    (
+        "UpdatePolicy spec.validation.command",
+        "run inside the guest (agent exec takes any string)",
+    ),
+    (
+        "UpdatePolicy spec.keepSnapshot",
+        "a duration the operator keeps; snapshot names are the operator's (pve-configid, tested)",
+    ),
+    ("UpdatePolicy spec.notify[]", "channel names of the operator's config"),
+    ("UpdatePolicy spec.selector.", "a Kubernetes label selector"),
     (
         "ProxmoxGuest spec.cloudInit.passwordSecretRef.",
         "a Secret reference; the password is sent",
@@ -210,6 +230,7 @@ fn admits(prop: &Value, value: &str) -> bool {
 fn every_spec_string_sent_to_pve_is_held_to_pves_format() {
     let mut props = crd_properties("homelab.dev_proxmoxguests.yaml");
     props.extend(crd_properties("homelab.dev_backuppolicies.yaml"));
+    props.extend(crd_properties("homelab.dev_updatepolicies.yaml"));
     let mut unclassified = vec![];
     for path in props.keys() {
         let sent = SENT.iter().any(|(p, ..)| p == path);

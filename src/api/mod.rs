@@ -7,6 +7,7 @@ pub mod monitor_target;
 pub mod passthrough;
 pub mod proxmox_guest;
 pub mod proxy_host;
+pub mod update_policy;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -18,6 +19,7 @@ pub use monitor_target::*;
 pub use passthrough::*;
 pub use proxmox_guest::*;
 pub use proxy_host::*;
+pub use update_policy::*;
 
 pub const GROUP: &str = "homelab.dev";
 pub const VERSION: &str = "v1alpha1";
@@ -30,10 +32,13 @@ pub const PROXY_FINALIZER: &str = "proxyhosts.homelab.dev/cleanup";
 pub const BACKUP_FINALIZER: &str = "backuppolicies.homelab.dev/cleanup";
 pub const CONDITION_HEALTHY: &str = "Healthy";
 pub const MONITOR_FINALIZER: &str = "monitortargets.homelab.dev/cleanup";
+pub const UPDATE_FINALIZER: &str = "updatepolicies.homelab.dev/cleanup";
 /// Annotation whose every new value runs a one-off backup of a policy's members.
 pub const BACKUP_NOW_ANNOTATION: &str = "homelab.dev/backup-now";
 /// Annotation whose every new value runs a restore test of a policy now.
 pub const RESTORE_TEST_NOW_ANNOTATION: &str = "homelab.dev/restore-test-now";
+/// Annotation whose every new value starts a run of an UpdatePolicy now.
+pub const UPDATE_NOW_ANNOTATION: &str = "homelab.dev/update-now";
 
 /// Every CRD the operator serves, in the order `crds/` lists them.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
@@ -43,6 +48,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         ProxyHost::crd(),
         BackupPolicy::crd(),
         MonitorTarget::crd(),
+        UpdatePolicy::crd(),
     ]
     .into_iter()
     .map(clean_crd)

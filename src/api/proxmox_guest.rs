@@ -187,7 +187,7 @@ pub struct ProxmoxGuestSpec {
     /// Whether changes that need a reboot are applied with a reboot (`RebootIfNeeded`)
     /// or only reported in `status.pendingChanges` (`Manual`, default).
     #[serde(default)]
-    pub update_policy: UpdatePolicy,
+    pub update_policy: ConfigUpdatePolicy,
     /// Safety nets for risky changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety: Option<Safety>,
@@ -207,12 +207,23 @@ pub struct ProxmoxGuestSpec {
     /// Back this guest up with a BackupPolicy of this namespace (besides any whose selector matches it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<GuestBackup>,
+    /// Keep this guest updated by an UpdatePolicy of this namespace (besides any whose selector matches it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updates: Option<GuestUpdates>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GuestBackup {
     /// Name of the BackupPolicy.
+    #[schemars(length(min = 1, max = 253))]
+    pub policy: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestUpdates {
+    /// Name of the UpdatePolicy.
     #[schemars(length(min = 1, max = 253))]
     pub policy: String,
 }
@@ -669,8 +680,9 @@ pub enum PowerState {
     Stopped,
 }
 
+/// When changes that need a reboot are applied (the Rust name keeps it apart from the UpdatePolicy kind).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
-pub enum UpdatePolicy {
+pub enum ConfigUpdatePolicy {
     /// Report changes that need a reboot; apply them on the next reboot someone else does.
     #[default]
     Manual,

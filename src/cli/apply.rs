@@ -10,7 +10,7 @@ use super::{
     resources,
 };
 use crate::{
-    api::{BackupPolicy, DnsRecord, MonitorTarget, ProxmoxGuest, ProxyHost},
+    api::{BackupPolicy, DnsRecord, MonitorTarget, ProxmoxGuest, ProxyHost, UpdatePolicy},
     config::Config,
     metrics::Metrics,
     reconcile::kind::{Kind, Lookup},
@@ -39,8 +39,11 @@ pub async fn run(a: FilesArgs) -> anyhow::Result<i32> {
     // Each check runs once; notifications are the controller's (a one-shot run has no history to alert on).
     let checked = apply_each(&engine, &loaded.monitors(), &files, deadline, &progress).await;
     print_table::<MonitorTarget>(&checked);
+    // A policy runs here only when asked to (its homelab.dev/update-now annotation).
+    let updates = apply_each(&engine, &loaded.updates, &files, deadline, &progress).await;
+    print_table::<UpdatePolicy>(&updates);
     loaded.report_skipped();
-    let failed = failed(&guests) || failed(&records) || failed(&proxies) || failed(&policies);
+    let failed = failed(&guests) || failed(&records) || failed(&proxies) || failed(&policies) || failed(&updates);
     Ok(if failed { 1 } else { 0 })
 }
 

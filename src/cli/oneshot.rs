@@ -11,7 +11,7 @@ use std::{
 use futures::future::BoxFuture;
 
 use crate::{
-    api::{ProxmoxGuest, ProxmoxGuestStatus, ProxyHost, SecretKeyRef},
+    api::{MonitorTarget, ProxmoxGuest, ProxmoxGuestStatus, ProxyHost, SecretKeyRef},
     config::Config,
     metrics::Metrics,
     providers::Providers,
@@ -49,6 +49,7 @@ pub type GuestAddresses = BTreeMap<String, ProxmoxGuestStatus>;
 pub struct Files {
     guests: Mutex<BTreeMap<String, ProxmoxGuest>>,
     proxies: Vec<ProxyHost>,
+    monitors: Vec<MonitorTarget>,
 }
 
 impl Files {
@@ -56,7 +57,14 @@ impl Files {
         Self {
             guests: Mutex::new(guests.iter().map(|g| (display_name(g), g.clone())).collect()),
             proxies: proxies.to_vec(),
+            monitors: vec![],
         }
+    }
+
+    /// The MonitorTargets of the files (guests' own included).
+    pub fn with_monitors(mut self, monitors: Vec<MonitorTarget>) -> Self {
+        self.monitors = monitors;
+        self
     }
 
     /// Guests known only by their status (`namespace/name` → status).
@@ -74,7 +82,7 @@ impl Files {
         });
         Self {
             guests: Mutex::new(guests.collect()),
-            proxies: vec![],
+            ..Default::default()
         }
     }
 
@@ -119,6 +127,16 @@ impl Lookup for Files {
             .find(|p| display_name(*p) == format!("{namespace}/{name}"))
             .cloned();
         Box::pin(async move { Ok(p) })
+    }
+
+    fn monitors<'a>(&'a self, namespace: &'a str) -> Found<'a, Vec<MonitorTarget>> {
+        let found = self
+            .monitors
+            .iter()
+            .filter(|m| crate::reconcile::kind::namespace(*m) == namespace)
+            .cloned()
+            .collect();
+        Box::pin(async move { Ok(found) })
     }
 
     fn secret<'a>(&'a self, _namespace: &'a str, _key: &'a SecretKeyRef) -> Found<'a, SecretValue> {

@@ -36,6 +36,7 @@ pub async fn run(a: FilesArgs) -> anyhow::Result<i32> {
     entries.extend(plan_all(&engine, &loaded.proxies(), &files).await);
     entries.extend(plan_all(&engine, &loaded.policies, &files).await);
     entries.extend(plan_all(&engine, &loaded.monitors(), &files).await);
+    entries.extend(plan_all(&engine, &loaded.updates, &files).await);
     loaded.report_skipped();
     match a.output {
         PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
@@ -83,7 +84,11 @@ fn print_plan(entries: &[PlanEntry]) {
         match (&e.error, e.changes.is_empty()) {
             (Some(err), _) => println!("{} {}: error: {err}", e.kind, e.name),
             (None, _) if !e.changes.iter().any(Change::changes_anything) && !e.changes.is_empty() => {
-                println!("{} {}: no changes (adopted as it is):", e.kind, e.name);
+                let why = match e.changes.iter().all(|c| c.op == "adopt") {
+                    true => "adopted as it is",
+                    false => "what its next run would do",
+                };
+                println!("{} {}: no changes ({why}):", e.kind, e.name);
                 for c in &e.changes {
                     println!("  {} {}", c.symbol, c.what);
                 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::oneshot::Files;
 use crate::{
-    api::{BackupPolicy, DnsRecord, MonitorTarget, ProxmoxGuest, ProxyHost},
+    api::{BackupPolicy, DnsRecord, MonitorTarget, ProxmoxGuest, ProxyHost, UpdatePolicy},
     reconcile::proxmox_guest::children,
 };
 
@@ -44,6 +44,7 @@ pub struct Loaded {
     pub proxies: Vec<ProxyHost>,
     pub policies: Vec<BackupPolicy>,
     pub monitors: Vec<MonitorTarget>,
+    pub updates: Vec<UpdatePolicy>,
     pub skipped: Vec<String>,
 }
 
@@ -66,7 +67,7 @@ impl Loaded {
 
     /// What the resources refer to, for the one-shot engine.
     pub fn files(&self) -> Files {
-        Files::new(&self.guests, &self.proxies())
+        Files::new(&self.guests, &self.proxies()).with_monitors(self.monitors())
     }
 
     /// Kinds these commands do not handle, one line each on stderr.
@@ -89,6 +90,7 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
     let mut proxies = vec![];
     let mut policies = vec![];
     let mut monitors = vec![];
+    let mut updates = vec![];
     let mut skipped = vec![];
     for file in files(paths)? {
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -125,6 +127,11 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
                     m.metadata.namespace.get_or_insert_with(|| "default".into());
                     monitors.push(m);
                 }
+                ("homelab.dev/v1alpha1", "UpdatePolicy") => {
+                    let mut u: UpdatePolicy = parse(&file, i, value)?;
+                    u.metadata.namespace.get_or_insert_with(|| "default".into());
+                    updates.push(u);
+                }
                 _ => skipped.push(format!("{}: {api_version} {kind}", file.display())),
             }
         }
@@ -135,6 +142,7 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<Loaded> {
         proxies,
         policies,
         monitors,
+        updates,
         skipped,
     })
 }

@@ -79,30 +79,26 @@ fn export_metrics(ctx: &Context, p: &BackupPolicy, members: &[crate::api::Backup
 /// The policies a guest belongs to, by selector or by name (for `Controller::watches`):
 /// a guest created, relabelled or given its VMID updates the job's VMID list.
 pub fn policies_of(store: &Store<DeserializeGuard<BackupPolicy>>, guest: &ProxmoxGuest) -> Vec<ObjectRef<DeserializeGuard<BackupPolicy>>> {
-    store
-        .state()
-        .iter()
-        .filter_map(|p| p.0.as_ref().ok())
-        .filter(|p| p.namespace() == guest.namespace())
-        // A guest that left a policy must update it too: every policy of the
-        // namespace that selects it now, or lists it in status.
-        .filter(|p| {
-            members::selects(p, guest).unwrap_or(false)
-                || p.status
-                    .as_ref()
-                    .is_some_and(|s| s.members.iter().any(|m| m.name.as_deref() == Some(&guest.name_any())))
-        })
-        .map(|p| ObjectRef::new(&p.name_any()).within(&p.namespace().unwrap_or_default()))
-        .collect()
+    // A guest that left a policy must update it too: every policy of the
+    // namespace that selects it now, or lists it in status.
+    let name = guest.name_any();
+    super::shared::concerning(store, guest, |p: &BackupPolicy| {
+        members::selects(p, guest).unwrap_or(false)
+            || p.status
+                .as_ref()
+                .is_some_and(|s| s.members.iter().any(|m| m.name.as_deref() == Some(name.as_str())))
+    })
 }
 
-/// What makes a guest a member of a policy: labels, `spec.backup`, VMID,
-/// node and state. Other changes (addresses, conditions) keep the key.
+/// What makes a guest a member of a policy (backup or update): labels,
+/// `spec.backup`, `spec.updates`, VMID, node and state. Other changes
+/// (addresses, conditions) keep the key.
 pub fn membership_key(g: &ProxmoxGuest) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     g.metadata.labels.hash(&mut h);
     g.spec.backup.as_ref().map(|b| &b.policy).hash(&mut h);
+    g.spec.updates.as_ref().map(|u| &u.policy).hash(&mut h);
     let s = g.status.as_ref();
     (
         s.and_then(|s| s.vmid),

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, api::ListParams};
 
 use crate::{
-    api::{ProxmoxGuest, ProxyHost, SecretKeyRef},
+    api::{MonitorTarget, ProxmoxGuest, ProxyHost, SecretKeyRef},
     config::SecretString,
     reconcile::{
         ReconcileError,
@@ -43,6 +43,16 @@ impl Lookup for ApiLookup {
             api.get_opt(name)
                 .await
                 .map_err(kube_error(format!("reading ProxyHost {namespace}/{name}")))
+        })
+    }
+
+    fn monitors<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<MonitorTarget>, ReconcileError>> {
+        Box::pin(async move {
+            let api: Api<MonitorTarget> = Api::namespaced(self.0.clone(), namespace);
+            let list = api.list(&ListParams::default()).await;
+            Ok(list
+                .map_err(kube_error(format!("listing the MonitorTargets of {namespace}")))?
+                .items)
         })
     }
 

@@ -15,6 +15,7 @@ pub mod proxmox_guest;
 pub mod proxy_host;
 pub mod shared;
 pub mod status;
+pub mod update_policy;
 
 use std::{
     fmt::Debug,
@@ -34,7 +35,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api::{BackupPolicy, DnsRecord, MonitorTarget, ProxmoxGuest, ProxyHost},
+    api::{BackupPolicy, DnsRecord, MonitorTarget, ProxmoxGuest, ProxyHost, UpdatePolicy},
     config::Config,
     metrics::Metrics,
 };
@@ -206,6 +207,17 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         .graceful_shutdown_on(stop())
         .run(driver::reconcile, shared::error_policy, ctx.clone())
         .for_each(log_result("backup"));
+    let updates = main_controller::<UpdatePolicy>(&scope);
+    let store = updates.store();
+    // Membership changes as for backups.
+    let updates = updates
+        .watches_stream(key_changes(scope.api::<ProxmoxGuest>(), backup_policy::membership_key), move |g| {
+            update_policy::policies_of(&store, &g)
+        })
+        .with_config(config.clone())
+        .graceful_shutdown_on(stop())
+        .run(driver::reconcile, shared::error_policy, ctx.clone())
+        .for_each(log_result("update"));
     // Checks run only here, on the Lease holder.
     let checks = tokio::spawn(ctx.monitors.clone().run());
     let monitors = main_controller::<MonitorTarget>(&scope);
@@ -219,7 +231,7 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         .graceful_shutdown_on(stop())
         .run(driver::reconcile, shared::error_policy, ctx.clone())
         .for_each(log_result("monitor"));
-    tokio::join!(guests, records, proxies, policies, monitors);
+    tokio::join!(guests, records, proxies, policies, updates, monitors);
     checks.abort();
 }
 

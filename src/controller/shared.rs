@@ -214,13 +214,26 @@ pub fn targeting<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let ns = guest.namespace();
     let name = guest.name_any();
+    concerning(store, guest, |r| target_of(r) == Some(name.as_str()))
+}
+
+/// The objects in `store` of the guest's namespace that `concerns` says the
+/// guest's change matters to (for `Controller::watches`).
+pub fn concerning<K>(
+    store: &kube::runtime::reflector::Store<kube::core::DeserializeGuard<K>>,
+    guest: &api::ProxmoxGuest,
+    concerns: impl Fn(&K) -> bool,
+) -> Vec<kube::runtime::reflector::ObjectRef<kube::core::DeserializeGuard<K>>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let ns = guest.namespace();
     store
         .state()
         .iter()
         .filter_map(|g| g.0.as_ref().ok())
-        .filter(|r| r.namespace() == ns && target_of(r) == Some(name.as_str()))
+        .filter(|r| r.namespace() == ns && concerns(r))
         .map(|r| kube::runtime::reflector::ObjectRef::new(&r.name_any()).within(&r.namespace().unwrap_or_default()))
         .collect()
 }

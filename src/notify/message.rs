@@ -11,6 +11,8 @@ pub enum Event {
     Recovery,
     /// `notify-test`.
     Test,
+    /// A run's summary where nothing failed (an UpdatePolicy run).
+    Report,
 }
 
 impl Event {
@@ -20,6 +22,7 @@ impl Event {
             Event::Reminder => "reminder",
             Event::Recovery => "recovery",
             Event::Test => "test",
+            Event::Report => "report",
         }
     }
 
@@ -29,6 +32,7 @@ impl Event {
             Event::Reminder => "STILL FAILING",
             Event::Recovery => "RECOVERED",
             Event::Test => "TEST",
+            Event::Report => "DONE",
         }
     }
 }

@@ -14,7 +14,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::{Change, Cleanup, Env, Outcome, ReconcileError, StatusSink};
 use crate::{
-    api::{self, ProxmoxGuest, ProxyHost, SecretKeyRef},
+    api::{self, MonitorTarget, ProxmoxGuest, ProxyHost, SecretKeyRef},
     config::SecretString,
 };
 
@@ -37,6 +37,8 @@ pub trait Lookup: Send + Sync {
     fn guests<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<ProxmoxGuest>, ReconcileError>>;
     /// The ProxyHost `name` of `namespace`.
     fn proxy_host<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<Option<ProxyHost>, ReconcileError>>;
+    /// Every MonitorTarget of `namespace` (guests' own `spec.monitor` ones included).
+    fn monitors<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<MonitorTarget>, ReconcileError>>;
     /// A key of a Secret in `namespace`.
     fn secret<'a>(&'a self, namespace: &'a str, key: &'a SecretKeyRef) -> BoxFuture<'a, Result<SecretValue, ReconcileError>>;
 }

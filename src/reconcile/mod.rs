@@ -15,6 +15,7 @@ mod outcome;
 pub mod ownership;
 pub mod proxmox_guest;
 pub mod proxy_host;
+pub mod update_policy;
 
 pub use error::ReconcileError;
 pub use outcome::{Blocked, Change, Cleanup, EventNote, Outcome, POLL_TASK, RESYNC, Requeue, VERIFY_SOON, conditions};

@@ -107,7 +107,7 @@ pub struct Change {
 
 impl Change {
     /// `+` create, `~` update, `!` reboot, `-` delete, `=` adopt (ownership marks
-    /// only), `?` pending, `x` blocked, `.` waiting.
+    /// only), `?` pending, `x` blocked, `>` what a scheduled run would do, `.` waiting.
     pub fn new(symbol: char, what: impl Into<String>) -> Self {
         let op = match symbol {
             '+' => "create",
@@ -117,6 +117,7 @@ impl Change {
             '=' => "adopt",
             '?' => "pending",
             'x' => "blocked",
+            '>' => "scheduled",
             _ => "waiting",
         };
         Self {
@@ -126,9 +127,10 @@ impl Change {
         }
     }
 
-    /// Whether this is a change to the outside system beyond adopting it (its ownership marks).
+    /// Whether this is a change to the outside system beyond adopting it (its
+    /// ownership marks) or what a scheduled run will do when its time comes.
     pub fn changes_anything(&self) -> bool {
-        self.op != "adopt"
+        self.op != "adopt" && self.op != "scheduled"
     }
 
     pub fn blocked(b: &Blocked) -> Self {

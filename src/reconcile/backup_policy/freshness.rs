@@ -8,26 +8,9 @@ use crate::{
     providers::pve::StorageVolume,
 };
 
-/// `26h`, `7d`, `1d12h`, `2w`, `90m` (the `maxAge` syntax).
+/// `26h`, `7d`, `1d12h`, `2w`, `90m` (the `maxAge` syntax), above zero.
 pub fn parse_age(s: &str) -> Option<Duration> {
-    let mut total = 0u64;
-    let mut digits = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let n: u64 = digits.parse().ok()?;
-        digits.clear();
-        total += n * match c {
-            'w' => 7 * 86400,
-            'd' => 86400,
-            'h' => 3600,
-            'm' => 60,
-            _ => return None,
-        };
-    }
-    (digits.is_empty() && total > 0).then(|| Duration::from_secs(total))
+    crate::human::parse_duration(s).filter(|d| !d.is_zero())
 }
 
 /// A member before its backups are known: name (ProxmoxGuest), VMID, node.

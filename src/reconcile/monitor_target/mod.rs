@@ -84,14 +84,15 @@ async fn secrets(m: &MonitorTarget, lookup: &dyn Lookup) -> Result<Result<probe:
 
 /// The monitor's check, or why it cannot be built yet (a target without an
 /// address, a Secret the front end does not read); only lookup failures are errors.
-async fn resolve(m: &MonitorTarget, lookup: &dyn Lookup) -> Result<Result<MonitorConfig, String>, ReconcileError> {
+pub async fn resolve(m: &MonitorTarget, lookup: &dyn Lookup) -> Result<Result<MonitorConfig, String>, ReconcileError> {
     let secrets = match secrets(m, lookup).await? {
         Ok(s) => s,
         Err(e) => return Ok(Err(e)),
     };
     Ok(match target_host(m, lookup).await? {
         Ok(host) => probe::build(&m.spec, host.as_deref(), &secrets, m.metadata.generation),
-        Err(e) => Err(e),
+        // A check with its own URL or host does not need the target's address.
+        Err(e) => probe::build(&m.spec, None, &secrets, m.metadata.generation).map_err(|_| e),
     })
 }
 

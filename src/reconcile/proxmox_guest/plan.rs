@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
-    api::{ChangeClass, GuestType, ManagementMode, PendingChange, PowerState, ProxmoxGuestSpec, UpdatePolicy},
+    api::{ChangeClass, ConfigUpdatePolicy, GuestType, ManagementMode, PendingChange, PowerState, ProxmoxGuestSpec},
     providers::pve::{FirewallOptions, FirewallRuleEntry, Params, codec::PropertyString, split_tags},
 };
 
@@ -314,7 +314,7 @@ fn power_and_safety(input: &PlanInput, guest: &ObservedGuest, reboot_needed: boo
     match (spec.power, guest.running) {
         (PowerState::Running, false) => plan.actions.push(Action::Power(PowerAction::Start)),
         (PowerState::Stopped, true) => plan.actions.push(Action::Power(PowerAction::Shutdown)),
-        (PowerState::Running, true) if reboot_needed && spec.update_policy == UpdatePolicy::RebootIfNeeded => {
+        (PowerState::Running, true) if reboot_needed && spec.update_policy == ConfigUpdatePolicy::RebootIfNeeded => {
             plan.actions.push(Action::Power(PowerAction::Reboot));
         }
         _ => {}

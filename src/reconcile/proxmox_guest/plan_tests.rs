@@ -220,7 +220,7 @@ fn table_of_changes() {
             edit: |_| {},
             spec_edit: |s| {
                 s.cpu.cores = 4;
-                s.update_policy = crate::api::UpdatePolicy::RebootIfNeeded;
+                s.update_policy = crate::api::ConfigUpdatePolicy::RebootIfNeeded;
             },
             writes: &["cores"],
             pending: &[("cores", ChangeClass::NeedsReboot)],
