@@ -291,9 +291,17 @@ async fn plan_and_apply_handle_the_example_policy() {
         .find(|g| g.get("name").as_deref() == Some("lab-installer"))
         .unwrap()
         .vmid;
+    let app01 = w
+        .sim
+        .guests()
+        .into_iter()
+        .find(|g| g.get("name").as_deref() == Some("app01"))
+        .unwrap()
+        .vmid;
+    let unprotected = format!("cluster default: 2 guests in no backup job: {app01} app01, {installer} lab-installer");
     assert!(
-        out_plan.contains(&format!("cluster default: 1 guests in no backup job: {installer} lab-installer")),
-        "the guest no policy selects is named: {out_plan}"
+        out_plan.contains(&unprotected),
+        "the guests no policy selects are named: {out_plan}"
     );
     let mut both = [web01, jellyfin];
     both.sort();

@@ -24,6 +24,8 @@ use support::envtest_world::*;
 
 #[path = "tiers/envtest_export.rs"]
 mod export;
+#[path = "tiers/envtest_updates.rs"]
+mod updates;
 
 /// Long enough for any honest convergence on a loaded 2-core machine.
 #[tokio::test(flavor = "multi_thread")]

@@ -19,6 +19,10 @@ use homelab_operator::{
 };
 use serde_json::json;
 
+mod support {
+    pub mod pve_permissions;
+}
+
 struct World {
     sim: Arc<PveSim>,
     engine: Engine,
@@ -282,4 +286,39 @@ async fn a_restart_between_saving_and_launching_does_not_update_twice() {
     let g = w.sim.guest(331).unwrap();
     assert_eq!(g.os.updates_run, 1, "the update ran once");
     assert_eq!(g.snapshots.len(), 1, "one snapshot");
+}
+
+#[tokio::test]
+async fn the_readme_role_grants_every_call_an_update_makes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let prefix = "pveum role add HomelabUpdates -privs ";
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .expect("README's HomelabUpdates role");
+    let privs: std::collections::BTreeSet<String> = line.split('"').nth(1).unwrap().split_whitespace().map(str::to_string).collect();
+    let w = world().await;
+    let a = guest(&w, 341, "app1").await;
+    let b = guest(&w, 342, "app2").await;
+    w.sim.edit_os(342, |os| os.update_needs_reboot = true);
+    w.sim.edit_os(341, |os| os.update_breaks_service = true);
+    let p = policy(json!({"keepSnapshot": "0h"}));
+    let out = w.engine.apply(&p, &files(&[a, b]), Duration::from_secs(120), &|_| {}).await;
+    assert_eq!(result(&out.status, "app1"), Some(UpdateResult::RolledBack));
+    assert!(member(&out.status, "app2").last_run.as_ref().unwrap().rebooted);
+    let calls: Vec<String> = w.sim.calls().into_keys().collect();
+    for wanted in [
+        "POST /nodes/{node}/qemu/{vmid}/agent/exec",
+        "POST /nodes/{node}/qemu/{vmid}/snapshot",
+        "POST /nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback",
+        "DELETE /nodes/{node}/qemu/{vmid}/snapshot/{snapname}",
+        "POST /nodes/{node}/qemu/{vmid}/status/reboot",
+    ] {
+        assert!(calls.contains(&wanted.to_string()), "{wanted} not exercised: {calls:?}");
+    }
+    let subset: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("tests/data/pve-api-subset.json")).unwrap()).unwrap();
+    let unmet = support::pve_permissions::unmet(&subset, &calls, &privs);
+    assert!(unmet.is_empty(), "the README's HomelabUpdates role lacks:\n{}", unmet.join("\n"));
 }

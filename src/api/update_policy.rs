@@ -23,7 +23,7 @@ use super::{MaintenanceWindow, common::*};
     printcolumn = r#"{"name":"Members","type":"integer","jsonPath":".status.memberCount"}"#,
     printcolumn = r#"{"name":"Pending","type":"integer","jsonPath":".status.pending"}"#,
     printcolumn = r#"{"name":"Last run","type":"string","jsonPath":".status.lastResult"}"#,
-    printcolumn = r#"{"name":"Next run","type":"date","jsonPath":".status.nextRun"}"#,
+    printcolumn = r#"{"name":"Next run","type":"string","jsonPath":".status.nextRun"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

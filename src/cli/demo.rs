@@ -55,11 +55,12 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<i32> {
         Some(vmid) => super::demo_monitors::run(sim.clone(), vmid, world.dir.path()).await?,
         None => false,
     };
+    let updates_ok = super::demo_updates::run(&engine, &loaded, &files, sim, &world.chat).await?;
     let calls = metrics.outside_call_total("pve");
     println!("== planning again: a converged homelab needs no writes");
     let clean = plan_again(&engine, &loaded, &files).await?;
     println!("\n{calls} Proxmox API calls to converge; simulator guests: {}", sim.guests().len());
-    let ok = applied && backups_ok && monitors_ok && clean;
+    let ok = applied && backups_ok && monitors_ok && updates_ok && clean;
     if let Some(dir) = a.serve.as_deref().filter(|_| ok) {
         serve(&world, dir).await?;
     }
@@ -106,6 +107,8 @@ struct World {
     pbs: Arc<PbsSim>,
     npm: Arc<crate::sim::npm::NpmSim>,
     dns: Arc<crate::sim::technitium::TechnitiumSim>,
+    /// The `phone` channel: a simulated Telegram.
+    chat: Arc<crate::sim::notify::NotifySim>,
     config: Config,
     /// The same endpoints as a config file.
     config_yaml: String,
@@ -152,18 +155,8 @@ async fn start_simulators(task_ms: u64) -> anyhow::Result<World> {
         timeout: Duration::from_secs(5),
     };
     println!("   {}", dns_server.url);
-    println!("== starting the Nginx Proxy Manager simulator");
-    let npm_secret = format!("{:032x}", rand::random::<u128>());
-    let npm_sim = crate::sim::npm::NpmSim::new("admin@example.com", &npm_secret).map_err(anyhow::Error::msg)?;
-    let npm_server = npm_sim.serve().await.context("starting the NPM simulator")?;
-    std::fs::write(dir.path().join("npm-secret"), &npm_secret)?;
-    let proxy = crate::config::ProxyEndpoint {
-        url: url::Url::parse(&npm_server.url)?,
-        identity: "admin@example.com".into(),
-        secret: crate::config::SecretSource::File(dir.path().join("npm-secret")),
-        timeout: Duration::from_secs(5),
-    };
-    println!("   {}", npm_server.url);
+    let (npm_sim, npm_server, proxy) = npm(dir.path()).await?;
+    let (chat, chat_server, phone) = phone_channel(dir.path()).await?;
     let config_yaml = format!(
         "{}{}dns:\n  default:\n    type: technitium\n    url: {}\n    tokenFile: {}\n\
          proxy:\n  default:\n    type: nginx-proxy-manager\n    url: {}\n    identity: admin@example.com\n    secretFile: {}\n",
@@ -180,18 +173,57 @@ async fn start_simulators(task_ms: u64) -> anyhow::Result<World> {
         dns: [("default".to_string(), dns)].into(),
         proxy: [("default".to_string(), proxy)].into(),
         pbs: [("main".to_string(), pbs_ep)].into(),
-        ..Default::default()
+        notifications: [("phone".to_string(), phone)].into(),
     };
     Ok(World {
         sim,
         pbs,
         npm: npm_sim,
         dns: dns_sim,
+        chat,
         config,
         config_yaml,
         dir,
-        _servers: vec![server, pbs_server, dns_server, npm_server],
+        _servers: vec![server, pbs_server, dns_server, npm_server, chat_server],
     })
+}
+
+/// The Nginx Proxy Manager simulator and the endpoint that reaches it.
+async fn npm(
+    dir: &std::path::Path,
+) -> anyhow::Result<(
+    Arc<crate::sim::npm::NpmSim>,
+    crate::sim::server::SimServer,
+    crate::config::ProxyEndpoint,
+)> {
+    println!("== starting the Nginx Proxy Manager simulator");
+    let secret = format!("{:032x}", rand::random::<u128>());
+    let sim = crate::sim::npm::NpmSim::new("admin@example.com", &secret).map_err(anyhow::Error::msg)?;
+    let server = sim.serve().await.context("starting the NPM simulator")?;
+    std::fs::write(dir.join("npm-secret"), &secret)?;
+    let proxy = crate::config::ProxyEndpoint {
+        url: url::Url::parse(&server.url)?,
+        identity: "admin@example.com".into(),
+        secret: crate::config::SecretSource::File(dir.join("npm-secret")),
+        timeout: Duration::from_secs(5),
+    };
+    println!("   {}", server.url);
+    Ok((sim, server, proxy))
+}
+
+/// The examples notify `phone`: a simulated Telegram.
+async fn phone_channel(
+    dir: &std::path::Path,
+) -> anyhow::Result<(
+    Arc<crate::sim::notify::NotifySim>,
+    crate::sim::server::SimServer,
+    crate::config::Channel,
+)> {
+    let chat = crate::sim::notify::NotifySim::new(Default::default());
+    let server = chat.serve().await.context("starting the notification simulator")?;
+    let mut channels = Config::parse("(demo)", &crate::sim::notify::config_section(&chat, &server, dir)?)?.notifications;
+    let phone = channels.remove("telegram").context("the simulated Telegram channel")?;
+    Ok((chat, server, phone))
 }
 
 /// Guests first, then what refers to them; a table per kind. True when nothing failed.
@@ -216,13 +248,16 @@ async fn plan_again(engine: &Engine, loaded: &resources::Loaded, files: &Files) 
     clean &= plan_clean(engine, &loaded.records(), files).await?;
     clean &= plan_clean(engine, &loaded.proxies(), files).await?;
     clean &= plan_clean(engine, &loaded.policies, files).await?;
+    clean &= plan_clean(engine, &loaded.updates, files).await?;
     Ok(clean)
 }
 
 async fn plan_clean<K: Kind>(engine: &Engine, objs: &[K], files: &Files) -> anyhow::Result<bool> {
     let mut clean = true;
     for o in objs {
-        let changes = K::changes(&engine.plan(o, files).await?);
+        let mut changes = K::changes(&engine.plan(o, files).await?);
+        // What a scheduled run will do is not a change to converge.
+        changes.retain(crate::reconcile::Change::changes_anything);
         let what = match changes.len() {
             0 => "no changes".to_string(),
             n if K::KIND == "ProxmoxGuest" => format!("{n} pending"),

@@ -4,6 +4,7 @@ mod apply;
 pub mod backups;
 pub mod demo;
 mod demo_monitors;
+mod demo_updates;
 pub mod export;
 pub mod oneshot;
 mod plan;

@@ -33,6 +33,14 @@ pub fn refused_guests() -> Vec<(String, &'static str, By)> {
             By::Cel,
         ),
         (
+            BASE_LXC.replace("type: lxc", "type: qemu").replace("rootfs", "scsi0").replace(
+                "source: {osTemplate: \"local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\"}",
+                "source: {clone: {templateName: debian-13-cloud}}\n  network: [{slot: net0, bridge: vmbr0, ipv4: 10.5.0.31/24}]",
+            ),
+            "a VM's static addresses and gateways (network[].ipv4, ipv6, gateway4, gateway6) are set through cloud-init",
+            By::Cel,
+        ),
+        (
             with("  hostPci: [{slot: hostpci0, device: \"01:00.0\"}]\n"),
             "hostPci is only valid with type: qemu",
             By::Cel,

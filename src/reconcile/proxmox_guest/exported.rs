@@ -231,7 +231,9 @@ fn host_pci(key: &str, value: &str) -> HostPci {
 fn cloud_init(f: &GuestFacts, out: &mut Exported, used: &mut Vec<String>) {
     let cfg = |k: &str| f.config.effective(k);
     let has_drive = f.config.keys().iter().any(|k| cfg(k).is_some_and(|v| v.contains("cloudinit")));
-    if !has_drive {
+    // Static addresses of a VM are cloud-init's `ipconfigN`: the spec carries them only with cloudInit.
+    let has_ipconfig = f.config.keys().iter().any(|k| k.starts_with("ipconfig"));
+    if !has_drive && !has_ipconfig {
         return;
     }
     used.extend(["ciuser", "cipassword", "sshkeys", "nameserver", "searchdomain"].map(String::from));

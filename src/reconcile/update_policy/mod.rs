@@ -83,6 +83,7 @@ pub async fn reconcile<P: PveUpdateApi>(
     let now = jiff::Timestamp::now();
     let mut events = vec![];
     if let Some(started) = run::start_if_due(&policy.spec, &mut status, request, now)? {
+        summarize(policy, &mut status);
         sink.save(&status).await.map_err(ReconcileError::Status)?;
         events.push(crate::reconcile::EventNote::normal("RunStarted", started));
     }
@@ -93,11 +94,10 @@ pub async fn reconcile<P: PveUpdateApi>(
             events.push(note);
         }
     }
+    // Before the deletes below save it mid-way, so every status written tells the same story.
+    summarize(policy, &mut status);
     wait = wait.min(run::delete_kept_snapshots(apis, &policy.spec.cluster, &mut status, sink).await?);
-    status.member_count = status.members.len() as u32;
-    status.pending = report::pending(&status);
-    status.observed_generation = policy.metadata.generation;
-    report::set_conditions(&mut status, policy.metadata.generation, None);
+    summarize(policy, &mut status);
     if let Some(next) = status.next_run.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok()) {
         wait = wait.min(now.duration_until(next).unsigned_abs().max(Duration::from_secs(1)));
     }
@@ -107,6 +107,14 @@ pub async fn reconcile<P: PveUpdateApi>(
         events,
         requeue: wait.max(Duration::from_millis(200)).min(RESYNC),
     })
+}
+
+/// The figures and conditions that follow from the members' rows and the run.
+fn summarize(policy: &UpdatePolicy, status: &mut UpdatePolicyStatus) {
+    status.member_count = status.members.len() as u32;
+    status.pending = report::pending(status);
+    status.observed_generation = policy.metadata.generation;
+    report::set_conditions(status, policy.metadata.generation, None);
 }
 
 /// The subject of a policy's notifications.

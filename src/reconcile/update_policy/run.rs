@@ -187,9 +187,12 @@ pub async fn advance<P: PveUpdateApi>(
         busy: apis.busy,
     };
     let mut wait = Duration::MAX;
+    // A run a person asked for (update-now) starts its guests at once; a scheduled one only inside a window.
+    let scheduled = run.request.starts_with("schedule ");
+    let open = || -> Result<bool, ReconcileError> { Ok(!scheduled || window_fits(&policy.spec, jiff::Timestamp::now())?) };
     // Admitting again after each member lets the next one in once one ends.
     for i in 0..status.members.len() {
-        admit(&policy.spec, status, &run.id, window_fits(&policy.spec, jiff::Timestamp::now())?);
+        admit(&policy.spec, status, &run.id, open()?);
         let Some(r) = status.members[i].last_run.as_ref().filter(|r| r.run == run.id) else {
             continue;
         };
@@ -201,7 +204,7 @@ pub async fn advance<P: PveUpdateApi>(
         let r = status.members[i].last_run.as_ref().map(|r| r.step);
         (apis.busy)(&status.members[i].name, r.is_some_and(guest_busy));
     }
-    admit(&policy.spec, status, &run.id, window_fits(&policy.spec, jiff::Timestamp::now())?);
+    admit(&policy.spec, status, &run.id, open()?);
     Ok(if report::in_flight(status, &run.id) { wait.min(POLL) } else { wait })
 }
 

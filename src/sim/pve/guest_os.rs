@@ -48,6 +48,8 @@ pub struct SimOs {
     pub update_needs_reboot: bool,
     /// The next update exits with this code.
     pub update_exit: i32,
+    /// How long an update runs (default: three task durations).
+    pub update_time: Option<std::time::Duration>,
     pub service_ok: bool,
     pub reboot_required: bool,
     /// `/var/lib/homelab-operator/<run>`: each update run the guest has started.
@@ -76,6 +78,7 @@ impl SimOs {
             update_breaks_service: false,
             update_needs_reboot: false,
             update_exit: 0,
+            update_time: None,
             service_ok: true,
             reboot_required: false,
             runs: BTreeMap::new(),
@@ -168,7 +171,10 @@ fn run_command(os: &mut SimOs, argv: &[&str], update_time: std::time::Duration) 
     match words.as_slice() {
         ["probe"] => ok(format!("id={}\nlike=\nfree_kib={}\n", os.id, os.free_kib)),
         ["check", manager] => ok(listing(os, manager)),
-        ["update", run] => start_update(os, run, update_time),
+        ["update", run] => {
+            let took = os.update_time.unwrap_or(update_time);
+            start_update(os, run, took)
+        }
         ["result", run] => ok(result(os, run)),
         // The default `true`; any other command stands for "is my service healthy".
         ["validate"] if script.lines().nth(1).map(str::trim) == Some("true") => ok(String::new()),
