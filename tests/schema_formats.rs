@@ -80,6 +80,10 @@ const NOT_SENT: &[(&str, &str)] = &[
     ("UpdatePolicy spec.notify[]", "channel names of the operator's config"),
     ("UpdatePolicy spec.selector.", "a Kubernetes label selector"),
     (
+        "UpdatePolicy spec.ssh.",
+        "the operator's SSH client's settings and Secret references (containers), never sent to PVE",
+    ),
+    (
         "ProxmoxGuest spec.cloudInit.passwordSecretRef.",
         "a Secret reference; the password is sent",
     ),

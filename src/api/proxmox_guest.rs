@@ -50,7 +50,7 @@ use super::{
     validation = Rule::new("!has(oldSelf.vmid) || (has(self.vmid) && self.vmid == oldSelf.vmid)").message("vmid is immutable once set"),
     validation = Rule::new("self.type != 'lxc' || self.disks.exists(d, d.slot == 'rootfs')").message("an lxc guest needs a disk with slot: rootfs"),
     validation = Rule::new("self.type != 'qemu' || self.disks.all(d, d.slot != 'rootfs')").message("slot rootfs is only valid with type: lxc"),
-    validation = Rule::new("self.type != 'qemu' || has(self.cloudInit) || !has(self.network) || self.network.all(n, (!has(n.ipv4) || n.ipv4 == 'dhcp') && (!has(n.ipv6) || n.ipv6 == 'dhcp' || n.ipv6 == 'auto') && !has(n.gateway4) && !has(n.gateway6))").message("a VM's static addresses and gateways (network[].ipv4, ipv6, gateway4, gateway6) are set through cloud-init: add cloudInit (cloudInit: {} will do), or use DHCP")
+    validation = Rule::new("self.type != 'qemu' || has(self.cloudInit) || !has(self.network) || self.network.all(n, (!has(n.ipv4) || n.ipv4 == 'dhcp') && (!has(n.ipv6) || n.ipv6 == 'dhcp' || n.ipv6 == 'auto') && !has(n.gateway4) && !has(n.gateway6))").message("a VM's static addresses and gateways (network[].ipv4, ipv6, gateway4, gateway6) are set through cloud-init: add cloudInit (cloudInit: {} will do), or leave them to DHCP")
 )]
 pub struct ProxmoxGuestSpec {
     /// Name of the Proxmox VE endpoint in the operator config (`proxmox:` section).

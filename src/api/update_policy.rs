@@ -84,6 +84,48 @@ pub struct UpdatePolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20), inner(length(min = 1, max = 63)))]
     pub notify: Vec<String>,
+    /// How containers (which have no guest agent) are reached: SSH to their node (`pct exec`) or to the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshAccess>,
+}
+
+/// SSH for containers, with the key from a Secret and the host keys pinned.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SshAccess {
+    /// `Node` (default): SSH to the container's Proxmox node and run `pct exec <vmid>` there; `Guest`: SSH to the container's address.
+    #[serde(default)]
+    pub via: SshVia,
+    /// The user to log in as (`Node` needs one allowed to run `pct`, usually root).
+    #[serde(default = "root")]
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z_][a-z0-9_.-]*$"))]
+    pub user: String,
+    /// The SSH port (default 22).
+    #[serde(default = "ssh_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// An OpenSSH private key (unencrypted), in a Secret of this namespace.
+    pub private_key_secret: SecretKeyRef,
+    /// `known_hosts` lines for every host reached (the nodes or the containers): a host whose key is not there is refused.
+    pub known_hosts_secret: SecretKeyRef,
+    /// Addresses of the nodes by name, where the node's name does not resolve (`pve1: 10.0.0.11`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub nodes: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum SshVia {
+    #[default]
+    Node,
+    Guest,
+}
+
+fn root() -> String {
+    "root".into()
+}
+
+fn ssh_port() -> u16 {
+    22
 }
 
 fn one() -> u32 {

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 //! The Debian packages whose servers the tests run for real (PowerDNS, BIND
-//! and dig, Python's aiosmtpd), installed on first use when missing, so the
+//! and dig, Python's aiosmtpd, OpenSSH's server), installed on first use when missing, so the
 //! README's `cargo test` works alone on a fresh Debian machine. One install at
 //! a time across test binaries (apt holds a lock a second one would fail on);
 //! without root or passwordless sudo, the failure names the command to run.
@@ -10,7 +10,14 @@
 use std::{path::Path, process::Command, sync::OnceLock};
 
 /// Every package, as `.ci/run` installs them.
-pub const PACKAGES: [&str; 5] = ["pdns-server", "pdns-backend-sqlite3", "bind9", "bind9-dnsutils", "python3-aiosmtpd"];
+pub const PACKAGES: [&str; 6] = [
+    "pdns-server",
+    "pdns-backend-sqlite3",
+    "bind9",
+    "bind9-dnsutils",
+    "python3-aiosmtpd",
+    "openssh-server",
+];
 
 /// Whether everything the packages bring is here.
 fn installed() -> bool {
@@ -18,6 +25,7 @@ fn installed() -> bool {
     found("/usr/sbin/pdns_server")
         && found("/usr/sbin/named")
         && found("/usr/bin/dig")
+        && found("/usr/sbin/sshd")
         && found("/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql")
         && Command::new("/usr/bin/python3")
             .args(["-c", "import aiosmtpd"])

@@ -6,7 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use super::{
     Apis, UpdateOutcome,
     members::{self, Target},
-    shell::Guest,
+    shell::{Guest, GuestShell},
+    ssh::SshShell,
     steps::Validator,
 };
 use crate::{
@@ -14,7 +15,7 @@ use crate::{
     monitor::scheduler::MonitorConfig,
     reconcile::{
         Change, Cleanup, Env, EventNote, ReconcileError, StatusSink,
-        kind::{Fut, Kind, Lookup, Pass, namespace, ready_cells},
+        kind::{Fut, Kind, Lookup, Pass, SecretValue, namespace, ready_cells},
         monitor_target,
     },
 };
@@ -30,6 +31,8 @@ pub struct MonitorCheck {
 pub struct UpdateInputs {
     pub targets: Vec<Target>,
     pub checks: Vec<MonitorCheck>,
+    /// How containers are reached, or why they cannot be.
+    pub ssh: Result<SshShell, String>,
 }
 
 /// Every monitor aimed at the guest is Up now (each checked once, here).
@@ -68,7 +71,33 @@ async fn resolve(p: &UpdatePolicy, lookup: &dyn Lookup) -> Result<UpdateInputs, 
             });
         }
     }
-    Ok(UpdateInputs { targets, checks })
+    let ssh = ssh_shell(p, lookup, &targets).await?;
+    Ok(UpdateInputs { targets, checks, ssh })
+}
+
+/// The policy's SSH with its Secrets; a Secret that is missing needs a person (Stalled).
+async fn ssh_shell(p: &UpdatePolicy, lookup: &dyn Lookup, targets: &[Target]) -> Result<Result<SshShell, String>, ReconcileError> {
+    let Some(spec) = &p.spec.ssh else {
+        return Ok(Err(
+            "a container has no guest agent: set spec.ssh to reach containers over SSH".into()
+        ));
+    };
+    let ns = namespace(p);
+    let mut values = vec![];
+    for (field, key) in [
+        ("privateKeySecret", &spec.private_key_secret),
+        ("knownHostsSecret", &spec.known_hosts_secret),
+    ] {
+        match lookup.secret(ns, key).await? {
+            SecretValue::Found(v) => values.push(v),
+            SecretValue::Missing(why) => return Err(ReconcileError::Config(format!("spec.ssh.{field}: {why}"))),
+            SecretValue::NotRead => return Ok(Err("SSH keys are Secrets, which plan and apply do not read".into())),
+        }
+    }
+    let addresses = targets.iter().filter_map(|t| Some((t.name.clone(), t.address.clone()?))).collect();
+    SshShell::new(spec, &values[0], &values[1], addresses)
+        .map(Ok)
+        .map_err(ReconcileError::Config)
 }
 
 fn request(p: &UpdatePolicy) -> Option<&str> {
@@ -127,6 +156,10 @@ impl Kind for UpdatePolicy {
                 notifier: &env.providers.notifier,
                 busy: &busy,
                 validator: &inputs,
+                ssh: match &inputs.ssh {
+                    Ok(shell) => Ok(shell as &dyn GuestShell),
+                    Err(why) => Err(why.as_str()),
+                },
             };
             super::reconcile(&apis, self, inputs.targets.clone(), request(self), sink).await
         })
@@ -181,6 +214,7 @@ async fn cleanup(
         notifier: &env.providers.notifier,
         busy: &noop,
         validator: &NoValidator,
+        ssh: Err("not needed to delete snapshots"),
     };
     super::run::delete_kept_snapshots(&apis, &p.spec.cluster, &mut status, sink).await?;
     if !status.snapshots.is_empty() {

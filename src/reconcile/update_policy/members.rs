@@ -16,6 +16,8 @@ pub struct Target {
     pub name: String,
     pub vmid: u32,
     pub kind: GuestKind,
+    /// Its first address, as its status reports it.
+    pub address: Option<String>,
     pub monitors: Vec<MonitorTarget>,
 }
 
@@ -55,6 +57,7 @@ pub fn targets(policy: &UpdatePolicy, guests: &[ProxmoxGuest], monitors: &[Monit
                 GuestType::Qemu => GuestKind::Qemu,
             },
             monitors: aimed.cloned().collect(),
+            address: g.status.as_ref().and_then(|s| s.ips.first().cloned()),
             name,
             vmid,
         });

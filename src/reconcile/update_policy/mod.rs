@@ -9,6 +9,7 @@ pub mod report;
 mod run;
 pub mod script;
 pub mod shell;
+pub mod ssh;
 pub mod steps;
 
 use std::time::Duration;
@@ -30,6 +31,8 @@ pub struct Apis<'a, P> {
     /// Marks a guest's monitors as in maintenance (true) or not.
     pub busy: &'a (dyn Fn(&str, bool) + Sync),
     pub validator: &'a dyn steps::Validator,
+    /// How containers are reached, or why they cannot be.
+    pub ssh: Result<&'a dyn shell::GuestShell, &'a str>,
 }
 
 /// What `plan` shows: per member, what a run would do (from the last check).

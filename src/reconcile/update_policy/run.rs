@@ -7,7 +7,7 @@ use super::{
     Apis, POLL, failed, guest_busy,
     members::Target,
     report,
-    shell::{AgentShell, Guest},
+    shell::{AgentShell, Guest, Routed},
     steps::{self, Ctx},
     subject,
 };
@@ -176,7 +176,11 @@ pub async fn advance<P: PveUpdateApi>(
 ) -> Result<Duration, ReconcileError> {
     let Some(run) = status.run.clone() else { return Ok(Duration::MAX) };
     let guests = guests(apis.pve, targets).await?;
-    let shell = AgentShell { api: apis.pve };
+    let agent = AgentShell { api: apis.pve };
+    let shell = Routed {
+        agent: &agent,
+        ssh: apis.ssh,
+    };
     let ctx = Ctx {
         api: apis.pve,
         shell: &shell,

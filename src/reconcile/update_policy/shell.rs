@@ -52,6 +52,23 @@ pub trait GuestShell: Send + Sync {
     fn run<'a>(&'a self, guest: &'a Guest, script: &'a str) -> BoxFuture<'a, Result<Ran, ShellError>>;
 }
 
+/// QEMU guests through their agent, containers over SSH when the policy
+/// says how (else why not: the reason they are skipped).
+pub struct Routed<'a> {
+    pub agent: &'a dyn GuestShell,
+    pub ssh: Result<&'a dyn GuestShell, &'a str>,
+}
+
+impl GuestShell for Routed<'_> {
+    fn run<'a>(&'a self, guest: &'a Guest, script: &'a str) -> BoxFuture<'a, Result<Ran, ShellError>> {
+        match (guest.kind, self.ssh) {
+            (GuestKind::Qemu, _) => self.agent.run(guest, script),
+            (GuestKind::Lxc, Ok(ssh)) => ssh.run(guest, script),
+            (GuestKind::Lxc, Err(why)) => Box::pin(async move { Err(ShellError::Unavailable(why.to_string())) }),
+        }
+    }
+}
+
 /// How long a script may take before it counts as unanswered (the update
 /// itself runs detached: only checks and probes run this long).
 const SCRIPT_LIMIT: Duration = Duration::from_secs(180);
@@ -81,11 +98,6 @@ fn classify(step: &str, e: crate::providers::pve::Error) -> ShellError {
 impl<P: PveUpdateApi> GuestShell for AgentShell<'_, P> {
     fn run<'a>(&'a self, guest: &'a Guest, script: &'a str) -> BoxFuture<'a, Result<Ran, ShellError>> {
         Box::pin(async move {
-            if guest.kind != GuestKind::Qemu {
-                return Err(ShellError::Unavailable(
-                    "a container has no guest agent: containers are reached over SSH".into(),
-                ));
-            }
             let argv = ["sh".to_string(), "-c".into(), script.into()];
             let pid = self
                 .api
