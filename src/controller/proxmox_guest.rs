@@ -36,17 +36,28 @@ fn busy(ctx: &Context, g: &ProxmoxGuest, down: bool) {
     ctx.monitors.guest_busy(&g.namespace().unwrap_or_default(), &g.name_any(), down);
 }
 
-/// A guest naming a BackupPolicy its namespace lacks is not backed up:
-/// say so rather than stay silent.
-async fn missing_backup_policy(g: &ProxmoxGuest, ctx: &Context) -> Result<Option<String>, Error> {
-    let Some(name) = g.spec.backup.as_ref().map(|b| b.policy.as_str()) else {
-        return Ok(None);
-    };
+/// A guest naming a policy its namespace lacks (BackupPolicy, UpdatePolicy)
+/// is not backed up or not updated: say so rather than stay silent. The
+/// reason and the message of the first missing one.
+async fn missing_policy(g: &ProxmoxGuest, ctx: &Context) -> Result<Option<(&'static str, String)>, Error> {
     let ns = g.namespace().unwrap_or_default();
-    let api: Api<crate::api::BackupPolicy> = Api::namespaced(ctx.client.clone(), &ns);
-    Ok(api.get_opt(name).await.map_err(Error::Kube)?.is_none().then(|| {
-        format!("spec.backup.policy names BackupPolicy {name:?}, which namespace {ns} does not have: this guest is not backed up")
-    }))
+    if let Some(name) = g.spec.backup.as_ref().map(|b| b.policy.as_str()) {
+        let api: Api<crate::api::BackupPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+        if api.get_opt(name).await.map_err(Error::Kube)?.is_none() {
+            let why =
+                format!("spec.backup.policy names BackupPolicy {name:?}, which namespace {ns} does not have: this guest is not backed up");
+            return Ok(Some(("BackupPolicyNotFound", why)));
+        }
+    }
+    if let Some(name) = g.spec.updates.as_ref().map(|u| u.policy.as_str()) {
+        let api: Api<crate::api::UpdatePolicy> = Api::namespaced(ctx.client.clone(), &ns);
+        if api.get_opt(name).await.map_err(Error::Kube)?.is_none() {
+            let why =
+                format!("spec.updates.policy names UpdatePolicy {name:?}, which namespace {ns} does not have: this guest is not updated");
+            return Ok(Some(("UpdatePolicyNotFound", why)));
+        }
+    }
+    Ok(None)
 }
 
 /// Degraded with `reason`, the other conditions as they are (the guest itself may still be Ready).
@@ -92,17 +103,16 @@ impl Controlled for ProxmoxGuest {
                 self.metadata.generation,
                 &Time(jiff::Timestamp::now()),
             );
-            if let Some(why) = missing_backup_policy(self, ctx).await? {
+            if let Some((reason, why)) = missing_policy(self, ctx).await? {
                 // One Event when it starts; the condition says it for as long as it lasts.
                 let said = self
                     .status
                     .as_ref()
                     .and_then(|s| crate::api::find_condition(&s.conditions, crate::api::CONDITION_DEGRADED));
-                if said.is_none_or(|c| c.reason != "BackupPolicyNotFound") {
-                    out.events
-                        .push(crate::reconcile::EventNote::warning("BackupPolicyNotFound", why.clone()));
+                if said.is_none_or(|c| c.reason != reason) {
+                    out.events.push(crate::reconcile::EventNote::warning(reason, why.clone()));
                 }
-                degrade(&mut out.status.conditions, self.metadata.generation, "BackupPolicyNotFound", &why);
+                degrade(&mut out.status.conditions, self.metadata.generation, reason, &why);
             }
             Ok(())
         })

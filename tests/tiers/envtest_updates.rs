@@ -61,6 +61,23 @@ async fn a_policy_updates_one_guest_rolls_the_other_back_and_resumes_after_a_kil
         .unwrap();
         monitors.create(&PostParams::default(), &m).await.unwrap();
     }
+    // A guest naming an UpdatePolicy the namespace lacks says so (it is not updated), not silence.
+    guests
+        .create(&PostParams::default(), &lxc("lab", json!({"updates": {"policy": "monthly"}})))
+        .await
+        .unwrap();
+    let lab = wait_for(&guests, "lab", "UpdatePolicyNotFound", &op, |g| {
+        g.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"))
+            .is_some_and(|c| c.reason == "UpdatePolicyNotFound")
+    })
+    .await;
+    let degraded = lab.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert!(
+        degraded.message.contains("UpdatePolicy \"monthly\"") && degraded.message.contains("not updated"),
+        "{degraded:?}"
+    );
     w.sim.edit_os(vmids[1], |os| os.update_breaks_service = true);
     let policies: Api<UpdatePolicy> = Api::namespaced(client.clone(), &ns);
     let policy: UpdatePolicy = serde_json::from_value(json!({
