@@ -12,7 +12,10 @@ use super::{
     subject,
 };
 use crate::{
-    api::{KeptSnapshot, MemberRun, UpdateMode, UpdatePolicy, UpdatePolicySpec, UpdatePolicyStatus, UpdateResult, UpdateRun, UpdateStep},
+    api::{
+        KeptSnapshot, MemberRun, UpdateMember, UpdateMode, UpdatePolicy, UpdatePolicySpec, UpdatePolicyStatus, UpdateResult, UpdateRun,
+        UpdateStep,
+    },
     providers::pve::{GuestKind, PveUpdateApi, Upid},
     reconcile::{EventNote, ReconcileError, StatusSink},
 };
@@ -194,6 +197,8 @@ pub async fn advance<P: PveUpdateApi>(
     // A run a person asked for (update-now) starts its guests at once; a scheduled one only inside a window.
     let scheduled = run.request.starts_with("schedule ");
     let open = || -> Result<bool, ReconcileError> { Ok(!scheduled || window_fits(&policy.spec, jiff::Timestamp::now())?) };
+    admit(&policy.spec, status, &run.id, open()?);
+    preflights(&ctx, status, &run.id, &guests).await?;
     // Admitting again after each member lets the next one in once one ends.
     for i in 0..status.members.len() {
         admit(&policy.spec, status, &run.id, open()?);
@@ -210,6 +215,36 @@ pub async fn advance<P: PveUpdateApi>(
     }
     admit(&policy.spec, status, &run.id, open()?);
     Ok(if report::in_flight(status, &run.id) { wait.min(POLL) } else { wait })
+}
+
+/// How many members' preflights run at once (they only read).
+const PREFLIGHTS_AT_ONCE: usize = 16;
+
+/// The preflights of the members admitted, at once: they only read the
+/// guests, and a `Check` run is nothing else.
+async fn preflights<P: PveUpdateApi>(
+    ctx: &Ctx<'_, P>,
+    status: &mut UpdatePolicyStatus,
+    run: &str,
+    guests: &BTreeMap<u32, Guest>,
+) -> Result<(), ReconcileError> {
+    use futures::{StreamExt, TryStreamExt};
+    let due: Vec<(usize, UpdateMember, Guest)> = status
+        .members
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.last_run.as_ref().is_some_and(|r| r.run == run && r.step == UpdateStep::Preflight))
+        .filter_map(|(i, m)| Some((i, m.clone(), guests.get(&m.vmid)?.clone())))
+        .collect();
+    let done: Vec<(usize, UpdateMember)> = futures::stream::iter(due)
+        .map(|(i, mut m, g)| async move { steps::preflight(ctx, &mut m, &g).await.map(|_| (i, m)) })
+        .buffer_unordered(PREFLIGHTS_AT_ONCE)
+        .try_collect()
+        .await?;
+    for (i, m) in done {
+        status.members[i] = m;
+    }
+    Ok(())
 }
 
 /// End the run once no member is in flight: its summary, its snapshots

@@ -103,7 +103,10 @@ pub async fn advance<P: PveUpdateApi>(
             return Ok(Duration::MAX);
         };
         let next = match step {
-            UpdateStep::Waiting | UpdateStep::Preflight => preflight(ctx, status, i, g).await?,
+            UpdateStep::Waiting | UpdateStep::Preflight => {
+                preflight(ctx, &mut status.members[i], g).await?;
+                Next::Moved
+            }
             UpdateStep::Snapshot => snapshot(ctx, status, i, g).await?,
             UpdateStep::Update => update(ctx, status, i, g).await?,
             UpdateStep::Reboot => reboot(ctx, status, i, g).await?,
@@ -118,60 +121,59 @@ pub async fn advance<P: PveUpdateApi>(
     Ok(POLL)
 }
 
-/// Runs, answers, allows exec, has room; then what is pending.
-async fn preflight<P: PveUpdateApi>(
-    ctx: &Ctx<'_, P>,
-    status: &mut UpdatePolicyStatus,
-    i: usize,
-    g: &Guest,
-) -> Result<Next, ReconcileError> {
-    let skip = |status: &mut UpdatePolicyStatus, why: String| {
-        finish(member_run(status, i), UpdateResult::Skipped, Some(format!("preflight: {why}")));
-        Ok(Next::Moved)
-    };
-    if member_run(status, i).started.is_none() {
-        let run = member_run(status, i);
+/// Runs, answers, allows exec, has room; then what is pending. Changes
+/// nothing outside and saves nothing: members' preflights may run at once.
+pub async fn preflight<P>(ctx: &Ctx<'_, P>, m: &mut UpdateMember, g: &Guest) -> Result<(), ReconcileError> {
+    let run = m.last_run.get_or_insert_with(Default::default);
+    if run.started.is_none() {
         run.started = Some(now().to_string());
         enter(run, UpdateStep::Preflight);
     }
-    if !g.running {
-        return skip(status, "the guest is not running".into());
-    }
-    let probe = match ran(ctx.shell.run(g, &script::probe()).await)? {
-        Ok(r) if r.exit == 0 => script::parse_probe(&r.out),
-        Ok(r) => return skip(status, format!("the probe exited {}: {}", r.exit, r.last_words())),
-        Err(why) => return skip(status, why),
+    let outcome = match inspect(ctx, m, g).await? {
+        Err(why) => Some((UpdateResult::Skipped, Some(format!("preflight: {why}")))),
+        Ok(()) => match (ctx.spec.mode, m.pending) {
+            (UpdateMode::Check, _) => Some((UpdateResult::Checked, None)),
+            (UpdateMode::Apply, 0) => Some((UpdateResult::UpToDate, None)),
+            (UpdateMode::Apply, _) => None,
+        },
     };
-    let free_mib = probe.free_kib.unwrap_or(0) / 1024;
-    if free_mib < ctx.spec.min_free_mi_b as u64 {
-        return skip(
-            status,
-            format!("{free_mib} MiB free on /, the policy needs {} MiB", ctx.spec.min_free_mi_b),
-        );
-    }
-    let manager = PackageManager::detect(&probe.id, &probe.like);
-    let custom = ctx.spec.commands.as_ref().and_then(|c| c.check.as_deref());
-    if manager.is_none() && custom.is_none() {
-        return skip(
-            status,
-            format!("no known package manager for {:?}: set commands.check and commands.apply", probe.id),
-        );
-    }
-    match check(ctx, &mut status.members[i], g, manager, custom).await? {
-        Ok(()) => {}
-        Err(why) => return skip(status, why),
-    }
-    let pending = status.members[i].pending;
-    let run = member_run(status, i);
-    match (ctx.spec.mode, pending) {
-        (UpdateMode::Check, _) => finish(run, UpdateResult::Checked, None),
-        (UpdateMode::Apply, 0) => finish(run, UpdateResult::UpToDate, None),
-        (UpdateMode::Apply, _) => {
+    let run = m.last_run.get_or_insert_with(Default::default);
+    match outcome {
+        Some((result, reason)) => finish(run, result, reason),
+        None => {
             enter(run, UpdateStep::Snapshot);
             run.snapshot = Some(snapshot_name(ctx.run));
         }
     }
-    Ok(Next::Moved)
+    Ok(())
+}
+
+/// The preflight's look at the guest: why it cannot be updated, or what is pending (on `m`).
+async fn inspect<P>(ctx: &Ctx<'_, P>, m: &mut UpdateMember, g: &Guest) -> Result<Result<(), String>, ReconcileError> {
+    if !g.running {
+        return Ok(Err("the guest is not running".into()));
+    }
+    let probe = match ran(ctx.shell.run(g, &script::probe()).await)? {
+        Ok(r) if r.exit == 0 => script::parse_probe(&r.out),
+        Ok(r) => return Ok(Err(format!("the probe exited {}: {}", r.exit, r.last_words()))),
+        Err(why) => return Ok(Err(why)),
+    };
+    let free_mib = probe.free_kib.unwrap_or(0) / 1024;
+    if free_mib < ctx.spec.min_free_mi_b as u64 {
+        return Ok(Err(format!(
+            "{free_mib} MiB free on /, the policy needs {} MiB",
+            ctx.spec.min_free_mi_b
+        )));
+    }
+    let manager = PackageManager::detect(&probe.id, &probe.like);
+    let custom = ctx.spec.commands.as_ref().and_then(|c| c.check.as_deref());
+    if manager.is_none() && custom.is_none() {
+        return Ok(Err(format!(
+            "no known package manager for {:?}: set commands.check and commands.apply",
+            probe.id
+        )));
+    }
+    check(ctx, m, g, manager, custom).await
 }
 
 /// A shell's answer, or why the guest could not run it (a call failure is an error).
