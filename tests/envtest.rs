@@ -22,6 +22,8 @@ use kube::{
 use serde_json::json;
 use support::envtest_world::*;
 
+#[path = "tiers/envtest_bad_inputs.rs"]
+mod bad_inputs;
 #[path = "tiers/envtest_export.rs"]
 mod export;
 #[path = "tiers/envtest_updates.rs"]

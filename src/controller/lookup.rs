@@ -60,11 +60,17 @@ impl Lookup for ApiLookup {
         Box::pin(async move {
             let name = &key.name;
             let api: Api<Secret> = Api::namespaced(self.0.clone(), namespace);
-            let Some(secret) = api
-                .get_opt(name)
-                .await
-                .map_err(kube_error(format!("reading Secret {namespace}/{name}")))?
-            else {
+            let forbidden = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 403);
+            let read = api.get_opt(name).await.map_err(|e| {
+                // Secret access is granted per namespace (the chart's rbac.secretNamespaces).
+                let hint = if forbidden(&e) {
+                    format!(" (list {namespace} in the chart's rbac.secretNamespaces)")
+                } else {
+                    String::new()
+                };
+                kube_error(format!("reading Secret {namespace}/{name}"))(e).with_suffix(&hint)
+            })?;
+            let Some(secret) = read else {
                 return Ok(SecretValue::Missing(format!("Secret {namespace}/{name} not found")));
             };
             Ok(match secret.data.as_ref().and_then(|d| d.get(&key.key)) {

@@ -41,6 +41,24 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// The same error with words added to what it says (a Kubernetes or config error's hint).
+    pub fn with_suffix(self, suffix: &str) -> Self {
+        match self {
+            ReconcileError::Kubernetes(m) => ReconcileError::Kubernetes(m + suffix),
+            ReconcileError::Config(m) => ReconcileError::Config(m + suffix),
+            other => other,
+        }
+    }
+
+    /// The same error, said to be about `field` (a Kubernetes or config error).
+    pub fn about(self, field: &str) -> Self {
+        match self {
+            ReconcileError::Kubernetes(m) => ReconcileError::Kubernetes(format!("{field}: {m}")),
+            ReconcileError::Config(m) => ReconcileError::Config(format!("{field}: {m}")),
+            other => other,
+        }
+    }
+
     pub fn pve(step: impl Into<String>, source: pve::Error) -> Self {
         ReconcileError::Pve { step: step.into(), source }
     }

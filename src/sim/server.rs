@@ -34,6 +34,9 @@ pub struct SimServer {
     pub fingerprint: Option<String>,
     /// PEM of the self-signed certificate (HTTPS only), for CA-file tests.
     pub cert_pem: Option<String>,
+    /// Writes the simulator refused (`POST /path: 500`): what a test of bad
+    /// inputs asserts never happens (the operator checks first).
+    refused: Arc<std::sync::Mutex<Vec<String>>>,
     stop: CancellationToken,
 }
 
@@ -61,6 +64,8 @@ impl SimServer {
         let scheme = if tls { "https" } else { "http" };
         let url = format!("{scheme}://127.0.0.1:{}", addr.port());
         let token = stop.clone();
+        let refused: Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let refusals = refused.clone();
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
@@ -70,9 +75,11 @@ impl SimServer {
                 let handler = handler.clone();
                 let acceptor = acceptor.clone();
                 let token = token.clone();
+                let refusals = refusals.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let handler = handler.clone();
+                        let refusals = refusals.clone();
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
@@ -83,10 +90,12 @@ impl SimServer {
                                 headers: parts.headers,
                                 body,
                             };
-                            handler
-                                .handle(req)
-                                .await
-                                .ok_or_else(|| std::io::Error::other("connection dropped by fault injection"))
+                            let write = format!("{} {}", req.method, req.path);
+                            let answer = handler.handle(req).await;
+                            if let Some(a) = answer.as_ref().filter(|a| a.status().as_u16() >= 400 && !write.starts_with("GET ")) {
+                                refusals.lock().expect("refusals").push(format!("{write}: {}", a.status()));
+                            }
+                            answer.ok_or_else(|| std::io::Error::other("connection dropped by fault injection"))
                         }
                     });
                     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -111,8 +120,14 @@ impl SimServer {
             url,
             fingerprint,
             cert_pem,
+            refused,
             stop,
         })
+    }
+
+    /// The writes refused so far (`POST /api2/json/nodes/pve1/lxc: 500 Internal Server Error`).
+    pub fn refused_writes(&self) -> Vec<String> {
+        self.refused.lock().expect("refusals").clone()
     }
 }
 

@@ -132,6 +132,14 @@ async fn observe<'a, P: PveApi, B: PbsApi>(
         Ok(p) => p,
         Err(b) => return Ok(Err(blocked(obj.status.clone(), obj.generation, b))),
     };
+    let names_storage = match &job {
+        JobPlan::Create { .. } => true,
+        JobPlan::Update { params, .. } => params.iter().any(|(k, _)| k == "storage"),
+        _ => false,
+    };
+    if names_storage {
+        storage_takes_backups(apis.pve, spec, &obj.members).await?;
+    }
     let server = match (&spec.pbs, apis.pbs) {
         (Some(p), Some(b)) => Some((p, b, pbs::observe(b, p).await?)),
         (Some(p), None) => {
@@ -151,6 +159,37 @@ async fn observe<'a, P: PveApi, B: PbsApi>(
         plan: PolicyPlan { job, pbs_steps },
         server,
     }))
+}
+
+/// PVE refuses a job whose storage does not exist or holds no backups:
+/// checked first, from one node's storage listing (a member's, else the first online node).
+async fn storage_takes_backups<P: PveApi>(api: &P, spec: &BackupPolicySpec, members: &[Member]) -> Result<(), ReconcileError> {
+    let node = match members.iter().find_map(|m| m.node.clone()) {
+        Some(n) => n,
+        None => {
+            let nodes = api.nodes().await.map_err(|e| ReconcileError::pve("listing the nodes", e))?;
+            match nodes.into_iter().find(|n| n.status == "online") {
+                Some(n) => n.node,
+                None => return Ok(()),
+            }
+        }
+    };
+    let storages = api
+        .node_storages(&node)
+        .await
+        .map_err(|e| ReconcileError::pve(format!("listing the storages of {node}"), e))?;
+    let name = &spec.storage;
+    match storages.iter().find(|s| &s.storage == name) {
+        None => Err(ReconcileError::Config(format!(
+            "spec.storage: storage {name:?} does not exist on node {node} (its storages: {})",
+            storages.iter().map(|s| s.storage.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+        Some(s) if !s.accepts("backup") => Err(ReconcileError::Config(format!(
+            "spec.storage: storage {name:?} does not hold backups (content: {}); add backup to its content or pick another",
+            s.content
+        ))),
+        Some(_) => Ok(()),
+    }
 }
 
 /// What reconciling would change, read-only: no job written, no backup or

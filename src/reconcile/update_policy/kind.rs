@@ -88,7 +88,7 @@ async fn ssh_shell(p: &UpdatePolicy, lookup: &dyn Lookup, targets: &[Target]) ->
         ("privateKeySecret", &spec.private_key_secret),
         ("knownHostsSecret", &spec.known_hosts_secret),
     ] {
-        match lookup.secret(ns, key).await? {
+        match lookup.secret(ns, key).await.map_err(|e| e.about(&format!("spec.ssh.{field}")))? {
             SecretValue::Found(v) => values.push(v),
             SecretValue::Missing(why) => return Err(ReconcileError::Config(format!("spec.ssh.{field}: {why}"))),
             SecretValue::NotRead => return Ok(Err("SSH keys are Secrets, which plan and apply do not read".into())),
