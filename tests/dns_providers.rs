@@ -9,12 +9,14 @@ mod support {
 use std::time::Duration;
 
 use homelab_operator::{
+    api::RecordType,
     config::SecretSource,
     providers::dns::{
         DnsApi, RecordSet,
         powerdns::PowerDns,
         rfc2136::{self, Rfc2136},
     },
+    reconcile::dns_record::plan::normalize,
 };
 use support::dns_servers::{self, ZONE, dig};
 
@@ -75,6 +77,24 @@ async fn lifecycle<D: DnsApi>(dns: &D, port: u16) {
     assert_eq!(dig(port, "www.home.arpa.", "CNAME"), vec!["web.home.arpa."]);
     dns.put(ZONE, &set(name, "AAAA", 300, &["fd00::21"], Some(MARK))).await.unwrap();
     assert_eq!(dig(port, name, "AAAA"), vec!["fd00::21"]);
+
+    // Values as the operator normalizes them: a DKIM key longer than one
+    // character-string (split into strings of 255), a CAA with its value quoted.
+    let dkim = format!("v=DKIM1; k=rsa; p={}", "A".repeat(400));
+    let txt = normalize(RecordType::TXT, std::slice::from_ref(&dkim)).unwrap();
+    let key = "k1._domainkey.home.arpa.";
+    dns.put(ZONE, &set(key, "TXT", 300, &[txt[0].as_str()], Some(MARK))).await.unwrap();
+    let served = dig(port, key, "TXT").join("");
+    assert_eq!(served.replace("\" \"", "").trim_matches('"'), dkim, "{served}");
+    let read = dns.get(ZONE, key, "TXT").await.unwrap().unwrap().values;
+    assert_eq!(normalize(RecordType::TXT, &read).unwrap(), txt, "read back as written: no drift");
+    let caa = normalize(RecordType::CAA, &["0 issue letsencrypt.org".to_string()]).unwrap();
+    dns.put(ZONE, &set("home.arpa.", "CAA", 300, &[caa[0].as_str()], Some(MARK)))
+        .await
+        .unwrap();
+    assert_eq!(dig(port, "home.arpa.", "CAA"), vec!["0 issue \"letsencrypt.org\""]);
+    let read = dns.get(ZONE, "home.arpa.", "CAA").await.unwrap().unwrap().values;
+    assert_eq!(normalize(RecordType::CAA, &read).unwrap(), caa);
 
     dns.delete(ZONE, name, "A").await.unwrap();
     assert!(dig(port, name, "A").is_empty());

@@ -32,8 +32,9 @@ use super::common::*;
     validation = Rule::new("self.type != 'A' || !has(self.values) || self.values.all(v, v.matches('^((25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\\\\.){3}(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])$'))").message("A values must be IPv4 addresses"),
     validation = Rule::new("self.type != 'AAAA' || !has(self.values) || self.values.all(v, v.matches('^[0-9a-fA-F:.]+$') && v.contains(':'))").message("AAAA values must be IPv6 addresses"),
     validation = Rule::new("!(self.type in ['CNAME', 'NS', 'PTR']) || !has(self.values) || self.values.all(v, v.matches('^([a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?\\\\.)*[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?\\\\.?$'))").message("CNAME, NS and PTR values must be host names (web.home.arpa)"),
-    validation = Rule::new("self.type != 'MX' || !has(self.values) || self.values.all(v, v.matches('^[0-9]+ [^ ]+$'))").message("MX values are 'PRIORITY HOST'"),
-    validation = Rule::new("self.type != 'SRV' || !has(self.values) || self.values.all(v, v.matches('^[0-9]+ [0-9]+ [0-9]+ [^ ]+$'))").message("SRV values are 'PRIORITY WEIGHT PORT HOST'"),
+    validation = Rule::new("self.type != 'MX' || !has(self.values) || self.values.all(v, v.matches('^[0-9]{1,5} ([a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?\\\\.)*[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?\\\\.?$'))").message("MX values are 'PRIORITY HOST' with a host name (10 mail.home.arpa.)"),
+    validation = Rule::new("self.type != 'SRV' || !has(self.values) || self.values.all(v, v.matches('^[0-9]{1,5} [0-9]{1,5} [0-9]{1,5} (([a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?\\\\.)*[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?\\\\.?|\\\\.)$'))").message("SRV values are 'PRIORITY WEIGHT PORT HOST' with a host name (or . for none)"),
+    validation = Rule::new("self.type != 'CAA' || !has(self.values) || self.values.all(v, v.matches('^[0-9]{1,3} [a-zA-Z0-9]+ (\"[^\"]*\"|[^ \"]+)$'))").message("CAA values are 'FLAGS TAG VALUE' (0 issue \"letsencrypt.org\")"),
     validation = Rule::new("self.zone == oldSelf.zone && self.name == oldSelf.name && self.type == oldSelf.type").message("zone, name and type are immutable; create a new DnsRecord instead"),
     validation = Rule::new("self.provider == oldSelf.provider").message("provider is immutable")
 )]

@@ -79,10 +79,8 @@ fn value_params(rtype: &str, value: &str) -> Result<Vec<(String, String)>, Strin
         ("CNAME", _) => p(&[("cname", strip(value))]),
         ("PTR", _) => p(&[("ptrName", strip(value))]),
         ("NS", _) => p(&[("nameServer", strip(value))]),
-        ("TXT", _) => {
-            let inner = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
-            p(&[("text", inner.replace("\\\"", "\"").replace("\\\\", "\\"))])
-        }
+        // Technitium takes the text whole and splits it into strings itself.
+        ("TXT", _) => p(&[("text", txt_text(value))]),
         ("MX", [pref, host]) => p(&[("preference", pref.to_string()), ("exchange", strip(host))]),
         ("SRV", [prio, weight, port, target]) => p(&[
             ("priority", prio.to_string()),
@@ -97,6 +95,27 @@ fn value_params(rtype: &str, value: &str) -> Result<Vec<(String, String)>, Strin
         ]),
         _ => return Err(format!("cannot express {rtype} value {value:?} for Technitium")),
     })
+}
+
+/// The text of a TXT value given as quoted strings (`"a" "b"` → `ab`), unescaped.
+fn txt_text(value: &str) -> String {
+    let (mut out, mut quoted, mut escaped) = (String::new(), false, false);
+    for c in value.chars() {
+        match (quoted, escaped, c) {
+            (true, false, '\\') => escaped = true,
+            (true, false, '"') | (false, _, '"') => quoted = !quoted,
+            (true, _, c) => {
+                out.push(c);
+                escaped = false;
+            }
+            (false, _, _) => {}
+        }
+    }
+    if out.is_empty() && !value.contains('"') {
+        value.to_string()
+    } else {
+        out
+    }
 }
 
 impl Technitium {
@@ -273,5 +292,17 @@ impl DnsApi for Technitium {
             self.call("delete_record", "/api/zones/records/delete", params).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txt_strings_are_joined_back_into_the_text_technitium_splits_itself() {
+        assert_eq!(txt_text("\"v=spf1 -all\""), "v=spf1 -all");
+        assert_eq!(txt_text("\"abc\" \"def\""), "abcdef");
+        assert_eq!(txt_text("\"say \\\"hi\\\"\""), "say \"hi\"");
     }
 }

@@ -40,15 +40,47 @@ pub fn normalize(rtype: RecordType, values: &[String]) -> Result<Vec<String>, St
                 RecordType::TXT => Ok(if v.starts_with('"') && v.ends_with('"') && v.len() >= 2 {
                     v.to_string()
                 } else {
-                    format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+                    txt_strings(v)
                 }),
-                RecordType::CAA => Ok(v.to_string()),
+                RecordType::CAA => caa(v),
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// A TXT value as quoted character-strings of at most 255 bytes each (longer
+/// strings are what servers refuse), split on character boundaries.
+fn txt_strings(v: &str) -> String {
+    let mut chunks: Vec<String> = vec![String::new()];
+    for c in v.chars() {
+        let last = chunks.last_mut().expect("one chunk");
+        if last.len() + c.len_utf8() > 255 {
+            chunks.push(String::new());
+        }
+        chunks.last_mut().expect("one chunk").push(c);
+    }
+    chunks
+        .iter()
+        .map(|c| format!("\"{}\"", c.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `FLAGS TAG VALUE` (RFC 8659): flags 0–255, an alphanumeric tag, the value quoted.
+fn caa(v: &str) -> Result<String, String> {
+    let mut parts = v.splitn(3, ' ');
+    let (flags, tag, value) = (parts.next(), parts.next(), parts.next().map(str::trim));
+    match (flags.and_then(|f| f.parse::<u8>().ok()), tag, value) {
+        (Some(f), Some(t), Some(val)) if !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric()) && !val.is_empty() => {
+            Ok(format!("{f} {} \"{}\"", t.to_ascii_lowercase(), val.trim_matches('"')))
+        }
+        _ => Err(format!(
+            "{v:?} is not 'FLAGS TAG VALUE' (flags 0-255, e.g. 0 issue \"letsencrypt.org\")"
+        )),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +198,27 @@ mod tests {
         assert_eq!(n(RecordType::CNAME, &["Web.Home.Arpa"]).unwrap(), vec!["web.home.arpa."]);
         assert_eq!(n(RecordType::MX, &["10 mail.home.arpa"]).unwrap(), vec!["10 mail.home.arpa."]);
         assert_eq!(n(RecordType::TXT, &["v=spf1 -all"]).unwrap(), vec!["\"v=spf1 -all\""]);
+        // A DKIM key is longer than one character-string may be: split, never refused.
+        let dkim = format!("v=DKIM1; k=rsa; p={}", "A".repeat(400));
+        let split = n(RecordType::TXT, &[dkim.as_str()]).unwrap().remove(0);
+        let strings: Vec<&str> = split.split("\" \"").collect();
+        assert_eq!(strings.len(), 2, "{split}");
+        assert!(strings.iter().all(|s| s.trim_matches('"').len() <= 255));
+        assert_eq!(split.replace("\" \"", "").trim_matches('"'), dkim);
+        assert_eq!(
+            n(RecordType::CAA, &["0 ISSUE letsencrypt.org"]).unwrap(),
+            vec!["0 issue \"letsencrypt.org\""]
+        );
+        assert_eq!(
+            n(RecordType::CAA, &["0 issue \"letsencrypt.org\""]).unwrap(),
+            vec!["0 issue \"letsencrypt.org\""]
+        );
+        assert!(
+            n(RecordType::CAA, &["256 issue ca.example"])
+                .unwrap_err()
+                .contains("FLAGS TAG VALUE")
+        );
+        assert!(n(RecordType::MX, &["70000 mail.home.arpa"]).is_err());
         assert_eq!(
             n(RecordType::A, &["10.0.0.2", "10.0.0.1", "10.0.0.2"]).unwrap(),
             vec!["10.0.0.1", "10.0.0.2"]
