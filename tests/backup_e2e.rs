@@ -118,7 +118,7 @@ async fn steady_state_costs_two_calls_whatever_the_number_of_members() {
 #[tokio::test]
 async fn what_pve_refuses_is_permanent_and_foreign_jobs_are_never_taken() {
     let w = world().await;
-    // A storage without backup content: PVE's words, not retried.
+    // A storage without backup content: said before PVE is asked (it would refuse), not retried.
     let e = run(
         &w,
         &spec("").with_storage("local-lvm"),
@@ -127,8 +127,12 @@ async fn what_pve_refuses_is_permanent_and_foreign_jobs_are_never_taken() {
     )
     .await
     .expect_err("refused");
-    assert!(e.to_string().contains("storage 'local-lvm' does not support backups"), "{e}");
+    assert!(
+        e.to_string().contains("spec.storage: storage \"local-lvm\" does not hold backups"),
+        "{e}"
+    );
     assert!(!e.is_transient());
+    assert!(!w.sim.calls().contains_key("POST /cluster/backup"), "no job sent for PVE to refuse");
     // A job with our id that someone else made (no mark): Stalled, untouched.
     w.sim.add_backup_job(
         "hlo-0b5e4a1c1111",

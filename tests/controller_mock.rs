@@ -53,6 +53,10 @@ fn mock_apiserver(object: Value) -> (Client, Arc<Mutex<Vec<Seen>>>) {
             {
                 // Listing a guest's children: none yet.
                 json!({"apiVersion": "homelab.dev/v1alpha1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []})
+            } else if method == "GET" && uri.contains("/updatepolicies/") {
+                // The UpdatePolicy the example guest names (spec.updates) exists.
+                json!({"apiVersion": "homelab.dev/v1alpha1", "kind": "UpdatePolicy",
+                       "metadata": {"name": "weekly", "namespace": "homelab", "resourceVersion": "1"}, "spec": {}})
             } else if method == "PATCH"
                 && (uri.contains("/dnsrecords/") || uri.contains("/proxyhosts/") || uri.contains("/monitortargets/"))
                 && body.is_object()

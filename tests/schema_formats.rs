@@ -263,3 +263,126 @@ fn every_spec_string_sent_to_pve_is_held_to_pves_format() {
         }
     }
 }
+
+/// Named formats of the PVE schema the simulator does not check itself, and why.
+const NOT_CHECKED_BY_THE_SIMULATOR: &[(&str, &str)] = &[
+    (
+        "pve-fw-addr-spec",
+        "checked with pve-firewall's own texts in src/sim/pve/firewall.rs",
+    ),
+    (
+        "pve-fw-dport-spec",
+        "checked with pve-firewall's own texts in src/sim/pve/firewall.rs",
+    ),
+    (
+        "pve-fw-sport-spec",
+        "checked with pve-firewall's own texts in src/sim/pve/firewall.rs",
+    ),
+    (
+        "pve-fw-protocol-spec",
+        "checked with pve-firewall's own texts in src/sim/pve/firewall.rs",
+    ),
+    (
+        "pve-fw-icmp-type-spec",
+        "the operator sends no ICMP types (the CRD has no such field)",
+    ),
+    ("pve-priv", "ACL calls: the operator makes none"),
+    ("pve-ct-timezone", "the operator sends no container timezone"),
+    ("storage-pair", "migration storage maps: the operator does not migrate"),
+];
+
+/// Named formats that are property strings: the simulator checks their keys
+/// where the schema publishes them (`format` objects); these names it gives
+/// without the keys, so the operator's own writers are unit-tested instead.
+const PROPERTY_STRING_FORMATS: &[&str] = &[
+    "backup-fleecing",
+    "backup-performance",
+    "prune-backups",
+    "pve-hotplug-features",
+    "pve-lxc-dev-string",
+    "pve-lxc-mp-string",
+    "pve-qemu-sev-fmt",
+    "pve-qemu-tdx-fmt",
+    "pve-qm-boot",
+    "pve-qm-bootdisk",
+    "pve-qm-cicustom",
+    "pve-qm-hostpci",
+    "pve-qm-ide",
+    "pve-qm-rng",
+    "pve-qm-smbios1",
+    "pve-qm-watchdog",
+    "pve-vm-cpu-conf",
+];
+
+fn named_formats(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::String(f)) = map.get("format") {
+                out.insert(f.trim_end_matches("-list").trim_end_matches("-opt").to_string());
+            }
+            map.values().for_each(|x| named_formats(x, out));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| named_formats(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_named_format_of_the_calls_is_checked_by_the_simulator_or_says_why() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let subset: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("tests/data/pve-api-subset.json")).unwrap()).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    named_formats(&subset, &mut names);
+    let checked = homelab_operator::sim::schema::NAMED_FORMATS;
+    let unaccounted: Vec<&String> = names
+        .iter()
+        .filter(|n| !checked.contains(&n.as_str()))
+        .filter(|n| !NOT_CHECKED_BY_THE_SIMULATOR.iter().any(|(f, _)| f == n))
+        .filter(|n| !PROPERTY_STRING_FORMATS.contains(&n.as_str()))
+        .collect();
+    assert!(
+        unaccounted.is_empty(),
+        "named formats the simulator neither checks nor explains: {unaccounted:?}"
+    );
+    // Each checked format refuses what PVE refuses and takes what it takes.
+    let corpus: &[(&str, &[&str], &[&str])] = &[
+        ("CIDR", &["10.0.0.0/24", "fd00::/64"], &["10.0.0.0", "10.0.0.0/x"]),
+        ("pve-iface", &["eth0", "vmbr0.10", "bond0:1"], &["0eth", "e", "eth 0"]),
+        ("pve-ipv4-config", &["dhcp", "manual", "10.0.0.5/24"], &["10.0.0.5", "auto"]),
+        ("pve-ipv6-config", &["auto", "fd00::5/64"], &["fd00::5"]),
+        ("lxc-ip-with-ll-iface", &["10.0.0.53", "fe80::1%eth0"], &["ns1.home.arpa"]),
+        (
+            "pve-volume-id",
+            &["local:vztmpl/debian.tar.zst", "tank:vm-100-disk-0"],
+            &["debian.tar.zst", ":x"],
+        ),
+        (
+            "pve-calendar-event",
+            &["02:30", "sat 03:00", "mon..fri 22:00", "*/15", "hourly"],
+            &["at noon", ""],
+        ),
+        ("pve-day-of-week", &["mon", "sun"], &["monday"]),
+        ("email", &["ops@home.arpa"], &["ops", "ops@home"]),
+        ("email-or-username", &["root@pam", "ops@home.arpa", "root"], &["a b@c"]),
+        ("address", &["10.0.0.1", "fd00::1"], &["10.0.0.1/24", "web"]),
+        ("pve-cpuset", &["0-3,6"], &["0-"]),
+        ("pve-storage-content", &["images", "backup"], &["disk"]),
+        ("mac-prefix", &["BC:24:11"], &["BD:24:11"]),
+    ];
+    for (format, good, bad) in corpus {
+        assert!(checked.contains(format), "{format} is not checked");
+        for v in *good {
+            assert!(
+                homelab_operator::sim::schema::check_named_format(format, v).is_ok(),
+                "{format}: {v:?} refused"
+            );
+        }
+        for v in *bad {
+            assert!(
+                homelab_operator::sim::schema::check_named_format(format, v).is_err(),
+                "{format}: {v:?} taken"
+            );
+        }
+    }
+}
