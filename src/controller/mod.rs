@@ -163,7 +163,16 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         let s = shutdown.clone();
         async move { s.cancelled().await }
     };
-    let guests = main_controller::<ProxmoxGuest>(&scope)
+    let guests = main_controller::<ProxmoxGuest>(&scope);
+    let (backup_store, update_store) = (guests.store(), guests.store());
+    let guests = guests
+        // A policy a guest names appearing or going changes the guest's Degraded condition.
+        .watches_stream(key_changes(scope.api::<BackupPolicy>(), |_| 0), move |p| {
+            proxmox_guest::guests_naming(&backup_store, &p, |g| g.spec.backup.as_ref().map(|b| b.policy.as_str()))
+        })
+        .watches_stream(key_changes(scope.api::<UpdatePolicy>(), |_| 0), move |p| {
+            proxmox_guest::guests_naming(&update_store, &p, |g| g.spec.updates.as_ref().map(|u| u.policy.as_str()))
+        })
         // A child's readiness rolls up into its guest's Ready condition.
         .owns(scope.api::<DnsRecord>(), watcher::Config::default())
         .owns(scope.api::<ProxyHost>(), watcher::Config::default())

@@ -8,6 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams},
+    core::DeserializeGuard,
+    runtime::reflector::{ObjectRef, Store},
 };
 
 use super::{
@@ -58,6 +60,23 @@ async fn missing_policy(g: &ProxmoxGuest, ctx: &Context) -> Result<Option<(&'sta
         }
     }
     Ok(None)
+}
+
+/// The guests of the policy's namespace that name it (`named` reads the
+/// reference from a guest), for `Controller::watches`.
+pub fn guests_naming<P: Resource>(
+    store: &Store<DeserializeGuard<ProxmoxGuest>>,
+    policy: &P,
+    named: fn(&ProxmoxGuest) -> Option<&str>,
+) -> Vec<ObjectRef<DeserializeGuard<ProxmoxGuest>>> {
+    let (ns, name) = (policy.meta().namespace.clone(), policy.meta().name.clone());
+    store
+        .state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .filter(|g| g.namespace() == ns && named(g) == name.as_deref())
+        .map(|g| ObjectRef::new(&g.name_any()).within(&g.namespace().unwrap_or_default()))
+        .collect()
 }
 
 /// Degraded with `reason`, the other conditions as they are (the guest itself may still be Ready).

@@ -78,8 +78,20 @@ async fn a_policy_updates_one_guest_rolls_the_other_back_and_resumes_after_a_kil
         degraded.message.contains("UpdatePolicy \"monthly\"") && degraded.message.contains("not updated"),
         "{degraded:?}"
     );
-    w.sim.edit_os(vmids[1], |os| os.update_breaks_service = true);
+    // The policy appearing clears it at once (the guest controller watches policies), not at the next resync.
     let policies: Api<UpdatePolicy> = Api::namespaced(client.clone(), &ns);
+    let monthly: UpdatePolicy = serde_json::from_value(json!({
+        "apiVersion": "homelab.dev/v1alpha1", "kind": "UpdatePolicy", "metadata": {"name": "monthly"}, "spec": {"mode": "Check"},
+    }))
+    .unwrap();
+    policies.create(&PostParams::default(), &monthly).await.unwrap();
+    wait_for(&guests, "lab", "no longer UpdatePolicyNotFound", &op, |g| {
+        g.status
+            .as_ref()
+            .is_some_and(|s| !s.conditions.iter().any(|c| c.type_ == "Degraded" && c.status == "True"))
+    })
+    .await;
+    w.sim.edit_os(vmids[1], |os| os.update_breaks_service = true);
     let policy: UpdatePolicy = serde_json::from_value(json!({
         "apiVersion": "homelab.dev/v1alpha1", "kind": "UpdatePolicy",
         "metadata": {"name": "weekly", "annotations": {"homelab.dev/update-now": "1"}},
