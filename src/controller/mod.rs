@@ -163,21 +163,7 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         let s = shutdown.clone();
         async move { s.cancelled().await }
     };
-    let guests = main_controller::<ProxmoxGuest>(&scope);
-    let (backup_store, update_store) = (guests.store(), guests.store());
-    let guests = guests
-        // A policy a guest names appearing or going changes the guest's Degraded condition.
-        .watches_stream(key_changes(scope.api::<BackupPolicy>(), |_| 0), move |p| {
-            proxmox_guest::guests_naming(&backup_store, &p, |g| g.spec.backup.as_ref().map(|b| b.policy.as_str()))
-        })
-        .watches_stream(key_changes(scope.api::<UpdatePolicy>(), |_| 0), move |p| {
-            proxmox_guest::guests_naming(&update_store, &p, |g| g.spec.updates.as_ref().map(|u| u.policy.as_str()))
-        })
-        // A child's readiness rolls up into its guest's Ready condition.
-        .owns(scope.api::<DnsRecord>(), watcher::Config::default())
-        .owns(scope.api::<ProxyHost>(), watcher::Config::default())
-        // A monitor writes its latency once a minute: only its verdict matters here.
-        .owns_stream(key_changes(scope.api::<MonitorTarget>(), monitor_target::verdict_key))
+    let guests = guest_controller(&scope)
         .with_config(config.clone())
         .graceful_shutdown_on(stop())
         .run(driver::reconcile, shared::error_policy, ctx.clone())
@@ -242,6 +228,26 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         .for_each(log_result("monitor"));
     tokio::join!(guests, records, proxies, policies, updates, monitors);
     checks.abort();
+}
+
+/// The ProxmoxGuest controller with what re-reconciles a guest besides its
+/// own changes: its children's readiness, a policy it names coming or going.
+fn guest_controller(scope: &Scope) -> Controller<DeserializeGuard<ProxmoxGuest>> {
+    let guests = main_controller::<ProxmoxGuest>(scope);
+    let (backup_store, update_store) = (guests.store(), guests.store());
+    guests
+        // A policy a guest names appearing or going changes the guest's Degraded condition.
+        .watches_stream(key_changes(scope.api::<BackupPolicy>(), |_| 0), move |p| {
+            proxmox_guest::guests_naming(&backup_store, &p, |g| g.spec.backup.as_ref().map(|b| b.policy.as_str()))
+        })
+        .watches_stream(key_changes(scope.api::<UpdatePolicy>(), |_| 0), move |p| {
+            proxmox_guest::guests_naming(&update_store, &p, |g| g.spec.updates.as_ref().map(|u| u.policy.as_str()))
+        })
+        // A child's readiness rolls up into its guest's Ready condition.
+        .owns(scope.api::<DnsRecord>(), watcher::Config::default())
+        .owns(scope.api::<ProxyHost>(), watcher::Config::default())
+        // A monitor writes its latency once a minute: only its verdict matters here.
+        .owns_stream(key_changes(scope.api::<MonitorTarget>(), monitor_target::verdict_key))
 }
 
 fn log_result<T, E: std::fmt::Display>(kind: &'static str) -> impl FnMut(Result<T, E>) -> std::future::Ready<()> {
