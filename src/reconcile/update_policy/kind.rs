@@ -150,17 +150,11 @@ impl Kind for UpdatePolicy {
                     m.scheduler().guest_busy(&ns, guest, busy);
                 }
             };
-            let apis = Apis {
-                pve: env.providers.pve(&self.spec.cluster)?,
-                cache: env.cache,
-                notifier: &env.providers.notifier,
-                busy: &busy,
-                validator: &inputs,
-                ssh: match &inputs.ssh {
-                    Ok(shell) => Ok(shell as &dyn GuestShell),
-                    Err(why) => Err(why.as_str()),
-                },
+            let ssh = match &inputs.ssh {
+                Ok(shell) => Ok(shell as &dyn GuestShell),
+                Err(why) => Err(why.as_str()),
             };
+            let apis = Apis::of(env, &self.spec.cluster, &busy, &inputs, ssh)?;
             super::reconcile(&apis, self, inputs.targets.clone(), request(self), sink).await
         })
     }
@@ -208,14 +202,7 @@ async fn cleanup(
         k.keep_until = now.clone();
     }
     let noop = |_: &str, _: bool| {};
-    let apis = Apis {
-        pve: env.providers.pve(&p.spec.cluster)?,
-        cache: env.cache,
-        notifier: &env.providers.notifier,
-        busy: &noop,
-        validator: &NoValidator,
-        ssh: Err("not needed to delete snapshots"),
-    };
+    let apis = Apis::of(env, &p.spec.cluster, &noop, &NoValidator, Err("not needed to delete snapshots"))?;
     super::run::delete_kept_snapshots(&apis, &p.spec.cluster, &mut status, sink).await?;
     if !status.snapshots.is_empty() {
         return Ok(Cleanup::Requeue {

@@ -35,6 +35,26 @@ pub struct Apis<'a, P> {
     pub ssh: Result<&'a dyn shell::GuestShell, &'a str>,
 }
 
+impl<'a> Apis<'a, crate::providers::pve::PveClient> {
+    /// The endpoint `cluster` names, from what every reconcile reads.
+    pub fn of(
+        env: crate::reconcile::Env<'a>,
+        cluster: &str,
+        busy: &'a (dyn Fn(&str, bool) + Sync),
+        validator: &'a dyn steps::Validator,
+        ssh: Result<&'a dyn shell::GuestShell, &'a str>,
+    ) -> Result<Self, ReconcileError> {
+        Ok(Self {
+            pve: env.providers.pve(cluster)?,
+            cache: env.cache,
+            notifier: &env.providers.notifier,
+            busy,
+            validator,
+            ssh,
+        })
+    }
+}
+
 /// What `plan` shows: per member, what a run would do (from the last check).
 #[derive(Debug, Default)]
 pub struct UpdatePlan {

@@ -343,18 +343,13 @@ fn to_rollback(status: &mut UpdatePolicyStatus, i: usize, reason: String) -> Res
 
 async fn reboot<P: PveUpdateApi>(ctx: &Ctx<'_, P>, status: &mut UpdatePolicyStatus, i: usize, g: &Guest) -> Result<Next, ReconcileError> {
     (ctx.busy)(&g.name, true);
-    let Some(task) = member_run(status, i).task.clone() else {
-        save(ctx, status).await?;
-        let upid = ctx
-            .api
+    let start = || async {
+        ctx.api
             .power(&g.node, g.kind, g.vmid, "reboot")
             .await
-            .map_err(|e| ReconcileError::pve("rebooting after the update", e))?;
-        member_run(status, i).task = Some(upid.raw);
-        save(ctx, status).await?;
-        return Ok(Next::Wait(POLL));
+            .map_err(|e| ReconcileError::pve("rebooting after the update", e))
     };
-    match task_end(ctx.api, &task).await? {
+    match task_step(ctx, status, i, start).await? {
         None => Ok(Next::Wait(POLL)),
         Some(exit) if exit == "OK" => {
             let run = member_run(status, i);
@@ -364,6 +359,29 @@ async fn reboot<P: PveUpdateApi>(ctx: &Ctx<'_, P>, status: &mut UpdatePolicyStat
         }
         Some(exit) => to_rollback(status, i, format!("reboot: {exit}")),
     }
+}
+
+/// A step that is one Proxmox task: started once (saved before the call and
+/// with its UPID after), then polled. `None` while it runs, else its exit status.
+async fn task_step<P, F, Fut>(
+    ctx: &Ctx<'_, P>,
+    status: &mut UpdatePolicyStatus,
+    i: usize,
+    start: F,
+) -> Result<Option<String>, ReconcileError>
+where
+    P: PveUpdateApi,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Upid, ReconcileError>>,
+{
+    let Some(task) = member_run(status, i).task.clone() else {
+        save(ctx, status).await?;
+        let upid = start().await?;
+        member_run(status, i).task = Some(upid.raw);
+        save(ctx, status).await?;
+        return Ok(None);
+    };
+    task_end(ctx.api, &task).await
 }
 
 /// The guest runs, answers, its monitors are Up and the command passes; by the deadline.
@@ -435,18 +453,14 @@ async fn rollback<P: PveUpdateApi>(ctx: &Ctx<'_, P>, status: &mut UpdatePolicySt
         finish(member_run(status, i), UpdateResult::Failed, why);
         return Ok(Next::Moved);
     };
-    let Some(task) = member_run(status, i).task.clone() else {
-        save(ctx, status).await?;
-        let upid = ctx
-            .api
+    let start = || async {
+        ctx.api
             .rollback_and_start(&g.node, g.kind, g.vmid, &name)
             .await
-            .map_err(|e| ReconcileError::pve(format!("rolling back to {name}"), e))?;
-        member_run(status, i).task = Some(upid.raw);
-        save(ctx, status).await?;
-        return Ok(Next::Wait(POLL));
+            .map_err(|e| ReconcileError::pve(format!("rolling back to {name}"), e))
     };
-    match task_end(ctx.api, &task).await? {
+    let end = task_step(ctx, status, i, start).await?;
+    match end {
         None => Ok(Next::Wait(POLL)),
         Some(exit) if exit == "OK" => {
             let run = member_run(status, i);

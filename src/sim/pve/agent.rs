@@ -11,15 +11,7 @@ impl State {
         match t {
             "/nodes/{node}/{kind}/{vmid}/agent/network-get-interfaces" => {
                 let g = self.guest_mut(node, kind, vmid)?;
-                if !g.get("agent").is_some_and(|a| a.starts_with('1') || a.contains("enabled=1")) {
-                    return Err(fail(500, "No QEMU guest agent configured"));
-                }
-                if !g.running {
-                    return Err(fail(500, format!("VM {vmid} is not running")));
-                }
-                if !g.agent_up(delay) {
-                    return Err(fail(500, "QEMU guest agent is not running"));
-                }
+                agent_answers(g, delay)?;
                 let mut ifaces = vec![json!({"name": "lo", "hardware-address": "00:00:00:00:00:00",
                     "ip-addresses": [{"ip-address": "127.0.0.1", "ip-address-type": "ipv4", "prefix": 8}]})];
                 for n in guest_addresses(g) {
@@ -49,6 +41,20 @@ impl State {
             _ => Err(fail(501, format!("Method 'GET {t}' not implemented"))),
         }
     }
+}
+
+/// PVE's refusals of an agent call: no agent configured, the VM stopped, the agent not up yet.
+pub(super) fn agent_answers(g: &SimGuest, delay: std::time::Duration) -> Result<(), SimError> {
+    if !g.get("agent").is_some_and(|a| a.starts_with('1') || a.contains("enabled=1")) {
+        return Err(fail(500, "No QEMU guest agent configured"));
+    }
+    if !g.running {
+        return Err(fail(500, format!("VM {} is not running", g.vmid)));
+    }
+    if !g.agent_up(delay) {
+        return Err(fail(500, "QEMU guest agent is not running"));
+    }
+    Ok(())
 }
 
 /// A NIC as the guest sees it.

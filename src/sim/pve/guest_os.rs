@@ -117,15 +117,7 @@ impl State {
         let delay = self.config.agent_delay;
         let update_time = self.config.task_duration * 3;
         let g = self.guest_mut(node, "qemu", vmid)?;
-        if !g.get("agent").is_some_and(|a| a.starts_with('1') || a.contains("enabled=1")) {
-            return Err(fail(500, "No QEMU guest agent configured"));
-        }
-        if !g.running {
-            return Err(fail(500, format!("VM {vmid} is not running")));
-        }
-        if !g.agent_up(delay) {
-            return Err(fail(500, "QEMU guest agent is not running"));
-        }
+        super::agent::agent_answers(g, delay)?;
         if method == "GET" {
             let pid: u32 = p.get("pid").and_then(|v| v.parse().ok()).unwrap_or(0);
             let Some(e) = g.execs.get(&pid) else {
