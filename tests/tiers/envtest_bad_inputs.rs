@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use homelab_operator::api::{BackupPolicy, DnsRecord, MonitorTarget, ProxmoxGuest, UpdatePolicy};
+use homelab_operator::api::{BackupPolicy, DnsRecord, MonitorTarget, ProxmoxGuest, ProxyHost, UpdatePolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
     Api,
@@ -113,6 +113,16 @@ fn cases() -> Vec<Case> {
             words: &["spec.storage", "local-lvm", "does not hold backups"],
         },
         Case {
+            // Only nginx can judge a configuration: NPM takes it and reports nginx offline.
+            manifest: of(
+                "ProxyHost",
+                "bad-nginx",
+                json!({"domains": ["bad.home.arpa"], "forward": {"host": "10.5.0.9", "port": 80},
+                       "advancedConfig": "invalid_directive on;"}),
+            ),
+            words: &["nginx", "unknown directive \"invalid_directive\""],
+        },
+        Case {
             manifest: of(
                 "MonitorTarget",
                 "no-channel",
@@ -146,6 +156,7 @@ fn api_for(client: &kube::Client, ns: &str, kind: &str) -> Api<DynamicObject> {
         "DnsRecord" => kube::discovery::ApiResource::erase::<DnsRecord>(&()),
         "BackupPolicy" => kube::discovery::ApiResource::erase::<BackupPolicy>(&()),
         "MonitorTarget" => kube::discovery::ApiResource::erase::<MonitorTarget>(&()),
+        "ProxyHost" => kube::discovery::ApiResource::erase::<ProxyHost>(&()),
         "UpdatePolicy" => kube::discovery::ApiResource::erase::<UpdatePolicy>(&()),
         other => panic!("no case kind {other}"),
     };
