@@ -109,6 +109,16 @@ async fn admission_matches_the_local_rules_and_examples_are_admitted() {
             .to_string();
         assert!(err.contains(needle), "expected {needle:?} in {err}\n{yaml}");
     }
+    let resource = kube::discovery::ApiResource::erase::<api::DnsRecord>(&());
+    let records: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+    for (yaml, needle, _) in support::admission_cases::refused_records() {
+        let obj: kube::api::DynamicObject = serde_yaml_ng::from_str(&format!(
+            "apiVersion: homelab.dev/v1alpha1\nkind: DnsRecord\nmetadata: {{name: bad-record}}\nspec:\n  zone: home.arpa\n{yaml}"
+        ))
+        .unwrap();
+        let err = records.create(&dry, &obj).await.expect_err(needle).to_string();
+        assert!(err.contains(needle), "expected {needle:?} in {err}\n{yaml}");
+    }
     // Every example, server-side, as a person would apply them.
     let (ok, out) = plane.kubectl(&["create", "namespace", "homelab"]);
     assert!(ok || out.contains("AlreadyExists"), "{out}");

@@ -356,3 +356,22 @@ pub fn admitted_monitors() -> Vec<String> {
         "  target: {kind: ProxyHost, name: media}\n  tls: {warnDays: 21}\n  notify: {channels: [phone, mail], cooldownMinutes: 0, notifyRecovery: false}\n  maintenance: [{schedule: \"0 3 * * 0\", durationMinutes: 30}]\n".into(),
     ]
 }
+
+/// DnsRecord specs (after `zone: home.arpa`) the apiserver must refuse: values
+/// of the wrong shape for their type, every type whose value has one.
+pub fn refused_records() -> Vec<(String, &'static str, By)> {
+    let case = |t: &str, v: &str, words: &'static str| (format!("  name: x\n  type: {t}\n  values: [\"{v}\"]\n"), words, By::Cel);
+    vec![
+        case("A", "10.0.0.300", "A values must be IPv4 addresses"),
+        case("AAAA", "10.0.0.1", "AAAA values must be IPv6 addresses"),
+        case("CNAME", "10.0.0.5 web", "CNAME, NS and PTR values must be host names"),
+        case("NS", "ns1 .home.arpa", "CNAME, NS and PTR values must be host names"),
+        case("PTR", "http://web.home.arpa/", "CNAME, NS and PTR values must be host names"),
+        case("MX", "mail.home.arpa", "MX values are 'PRIORITY HOST'"),
+        case("MX", "10 http://mail.home.arpa", "MX values are 'PRIORITY HOST' with a host name"),
+        case("SRV", "10 5 https web.home.arpa", "SRV values are 'PRIORITY WEIGHT PORT HOST'"),
+        case("SRV", "10 5 443 web home.arpa", "SRV values are 'PRIORITY WEIGHT PORT HOST'"),
+        case("CAA", "issue letsencrypt.org", "CAA values are 'FLAGS TAG VALUE'"),
+        case("CAA", "0 is-sue letsencrypt.org", "CAA values are 'FLAGS TAG VALUE'"),
+    ]
+}
