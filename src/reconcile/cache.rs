@@ -1,6 +1,7 @@
 //! Shared observation: one `/cluster/resources` call per cluster serves every
-//! guest's node, power state, lock and tags for a short TTL; and a drift clock
-//! that spreads full config reads over time.
+//! guest's node, power state, lock and tags for a short TTL; one listing of a
+//! DNS zone serves its records; and a drift clock that spreads full config
+//! reads over time.
 
 use std::{
     collections::HashMap,
@@ -13,11 +14,9 @@ use crate::providers::pve::{self, ClusterResource, PveApi};
 /// How long a handed-out VMID stays reserved (the guest shows up in the snapshot long before).
 const RESERVATION: Duration = Duration::from_secs(600);
 
-type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Arc<Vec<ClusterResource>>)>>>;
-
 pub struct ClusterCache {
     ttl: Duration,
-    slots: Mutex<HashMap<String, Slot>>,
+    resources: super::listings::Listings<Vec<ClusterResource>>,
     /// VMIDs this process handed out recently, per cluster: concurrent workers
     /// never race each other for the same id (other clients still can; the
     /// create call's conflict error covers that).
@@ -29,6 +28,8 @@ pub struct ClusterCache {
     pub inventory: super::inventory::InventoryCache,
     /// When each guest's agent is worth asking.
     pub agent: super::agent::AgentClock,
+    /// DNS zones listed once for all their records.
+    pub zones: super::dns_record::zones::ZoneListings,
 }
 
 /// A recent placement: node, memory in bytes, when.
@@ -41,36 +42,19 @@ impl ClusterCache {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            slots: Mutex::new(HashMap::new()),
+            resources: Default::default(),
             reserved: Mutex::new(HashMap::new()),
             placed: Mutex::new(HashMap::new()),
             inventory: super::inventory::InventoryCache::new(ttl),
             agent: Default::default(),
+            zones: Default::default(),
         }
-    }
-
-    fn slot(&self, cluster: &str) -> Slot {
-        self.slots
-            .lock()
-            .expect("cache lock")
-            .entry(cluster.to_string())
-            .or_default()
-            .clone()
     }
 
     /// The cluster's guests, fetched at most once per TTL however many reconciles ask
     /// (concurrent callers wait for the one fetch in flight).
     pub async fn resources<P: PveApi>(&self, cluster: &str, api: &P) -> Result<Arc<Vec<ClusterResource>>, pve::Error> {
-        let slot = self.slot(cluster);
-        let mut guard = slot.lock().await;
-        if let Some((at, data)) = guard.as_ref()
-            && at.elapsed() < self.ttl
-        {
-            return Ok(data.clone());
-        }
-        let data = Arc::new(api.cluster_resources().await?);
-        *guard = Some((Instant::now(), data.clone()));
-        Ok(data)
+        self.resources.get(cluster, self.ttl, || api.cluster_resources()).await
     }
 
     /// A free VMID: the lowest id in neither the snapshot nor our reservations,
@@ -137,16 +121,12 @@ impl ClusterCache {
     /// How old the cluster's snapshot is (zero when there is none): uptimes
     /// read from it are at least that much older now.
     pub async fn snapshot_age(&self, cluster: &str) -> Duration {
-        self.slot(cluster)
-            .lock()
-            .await
-            .as_ref()
-            .map_or(Duration::ZERO, |(at, _)| at.elapsed())
+        self.resources.age(cluster).await
     }
 
     /// After a write, the next reader fetches fresh data.
     pub async fn invalidate(&self, cluster: &str) {
-        *self.slot(cluster).lock().await = None;
+        self.resources.forget(cluster).await;
     }
 }
 

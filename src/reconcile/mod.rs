@@ -10,6 +10,7 @@ pub mod dns_record;
 mod error;
 pub mod inventory;
 pub mod kind;
+pub mod listings;
 pub mod monitor_target;
 mod outcome;
 pub mod ownership;

@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use super::{DnsObject, Target, cleanup, plan::DnsAction};
+use super::{DnsObject, Target, cleanup, plan::DnsAction, zones::Listed};
 use crate::{
     api::{self, DnsRecord, DnsRecordStatus},
+    providers::{UnknownEndpoint, dns::DnsClient},
     reconcile::{
-        Change, Cleanup, Env, Outcome, StatusSink,
+        Change, Cleanup, Env, Outcome, RESYNC, StatusSink,
         kind::{Fut, Kind, Lookup, generation, guest_addresses, namespace, ready_cells, waiting},
         ownership::Identity,
     },
@@ -23,6 +24,22 @@ impl DnsRecord {
             generation: generation(self),
             target: target.clone(),
         }
+    }
+}
+
+impl DnsRecord {
+    /// The record's endpoint, read through its zone's shared listing; a new or
+    /// changed spec (and a deletion) reads the server itself.
+    fn endpoint<'a>(&'a self, env: Env<'a>, fresh: bool) -> Result<Listed<'a, DnsClient>, UnknownEndpoint> {
+        let fresh = fresh || self.status.as_ref().and_then(|s| s.observed_generation) != generation(self);
+        Ok(Listed {
+            dns: env.providers.dns(&self.spec.provider)?,
+            zones: &env.cache.zones,
+            endpoint: &self.spec.provider,
+            // As often as each record resyncs: one listing per zone per interval.
+            max_age: env.drift.period().min(RESYNC),
+            fresh,
+        })
     }
 }
 
@@ -68,7 +85,7 @@ impl Kind for DnsRecord {
     fn plan<'a>(&'a self, env: Env<'a>, target: &'a Target) -> Fut<'a, Outcome<DnsRecordStatus, Self::Plan>> {
         Box::pin(async move {
             let id = Identity::of(self);
-            super::plan(env.providers.dns(&self.spec.provider)?, self.object(&id, target)).await
+            super::plan(&self.endpoint(env, false)?, self.object(&id, target)).await
         })
     }
 
@@ -80,14 +97,14 @@ impl Kind for DnsRecord {
     ) -> Fut<'a, Outcome<DnsRecordStatus, Self::Plan>> {
         Box::pin(async move {
             let id = Identity::of(self);
-            let out = super::reconcile(env.providers.dns(&self.spec.provider)?, self.object(&id, &target)).await?;
+            let out = super::reconcile(&self.endpoint(env, false)?, self.object(&id, &target)).await?;
             Ok(at_least_every_drift(env, out))
         })
     }
 
     fn cleanup<'a>(&'a self, env: Env<'a>, _sink: &'a dyn StatusSink<DnsRecordStatus>) -> Fut<'a, Cleanup<DnsRecordStatus>> {
         Box::pin(async move {
-            let events = cleanup(env.providers.dns(&self.spec.provider)?, &Identity::of(self), &self.spec).await?;
+            let events = cleanup(&self.endpoint(env, true)?, &Identity::of(self), &self.spec).await?;
             Ok(Cleanup::Done(events))
         })
     }

@@ -3,6 +3,7 @@
 pub mod exported;
 mod kind;
 pub mod plan;
+pub mod zones;
 
 use std::time::Duration;
 
