@@ -14,6 +14,7 @@ use serde_json::json;
 struct World {
     sim: Arc<NpmSim>,
     engine: Engine,
+    config: Config,
     _server: SimServer,
     dir: tempfile::TempDir,
 }
@@ -40,6 +41,7 @@ async fn world() -> World {
     World {
         sim,
         engine: Engine::new(&config, Arc::new(Metrics::default())).unwrap(),
+        config,
         _server: server,
         dir,
     }
@@ -235,4 +237,85 @@ async fn target_guests_foreign_hosts_and_errors() {
         .error
         .unwrap();
     assert!(e.contains("Invalid email or password") && !e.contains("wrong"), "{e}");
+}
+
+/// Every ProxyHost of an endpoint, in the steady state: one listing of the
+/// hosts answers for all of them, and drift is still put right host by host.
+#[tokio::test]
+async fn one_listing_serves_every_host_and_drift_is_still_corrected() {
+    let w = world().await;
+    let none = GuestAddresses::new();
+    let mut hosts: Vec<ProxyHost> = (0..10)
+        .map(|i| {
+            let mut p = proxy(
+                &format!("app{i}"),
+                &format!("  domains: [app{i}.home.arpa]\n  forward: {{host: 10.5.0.{i}, port: 8080}}\n"),
+            );
+            p.metadata.generation = Some(1);
+            p
+        })
+        .collect();
+    for p in hosts.iter_mut() {
+        let a = w
+            .engine
+            .apply(p, &Files::with_statuses(&none), Duration::from_secs(30), &|_| {})
+            .await;
+        assert!(ready(&a.status), "{:?}", a.error);
+        p.status = Some(a.status);
+    }
+    let lists = || w.sim.calls().get("GET /nginx/proxy-hosts").copied().unwrap_or(0);
+    let puts = || {
+        w.sim
+            .calls()
+            .iter()
+            .filter(|(k, _)| k.starts_with("PUT "))
+            .map(|(_, v)| v)
+            .sum::<u64>()
+    };
+    // A new resync interval (a new process): every host reconciled once.
+    let steady = || async {
+        let engine = Engine::new(&w.config, Arc::new(Metrics::default())).unwrap();
+        for p in &hosts {
+            let a = engine
+                .apply(p, &Files::with_statuses(&none), Duration::from_secs(30), &|_| {})
+                .await;
+            assert!(ready(&a.status), "{:?}", a.error);
+        }
+    };
+    let before = lists();
+    steady().await;
+    assert_eq!(lists() - before, 1, "one listing for 10 hosts: {:?}", w.sim.calls());
+    // Someone edits one host in NPM's UI: the next interval's listing shows it and only it is put back.
+    let npm = &w.engine.providers.proxy["default"];
+    let mut edited = npm
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|h| h.domain_names == ["app3.home.arpa"])
+        .unwrap();
+    edited.forward_port = 9999;
+    let spec = homelab_operator::providers::npm::HostSpec {
+        domain_names: edited.domain_names.clone(),
+        forward_scheme: edited.forward_scheme.clone(),
+        forward_host: edited.forward_host.clone(),
+        forward_port: 9999,
+        certificate_id: edited.certificate_id.clone(),
+        ssl_forced: edited.ssl_forced,
+        hsts_enabled: edited.hsts_enabled,
+        http2_support: edited.http2_support,
+        block_exploits: edited.block_exploits,
+        caching_enabled: edited.caching_enabled,
+        allow_websocket_upgrade: edited.allow_websocket_upgrade,
+        access_list_id: edited.access_list_id,
+        advanced_config: edited.advanced_config.clone(),
+        enabled: edited.enabled,
+        meta: edited.meta.clone(),
+    };
+    npm.update(edited.id, &spec).await.unwrap();
+    let (lists0, puts0) = (lists(), puts());
+    steady().await;
+    assert_eq!((lists() - lists0, puts() - puts0), (1, 1), "one listing, one write");
+    let fixed = npm.list().await.unwrap().into_iter().find(|h| h.id == edited.id).unwrap();
+    assert_eq!(fixed.forward_port, 8080, "drift corrected");
 }

@@ -1,6 +1,6 @@
 //! Shared observation: one `/cluster/resources` call per cluster serves every
 //! guest's node, power state, lock and tags for a short TTL; one listing of a
-//! DNS zone serves its records; and a drift clock that spreads full config
+//! DNS zone serves its records, one of an NPM endpoint its hosts; and a drift clock that spreads full config
 //! reads over time.
 
 use std::{
@@ -30,6 +30,8 @@ pub struct ClusterCache {
     pub agent: super::agent::AgentClock,
     /// DNS zones listed once for all their records.
     pub zones: super::dns_record::zones::ZoneListings,
+    /// Nginx Proxy Manager hosts listed once per endpoint for all ProxyHosts.
+    pub proxy_hosts: super::proxy_host::hosts::HostListings,
 }
 
 /// A recent placement: node, memory in bytes, when.
@@ -48,6 +50,7 @@ impl ClusterCache {
             inventory: super::inventory::InventoryCache::new(ttl),
             agent: Default::default(),
             zones: Default::default(),
+            proxy_hosts: Default::default(),
         }
     }
 

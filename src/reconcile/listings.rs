@@ -15,6 +15,12 @@ use std::{
 // tokio's clock, so tests with paused time see listings age.
 use tokio::time::Instant;
 
+/// How old a shared listing may be when an object resyncs from it: the
+/// resync interval, so each key is listed about once per interval.
+pub fn max_age(drift: &super::cache::DriftClock) -> Duration {
+    drift.period().min(super::RESYNC)
+}
+
 type Slot<T> = Arc<tokio::sync::Mutex<Option<(Instant, Arc<T>)>>>;
 
 pub struct Listings<T> {

@@ -9,8 +9,9 @@ use crate::{
     api::{self, DnsRecord, DnsRecordStatus},
     providers::{UnknownEndpoint, dns::DnsClient},
     reconcile::{
-        Change, Cleanup, Env, Outcome, RESYNC, StatusSink,
+        Change, Cleanup, Env, Outcome, StatusSink,
         kind::{Fut, Kind, Lookup, generation, guest_addresses, namespace, ready_cells, waiting},
+        listings,
         ownership::Identity,
     },
 };
@@ -36,8 +37,7 @@ impl DnsRecord {
             dns: env.providers.dns(&self.spec.provider)?,
             zones: &env.cache.zones,
             endpoint: &self.spec.provider,
-            // As often as each record resyncs: one listing per zone per interval.
-            max_age: env.drift.period().min(RESYNC),
+            max_age: listings::max_age(env.drift),
             fresh,
         })
     }

@@ -4,12 +4,14 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use super::{ProxyObject, ProxyOutcome, cleanup, plan::ProxyAction};
+use super::{ProxyObject, ProxyOutcome, cleanup, hosts::Listed, plan::ProxyAction};
 use crate::{
     api::{self, ProxyHost, ProxyHostStatus},
+    providers::{UnknownEndpoint, npm::Npm},
     reconcile::{
         Change, Cleanup, Env, Outcome, StatusSink,
         kind::{Fut, Kind, Lookup, generation, guest_addresses, namespace, ready_cells, waiting},
+        listings,
         ownership::Identity,
     },
 };
@@ -23,6 +25,21 @@ impl ProxyHost {
             generation: generation(self),
             target_ips: target_ips.clone(),
         }
+    }
+}
+
+impl ProxyHost {
+    /// The host's NPM endpoint, listed through its shared listing; a new or
+    /// changed spec (and a deletion) lists the server itself.
+    fn endpoint<'a>(&'a self, env: Env<'a>, fresh: bool) -> Result<Listed<'a, Npm>, UnknownEndpoint> {
+        let fresh = fresh || self.status.as_ref().and_then(|s| s.observed_generation) != generation(self);
+        Ok(Listed {
+            api: env.providers.proxy(&self.spec.provider)?,
+            hosts: &env.cache.proxy_hosts,
+            endpoint: &self.spec.provider,
+            max_age: listings::max_age(env.drift),
+            fresh,
+        })
     }
 }
 
@@ -60,7 +77,7 @@ impl Kind for ProxyHost {
     fn plan<'a>(&'a self, env: Env<'a>, ips: &'a Option<Vec<String>>) -> Fut<'a, ProxyOutcome> {
         Box::pin(async move {
             let id = Identity::of(self);
-            super::plan(env.providers.proxy(&self.spec.provider)?, self.object(&id, ips)).await
+            super::plan(&self.endpoint(env, false)?, self.object(&id, ips)).await
         })
     }
 
@@ -72,7 +89,7 @@ impl Kind for ProxyHost {
     ) -> Fut<'a, ProxyOutcome> {
         Box::pin(async move {
             let id = Identity::of(self);
-            let mut out = super::reconcile(env.providers.proxy(&self.spec.provider)?, self.object(&id, &ips)).await?;
+            let mut out = super::reconcile(&self.endpoint(env, false)?, self.object(&id, &ips)).await?;
             // Outside state is re-read at least every drift period, as for guests.
             out.requeue = out.requeue.min(env.drift.period().max(Duration::from_secs(1)));
             Ok(out)
@@ -81,7 +98,7 @@ impl Kind for ProxyHost {
 
     fn cleanup<'a>(&'a self, env: Env<'a>, _sink: &'a dyn StatusSink<ProxyHostStatus>) -> Fut<'a, Cleanup<ProxyHostStatus>> {
         Box::pin(async move {
-            let events = cleanup(env.providers.proxy(&self.spec.provider)?, &Identity::of(self), &self.spec).await?;
+            let events = cleanup(&self.endpoint(env, true)?, &Identity::of(self), &self.spec).await?;
             Ok(Cleanup::Done(events))
         })
     }

@@ -1,6 +1,7 @@
 //! ProxyHost: list the hosts, plan, write, verify nginx took it, report.
 
 pub mod exported;
+pub mod hosts;
 mod kind;
 pub mod plan;
 
