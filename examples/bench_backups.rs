@@ -88,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
                 pve,
                 pbs: Some(pbs_client),
                 notifier: None,
+                snapshots: None,
             };
             backup_policy::reconcile(apis, PolicyObject::of(&p, id, members), sink).await
         }

@@ -92,11 +92,19 @@ async fn a_pbs_policy_manages_its_jobs_reports_verification_and_costs_constant_c
         "{verify:?}"
     );
 
-    // Steady state: one PVE call and six PBS calls, however many members.
+    // Steady state: one PVE call and five PBS calls, however many members
+    // (three job listings, datastore config, GC state); the datastore's
+    // snapshots come from the listing shared per resync interval, which the
+    // verify run above renewed.
     w.sim.reset_calls();
     let before = w.pbs.total_calls();
     run(&w, &s, out.status.clone(), members()).await.unwrap();
     assert_eq!(w.sim.calls(), [("GET /cluster/backup".to_string(), 1)].into());
+    assert_eq!(w.pbs.total_calls() - before, 5, "{:?}", w.pbs.calls());
+    // The next interval lists the snapshots once more: six.
+    w.snapshots.forget("main/store1").await;
+    let before = w.pbs.total_calls();
+    run(&w, &s, out.status.clone(), members()).await.unwrap();
     assert_eq!(w.pbs.total_calls() - before, 6, "{:?}", w.pbs.calls());
 
     // Deleting the policy removes its jobs on both servers; snapshots and the GC schedule stay.

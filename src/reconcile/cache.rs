@@ -1,6 +1,7 @@
 //! Shared observation: one `/cluster/resources` call per cluster serves every
 //! guest's node, power state, lock and tags for a short TTL; one listing of a
-//! DNS zone serves its records, one of an NPM endpoint its hosts; and a drift clock that spreads full config
+//! DNS zone serves its records, one of an NPM endpoint its hosts, one of a
+//! PBS datastore its policies; and a drift clock that spreads full config
 //! reads over time.
 
 use std::{
@@ -32,6 +33,8 @@ pub struct ClusterCache {
     pub zones: super::dns_record::zones::ZoneListings,
     /// Nginx Proxy Manager hosts listed once per endpoint for all ProxyHosts.
     pub proxy_hosts: super::proxy_host::hosts::HostListings,
+    /// PBS datastore snapshots listed once for all the policies backing up there.
+    pub snapshots: super::listings::Listings<super::backup_policy::pbs::ListedSnapshots>,
 }
 
 /// A recent placement: node, memory in bytes, when.
@@ -51,6 +54,7 @@ impl ClusterCache {
             agent: Default::default(),
             zones: Default::default(),
             proxy_hosts: Default::default(),
+            snapshots: Default::default(),
         }
     }
 

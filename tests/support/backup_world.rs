@@ -11,8 +11,13 @@ use homelab_operator::{
     notify::Notifier,
     providers::{pbs::PbsClient, pve::PveClient},
     reconcile::{
-        ReconcileError,
-        backup_policy::{self, Apis, PolicyObject, PolicyOutcome, freshness::Member},
+        RESYNC, ReconcileError,
+        backup_policy::{
+            self, Apis, PolicyObject, PolicyOutcome,
+            freshness::Member,
+            pbs::{ListedSnapshots, SharedSnapshots},
+        },
+        listings::Listings,
         ownership::Identity,
     },
     sim::{
@@ -32,6 +37,8 @@ pub struct World {
     /// Telegram, Discord, … as the policy's `notify` channels reach them.
     pub chat: Arc<NotifySim>,
     pub notifier: Notifier,
+    /// The datastore listings the policies share, as in the operator.
+    pub snapshots: Listings<ListedSnapshots>,
     pub _servers: (SimServer, SimServer, SimServer),
     pub _dir: tempfile::TempDir,
 }
@@ -65,6 +72,7 @@ pub async fn world() -> World {
         pbs,
         chat,
         notifier: Notifier::new(channels, None).unwrap(),
+        snapshots: Listings::default(),
         _servers: (server, pbs_server, chat_server),
         _dir: dir,
     }
@@ -124,6 +132,10 @@ pub fn apis<'a>(w: &'a World, spec: &BackupPolicySpec) -> Apis<'a, PveClient, Pb
         pve: &w.client,
         pbs: spec.pbs.as_ref().map(|_| &w.pbs_client),
         notifier: Some(&w.notifier),
+        snapshots: Some(SharedSnapshots {
+            listings: &w.snapshots,
+            max_age: RESYNC,
+        }),
     }
 }
 

@@ -24,6 +24,10 @@ fn apis<'a>(env: Env<'a>, p: &BackupPolicy) -> Result<Apis<'a, PveClient, PbsCli
         pve: env.providers.pve(&p.spec.cluster)?,
         pbs: p.spec.pbs.as_ref().and_then(|x| env.providers.pbs.get(&x.endpoint)),
         notifier: Some(&env.providers.notifier),
+        snapshots: Some(super::pbs::SharedSnapshots {
+            listings: &env.cache.snapshots,
+            max_age: crate::reconcile::listings::max_age(env.drift),
+        }),
     })
 }
 

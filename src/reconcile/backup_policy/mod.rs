@@ -83,6 +83,9 @@ pub struct Apis<'a, P, B> {
     pub pbs: Option<&'a B>,
     /// The shared notifier, for `spec.notify`.
     pub notifier: Option<&'a crate::notify::Notifier>,
+    /// Datastore snapshot listings shared by the policies of one datastore
+    /// (`None`: every reconcile lists).
+    pub snapshots: Option<pbs::SharedSnapshots<'a>>,
 }
 
 fn set_conditions(status: &mut BackupPolicyStatus, generation: Option<i64>, wanted: &[ConditionState]) {
@@ -141,7 +144,7 @@ async fn observe<'a, P: PveApi, B: PbsApi>(
         storage_takes_backups(apis.pve, spec, &obj.members).await?;
     }
     let server = match (&spec.pbs, apis.pbs) {
-        (Some(p), Some(b)) => Some((p, b, pbs::observe(b, p).await?)),
+        (Some(p), Some(b)) => Some((p, b, pbs::observe(b, p, apis.snapshots.as_ref()).await?)),
         (Some(p), None) => {
             return Err(ReconcileError::Config(format!(
                 "spec.pbs.endpoint {:?} names no endpoint in the config's pbs: section",
@@ -229,6 +232,10 @@ pub async fn reconcile<P: PveApi, B: PbsApi>(
     }
     let id = obj.id;
     let mut out = follow(&apis, obj, o, writes.then_some(sink), events).await?;
+    // While a run goes on, and once after it ends, snapshots are read fresh.
+    if let (Some(shared), Some(p), true) = (&apis.snapshots, &spec.pbs, out.requeue < RESYNC) {
+        shared.forget(p).await;
+    }
     if let Some(n) = apis.notifier.filter(|_| !spec.notify.is_empty()) {
         alerts::notify(n, &spec.notify, id, &mut out.status).await;
     }
@@ -476,7 +483,7 @@ pub async fn cleanup<P: PveApi, B: PbsApi>(
         Err(b) => events.push(EventNote::warning(b.reason, b.message)),
     }
     if let (Some(p), Some(b)) = (&spec.pbs, apis.pbs) {
-        let obs = pbs::observe(b, p).await?;
+        let obs = pbs::observe(b, p, None).await?;
         match pbs::plan(None, &obs, id) {
             Ok(steps) => pbs::apply(b, &p.datastore, &steps, &obs, &mut events).await?,
             Err(blocked) => events.push(EventNote::warning(blocked.reason, blocked.message)),

@@ -3,7 +3,7 @@
 //! and report job states. Snapshots become the members' backups, with their
 //! verification state.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use super::pbs_jobs::{self, PbsStep};
 use crate::{
@@ -12,7 +12,7 @@ use crate::{
         pbs::{DatastoreConfig, GcStatus, Job, JobKind, PbsApi, Snapshot},
         pve::{StorageVolume, Verification},
     },
-    reconcile::{Blocked, EventNote, ReconcileError, backup_policy::job::job_id, ownership::Identity},
+    reconcile::{Blocked, EventNote, ReconcileError, backup_policy::job::job_id, listings::Listings, ownership::Identity},
 };
 
 /// What the server holds for one policy.
@@ -23,8 +23,43 @@ pub struct Observed {
     pub snapshots: Vec<Snapshot>,
 }
 
-/// Three job listings, the datastore's snapshots, and the GC state when the policy manages it.
-pub async fn observe<B: PbsApi>(api: &B, pbs: &PbsOptions) -> Result<Observed, ReconcileError> {
+/// A datastore's snapshots listed once per resync interval for every policy
+/// backing up to it, with the job runs they were listed after.
+pub struct SharedSnapshots<'a> {
+    pub listings: &'a Listings<ListedSnapshots>,
+    pub max_age: Duration,
+}
+
+/// A datastore's snapshots and a digest of its jobs' last runs when they were listed.
+pub type ListedSnapshots = (u64, Vec<Snapshot>);
+
+/// The last runs of every job on `store` (ours or not): a prune, verify or
+/// sync run that ended since the listing changes the snapshots.
+fn job_runs(jobs: &BTreeMap<JobKind, Vec<Job>>, store: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (kind, job) in jobs.iter().flat_map(|(k, js)| js.iter().map(move |j| (k, j))) {
+        if job.store() == Some(store) {
+            (kind.as_str(), &job.id, job.last_run_endtime()).hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+fn snapshots_key(pbs: &PbsOptions) -> String {
+    format!("{}/{}", pbs.endpoint, pbs.datastore)
+}
+
+impl SharedSnapshots<'_> {
+    /// The next reader lists the datastore (a backup run changes it).
+    pub async fn forget(&self, pbs: &PbsOptions) {
+        self.listings.forget(&snapshots_key(pbs)).await;
+    }
+}
+
+/// Three job listings, the datastore's snapshots (from the shared listing when
+/// one is given), and the GC state when the policy manages it.
+pub async fn observe<B: PbsApi>(api: &B, pbs: &PbsOptions, shared: Option<&SharedSnapshots<'_>>) -> Result<Observed, ReconcileError> {
     let mut jobs = BTreeMap::new();
     for kind in JobKind::ALL {
         let list = api
@@ -34,10 +69,11 @@ pub async fn observe<B: PbsApi>(api: &B, pbs: &PbsOptions) -> Result<Observed, R
         jobs.insert(kind, list);
     }
     let store = &pbs.datastore;
-    let snapshots = api
-        .snapshots(store)
-        .await
-        .map_err(|e| ReconcileError::pbs(format!("listing snapshots of datastore {store}"), e))?;
+    let snapshots = match shared {
+        Some(s) => shared_snapshots(api, pbs, s, job_runs(&jobs, store)).await,
+        None => api.snapshots(store).await,
+    }
+    .map_err(|e| ReconcileError::pbs(format!("listing snapshots of datastore {store}"), e))?;
     let (datastore, gc) = match pbs.garbage_collection {
         Some(_) => (
             Some(
@@ -59,6 +95,23 @@ pub async fn observe<B: PbsApi>(api: &B, pbs: &PbsOptions) -> Result<Observed, R
         gc,
         snapshots,
     })
+}
+
+/// The datastore's snapshots from the shared listing, listed again when a job ran since.
+async fn shared_snapshots<B: PbsApi>(
+    api: &B,
+    pbs: &PbsOptions,
+    s: &SharedSnapshots<'_>,
+    runs: u64,
+) -> Result<Vec<Snapshot>, crate::providers::pbs::Error> {
+    let key = snapshots_key(pbs);
+    let fetch = || async { Ok((runs, api.snapshots(&pbs.datastore).await?)) };
+    let mut listed = s.listings.get(&key, s.max_age, fetch).await?;
+    if listed.0 != runs {
+        s.listings.forget(&key).await;
+        listed = s.listings.get(&key, s.max_age, fetch).await?;
+    }
+    Ok(listed.1.clone())
 }
 
 /// The steps for this policy (all deletions when `spec` is `None`).
