@@ -207,6 +207,8 @@ fn operator_pid(child: u32) -> u32 {
 struct Usage {
     rss: f64,
     peak: f64,
+    /// Of `rss`: the heap and stacks (the rest is the mapped binary and libraries).
+    anon: f64,
     cpu: f64,
 }
 
@@ -228,6 +230,7 @@ fn usage(pid: u32) -> Usage {
     Usage {
         rss: kib("VmRSS:") / 1024.0,
         peak: kib("VmHWM:") / 1024.0,
+        anon: kib("RssAnon:") / 1024.0,
         cpu: (ticks.get(11).unwrap_or(&0.0) + ticks.get(12).unwrap_or(&0.0)) / hz,
     }
 }
@@ -445,10 +448,11 @@ async fn steady_state(plane: &envtest::ControlPlane, w: &World, pid: u32, window
     }
     println!("| total | {total:.0} |");
     println!(
-        "\noperator CPU {:.2} s ({:.1} % of one core); RSS {:.1} MiB at the end, peak {:.1} MiB",
+        "\noperator CPU {:.2} s ({:.1} % of one core); RSS {:.1} MiB at the end ({:.1} MiB heap and stacks), peak {:.1} MiB",
         u1.cpu - u0.cpu,
         100.0 * (u1.cpu - u0.cpu) / secs,
         u1.rss,
+        u1.anon,
         u1.peak
     );
 }

@@ -737,3 +737,46 @@ async fn backup_policy_controller_reports_freshness_and_cleans_up() {
     );
     assert_eq!(s.sim.backups_on("pbs1").len(), 1, "the backup stays");
 }
+
+/// Events of the same kind fold into a series (a PATCH of the first); after a
+/// quiet spell the recorder starts over, so it holds no events for good.
+#[tokio::test(start_paused = true)]
+async fn the_event_recorder_is_emptied_after_a_quiet_spell() {
+    use homelab_operator::controller::events::Events;
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use kube::runtime::events::{Event, EventType, Reporter};
+    let (client, seen) = mock_apiserver(json!({}));
+    let events = Events::new(
+        client,
+        Reporter {
+            controller: "homelab-operator".into(),
+            instance: None,
+        },
+    );
+    let reference = ObjectReference {
+        api_version: Some("homelab.dev/v1alpha1".into()),
+        kind: Some("DnsRecord".into()),
+        name: Some("web".into()),
+        namespace: Some("homelab".into()),
+        uid: Some("uid-1".into()),
+        ..Default::default()
+    };
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "Published".into(),
+        note: Some("web.home.arpa. A 10.0.0.1".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let methods = || seen.lock().unwrap().iter().map(|s| s.method.clone()).collect::<Vec<_>>();
+    events.publish(&ev, &reference).await.unwrap();
+    events.publish(&ev, &reference).await.unwrap();
+    assert_eq!(methods(), ["POST", "PATCH"], "a repeat joins the series");
+    events.forget_if_quiet();
+    events.publish(&ev, &reference).await.unwrap();
+    assert_eq!(methods()[2], "PATCH", "not quiet yet: still the series");
+    tokio::time::advance(Duration::from_secs(8 * 60)).await;
+    events.forget_if_quiet();
+    events.publish(&ev, &reference).await.unwrap();
+    assert_eq!(methods()[3], "POST", "after a quiet spell the recorder holds nothing");
+}

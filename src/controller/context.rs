@@ -2,10 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use kube::{
-    Api, Client, ResourceExt,
-    runtime::events::{Recorder, Reporter},
-};
+use kube::{Api, Client, ResourceExt, runtime::events::Reporter};
 
 use super::{backoff::Backoff, status::StatusWriter};
 use crate::{
@@ -27,7 +24,7 @@ pub const MONITOR_CONCURRENCY: usize = 32;
 pub struct Context {
     pub client: Client,
     /// One shared recorder so events aggregate.
-    pub recorder: Recorder,
+    pub recorder: super::events::Events,
     pub metrics: Arc<Metrics>,
     /// The outside systems' clients and the notifier, built once from the config.
     pub providers: Providers,
@@ -36,6 +33,8 @@ pub struct Context {
     pub cache: ClusterCache,
     pub drift: DriftClock,
     pub backoff: Backoff,
+    /// The guest controller's cache, once it runs (what policies resolve members from).
+    pub guests: std::sync::OnceLock<kube::runtime::reflector::Store<kube::core::DeserializeGuard<crate::api::ProxmoxGuest>>>,
     /// UIDs of guests with a Proxmox task in flight (the `tasks_in_flight` gauge).
     tasks: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -48,7 +47,7 @@ impl Context {
         };
         let monitors = crate::monitor::scheduler::Scheduler::new(providers.notifier.clone(), MONITOR_CONCURRENCY, Some(metrics.clone()));
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: super::events::Events::new(client.clone(), reporter),
             client,
             metrics,
             providers,
@@ -60,6 +59,7 @@ impl Context {
             // Full config reads (drift checks) per guest every ~10 min, spread out.
             drift: DriftClock::new(Duration::from_secs(600)),
             backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
+            guests: Default::default(),
             tasks: Default::default(),
         }
     }

@@ -86,7 +86,7 @@ pub async fn reconcile<K: Controlled>(obj: Arc<DeserializeGuard<K>>, ctx: Arc<Co
 
 async fn apply<K: Controlled>(obj: &K, ctx: &Context, writer: &StatusWriter<K>) -> Result<Action, Error> {
     let env = ctx.env();
-    let lookup = ApiLookup(ctx.client.clone());
+    let lookup = ApiLookup::new(ctx.client.clone(), ctx.guests.get().cloned());
     let mut result = match obj.resolve(env, &lookup).await {
         Ok(inputs) => obj.reconcile(env, inputs, writer).await,
         Err(e) => Err(e),

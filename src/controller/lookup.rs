@@ -2,7 +2,7 @@
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client, api::ListParams};
+use kube::{Api, Client, api::ListParams, core::DeserializeGuard, runtime::reflector::Store};
 
 use crate::{
     api::{MonitorTarget, ProxmoxGuest, ProxyHost, SecretKeyRef},
@@ -13,7 +13,36 @@ use crate::{
     },
 };
 
-pub struct ApiLookup(pub Client);
+/// Reads from the API server; guests from the guest controller's cache once
+/// it has them (a policy over a thousand guests would otherwise list and
+/// decode every one of them, managed fields included, on each reconcile).
+pub struct ApiLookup {
+    client: Client,
+    guests: Option<Store<DeserializeGuard<ProxmoxGuest>>>,
+}
+
+/// How long a reconcile waits for the guest cache's first listing before asking the API server itself.
+const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl ApiLookup {
+    pub fn new(client: Client, guests: Option<Store<DeserializeGuard<ProxmoxGuest>>>) -> Self {
+        Self { client, guests }
+    }
+
+    async fn cached_guests(&self, namespace: &str) -> Option<Vec<ProxmoxGuest>> {
+        let store = self.guests.as_ref()?;
+        tokio::time::timeout(CACHE_WAIT, store.wait_until_ready()).await.ok()?.ok()?;
+        Some(
+            store
+                .state()
+                .iter()
+                .filter_map(|g| g.0.as_ref().ok())
+                .filter(|g| g.metadata.namespace.as_deref() == Some(namespace))
+                .cloned()
+                .collect(),
+        )
+    }
+}
 
 fn kube_error(what: String) -> impl FnOnce(kube::Error) -> ReconcileError {
     move |e| ReconcileError::Kubernetes(format!("{what}: {}", super::api_words::kube_words(&e)))
@@ -22,7 +51,7 @@ fn kube_error(what: String) -> impl FnOnce(kube::Error) -> ReconcileError {
 impl Lookup for ApiLookup {
     fn guest<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<Option<ProxmoxGuest>, ReconcileError>> {
         Box::pin(async move {
-            let api: Api<ProxmoxGuest> = Api::namespaced(self.0.clone(), namespace);
+            let api: Api<ProxmoxGuest> = Api::namespaced(self.client.clone(), namespace);
             api.get_opt(name)
                 .await
                 .map_err(kube_error(format!("reading ProxmoxGuest {namespace}/{name}")))
@@ -31,7 +60,10 @@ impl Lookup for ApiLookup {
 
     fn guests<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<ProxmoxGuest>, ReconcileError>> {
         Box::pin(async move {
-            let api: Api<ProxmoxGuest> = Api::namespaced(self.0.clone(), namespace);
+            if let Some(cached) = self.cached_guests(namespace).await {
+                return Ok(cached);
+            }
+            let api: Api<ProxmoxGuest> = Api::namespaced(self.client.clone(), namespace);
             let list = api.list(&ListParams::default()).await;
             Ok(list.map_err(kube_error(format!("listing the ProxmoxGuests of {namespace}")))?.items)
         })
@@ -39,7 +71,7 @@ impl Lookup for ApiLookup {
 
     fn proxy_host<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<Option<ProxyHost>, ReconcileError>> {
         Box::pin(async move {
-            let api: Api<ProxyHost> = Api::namespaced(self.0.clone(), namespace);
+            let api: Api<ProxyHost> = Api::namespaced(self.client.clone(), namespace);
             api.get_opt(name)
                 .await
                 .map_err(kube_error(format!("reading ProxyHost {namespace}/{name}")))
@@ -48,7 +80,7 @@ impl Lookup for ApiLookup {
 
     fn monitors<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<Vec<MonitorTarget>, ReconcileError>> {
         Box::pin(async move {
-            let api: Api<MonitorTarget> = Api::namespaced(self.0.clone(), namespace);
+            let api: Api<MonitorTarget> = Api::namespaced(self.client.clone(), namespace);
             let list = api.list(&ListParams::default()).await;
             Ok(list
                 .map_err(kube_error(format!("listing the MonitorTargets of {namespace}")))?
@@ -59,7 +91,7 @@ impl Lookup for ApiLookup {
     fn secret<'a>(&'a self, namespace: &'a str, key: &'a SecretKeyRef) -> BoxFuture<'a, Result<SecretValue, ReconcileError>> {
         Box::pin(async move {
             let name = &key.name;
-            let api: Api<Secret> = Api::namespaced(self.0.clone(), namespace);
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
             let forbidden = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 403);
             let read = api.get_opt(name).await.map_err(|e| {
                 // Secret access is granted per namespace (the chart's rbac.secretNamespaces).

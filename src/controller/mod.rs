@@ -7,6 +7,7 @@ pub mod backup_policy;
 pub mod context;
 pub mod dns_record;
 pub mod driver;
+pub mod events;
 pub mod health;
 pub mod leader;
 pub mod lookup;
@@ -163,7 +164,9 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         let s = shutdown.clone();
         async move { s.cancelled().await }
     };
-    let guests = guest_controller(&scope)
+    let guests = guest_controller(&scope);
+    let _ = ctx.guests.set(guests.store());
+    let guests = guests
         .with_config(config.clone())
         .graceful_shutdown_on(stop())
         .run(driver::reconcile, shared::error_policy, ctx.clone())
@@ -215,6 +218,10 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         .for_each(log_result("update"));
     // Checks run only here, on the Lease holder.
     let checks = tokio::spawn(ctx.monitors.clone().run());
+    let quiet_events = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { ctx.recorder.forget_when_quiet().await })
+    };
     let monitors = main_controller::<MonitorTarget>(&scope);
     let store = monitors.store();
     // A guest's new address moves the checks that target it.
@@ -228,6 +235,7 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         .for_each(log_result("monitor"));
     tokio::join!(guests, records, proxies, policies, updates, monitors);
     checks.abort();
+    quiet_events.abort();
 }
 
 /// The ProxmoxGuest controller with what re-reconciles a guest besides its
@@ -285,9 +293,23 @@ where
         .combine(predicates::annotations);
     watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(slim)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(changed, Default::default())
+}
+
+/// What the operator never reads, left out of the reflector caches: the
+/// managed fields (a third of a typical object) and kubectl's copy of the
+/// last applied spec.
+fn slim<K: Resource>(guard: &mut DeserializeGuard<K>) {
+    if let Ok(obj) = &mut guard.0 {
+        let meta = obj.meta_mut();
+        meta.managed_fields = None;
+        if let Some(a) = meta.annotations.as_mut() {
+            a.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+    }
 }
 
 /// Objects of kind `K`, but only when `key` of them changes or they go: what

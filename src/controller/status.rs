@@ -19,7 +19,9 @@ use crate::{api::FIELD_MANAGER, reconcile::StatusSink};
 pub struct StatusWriter<K> {
     api: Api<K>,
     name: String,
-    last: std::sync::Mutex<Option<serde_json::Value>>,
+    /// As compact JSON: a thousand monitors keep one each, and a
+    /// `serde_json::Value` tree is several times the size of its text.
+    last: std::sync::Mutex<Option<String>>,
 }
 
 impl<K> StatusWriter<K>
@@ -30,7 +32,7 @@ where
         Self {
             api,
             name,
-            last: std::sync::Mutex::new(current.and_then(|c| serde_json::to_value(c).ok())),
+            last: std::sync::Mutex::new(current.and_then(|c| serde_json::to_string(c).ok())),
         }
     }
 
@@ -41,15 +43,16 @@ where
 
     /// The newest status this writer saved (or started from).
     pub fn latest<S: DeserializeOwned>(&self) -> Option<S> {
-        let last = self.last.lock().expect("status lock").clone()?;
-        serde_json::from_value(last).ok()
+        let last = self.last.lock().expect("status lock");
+        serde_json::from_str(last.as_deref()?).ok()
     }
 
     pub async fn apply<S: Serialize>(&self, status: &S) -> Result<(), kube::Error> {
-        let value = serde_json::to_value(status).map_err(kube::Error::SerdeError)?;
-        if self.last.lock().expect("status lock").as_ref() == Some(&value) {
+        let text = serde_json::to_string(status).map_err(kube::Error::SerdeError)?;
+        if self.last.lock().expect("status lock").as_deref() == Some(text.as_str()) {
             return Ok(());
         }
+        let value = serde_json::to_value(status).map_err(kube::Error::SerdeError)?;
         let patch = serde_json::json!({
             "apiVersion": K::api_version(&()),
             "kind": K::kind(&()),
@@ -58,7 +61,7 @@ where
         self.api
             .patch_status(&self.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await?;
-        *self.last.lock().expect("status lock") = Some(value);
+        *self.last.lock().expect("status lock") = Some(text);
         Ok(())
     }
 }
