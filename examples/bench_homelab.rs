@@ -7,9 +7,10 @@
 //!     cargo run --release --example bench_homelab -- [GUESTS] [STEADY_SECONDS]
 //!
 //! (`HOMELAB_ENVTEST_ASSETS` points at the unpacked control plane; `.ci/run`
-//! unpacks it into `target/envtest`.) The operator is this binary re-run as
-//! `homelab-operator run` in a child process under the chart's RBAC, so its CPU
-//! and memory are its own. Prints, per kind added: time to Ready, the
+//! unpacks it into `target/envtest`.) The operator runs as its own process
+//! under the chart's RBAC, so its CPU and memory are its own: the
+//! `homelab-operator` binary beside the examples directory (`cargo build
+//! --release` first), else this binary re-run as `homelab-operator run`. Prints, per kind added: time to Ready, the
 //! operator's resident memory then and its peak; for the steady state: outside
 //! calls per system, API-server writes by resource, CPU and RSS.
 //! `BENCH_OPERATOR_WRAPPER=heaptrack` runs the operator under that command
@@ -152,16 +153,23 @@ impl World {
 /// The operator as its own process, dying with the bench.
 fn start_operator(plane: &envtest::ControlPlane, config: &Path, dir: &Path) -> anyhow::Result<Child> {
     let log = std::fs::File::create(dir.join("operator.log"))?;
-    let exe = std::env::current_exe()?;
+    let me = std::env::current_exe()?;
+    let binary = me.parent().and_then(Path::parent).map(|d| d.join("homelab-operator"));
+    let (exe, args) = match binary.filter(|b| b.is_file()) {
+        Some(b) => (b, &["run"][..]),
+        None => (me, &["operator", "run"][..]),
+    };
+    println!("operator: {}", exe.display());
     let mut cmd = match std::env::var("BENCH_OPERATOR_WRAPPER") {
         Ok(wrapper) => {
             let mut c = Command::new(wrapper);
-            c.arg(exe);
+            c.arg(&exe);
             c
         }
-        Err(_) => Command::new(exe),
+        Err(_) => Command::new(&exe),
     };
-    cmd.args(["operator", "run", "--config"])
+    cmd.args(args)
+        .arg("--config")
         .arg(config)
         .args([
             "--namespace",
@@ -192,7 +200,7 @@ fn operator_pid(child: u32) -> u32 {
     for _ in 0..100 {
         let children = std::fs::read_to_string(format!("/proc/{child}/task/{child}/children")).unwrap_or_default();
         let exe = std::fs::read_link(format!("/proc/{child}/exe")).unwrap_or_default();
-        if std::env::current_exe().is_ok_and(|me| me == exe) {
+        if exe.file_name().is_some_and(|n| n == "homelab-operator" || n == "bench_homelab") {
             return child;
         }
         if let Some(pid) = children.split_whitespace().filter_map(|p| p.parse().ok()).next_back() {

@@ -49,13 +49,4 @@ impl Events {
             *current = (Recorder::new(self.client.clone(), self.reporter.clone()), Instant::now());
         }
     }
-
-    /// Every minute, until the process ends.
-    pub async fn forget_when_quiet(&self) {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            self.forget_if_quiet();
-        }
-    }
 }

@@ -9,6 +9,7 @@ pub mod dns_record;
 pub mod driver;
 pub mod events;
 pub mod health;
+pub mod housekeeping;
 pub mod leader;
 pub mod lookup;
 pub mod monitor_target;
@@ -218,10 +219,7 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         .for_each(log_result("update"));
     // Checks run only here, on the Lease holder.
     let checks = tokio::spawn(ctx.monitors.clone().run());
-    let quiet_events = {
-        let ctx = ctx.clone();
-        tokio::spawn(async move { ctx.recorder.forget_when_quiet().await })
-    };
+    let housekeeping = tokio::spawn(housekeeping::every_minute(ctx.clone()));
     let monitors = main_controller::<MonitorTarget>(&scope);
     let store = monitors.store();
     // A guest's new address moves the checks that target it.
@@ -235,7 +233,7 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         .for_each(log_result("monitor"));
     tokio::join!(guests, records, proxies, policies, updates, monitors);
     checks.abort();
-    quiet_events.abort();
+    housekeeping.abort();
 }
 
 /// The ProxmoxGuest controller with what re-reconciles a guest besides its

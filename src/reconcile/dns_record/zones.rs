@@ -115,3 +115,63 @@ impl<D: DnsApi> DnsApi for Listed<'_, D> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A server that refuses zone transfers (as BIND does without `allow-transfer` for our key).
+    #[derive(Default)]
+    struct NoTransfer {
+        lists: AtomicU32,
+        gets: AtomicU32,
+    }
+
+    impl DnsApi for NoTransfer {
+        async fn get(&self, _zone: &str, name: &str, rtype: &str) -> Result<Option<RecordSet>, Error> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            Ok(Some(RecordSet {
+                name: name.into(),
+                rtype: rtype.into(),
+                ttl: 300,
+                values: vec!["10.0.0.1".into()],
+                mark: None,
+            }))
+        }
+        async fn list(&self, _zone: &str) -> Result<Vec<RecordSet>, Error> {
+            self.lists.fetch_add(1, Ordering::SeqCst);
+            Err(Error::Rcode {
+                server: "bind".into(),
+                op: "transfer",
+                rcode: "REFUSED".into(),
+                message: None,
+            })
+        }
+        async fn put(&self, _zone: &str, _set: &RecordSet) -> Result<(), Error> {
+            Ok(())
+        }
+        async fn delete(&self, _zone: &str, _name: &str, _rtype: &str) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_zone_the_server_will_not_list_is_read_record_by_record() {
+        let (dns, zones) = (NoTransfer::default(), ZoneListings::default());
+        let listed = Listed {
+            dns: &dns,
+            zones: &zones,
+            endpoint: "bind",
+            max_age: Duration::from_secs(300),
+            fresh: false,
+        };
+        for name in ["a.home.arpa.", "b.home.arpa.", "c.home.arpa."] {
+            let found = listed.get("home.arpa.", name, "A").await.unwrap().unwrap();
+            assert_eq!(found.values, ["10.0.0.1"]);
+        }
+        assert_eq!(dns.lists.load(Ordering::SeqCst), 1, "asked for a transfer once");
+        assert_eq!(dns.gets.load(Ordering::SeqCst), 3, "then each record read itself");
+    }
+}
