@@ -17,8 +17,9 @@ use tokio::time::Instant;
 
 /// How old a shared listing may be when an object resyncs from it: the
 /// resync interval, so each key is listed about once per interval.
-pub fn max_age(drift: &super::cache::DriftClock) -> Duration {
-    drift.period().min(super::RESYNC)
+/// `drift_period` (`--drift-interval`) shortens it.
+pub fn max_age(drift_period: Duration) -> Duration {
+    drift_period.min(super::RESYNC)
 }
 
 type Slot<T> = Arc<tokio::sync::Mutex<Option<(Instant, Arc<T>)>>>;

@@ -26,7 +26,7 @@ fn apis<'a>(env: Env<'a>, p: &BackupPolicy) -> Result<Apis<'a, PveClient, PbsCli
         notifier: Some(&env.providers.notifier),
         snapshots: Some(super::pbs::SharedSnapshots {
             listings: &env.cache.snapshots,
-            max_age: crate::reconcile::listings::max_age(env.drift),
+            max_age: crate::reconcile::listings::max_age(env.drift.period()),
         }),
     })
 }

@@ -37,7 +37,7 @@ impl DnsRecord {
             dns: env.providers.dns(&self.spec.provider)?,
             zones: &env.cache.zones,
             endpoint: &self.spec.provider,
-            max_age: listings::max_age(env.drift),
+            max_age: listings::max_age(env.drift.period()),
             fresh,
         })
     }

@@ -37,7 +37,7 @@ impl ProxyHost {
             api: env.providers.proxy(&self.spec.provider)?,
             hosts: &env.cache.proxy_hosts,
             endpoint: &self.spec.provider,
-            max_age: listings::max_age(env.drift),
+            max_age: listings::max_age(env.drift.period()),
             fresh,
         })
     }
