@@ -195,16 +195,22 @@ fn start_operator(plane: &envtest::ControlPlane, config: &Path, dir: &Path) -> a
     Ok(cmd.spawn()?)
 }
 
-/// The operator's own process: the child, or the wrapper's child.
+/// The operator's own process: the child, or the wrapper's descendant running the operator binary.
 fn operator_pid(child: u32) -> u32 {
-    for _ in 0..100 {
-        let children = std::fs::read_to_string(format!("/proc/{child}/task/{child}/children")).unwrap_or_default();
-        let exe = std::fs::read_link(format!("/proc/{child}/exe")).unwrap_or_default();
-        if exe.file_name().is_some_and(|n| n == "homelab-operator" || n == "bench_homelab") {
-            return child;
-        }
-        if let Some(pid) = children.split_whitespace().filter_map(|p| p.parse().ok()).next_back() {
-            return operator_pid(pid);
+    let is_operator = |pid: &u32| {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        exe.file_name().is_some_and(|n| n == "homelab-operator" || n == "bench_homelab")
+    };
+    for _ in 0..300 {
+        let mut family = vec![child];
+        let mut i = 0;
+        while let Some(&pid) = family.get(i) {
+            if is_operator(&pid) {
+                return pid;
+            }
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+            family.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            i += 1;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
