@@ -224,6 +224,7 @@ struct Usage {
     /// Of `rss`: the heap and stacks (the rest is the mapped binary and libraries).
     anon: f64,
     cpu: f64,
+    threads: f64,
 }
 
 fn usage(pid: u32) -> Usage {
@@ -246,6 +247,7 @@ fn usage(pid: u32) -> Usage {
         peak: kib("VmHWM:") / 1024.0,
         anon: kib("RssAnon:") / 1024.0,
         cpu: (ticks.get(11).unwrap_or(&0.0) + ticks.get(12).unwrap_or(&0.0)) / hz,
+        threads: kib("Threads:"),
     }
 }
 
@@ -444,7 +446,13 @@ async fn bench(n: usize, steady: Duration) -> anyhow::Result<()> {
 /// Nothing changes for `window`: what does the operator still do?
 async fn steady_state(plane: &envtest::ControlPlane, w: &World, pid: u32, window: Duration) {
     let (calls0, writes0, u0) = (w.calls(), api_writes(plane), usage(pid));
-    tokio::time::sleep(window).await;
+    // RSS sampled every 10 s: the quiet level and the swing of the periodic resync.
+    let mut samples = Vec::new();
+    let end = tokio::time::Instant::now() + window;
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_secs(10).min(end - tokio::time::Instant::now())).await;
+        samples.push(usage(pid).rss);
+    }
     let (calls1, writes1, u1) = (w.calls(), api_writes(plane), usage(pid));
     let secs = window.as_secs_f64();
     println!("\nsteady state, {secs:.0} s with nothing changing:\n\n| outside system | calls |\n|---|---|");
@@ -469,4 +477,31 @@ async fn steady_state(plane: &envtest::ControlPlane, w: &World, pid: u32, window
         u1.anon,
         u1.peak
     );
+    samples.sort_by(f64::total_cmp);
+    if let (Some(lo), Some(hi)) = (samples.first(), samples.last()) {
+        let median = samples[samples.len() / 2];
+        println!("RSS over the window, sampled every 10 s: min {lo:.1}, median {median:.1}, max {hi:.1} MiB; {} threads", u1.threads);
+    }
+    print_largest_mappings(pid);
+}
+
+/// The operator's mappings holding the most resident memory: heap, binary, stacks.
+fn print_largest_mappings(pid: u32) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut maps: Vec<(u64, String)> = Vec::new();
+    let mut name = String::new();
+    for line in smaps.lines() {
+        if let Some(kib) = line.strip_prefix("Rss:") {
+            let kib = kib.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            maps.push((kib, name.clone()));
+        } else if line.split_whitespace().next().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
+            name = line.split_whitespace().skip(5).collect::<Vec<_>>().join(" ");
+            name = format!("{} {}", line.split_whitespace().nth(1).unwrap_or(""), if name.is_empty() { "[anon]" } else { &name });
+        }
+    }
+    maps.sort_by(|a, b| b.0.cmp(&a.0));
+    println!("largest mappings (RSS KiB, perms, what):");
+    for (kib, name) in maps.iter().take(8) {
+        println!("  {kib:>7} {name}");
+    }
 }

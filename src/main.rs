@@ -1,6 +1,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    homelab_operator::controller::housekeeping::tune_allocator();
     // One process-wide TLS provider for kube and reqwest (see EXAMPLES.md §0).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = homelab_operator::cli::Cli::parse();

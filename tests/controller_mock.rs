@@ -738,10 +738,11 @@ async fn backup_policy_controller_reports_freshness_and_cleans_up() {
     assert_eq!(s.sim.backups_on("pbs1").len(), 1, "the backup stays");
 }
 
-/// Events of the same kind fold into a series (a PATCH of the first); after a
-/// quiet spell the recorder starts over, so it holds no events for good.
+/// Events of the same kind fold into a series (a PATCH of the first's count);
+/// a different note is a new Event; once the series window has passed the
+/// publisher holds nothing of them and a repeat starts a new Event.
 #[tokio::test(start_paused = true)]
-async fn the_event_recorder_is_emptied_after_a_quiet_spell() {
+async fn events_fold_into_series_and_are_forgotten_after_the_window() {
     use homelab_operator::controller::events::Events;
     use k8s_openapi::api::core::v1::ObjectReference;
     use kube::runtime::events::{Event, EventType, Reporter};
@@ -771,12 +772,31 @@ async fn the_event_recorder_is_emptied_after_a_quiet_spell() {
     let methods = || seen.lock().unwrap().iter().map(|s| s.method.clone()).collect::<Vec<_>>();
     events.publish(&ev, &reference).await.unwrap();
     events.publish(&ev, &reference).await.unwrap();
-    assert_eq!(methods(), ["POST", "PATCH"], "a repeat joins the series");
-    events.forget_if_quiet();
     events.publish(&ev, &reference).await.unwrap();
-    assert_eq!(methods()[2], "PATCH", "not quiet yet: still the series");
-    tokio::time::advance(Duration::from_secs(8 * 60)).await;
-    events.forget_if_quiet();
+    assert_eq!(methods(), ["POST", "PATCH", "PATCH"], "repeats join the series");
+    let (first, last) = {
+        let seen = seen.lock().unwrap();
+        (seen[0].clone(), seen[2].clone())
+    };
+    assert_eq!(first.body["note"], "web.home.arpa. A 10.0.0.1");
+    assert_eq!(first.body["type"], "Normal");
+    let name = first.body["metadata"]["name"].as_str().unwrap();
+    assert!(last.uri.contains(&format!("/namespaces/homelab/events/{name}")), "{}", last.uri);
+    assert_eq!(last.body["series"]["count"], 3, "{}", last.body);
+    let moved = Event {
+        type_: EventType::Normal,
+        reason: "Published".into(),
+        note: Some("web.home.arpa. A 10.0.0.2".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    events.publish(&moved, &reference).await.unwrap();
+    assert_eq!(methods()[3], "POST", "a new note is news");
+    events.forget_old();
     events.publish(&ev, &reference).await.unwrap();
-    assert_eq!(methods()[3], "POST", "after a quiet spell the recorder holds nothing");
+    assert_eq!(methods()[4], "PATCH", "within the window: still the series");
+    tokio::time::advance(Duration::from_secs(7 * 60)).await;
+    events.forget_old();
+    events.publish(&ev, &reference).await.unwrap();
+    assert_eq!(methods()[5], "POST", "after the window a repeat is a new Event");
 }

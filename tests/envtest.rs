@@ -24,6 +24,8 @@ use support::envtest_world::*;
 
 #[path = "tiers/envtest_bad_inputs.rs"]
 mod bad_inputs;
+#[path = "tiers/envtest_events.rs"]
+mod events;
 #[path = "tiers/envtest_export.rs"]
 mod export;
 #[path = "tiers/envtest_updates.rs"]
