@@ -762,13 +762,14 @@ async fn events_fold_into_series_and_are_forgotten_after_the_window() {
         uid: Some("uid-1".into()),
         ..Default::default()
     };
-    let ev = Event {
+    let published = |note: &str| Event {
         type_: EventType::Normal,
         reason: "Published".into(),
-        note: Some("web.home.arpa. A 10.0.0.1".into()),
+        note: Some(note.into()),
         action: "Reconcile".into(),
         secondary: None,
     };
+    let ev = published("web.home.arpa. A 10.0.0.1");
     let methods = || seen.lock().unwrap().iter().map(|s| s.method.clone()).collect::<Vec<_>>();
     events.publish(&ev, &reference).await.unwrap();
     events.publish(&ev, &reference).await.unwrap();
@@ -783,14 +784,7 @@ async fn events_fold_into_series_and_are_forgotten_after_the_window() {
     let name = first.body["metadata"]["name"].as_str().unwrap();
     assert!(last.uri.contains(&format!("/namespaces/homelab/events/{name}")), "{}", last.uri);
     assert_eq!(last.body["series"]["count"], 3, "{}", last.body);
-    let moved = Event {
-        type_: EventType::Normal,
-        reason: "Published".into(),
-        note: Some("web.home.arpa. A 10.0.0.2".into()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    events.publish(&moved, &reference).await.unwrap();
+    events.publish(&published("web.home.arpa. A 10.0.0.2"), &reference).await.unwrap();
     assert_eq!(methods()[3], "POST", "a new note is news");
     events.forget_old();
     events.publish(&ev, &reference).await.unwrap();
