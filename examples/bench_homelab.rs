@@ -10,9 +10,10 @@
 //! unpacks it into `target/envtest`.) The operator runs as its own process
 //! under the chart's RBAC, so its CPU and memory are its own: the
 //! `homelab-operator` binary beside the examples directory (`cargo build
-//! --release` first), else this binary re-run as `homelab-operator run`. Prints, per kind added: time to Ready, the
-//! operator's resident memory then and its peak; for the steady state: outside
-//! calls per system, API-server writes by resource, CPU and RSS.
+//! --release` first), else this binary re-run as `homelab-operator run`.
+//! Prints, per kind added: time to Ready, the operator's resident memory then
+//! and its peak; for the steady state: outside calls per system, API-server
+//! writes by resource, CPU, RSS sampled every 10 s and the largest mappings.
 //! `BENCH_OPERATOR_WRAPPER=heaptrack` runs the operator under that command
 //! (a heap profile of where its memory goes).
 
@@ -53,6 +54,9 @@ const LIMIT: Duration = Duration::from_secs(1800);
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("operator") {
+        homelab_operator::controller::housekeeping::tune_allocator();
+    }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if args.get(1).map(String::as_str) == Some("operator") {
@@ -480,7 +484,10 @@ async fn steady_state(plane: &envtest::ControlPlane, w: &World, pid: u32, window
     samples.sort_by(f64::total_cmp);
     if let (Some(lo), Some(hi)) = (samples.first(), samples.last()) {
         let median = samples[samples.len() / 2];
-        println!("RSS over the window, sampled every 10 s: min {lo:.1}, median {median:.1}, max {hi:.1} MiB; {} threads", u1.threads);
+        println!(
+            "RSS over the window, sampled every 10 s: min {lo:.1}, median {median:.1}, max {hi:.1} MiB; {} threads",
+            u1.threads
+        );
     }
     print_largest_mappings(pid);
 }
@@ -489,19 +496,21 @@ async fn steady_state(plane: &envtest::ControlPlane, w: &World, pid: u32, window
 fn print_largest_mappings(pid: u32) {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
     let mut maps: Vec<(u64, String)> = Vec::new();
-    let mut name = String::new();
+    let mut mapping = String::new();
     for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
         if let Some(kib) = line.strip_prefix("Rss:") {
             let kib = kib.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
-            maps.push((kib, name.clone()));
-        } else if line.split_whitespace().next().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
-            name = line.split_whitespace().skip(5).collect::<Vec<_>>().join(" ");
-            name = format!("{} {}", line.split_whitespace().nth(1).unwrap_or(""), if name.is_empty() { "[anon]" } else { &name });
+            maps.push((kib, mapping.clone()));
+        } else if fields.first().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
+            // A mapping's header: address range, permissions, offset, device, inode, path.
+            let path = fields.get(5..).map(|p| p.join(" ")).filter(|p| !p.is_empty());
+            mapping = format!("{} {}", fields.get(1).unwrap_or(&""), path.as_deref().unwrap_or("[anon]"));
         }
     }
-    maps.sort_by(|a, b| b.0.cmp(&a.0));
-    println!("largest mappings (RSS KiB, perms, what):");
-    for (kib, name) in maps.iter().take(8) {
-        println!("  {kib:>7} {name}");
+    maps.sort_by_key(|m| std::cmp::Reverse(m.0));
+    println!("largest mappings (RSS KiB, permissions, what):");
+    for (kib, mapping) in maps.iter().take(8) {
+        println!("  {kib:>7} {mapping}");
     }
 }

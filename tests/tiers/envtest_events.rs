@@ -52,7 +52,10 @@ async fn repeated_events_become_a_series_the_api_server_accepts() {
         .collect();
     assert_eq!(
         seen,
-        [("dns1: connection refused".to_string(), Some(3)), ("dns1: timed out".to_string(), None)],
+        [
+            ("dns1: connection refused".to_string(), Some(3)),
+            ("dns1: timed out".to_string(), None)
+        ],
         "one Event per note, repeats counted in its series"
     );
 }
