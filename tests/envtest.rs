@@ -28,6 +28,8 @@ mod bad_inputs;
 mod events;
 #[path = "tiers/envtest_export.rs"]
 mod export;
+#[path = "tiers/envtest_guest_watch.rs"]
+mod guest_watch;
 #[path = "tiers/envtest_updates.rs"]
 mod updates;
 

@@ -2,7 +2,12 @@
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client, api::ListParams, core::DeserializeGuard, runtime::reflector::Store};
+use kube::{
+    Api, Client,
+    api::ListParams,
+    core::DeserializeGuard,
+    runtime::reflector::{ObjectRef, Store},
+};
 
 use crate::{
     api::{MonitorTarget, ProxmoxGuest, ProxyHost, SecretKeyRef},
@@ -15,7 +20,8 @@ use crate::{
 
 /// Reads from the API server; guests from the guest controller's cache once
 /// it has them (a policy over a thousand guests would otherwise list and
-/// decode every one of them, managed fields included, on each reconcile).
+/// decode every one of them, managed fields included, on each reconcile, and
+/// a thousand records would read their guests once each per resync).
 pub struct ApiLookup {
     client: Client,
     guests: Option<Store<DeserializeGuard<ProxmoxGuest>>>,
@@ -29,9 +35,15 @@ impl ApiLookup {
         Self { client, guests }
     }
 
-    async fn cached_guests(&self, namespace: &str) -> Option<Vec<ProxmoxGuest>> {
+    /// The guest cache, once it has its first listing.
+    async fn guest_cache(&self) -> Option<&Store<DeserializeGuard<ProxmoxGuest>>> {
         let store = self.guests.as_ref()?;
         tokio::time::timeout(CACHE_WAIT, store.wait_until_ready()).await.ok()?.ok()?;
+        Some(store)
+    }
+
+    async fn cached_guests(&self, namespace: &str) -> Option<Vec<ProxmoxGuest>> {
+        let store = self.guest_cache().await?;
         Some(
             store
                 .state()
@@ -42,6 +54,16 @@ impl ApiLookup {
                 .collect(),
         )
     }
+
+    /// `None` when there is no cache yet, or the cached guest could not be
+    /// read (the API server's answer then says why).
+    async fn cached_guest(&self, namespace: &str, name: &str) -> Option<Option<ProxmoxGuest>> {
+        let store = self.guest_cache().await?;
+        match store.get(&ObjectRef::new(name).within(namespace)) {
+            None => Some(None),
+            Some(g) => g.0.as_ref().ok().map(|g| Some(g.clone())),
+        }
+    }
 }
 
 fn kube_error(what: String) -> impl FnOnce(kube::Error) -> ReconcileError {
@@ -51,6 +73,11 @@ fn kube_error(what: String) -> impl FnOnce(kube::Error) -> ReconcileError {
 impl Lookup for ApiLookup {
     fn guest<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<Option<ProxmoxGuest>, ReconcileError>> {
         Box::pin(async move {
+            // From the cache: a guest's change reaches the controllers that follow
+            // guests only after the cache has it (controller::guest_watch).
+            if let Some(cached) = self.cached_guest(namespace, name).await {
+                return Ok(cached);
+            }
             let api: Api<ProxmoxGuest> = Api::namespaced(self.client.clone(), namespace);
             api.get_opt(name)
                 .await

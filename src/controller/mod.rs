@@ -8,6 +8,7 @@ pub mod context;
 pub mod dns_record;
 pub mod driver;
 pub mod events;
+pub mod guest_watch;
 pub mod health;
 pub mod housekeeping;
 pub mod leader;
@@ -165,7 +166,11 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
         let s = shutdown.clone();
         async move { s.cancelled().await }
     };
-    let guests = guest_controller(&scope);
+    // One watch of guests: the guest controller's, handed on to the others.
+    let mut watch = guest_watch::GuestWatch::default();
+    let (for_records, for_proxies, for_monitors) = (watch.subscribe(), watch.subscribe(), watch.subscribe());
+    let (for_policies, for_updates) = (watch.subscribe(), watch.subscribe());
+    let guests = guest_controller(&scope, watch);
     let _ = ctx.guests.set(guests.store());
     let guests = guests
         .with_config(config.clone())
@@ -176,9 +181,7 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
     let store = records.store();
     // A guest's new address re-reconciles the records that publish it.
     let records = records
-        .watches(scope.api::<ProxmoxGuest>(), watcher::Config::default(), move |g| {
-            dns_record::records_targeting(&store, &g)
-        })
+        .watches_shared_stream(guest_watch::guests(for_records), move |g| dns_record::records_targeting(&store, &g))
         .with_config(config.clone())
         .graceful_shutdown_on(stop())
         .run(driver::reconcile, shared::error_policy, ctx.clone())
@@ -187,9 +190,7 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
     let store = proxies.store();
     // A guest's new address re-reconciles the proxy hosts that forward to it.
     let proxies = proxies
-        .watches(scope.api::<ProxmoxGuest>(), watcher::Config::default(), move |g| {
-            proxy_host::proxies_targeting(&store, &g)
-        })
+        .watches_shared_stream(guest_watch::guests(for_proxies), move |g| proxy_host::proxies_targeting(&store, &g))
         .with_config(config.clone())
         .graceful_shutdown_on(stop())
         .run(driver::reconcile, shared::error_policy, ctx.clone())
@@ -199,7 +200,7 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
     // A guest created, relabelled or deleted changes the members of its policies
     // (its other status writes do not).
     let policies = policies
-        .watches_stream(key_changes(scope.api::<ProxmoxGuest>(), backup_policy::membership_key), move |g| {
+        .watches_shared_stream(guest_watch::key_changes(for_policies, backup_policy::membership_key), move |g| {
             backup_policy::policies_of(&store, &g)
         })
         .with_config(config.clone())
@@ -210,7 +211,7 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
     let store = updates.store();
     // Membership changes as for backups.
     let updates = updates
-        .watches_stream(key_changes(scope.api::<ProxmoxGuest>(), backup_policy::membership_key), move |g| {
+        .watches_shared_stream(guest_watch::key_changes(for_updates, backup_policy::membership_key), move |g| {
             update_policy::policies_of(&store, &g)
         })
         .with_config(config.clone())
@@ -224,7 +225,7 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
     let store = monitors.store();
     // A guest's new address moves the checks that target it.
     let monitors = monitors
-        .watches(scope.api::<ProxmoxGuest>(), watcher::Config::default(), move |g| {
+        .watches_shared_stream(guest_watch::guests(for_monitors), move |g| {
             monitor_target::monitors_targeting(&store, &g)
         })
         .with_config(config)
@@ -238,8 +239,8 @@ async fn run_controllers(scope: Scope, ctx: Arc<context::Context>, config: contr
 
 /// The ProxmoxGuest controller with what re-reconciles a guest besides its
 /// own changes: its children's readiness, a policy it names coming or going.
-fn guest_controller(scope: &Scope) -> Controller<DeserializeGuard<ProxmoxGuest>> {
-    let guests = main_controller::<ProxmoxGuest>(scope);
+fn guest_controller(scope: &Scope, watch: guest_watch::GuestWatch) -> Controller<DeserializeGuard<ProxmoxGuest>> {
+    let guests = forwarding_controller::<ProxmoxGuest>(scope, move |event| watch.forward(event));
     let (backup_store, update_store) = (guests.store(), guests.store());
     guests
         // A policy a guest names appearing or going changes the guest's Degraded condition.
@@ -274,13 +275,25 @@ pub fn main_controller<K>(scope: &Scope) -> Controller<DeserializeGuard<K>>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    forwarding_controller(scope, |_| {})
+}
+
+/// A main controller whose watch events also go to `forward`, once its cache has them.
+fn forwarding_controller<K>(
+    scope: &Scope,
+    forward: impl Fn(&watcher::Event<DeserializeGuard<K>>) + Send + 'static,
+) -> Controller<DeserializeGuard<K>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let (reader, writer) = reflector::store();
-    Controller::for_stream(trigger_stream(scope.api(), writer), reader)
+    Controller::for_stream(trigger_stream(scope.api(), writer, forward), reader)
 }
 
 fn trigger_stream<K>(
     api: Api<DeserializeGuard<K>>,
     writer: reflector::store::Writer<DeserializeGuard<K>>,
+    forward: impl Fn(&watcher::Event<DeserializeGuard<K>>) + Send + 'static,
 ) -> impl Stream<Item = Result<DeserializeGuard<K>, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -293,6 +306,7 @@ where
         .default_backoff()
         .modify(slim)
         .reflect(writer)
+        .inspect_ok(forward)
         .applied_objects()
         .predicate_filter(changed, Default::default())
 }
@@ -317,27 +331,16 @@ fn key_changes<K>(api: Api<K>, key: fn(&K) -> u64) -> impl Stream<Item = Result<
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    use std::collections::HashMap;
-    let name = |o: &K| (o.meta().namespace.clone(), o.meta().name.clone());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<(Option<String>, Option<String>), u64>::new()));
+    let keys = std::sync::Mutex::new(guest_watch::KeyChanges::default());
     watcher(api, watcher::Config::default())
         .default_backoff()
         .try_filter_map(move |event| {
-            let seen = seen.clone();
-            async move {
-                let mut seen = seen.lock().expect("key changes lock");
-                Ok(match event {
-                    watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                        let k = key(&o);
-                        (seen.insert(name(&o), k) != Some(k)).then_some(o)
-                    }
-                    watcher::Event::Delete(o) => {
-                        seen.remove(&name(&o));
-                        Some(o)
-                    }
-                    watcher::Event::Init | watcher::Event::InitDone => None,
-                })
-            }
+            let mut keys = keys.lock().expect("key changes lock");
+            std::future::ready(Ok(match event {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => keys.changed(&o, key(&o), false).then_some(o),
+                watcher::Event::Delete(o) => keys.changed(&o, 0, true).then_some(o),
+                watcher::Event::Init | watcher::Event::InitDone => None,
+            }))
         })
 }
 

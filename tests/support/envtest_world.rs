@@ -155,17 +155,17 @@ impl Operator {
     pub fn start(plane: &ControlPlane, w: &World, ns: &str, extra: &[&str], name: &str) -> Operator {
         let log = w.dir.path().join(format!("{name}.log"));
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Drift checks every second, unless the test needs the requeues out of the way.
+        let drift: &[&str] = if extra.contains(&"--drift-interval") {
+            &[]
+        } else {
+            &["--drift-interval", "1"]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_homelab-operator"))
             .args(["run", "--config"])
             .arg(&w.config)
-            .args([
-                "--namespace",
-                ns,
-                "--metrics-addr",
-                &format!("127.0.0.1:{port}"),
-                "--drift-interval",
-                "1",
-            ])
+            .args(["--namespace", ns, "--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args(drift)
             .args(extra)
             .env("KUBECONFIG", &plane.operator_kubeconfig)
             .env("POD_NAME", name)
