@@ -49,6 +49,15 @@ async fn a_guests_new_address_reaches_what_targets_it() {
         .unwrap();
     guests.create(&PostParams::default(), &lxc("app", nic("10.0.40.20"))).await.unwrap();
 
+    followed(&records, &proxies, &op, &w, "10.0.40.20").await;
+    // The guest moves: its status changes, and the record and host follow.
+    let patch = json!({"spec": nic("10.0.40.21")});
+    guests.patch("app", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    followed(&records, &proxies, &op, &w, "10.0.40.21").await;
+}
+
+/// Wait until record and host `app` publish and forward to `ip`.
+async fn followed(records: &Api<api::DnsRecord>, proxies: &Api<api::ProxyHost>, op: &Operator, w: &World, ip: &str) {
     let published = || {
         w.dns
             .records("app.home.arpa")
@@ -57,24 +66,6 @@ async fn a_guests_new_address_reaches_what_targets_it() {
             .collect::<Vec<_>>()
     };
     let forwarded = || w.npm.hosts().iter().map(|h| h["forward_host"].clone()).collect::<Vec<_>>();
-    wait_for(&records, "app", "published at the guest's address", &op, |_| {
-        published() == [json!("10.0.40.20")]
-    })
-    .await;
-    wait_for(&proxies, "app", "forwarding to the guest", &op, |_| {
-        forwarded() == [json!("10.0.40.20")]
-    })
-    .await;
-
-    // The guest moves: its status changes, and the record and host follow.
-    let patch = json!({"spec": nic("10.0.40.21")});
-    guests.patch("app", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    wait_for(&records, "app", "published at the new address", &op, |_| {
-        published() == [json!("10.0.40.21")]
-    })
-    .await;
-    wait_for(&proxies, "app", "forwarding to the new address", &op, |_| {
-        forwarded() == [json!("10.0.40.21")]
-    })
-    .await;
+    wait_for(records, "app", &format!("published at {ip}"), op, |_| published() == [json!(ip)]).await;
+    wait_for(proxies, "app", &format!("forwarding to {ip}"), op, |_| forwarded() == [json!(ip)]).await;
 }
