@@ -380,8 +380,12 @@ async fn add_kind(client: &Client, pid: u32, k: &KindRef, count: usize, make: im
     Ok(start.elapsed())
 }
 
-/// Write requests the API server has served so far, by resource (`apiserver_request_total`).
-fn api_writes(plane: &envtest::ControlPlane) -> BTreeMap<String, f64> {
+/// API-server requests so far by kind of request (`reads`: GET and LIST;
+/// `watches`: WATCH, counted as a watch ends, so about one per watch per
+/// five minutes; `writes`) and resource, as the API
+/// server counts them (every client: the operator, the bench, the controller
+/// manager; in the quiet window only the operator and leader election work).
+fn api_requests(plane: &envtest::ControlPlane) -> BTreeMap<(&'static str, String), f64> {
     let (_, text) = plane.kubectl(&["get", "--raw", "/metrics"]);
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
@@ -391,18 +395,39 @@ fn api_writes(plane: &envtest::ControlPlane) -> BTreeMap<String, f64> {
                 .and_then(|(_, r)| r.split_once('"'))
                 .map(|(v, _)| v.to_string())
         };
-        let verb = label("verb").unwrap_or_default();
-        if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE") {
-            continue;
-        }
+        let class = match label("verb").unwrap_or_default().as_str() {
+            "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" => "writes",
+            "GET" | "LIST" => "reads",
+            "WATCH" => "watches",
+            _ => continue,
+        };
+        let Some(resource) = label("resource").filter(|r| !r.is_empty()) else {
+            continue; // /metrics, /healthz and the like
+        };
         let resource = match label("subresource").filter(|s| !s.is_empty()) {
-            Some(sub) => format!("{}/{sub}", label("resource").unwrap_or_default()),
-            None => label("resource").unwrap_or_default(),
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource,
         };
         let value: f64 = line.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()).unwrap_or(0.0);
-        *out.entry(resource).or_default() += value;
+        *out.entry((class, resource)).or_default() += value;
     }
     out
+}
+
+/// The requests made between two `api_requests`, a table per kind of request.
+fn print_api_requests(before: &BTreeMap<(&'static str, String), f64>, after: &BTreeMap<(&'static str, String), f64>) {
+    for class in ["writes", "reads", "watches"] {
+        println!("\n| API-server {class} by resource | count |\n|---|---|");
+        let mut total = 0.0;
+        for ((c, resource), n) in after.iter().filter(|((c, _), _)| *c == class) {
+            let d = n - before.get(&(*c, resource.clone())).unwrap_or(&0.0);
+            if d > 0.0 {
+                total += d;
+                println!("| {resource} | {d:.0} |");
+            }
+        }
+        println!("| total | {total:.0} |");
+    }
 }
 
 async fn bench(n: usize, steady: Duration) -> anyhow::Result<()> {
@@ -449,7 +474,7 @@ async fn bench(n: usize, steady: Duration) -> anyhow::Result<()> {
 
 /// Nothing changes for `window`: what does the operator still do?
 async fn steady_state(plane: &envtest::ControlPlane, w: &World, pid: u32, window: Duration) {
-    let (calls0, writes0, u0) = (w.calls(), api_writes(plane), usage(pid));
+    let (calls0, requests0, u0) = (w.calls(), api_requests(plane), usage(pid));
     // RSS sampled every 10 s: the quiet level and the swing of the periodic resync.
     let mut samples = Vec::new();
     let end = tokio::time::Instant::now() + window;
@@ -457,22 +482,13 @@ async fn steady_state(plane: &envtest::ControlPlane, w: &World, pid: u32, window
         tokio::time::sleep(Duration::from_secs(10).min(end - tokio::time::Instant::now())).await;
         samples.push(usage(pid).rss);
     }
-    let (calls1, writes1, u1) = (w.calls(), api_writes(plane), usage(pid));
+    let (calls1, requests1, u1) = (w.calls(), api_requests(plane), usage(pid));
     let secs = window.as_secs_f64();
     println!("\nsteady state, {secs:.0} s with nothing changing:\n\n| outside system | calls |\n|---|---|");
     for (system, after) in &calls1 {
         println!("| {system} | {} |", after - calls0.get(system).unwrap_or(&0));
     }
-    println!("\n| API-server writes by resource | count |\n|---|---|");
-    let mut total = 0.0;
-    for (resource, after) in &writes1 {
-        let d = after - writes0.get(resource).unwrap_or(&0.0);
-        if d > 0.0 {
-            total += d;
-            println!("| {resource} | {d:.0} |");
-        }
-    }
-    println!("| total | {total:.0} |");
+    print_api_requests(&requests0, &requests1);
     println!(
         "\noperator CPU {:.2} s ({:.1} % of one core); RSS {:.1} MiB at the end ({:.1} MiB heap and stacks), peak {:.1} MiB",
         u1.cpu - u0.cpu,
