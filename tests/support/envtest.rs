@@ -150,6 +150,31 @@ fn kubeconfig(server: &str, ca_pem: &str, user: &str) -> String {
     )
 }
 
+/// A control plane's directory (its logs, and 160 MB of etcd data) stays
+/// after the run for a look at what failed; the next start removes those
+/// whose process is gone. A plane's process holds the `lock` file in its
+/// directory for as long as it lives (made under another name, so no sweep
+/// sees it unlocked).
+fn hold_and_sweep(dir: &Path) -> std::io::Result<()> {
+    let pending = dir.join("lock.new");
+    let lock = std::fs::File::create(&pending)?;
+    lock.lock()?;
+    std::fs::rename(&pending, dir.join("lock"))?;
+    // Released when the process exits, however it exits.
+    std::mem::forget(lock);
+    for entry in std::fs::read_dir(std::env::temp_dir())?.flatten() {
+        let path = entry.path();
+        if path == dir || !entry.file_name().to_string_lossy().starts_with("homelab-envtest-") {
+            continue;
+        }
+        let unheld = std::fs::File::open(path.join("lock")).is_ok_and(|f| f.try_lock().is_ok());
+        if unheld {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+    Ok(())
+}
+
 fn start() -> Result<(ControlPlane, Vec<Child>), String> {
     let bin = assets()?;
     let dir = tempfile::Builder::new()
@@ -157,6 +182,7 @@ fn start() -> Result<(ControlPlane, Vec<Child>), String> {
         .tempdir()
         .map_err(|e| e.to_string())?
         .keep();
+    hold_and_sweep(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let pki = pki().map_err(|e| e.to_string())?;
     for (name, pem) in &pki.files {
         std::fs::write(dir.join(name), pem).map_err(|e| e.to_string())?;
