@@ -40,7 +40,13 @@ pub fn control_plane() -> &'static ControlPlane {
         std::thread::Builder::new()
             .name("envtest-owner".into())
             .spawn(move || {
-                let started = start();
+                let mut started = start();
+                for _ in 0..3 {
+                    if !matches!(&started, Err(e) if e == PORT_TAKEN) {
+                        break;
+                    }
+                    started = start();
+                }
                 let ok = started.is_ok();
                 let _ = tx.send(started.map(|(plane, children)| {
                     // The children stay referenced by this thread, which never ends.
@@ -74,6 +80,8 @@ fn assets() -> Result<PathBuf, String> {
     }
     Ok(dir)
 }
+
+const PORT_TAKEN: &str = "a control plane process exited at start: a port it was given was taken meanwhile";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -256,6 +264,17 @@ fn start() -> Result<(ControlPlane, Vec<Child>), String> {
     wait_for(Duration::from_secs(120), "kube-apiserver /readyz", || {
         kubectl_ok(&admin_kubeconfig, &["get", "--raw", "/readyz"])
     })?;
+    // Ports are found by binding and releasing: a plane starting in another
+    // process at the same moment can take one first. Our etcd then exits
+    // while the health check answers for the other plane's, which our API
+    // server would share. Start again on other ports.
+    if children.iter_mut().any(|c| !matches!(c.try_wait(), Ok(None))) {
+        for c in &mut children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        return Err(PORT_TAKEN.into());
+    }
     children.push(spawn(
         &bin.join("kube-controller-manager"),
         &[
